@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this module_util is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""What every lqos.bpf module shares: one error type, one way to fail, the
+shared option sets, atomic writes, hashing, a C-locale command runner and
+bpffs path confinement."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import tempfile
+import traceback
+
+BPFFS_MAGIC = 0xCAFE4A11
+DEFAULT_PIN_ROOT = "/sys/fs/bpf"
+C_LOCALE = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
+
+# Option set shared by every module that works from a pipeline spec.
+SPEC_ARGS = dict(
+    spec=dict(type="raw", required=True),
+)
+# Option set shared by modules that read or change pins.
+PIN_ARGS = dict(
+    pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+)
+# The approval gate: live changes only when this is true.
+APPROVE_ARGS = dict(
+    approve=dict(type="bool", default=False),
+)
+
+
+class LqosError(Exception):
+    """A failure the operator can act on: what is wrong, then how to fix it.
+
+    ``details`` are returned as extra keys of the failed result (rc, stderr,
+    cmd, ...), never as a traceback.
+    """
+
+    def __init__(self, msg: str, fix: str | None = None, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.fix = fix
+        self.details = details
+
+    def __str__(self) -> str:
+        if self.fix:
+            return "%s Fix: %s" % (self.msg.rstrip(), self.fix)
+        return self.msg
+
+
+def run_module(module, run) -> None:
+    """Call ``run(module)`` and turn its outcome into exit_json/fail_json.
+
+    Every known failure becomes one ``msg``; an unexpected exception is still
+    reported as one line, with the traceback kept for ``-vvv``.
+    """
+    module.run_command_environ_update = dict(C_LOCALE)
+    try:
+        result = run(module)
+    except LqosError as exc:
+        details = dict(exc.details)
+        module.fail_json(msg=str(exc), **details)
+    except Exception as exc:  # pylint: disable=broad-except
+        lib_msg = getattr(exc, "msg", None)
+        if lib_msg and exc.__class__.__name__ == "LibbpfError":
+            module.fail_json(msg=lib_msg, errno=getattr(exc, "errno", None))
+        module.fail_json(
+            msg="internal error in %s: %s: %s (please report this with the -vvv output)"
+            % (module._name, exc.__class__.__name__, exc),
+            exception=traceback.format_exc(),
+        )
+    module.exit_json(**result)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def canonical_json(data) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
+    """Write ``path`` so that readers see the old file or the new one, never half."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def atomic_symlink(target: str, link: str) -> None:
+    """Point ``link`` at ``target`` in one rename."""
+    tmp = "%s.tmp-%d" % (link, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(os.path.dirname(os.path.abspath(link)))
+
+
+def statfs_type(path: str) -> int:
+    """The filesystem magic of ``path`` (statfs f_type), or raise OSError."""
+    buf = ctypes.create_string_buffer(256)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+
+
+def is_bpffs(path: str) -> bool:
+    try:
+        return statfs_type(path) == BPFFS_MAGIC
+    except OSError:
+        return False
+
+
+def require_bpffs(pin_root: str) -> str:
+    """Return the canonical pin root, or fail clearly if it is not a bpffs mount."""
+    if not os.path.isabs(pin_root):
+        raise LqosError("pin_root %r is not an absolute path." % pin_root,
+                        "give the bpffs mount point, e.g. /sys/fs/bpf.")
+    real = os.path.realpath(pin_root)
+    if not os.path.isdir(real):
+        raise LqosError("pin_root %s does not exist." % pin_root,
+                        "mount bpffs there: mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root))
+    if not is_bpffs(real):
+        raise LqosError("pin_root %s is not a bpffs mount (statfs magic is not BPF_FS_MAGIC)." % pin_root,
+                        "mount bpffs there: mount -t bpf bpf %s" % pin_root)
+    return real
+
+
+def confine_pin(pin_root: str, name: str) -> str:
+    """Resolve ``name`` (relative to ``pin_root``, or absolute under it) and refuse
+    anything that leaves the bpffs root: ``..``, symlinks, other absolute paths."""
+    root = os.path.realpath(pin_root)
+    path = name if os.path.isabs(name) else os.path.join(root, name)
+    norm = os.path.normpath(path)
+    if ".." in name.split("/") or not (norm == root or norm.startswith(root + "/")):
+        raise LqosError("pin path %r leaves the pin root %s." % (name, root),
+                        "name pins relative to pin_root, without '..'.")
+    probe = root
+    for part in os.path.relpath(norm, root).split("/"):
+        if part in (".", ""):
+            continue
+        probe = os.path.join(probe, part)
+        if os.path.islink(probe):
+            raise LqosError("pin path %s is a symlink (-> %s); symlinks are never followed under the pin root."
+                            % (probe, os.readlink(probe)), "remove the symlink or name the real pin.")
+    return norm
+
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """Count CPUs in the kernel's possible mask ("0-1", "0,2-3")."""
+    with open(path) as fh:
+        return count_cpu_list(fh.read())
+
+
+def count_cpu_list(text: str) -> int:
+    total = 0
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            total += int(hi) - int(lo) + 1
+        else:
+            total += 1
+    return total
+
+
+def errno_name(num: int | None) -> str:
+    if not num:
+        return ""
+    return errno.errorcode.get(num, str(num))

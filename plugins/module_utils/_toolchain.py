@@ -1,0 +1,290 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this module_util is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""Preflight: is this host able to build, load and attach the pipeline?
+
+Every check yields one row: what was looked at, what was found, and - when it
+is not good enough - the exact fix (Debian/Ubuntu package, mount command, or
+the constant to change)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    atomic_write, count_cpu_list, is_bpffs, LqosError,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
+
+# name -> (version argv, version regex, Debian package, default minimum)
+TOOLS = {
+    "clang": (["--version"], r"clang version (\d+(?:\.\d+)+)", "clang", "11.0"),
+    "llc": (["--version"], r"LLVM version (\d+(?:\.\d+)+)", "llvm", "11.0"),
+    "bpftool": (["version"], r"bpftool v(\d+(?:\.\d+)+)", "bpftool", "5.6"),
+    "bindgen": (["--version"], r"bindgen (\d+(?:\.\d+)+)", "bindgen", "0.59"),
+    "ar": (["--version"], r"GNU ar .*?(\d+\.\d+(?:\.\d+)?)", "binutils", "2.30"),
+}
+LIBBPF_MINIMUM = "1.0"
+KERNEL_MINIMUM = "5.10"
+CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+
+
+def version_tuple(text: str) -> tuple:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:4])
+
+
+def meets(version: str | None, minimum: str | None) -> bool:
+    if not minimum:
+        return True
+    if not version:
+        return False
+    return version_tuple(version) >= version_tuple(minimum)
+
+
+def _stat_key(path: str) -> str:
+    st = os.stat(path)
+    return "%s:%d:%d" % (path, st.st_mtime_ns, st.st_size)
+
+
+def tool_versions(module, names=None, cache_path: str | None = None, path_prefix: str | None = None) -> dict:
+    """Find each tool and its version. ``cache_path`` keeps versions keyed by the
+    binary's path, mtime and size, so an unchanged toolchain is never run again."""
+    cache: dict = {}
+    if cache_path and os.path.isfile(cache_path):
+        try:
+            with open(cache_path) as fh:
+                cache = json.load(fh)
+        except (OSError, ValueError):
+            cache = {}
+    found = {}
+    dirty = False
+    for name in names or TOOLS:
+        argv, regex, package, _minimum = TOOLS[name]
+        path = module.get_bin_path(name, opt_dirs=[path_prefix] if path_prefix else [])
+        if not path:
+            found[name] = {"found": False, "path": None, "version": None, "package": package}
+            continue
+        key = _stat_key(os.path.realpath(path))
+        version = cache.get(key)
+        if version is None:
+            rc, out, err = module.run_command([path] + argv)
+            match = re.search(regex, out + err)
+            version = match.group(1) if match else ""
+            if rc == 0 and version:
+                cache[key] = version
+                dirty = True
+        found[name] = {"found": True, "path": path, "version": version or None, "package": package}
+    if cache_path and dirty:
+        try:
+            atomic_write(cache_path, json.dumps(cache, sort_keys=True))
+        except OSError:
+            pass
+    return found
+
+
+def libbpf_status() -> dict:
+    """libbpf headers (libbpf-dev) and shared library (libbpf1), with its version."""
+    headers = [h for h in ("/usr/include/bpf/libbpf.h", "/usr/include/bpf/bpf_helpers.h") if os.path.isfile(h)]
+    status = {"headers": len(headers) == 2, "header_path": "/usr/include/bpf" if headers else None,
+              "library": False, "version": None, "cffi": False, "error": None}
+    try:
+        from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+    except ImportError as exc:  # pragma: no cover - shipped with the collection
+        status["error"] = str(exc)
+        return status
+    status["cffi"] = bool(getattr(_libbpf, "HAS_CFFI", False))
+    if not status["cffi"]:
+        status["error"] = "python3-cffi is not installed"
+        return status
+    try:
+        status["version"] = _libbpf.libbpf_version()
+        status["library"] = True
+    except Exception as exc:  # LibbpfError: reported, not raised
+        status["error"] = getattr(exc, "msg", str(exc))
+    return status
+
+
+def kernel_config(release: str) -> dict | None:
+    for path in ("/boot/config-%s" % release, "/lib/modules/%s/build/.config" % release):
+        if os.path.isfile(path):
+            with open(path, errors="replace") as fh:
+                return _parse_config(fh.read())
+    if os.path.isfile("/proc/config.gz"):
+        with gzip.open("/proc/config.gz", "rt", errors="replace") as fh:
+            return _parse_config(fh.read())
+    return None
+
+
+def _parse_config(text: str) -> dict:
+    return dict(re.findall(r"^(CONFIG_[A-Z0-9_]+)=(\S+)", text, re.M))
+
+
+def effective_caps(status_path: str = "/proc/self/status") -> int:
+    with open(status_path) as fh:
+        match = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", fh.read(), re.M)
+    return int(match.group(1), 16) if match else 0
+
+
+def probe_prog_types() -> dict | None:
+    """Ask the running kernel (through libbpf) whether it loads XDP and TC programs."""
+    try:
+        from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+        probe = getattr(_libbpf, "probe_prog_type", None)
+        if probe is None:
+            return None
+        return {"xdp": probe("xdp"), "tc": probe("sched_cls")}
+    except Exception:  # the probe is a best effort; config flags are the fallback
+        return None
+
+
+def cpu_map_prediction(spec: dict | None, src: str | None, possible: int) -> list:
+    """For every cpu-sized map: the constant's value versus possible CPUs (E2BIG)."""
+    rows = []
+    if not spec or not src:
+        return rows
+    workdir = os.path.join(src, spec["sources"]["workdir"])
+    for item in spec["cpu_sized_maps"]:
+        header = os.path.join(workdir, item["header"])
+        value = None
+        if os.path.isfile(header):
+            with open(header, errors="replace") as fh:
+                value = header_constants(fh.read()).get(item["constant"])
+        rows.append({"map": item["map"], "constant": item["constant"], "header": header,
+                     "max_entries": value, "possible_cpus": possible,
+                     "e2big": value is not None and value > possible})
+    return rows
+
+
+def _check(name, ok, message, fix=None, required=True, **extra):
+    row = {"name": name, "ok": bool(ok), "required": required, "message": message, "fix": None if ok else fix}
+    row.update(extra)
+    return row
+
+
+def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, src: str | None = None) -> dict:
+    checks = []
+    tools = tool_versions(module)
+    for name, info in tools.items():
+        minimum = minimums.get(name, TOOLS[name][3])
+        info["minimum"] = minimum
+        info["meets_minimum"] = meets(info["version"], minimum)
+        if not info["found"]:
+            checks.append(_check(name, False, "%s not found in PATH" % name,
+                                 "apt-get install %s" % info["package"], tool=name))
+        elif not info["meets_minimum"]:
+            checks.append(_check(name, False, "%s %s is older than %s" % (name, info["version"], minimum),
+                                 "upgrade the %s package (or lower toolchain.minimum_versions.%s in the spec)"
+                                 % (info["package"], name), tool=name))
+        else:
+            checks.append(_check(name, True, "%s %s at %s" % (name, info["version"], info["path"]), tool=name))
+
+    lib = libbpf_status()
+    lib_min = minimums.get("libbpf", LIBBPF_MINIMUM)
+    lib["minimum"] = lib_min
+    checks.append(_check("libbpf-headers", lib["headers"], "libbpf headers in /usr/include/bpf"
+                         if lib["headers"] else "libbpf headers (bpf/libbpf.h, bpf/bpf_helpers.h) not found",
+                         "apt-get install libbpf-dev"))
+    checks.append(_check("python3-cffi", lib["cffi"], "python cffi importable" if lib["cffi"]
+                         else "python cffi is not importable by the module's interpreter",
+                         "apt-get install python3-cffi"))
+    if lib["cffi"]:
+        ok = lib["library"] and meets(lib["version"], lib_min)
+        msg = ("libbpf %s" % lib["version"]) if lib["library"] else (lib["error"] or "libbpf.so.1 not loadable")
+        if lib["library"] and not ok:
+            msg = "libbpf %s is older than %s" % (lib["version"], lib_min)
+        checks.append(_check("libbpf", ok, msg, "apt-get install libbpf1 (libbpf >= %s)" % lib_min))
+    asm_ok = os.path.isfile("/usr/include/asm/types.h") or any(
+        f.startswith("-I/usr/include/") and f.endswith("-linux-gnu") for f in (spec or {}).get("flags", {}).get("clang", []))
+    checks.append(_check("asm-headers", asm_ok, "asm/types.h reachable for -target bpf" if asm_ok
+                         else "asm/types.h not on clang's BPF include path: compiling <linux/bpf.h> fails",
+                         "apt-get install gcc-multilib (or add -I/usr/include/%s-linux-gnu to flags.clang)"
+                         % os.uname().machine))
+
+    release = os.uname().release
+    kmin = minimums.get("kernel", KERNEL_MINIMUM)
+    kernel = {"release": release, "minimum": kmin, "meets_minimum": meets(release, kmin)}
+    checks.append(_check("kernel", kernel["meets_minimum"], "kernel %s" % release,
+                         "boot a kernel >= %s" % kmin))
+    kernel["btf"] = os.path.isfile("/sys/kernel/btf/vmlinux")
+    checks.append(_check("btf", kernel["btf"], "kernel BTF at /sys/kernel/btf/vmlinux" if kernel["btf"]
+                         else "/sys/kernel/btf/vmlinux is missing", "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+
+    mounted = is_bpffs(pin_root)
+    with open("/proc/filesystems") as fh:
+        mountable = "\tbpf\n" in fh.read()
+    kernel["bpffs"] = {"pin_root": pin_root, "mounted": mounted, "mountable": mountable}
+    checks.append(_check("bpffs", mounted,
+                         "bpffs mounted at %s" % pin_root if mounted else
+                         ("bpffs not mounted at %s (the kernel supports it)" % pin_root if mountable
+                          else "the kernel has no bpf filesystem"),
+                         "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable
+                         else "boot a kernel with CONFIG_BPF_SYSCALL=y"))
+
+    caps = effective_caps()
+    have = {name: bool(caps & (1 << bit)) for name, bit in CAPS.items()}
+    kernel["capabilities"] = have
+    bpf_ok = have["CAP_SYS_ADMIN"] or have["CAP_BPF"]
+    cap_ok = bpf_ok and have["CAP_NET_ADMIN"]
+    checks.append(_check("capabilities", cap_ok,
+                         "running as uid %d with CAP_BPF/CAP_SYS_ADMIN and CAP_NET_ADMIN" % os.geteuid() if cap_ok
+                         else "missing %s" % ", ".join(n for n in ("CAP_BPF", "CAP_NET_ADMIN")
+                                                       if not (have[n] or (n == "CAP_BPF" and have["CAP_SYS_ADMIN"]))),
+                         "run the task as root (become: true) or grant CAP_BPF and CAP_NET_ADMIN"))
+
+    config = kernel_config(release)
+    probed = probe_prog_types()
+    for hook, prog_type, options in (("xdp", "xdp", ("CONFIG_BPF_SYSCALL",)),
+                                     ("tc", "sched_cls", ("CONFIG_NET_CLS_BPF", "CONFIG_NET_SCH_INGRESS"))):
+        if probed is not None:
+            ok, how = probed[hook], "probed through libbpf"
+        elif config is not None:
+            ok, how = all(config.get(o) in ("y", "m") for o in options), "from the kernel config"
+        else:
+            ok, how = True, "assumed (no kernel config and no libbpf probe)"
+        kernel[hook] = ok
+        checks.append(_check(hook, ok, "%s programs supported (%s)" % (prog_type, how) if ok
+                             else "%s programs not supported (%s)" % (prog_type, how),
+                             "boot a kernel with %s" % " and ".join("%s=y" % o for o in options)))
+
+    with open("/sys/devices/system/cpu/possible") as fh:
+        possible = count_cpu_list(fh.read())
+    kernel["possible_cpus"] = possible
+    for row in cpu_map_prediction(spec, src, possible):
+        if row["max_entries"] is None:
+            checks.append(_check("cpu-map:" + row["map"], False,
+                                 "cannot read %s from %s" % (row["constant"], row["header"]),
+                                 "check spec cpu_sized_maps and src", required=False, **row))
+        elif row["e2big"]:
+            checks.append(_check(
+                "cpu-map:" + row["map"], False,
+                "%s has max_entries %s=%d but the kernel has %d possible CPUs: a plain load fails with E2BIG"
+                % (row["map"], row["constant"], row["max_entries"], possible),
+                "lqos.bpf.attach resizes it to %d before load (spec cpu_sized_maps); for other loaders set "
+                "%s to %d in %s" % (possible, row["constant"], possible, row["header"]),
+                required=False, **row))
+        else:
+            checks.append(_check("cpu-map:" + row["map"], True, "%s max_entries %d <= %d possible CPUs"
+                                 % (row["map"], row["max_entries"], possible), required=False, **row))
+
+    problems = [c for c in checks if not c["ok"] and c["required"]]
+    warnings = [c for c in checks if not c["ok"] and not c["required"]]
+    return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks,
+            "problems": problems, "warnings_found": warnings, "ok": not problems}
+
+
+def summary(problems: list) -> str:
+    lines = ["preflight found %d problem(s) on this host:" % len(problems)]
+    for row in problems:
+        lines.append("- %s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
+    return "\n".join(lines)
+
+
+def require(result: dict) -> None:
+    if result["problems"]:
+        raise LqosError(summary(result["problems"]), checks=result["checks"])

@@ -1,0 +1,181 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pipeline
+short_description: Build the whole lqos_sys eBPF chain on the target, idempotently and atomically
+version_added: 0.1.0
+description:
+  - Runs the chain of an lqos_sys-shaped crate exactly as its C(build.rs) does - clang to LLVM IR (same
+    flags, working directory C(sources.workdir)), llc to a BPF object, C(bpftool gen skeleton), C(wrapper.h)
+    and C(wrapper.c) copied to the output folder, the wrapper compiled against the skeleton and archived with
+    C(ar), and bindgen on C(wrapper.h). The wrapper compile and bindgen run side by side.
+  - Anything clang or llc write to stderr is fatal (as in C(build.rs)); the error names the step, the command
+    and the compiler's own message with file:line.
+  - Idempotent by content - a manifest of hashes of every input (sources, headers, spec, flags, tool versions)
+    decides. An unchanged tree returns C(changed=false) without running any tool.
+  - Outputs land atomically - each build goes to a staging folder and is then published by renaming it into
+    C(dest/builds/) and swapping the C(dest/current) symlink. A failed or killed build leaves the previous
+    outputs intact. The build that was current before is kept as C(dest/previous) for rollback.
+  - A lock (C(dest/.lock)) keeps two builds of the same output folder from running at once.
+author: lqos.bpf maintainers
+extends_documentation_fragment:
+  - lqos.bpf.common.spec
+  - lqos.bpf.common.attributes_action
+options:
+  src:
+    description:
+      - The crate root on the target (the folder that holds C(src/bpf)), for example C(bpf/shaper_sys) of this
+        collection or C(src/rust/lqos_sys) of a LibreQoS checkout.
+    type: path
+    required: true
+  dest:
+    description:
+      - The output folder (Cargo's OUT_DIR analogue). Builds live in C(dest/builds/<id>); C(dest/current) points to
+        the one in use.
+      - Defaults to C(/var/lib/lqos-bpf/<spec name>).
+    type: path
+  state:
+    description:
+      - V(present) builds when any input changed.
+      - V(rolled_back) makes C(dest/previous) current again and keeps the replaced build as C(dest/failed); a second
+        run finds no previous build and changes nothing.
+    type: str
+    choices: [present, rolled_back]
+    default: present
+  force:
+    description: Rebuild even when the manifest says nothing changed.
+    type: bool
+    default: false
+  lock_timeout:
+    description: Seconds to wait for another build of the same O(dest) to finish.
+    type: int
+    default: 300
+"""
+
+EXAMPLES = r"""
+- name: Build this collection's reference pipeline
+  lqos.bpf.pipeline:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    dest: /var/lib/lqos-bpf/reference
+  register: build
+
+- name: Build a LibreQoS checkout with the built-in spec
+  lqos.bpf.pipeline:
+    spec: libreqos
+    src: /opt/libreqos/src/rust/lqos_sys
+
+- name: What would be rebuilt, and why
+  lqos.bpf.pipeline:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+  check_mode: true
+  diff: true
+
+- name: Roll back to the previous build
+  lqos.bpf.pipeline:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    state: rolled_back
+"""
+
+RETURN = r"""
+rebuild_reasons:
+  description: Why a build ran (or would run in check mode); empty when nothing changed.
+  returned: always
+  type: list
+  elements: str
+  sample: ["input src/bpf/common/maximums.h: changed"]
+build_dir:
+  description: The folder of the current build.
+  returned: when a build exists
+  type: str
+  sample: /var/lib/lqos-bpf/reference/builds/3f2a9c0d1e4b5a6c
+build_id:
+  description: The current build's id (first 16 hex digits of its manifest hash).
+  returned: when a build exists
+  type: str
+manifest_hash:
+  description: sha256 over every input, the spec's build sections, flags and tool versions.
+  returned: always
+  type: str
+previous_build_dir:
+  description: The build kept for rollback, if any.
+  returned: always
+  type: str
+outputs:
+  description: Every output of the chain with its path, sha256 and size.
+  returned: when a build exists
+  type: dict
+  sample: {object: {path: /var/lib/lqos-bpf/reference/builds/3f2a9c0d1e4b5a6c/shaper_kern.o, sha256: "9b1c...", size: 41232}}
+programs:
+  description: Program names declared by the generated skeleton.
+  returned: when a build exists
+  type: list
+  elements: str
+  sample: [xdp_shaper, tc_classify]
+maps:
+  description: Map names declared by the generated skeleton (internal .rodata/.data/.bss maps excluded).
+  returned: when a build exists
+  type: list
+  elements: str
+timings:
+  description: Seconds per step (clang, llc, skeleton, copy, wrapper, ar, bindgen, total) of the build that produced the current outputs.
+  returned: when a build exists
+  type: dict
+  sample: {clang: 0.21, llc: 0.09, skeleton: 0.02, wrapper: 0.05, ar: 0.01, bindgen: 0.3, total: 0.68}
+tool_warnings:
+  description: What bpftool, the wrapper compile, ar or bindgen wrote to stderr without failing.
+  returned: when a build exists
+  type: list
+  elements: str
+reused_build:
+  description: True when an intact build with the same manifest already existed and was made current without running any tool.
+  returned: always
+  type: bool
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import Pipeline, run_pipeline
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+
+DEFAULT_DEST_ROOT = "/var/lib/lqos-bpf"
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        src=dict(type="path", required=True),
+        dest=dict(type="path"),
+        state=dict(type="str", choices=["present", "rolled_back"], default="present"),
+        force=dict(type="bool", default=False),
+        lock_timeout=dict(type="int", default=300),
+    )
+    spec.update(SPEC_ARGS)
+    return spec
+
+
+def run(module) -> dict:
+    params = module.params
+    spec = validate_spec(params["spec"])
+    dest = params["dest"] or os.path.join(DEFAULT_DEST_ROOT, spec["name"])
+    if params["state"] == "rolled_back":
+        return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode)
+    return run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    run_module(module, run)
+
+
+if __name__ == "__main__":
+    main()

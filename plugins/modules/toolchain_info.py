@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: toolchain_info
+short_description: Preflight a host for building, loading and attaching the lqos_sys eBPF pipeline
+version_added: 0.1.0
+description:
+  - Reports, for the target host, every tool of the build chain (clang, llc, bpftool, bindgen, ar) with
+    path, version and whether it meets the minimum; libbpf headers and shared library; python3-cffi;
+    the kernel release, BTF, bpffs at the pin root, capabilities, XDP and TC support; and the possible-CPU
+    count against every CPU-sized map of the pipeline (predicts E2BIG before a load fails).
+  - Each miss carries its fix (Debian/Ubuntu package, mount command, or constant to change).
+  - Read-only; C(changed) is always false.
+author: lqos.bpf maintainers
+extends_documentation_fragment:
+  - lqos.bpf.common.pin_root
+  - lqos.bpf.common.attributes_info
+options:
+  spec:
+    description:
+      - Optional pipeline spec (built-in name, YAML path on the controller, or mapping). When given with
+        O(src), CPU-sized maps are checked against the possible CPUs, and the spec's
+        C(toolchain.minimum_versions) apply.
+    type: raw
+  src:
+    description: Crate root on the target (the folder that holds C(src/bpf)), used with O(spec).
+    type: path
+  minimum_versions:
+    description:
+      - Minimum versions by name (V(clang), V(llc), V(bpftool), V(bindgen), V(ar), V(libbpf), V(kernel)).
+        Override the spec's and the built-in minimums.
+    type: dict
+    default: {}
+  fail_on_missing:
+    description: Fail with one summary of every required check that did not pass.
+    type: bool
+    default: false
+notes:
+  - Checks marked not required (CPU-sized maps) are reported under RV(warnings_found) and never fail the task.
+"""
+
+EXAMPLES = r"""
+- name: Preflight the shaper
+  lqos.bpf.toolchain_info:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    fail_on_missing: true
+
+- name: Preflight a LibreQoS checkout with a newer clang required
+  lqos.bpf.toolchain_info:
+    spec: libreqos
+    src: /opt/libreqos/src/rust/lqos_sys
+    minimum_versions:
+      clang: "14"
+  register: preflight
+"""
+
+RETURN = r"""
+ok:
+  description: True when every required check passed.
+  returned: always
+  type: bool
+  sample: true
+checks:
+  description: One row per check, with the fix for each that did not pass.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: clang, ok: true, required: true, message: "clang 14.0.6 at /usr/lib/llvm-14/bin/clang", fix: null}
+    - {name: bpffs, ok: false, required: true, message: "bpffs not mounted at /sys/fs/bpf (the kernel supports it)",
+       fix: "mkdir -p /sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf"}
+problems:
+  description: The required checks that did not pass.
+  returned: always
+  type: list
+  elements: dict
+warnings_found:
+  description: Checks that did not pass but are not required (for example a CPU map that will be resized).
+  returned: always
+  type: list
+  elements: dict
+toolchain:
+  description: Per tool, whether it was found, its path, version, minimum and package.
+  returned: always
+  type: dict
+  sample: {clang: {found: true, path: /usr/lib/llvm-14/bin/clang, version: "14.0.6", minimum: "11.0",
+           meets_minimum: true, package: clang}}
+libbpf:
+  description: libbpf headers, shared library version and cffi availability.
+  returned: always
+  type: dict
+kernel:
+  description: Kernel release, BTF, bpffs, capabilities, XDP/TC support and possible CPUs.
+  returned: always
+  type: dict
+  sample: {release: "6.1.0-27-amd64", btf: true, possible_cpus: 2, xdp: true, tc: true}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import PIN_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import preflight, require
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        spec=dict(type="raw"),
+        src=dict(type="path"),
+        minimum_versions=dict(type="dict", default={}),
+        fail_on_missing=dict(type="bool", default=False),
+    )
+    spec.update(PIN_ARGS)
+    return spec
+
+
+def run(module) -> dict:
+    params = module.params
+    spec = validate_spec(params["spec"]) if params["spec"] is not None else None
+    minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
+    minimums.update({str(k): str(v) for k, v in params["minimum_versions"].items()})
+    result = preflight(module, params["pin_root"], minimums, spec, params["src"])
+    if params["fail_on_missing"]:
+        require(result)
+    for row in result["warnings_found"]:
+        module.warn("%s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
+    return dict(changed=False, **result)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    run_module(module, run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: controller-side helper of the lqos.bpf action plugins, not a public API.
+"""Turn a module's ``spec`` option into a validated mapping on the controller.
+
+Targets stay light (no PyYAML needed there): the YAML is read here and the
+module receives plain data.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILTIN_DIR = os.path.join(COLLECTION_ROOT, "bpf", "specs")
+
+
+def builtin_specs() -> list:
+    if not os.path.isdir(BUILTIN_DIR):
+        return []
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(BUILTIN_DIR) if f.endswith(".yml"))
+
+
+def load_spec_file(path: str) -> dict:
+    import yaml  # the controller always has PyYAML (ansible-core depends on it)
+
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as exc:
+        raise LqosError("cannot read pipeline spec %s: %s." % (path, exc.strerror),
+                        "check the path; built-in specs are: %s." % ", ".join(builtin_specs()))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = " at line %d column %d" % (mark.line + 1, mark.column + 1) if mark else ""
+        raise LqosError("pipeline spec %s is not valid YAML%s: %s." % (path, where, getattr(exc, "problem", exc)),
+                        "fix the YAML syntax there.")
+    return validate_spec(raw)
+
+
+def resolve_spec_option(value, basedir: str | None = None) -> dict:
+    """``value`` is a built-in name, a YAML path (relative to ``basedir``) or a mapping."""
+    if isinstance(value, dict):
+        return validate_spec(value)
+    if not isinstance(value, str) or not value:
+        raise LqosError("spec must be a built-in name, a YAML file path or a mapping, got %r." % (value,),
+                        "use e.g. `spec: reference` or `spec: files/myspec.yml`.")
+    if "/" not in value and not value.endswith((".yml", ".yaml")):
+        path = os.path.join(BUILTIN_DIR, value + ".yml")
+        if not os.path.isfile(path):
+            raise LqosError("no built-in pipeline spec named %r." % value,
+                            "use one of: %s, or give a path to a YAML spec." % ", ".join(builtin_specs()))
+        return load_spec_file(path)
+    path = os.path.expanduser(value)
+    if not os.path.isabs(path) and basedir:
+        path = os.path.join(basedir, path)
+    return load_spec_file(path)

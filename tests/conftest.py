@@ -1,0 +1,30 @@
+"""Make the working tree importable as ``ansible_collections.lqos.bpf``.
+
+Every test (unit and functional) imports the collection the way Ansible does,
+so a throwaway collections folder holding a symlink to this checkout is put on
+``sys.path`` and on ``ANSIBLE_COLLECTIONS_PATH`` before any test module loads.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _collections_root() -> str:
+    root = os.path.join(tempfile.gettempdir(), "lqos-bpf-collections-%d" % os.getuid())
+    link = os.path.join(root, "ansible_collections", "lqos", "bpf")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.realpath(link) != REPO:
+        tmp = link + ".%d" % os.getpid()
+        os.symlink(REPO, tmp)
+        os.replace(tmp, link)
+    return root
+
+
+COLLECTIONS = _collections_root()
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS

@@ -1,0 +1,82 @@
+"""Functional tests run the real toolchain and the real kernel, never the host's state.
+
+On import, before pytest starts any thread, this process leaves the host's
+mount namespace (``unshare(CLONE_NEWNS)``), makes every mount private, and
+mounts a fresh bpffs over ``/sys/fs/bpf``. Every child process (ansible,
+modules, bpftool, ip) inherits that namespace, so no pin a test makes can reach
+the host's real bpffs. Network tests make their own network namespaces and veth
+pairs (``netns_pair``) and delete them afterwards.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from lqos_testlib import mount_bpffs, umount, run_module, NetnsPair  # noqa: F401  (re-exported for tests)
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+
+
+def _enter_private_mount_namespace() -> None:
+    if os.environ.get("LQOS_TEST_PRIVATE_NS") == str(os.getpid()):
+        return
+    if os.geteuid() != 0:
+        pytest.exit("functional tests need root (CAP_SYS_ADMIN, CAP_BPF, CAP_NET_ADMIN)", returncode=2)
+    host_ns = os.readlink("/proc/self/ns/mnt")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        pytest.exit("unshare(CLONE_NEWNS) failed: %s" % os.strerror(ctypes.get_errno()), returncode=2)
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        pytest.exit("making / private failed: %s" % os.strerror(ctypes.get_errno()), returncode=2)
+    if os.readlink("/proc/self/ns/mnt") == host_ns:
+        pytest.exit("still in the host mount namespace; refusing to run", returncode=2)
+    os.makedirs("/sys/fs/bpf", exist_ok=True)
+    mount_bpffs("/sys/fs/bpf")
+    # `ip netns add` bind-mounts under /run/netns: keep even those files private.
+    os.makedirs("/run/netns", exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lqos-test-netns", "/run/netns"], check=True)
+    os.environ["LQOS_TEST_PRIVATE_NS"] = str(os.getpid())
+
+
+_enter_private_mount_namespace()
+
+
+@pytest.fixture
+def bpffs(tmp_path):
+    """A fresh, empty bpffs instance private to this test."""
+    path = str(tmp_path / "bpffs")
+    os.makedirs(path)
+    mount_bpffs(path)
+    yield path
+    umount(path)
+
+
+@pytest.fixture
+def netns_pair():
+    """Two network namespaces joined by a veth pair (10.211.x.1 <-> 10.211.x.2)."""
+    pair = NetnsPair("lqt" + uuid.uuid4().hex[:8])
+    pair.create()
+    try:
+        yield pair
+    finally:
+        pair.destroy()
+
+
+@pytest.fixture(scope="session")
+def repo():
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def tools():
+    missing = [t for t in ("clang", "llc", "bpftool", "bindgen", "ar") if not shutil.which(t)]
+    if missing:
+        pytest.fail("toolchain missing: %s (run tests/bootstrap.sh)" % ", ".join(missing))
+    return True

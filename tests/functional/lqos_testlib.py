@@ -1,0 +1,96 @@
+"""Helpers shared by the functional tests: bpffs mounts, veth pairs, module runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sh(*argv, check=True, **kw):
+    """Run an argument list; raise with its output when it fails."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d): %s%s" % (argv, proc.returncode, proc.stdout, proc.stderr))
+    return proc
+
+
+def mount_bpffs(path: str) -> None:
+    sh("mount", "-t", "bpf", "bpf", path)
+
+
+def umount(path: str) -> None:
+    sh("umount", "-l", path, check=False)
+
+
+class NetnsPair:
+    """ns ``<name>a`` holds ``<name>a0`` (10.211.N.1), ns ``<name>b`` holds ``<name>b0`` (10.211.N.2)."""
+
+    _counter = 0
+
+    def __init__(self, name: str):
+        NetnsPair._counter += 1
+        self.name = name
+        self.ns_a, self.ns_b = name + "a", name + "b"
+        self.if_a, self.if_b = name + "a0", name + "b0"
+        net = 10 + NetnsPair._counter % 200
+        self.ip_a, self.ip_b = "10.211.%d.1" % net, "10.211.%d.2" % net
+
+    def create(self) -> None:
+        sh("ip", "netns", "add", self.ns_a)
+        sh("ip", "netns", "add", self.ns_b)
+        sh("ip", "-n", self.ns_a, "link", "add", self.if_a, "type", "veth", "peer", "name", self.if_b,
+           "netns", self.ns_b)
+        for ns, ifname, ip in ((self.ns_a, self.if_a, self.ip_a), (self.ns_b, self.if_b, self.ip_b)):
+            sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", ifname)
+            sh("ip", "-n", ns, "link", "set", ifname, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def destroy(self) -> None:
+        for ns in (self.ns_a, self.ns_b):
+            sh("ip", "netns", "delete", ns, check=False)
+
+    def ping(self, count: int = 1, interval: str = "0.2", timeout: int = 2):
+        return sh("ip", "netns", "exec", self.ns_a, "ping", "-c", str(count), "-i", interval,
+                  "-W", str(timeout), self.ip_b, check=False)
+
+
+def module_path(name: str) -> str:
+    return os.path.join(REPO, "plugins", "modules", name + ".py")
+
+
+def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = False,
+               env: dict | None = None) -> dict:
+    """Run a module file the way Ansible's local connection would, return its JSON result.
+
+    The spec option may be a built-in name or a path; it is resolved on "the
+    controller" (this process) exactly as the action plugin does.
+    """
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+
+    args = dict(args)
+    if "spec" in args:
+        args["spec"] = resolve_spec_option(args["spec"], REPO)
+    payload = {"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(payload, fh)
+        argfile = fh.name
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    if env:
+        full_env.update(env)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ansible_collections.lqos.bpf.plugins.modules." + name, argfile],
+                              capture_output=True, text=True, env=full_env, cwd="/")
+    finally:
+        os.unlink(argfile)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError("module %s printed no JSON (rc=%d):\n%s\n%s" % (name, proc.returncode, proc.stdout, proc.stderr))
+    result["_rc"] = proc.returncode
+    result["_stderr"] = proc.stderr
+    return result
