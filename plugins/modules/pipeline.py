@@ -22,7 +22,7 @@ description:
     C(dest/builds/) and swapping the C(dest/current) symlink. A failed or killed build leaves the previous
     outputs intact. The build that was current before is kept as C(dest/previous) for rollback.
   - A lock (C(dest/.lock)) keeps two builds of the same output folder from running at once.
-author: lqos.bpf maintainers
+author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
   - lqos.bpf.common.spec
   - lqos.bpf.common.attributes_action

@@ -16,7 +16,7 @@ description:
     count against every CPU-sized map of the pipeline (predicts E2BIG before a load fails).
   - Each miss carries its fix (Debian/Ubuntu package, mount command, or constant to change).
   - Read-only; C(changed) is always false.
-author: lqos.bpf maintainers
+author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.attributes_info

@@ -266,7 +266,7 @@ def _parse_repr(d):
             word = _text(tok)
             arg = None
             if i + 1 < len(kids) and kids[i + 1].type == "token_tree":
-                inner = [k for k in kids[i + 1].named_children]
+                inner = list(kids[i + 1].named_children)
                 if len(inner) != 1 or inner[0].type != "integer_literal":
                     raise RustLayoutError(
                         "`%s` (%s) has repr `%s%s`: write %s(N) with an integer literal N"
@@ -627,6 +627,7 @@ class RustCrate:
                     raise RustLayoutError("%s passes `%s` where `%s` expects a type: fix the generic argument"
                                           % (self._subject(written, ctx), _norm(_text(arg)), d.name))
                 info = self._info(arg, _Ctx(actx.file, actx.subst, actx.where, actx.depth + 1))
+                info = _Info(info.size, info.align, info.has_align, self._render(arg, actx))
                 subst[p.name] = info
                 arg_texts.append(info.text)
         label = "%s<%s>" % (d.name, ", ".join(arg_texts)) if params else d.name
@@ -740,15 +741,15 @@ class RustCrate:
             if rep.packed is not None and info.has_align:
                 raise RustLayoutError("`%s` (%s) is packed but field `%s` holds a #[repr(align)] type: Rust "
                                       "rejects that; drop one of the reprs" % (d.name, d.where, fname))
-            infos.append((fname, info))
-        has_align = rep.align is not None or any(i.has_align for _, i in infos)
+            infos.append((fname, _Info(info.size, info.align, info.has_align, self._render(ftype, fctx))))
+        has_align = rep.align is not None or any(i.has_align for _name, i in infos)
         if rep.transparent:
             big = [n for n, i in infos if i.size != 0]
             if len(big) > 1 or not infos:
                 raise RustLayoutError("`%s` (%s) is #[repr(transparent)] but has %d non-zero-sized fields: it "
                                       "must have exactly one" % (d.name, d.where, len(big)))
-            size = max(i.size for _, i in infos)
-            align = max(i.align for _, i in infos)
+            size = max(i.size for _name, i in infos)
+            align = max(i.align for _name, i in infos)
             fields = [Field(n, 0, i.size, i.align, i.text) for n, i in infos]
             return self._finish(Layout(label, size, align, fields, d.file.path, d.line, False, None), has_align)
         offset = 0
@@ -893,7 +894,7 @@ class RustCrate:
             if same:
                 defs = same
         values = [(c, self._const_value(c, ctx)) for c in defs]
-        if len({v for _, v in values}) > 1:
+        if len({v for _const, v in values}) > 1:
             raise RustLayoutError(
                 "Rust const `%s`%s is defined more than once with different values (%s): rename one, or keep "
                 "only the folder with the wanted one in spec rust.roots"

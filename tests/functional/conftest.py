@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from lqos_testlib import mount_bpffs, umount, run_module, NetnsPair  # noqa: F401  (re-exported for tests)
+from lqos_testlib import mount_bpffs, umount, NetnsPair
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000

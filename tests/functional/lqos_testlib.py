@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def sh(*argv, check=True, **kw):
     """Run an argument list; raise with its output when it fails."""
-    proc = subprocess.run(list(argv), capture_output=True, text=True, **kw)
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kw)
     if check and proc.returncode != 0:
         raise AssertionError("%s failed (%d): %s%s" % (argv, proc.returncode, proc.stdout, proc.stderr))
     return proc
@@ -62,29 +62,33 @@ def module_path(name: str) -> str:
     return os.path.join(REPO, "plugins", "modules", name + ".py")
 
 
-def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = False,
-               env: dict | None = None) -> dict:
-    """Run a module file the way Ansible's local connection would, return its JSON result.
-
-    The spec option may be a built-in name or a path; it is resolved on "the
-    controller" (this process) exactly as the action plugin does.
-    """
+def module_args_file(name: str, args: dict, check_mode: bool = False, diff: bool = False,
+                     resolve_spec: bool = True) -> str:
+    """Write the JSON args file a module reads. ``spec`` (a built-in name or a path)
+    is resolved here, on "the controller", exactly as the action plugin does."""
     from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
     args = dict(args)
-    if "spec" in args:
+    if resolve_spec and "spec" in args:
         args["spec"] = resolve_spec_option(args["spec"], REPO)
     payload = {"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+    with tempfile.NamedTemporaryFile("w", prefix="lqos-%s-" % name, suffix=".json", delete=False) as fh:
         json.dump(payload, fh)
-        argfile = fh.name
+    return fh.name
+
+
+def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = False,
+               env: dict | None = None, resolve_spec: bool = True) -> dict:
+    """Run a module file the way Ansible's local connection would; return its JSON result
+    plus ``_rc`` and ``_stderr``."""
+    argfile = module_args_file(name, args, check_mode, diff, resolve_spec)
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     if env:
         full_env.update(env)
     try:
         proc = subprocess.run([sys.executable, "-m", "ansible_collections.lqos.bpf.plugins.modules." + name, argfile],
-                              capture_output=True, text=True, env=full_env, cwd="/")
+                              capture_output=True, text=True, env=full_env, cwd="/", check=False)
     finally:
         os.unlink(argfile)
     try:

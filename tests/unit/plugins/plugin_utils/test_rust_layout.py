@@ -243,7 +243,7 @@ def test_generic_instantiation(crate):
     inst = c.layout("DownUpOrder<u64>")
     assert inst.name == "DownUpOrder<u64>"
     assert inst.fields == [Field("down", 0, 8, 8, "u64"), Field("up", 8, 8, 8, "u64")]
-    assert (inst.file, inst.line) == ("src/units.rs", 6)
+    assert (inst.file, inst.line) == ("src/units.rs", 5)
     nested = c.layout("DownUpOrder<DownUpOrder<Rec>>")
     assert (nested.size, nested.align) == (32, 4)
     assert nested.fields[0].type == "DownUpOrder<Rec>"
@@ -259,13 +259,13 @@ def test_generic_errors(crate):
         #[repr(C)] struct TypeForConst { x: Buf<u8, u8> }
     """})
     assert error(c.layout, "DownUpOrder") == (
-        "Rust type `DownUpOrder` gives 0 generic argument(s) but `DownUpOrder` (src/units.rs:6) takes 1: "
+        "Rust type `DownUpOrder` gives 0 generic argument(s) but `DownUpOrder` (src/units.rs:5) takes 1: "
         "write it as `DownUpOrder<T>` with concrete types")
     assert error(c.layout, "TooMany") == (
         "Rust type `DownUpOrder<u8, u16>` used by field `x` of `TooMany` (src/a.rs:2) gives 2 generic "
-        "argument(s) but `DownUpOrder` (src/units.rs:6) takes 1: write it as `DownUpOrder<T>` with concrete types")
+        "argument(s) but `DownUpOrder` (src/units.rs:5) takes 1: write it as `DownUpOrder<T>` with concrete types")
     assert error(c.layout, "Two") == (
-        "Rust type `Two` gives 0 generic argument(s) but `Two` (src/units.rs:14) takes 1 to 2: write it as "
+        "Rust type `Two` gives 0 generic argument(s) but `Two` (src/units.rs:13) takes 1 to 2: write it as "
         "`Two<A, B>` with concrete types")
     assert error(c.layout, "TypeForConst").startswith("cannot evaluate `u8` used by field `x` of `TypeForConst`")
 
@@ -417,7 +417,8 @@ def test_attributes_docs_and_other_items_do_not_confuse(crate):
     lay = c.layout("Documented<u32>")
     assert offsets(lay) == [("a", 0, 1), ("b", 4, 4)]
     assert (lay.line, lay.packed) == (16, False)
-    assert error(c.layout, "Fake") == "cannot resolve Rust type `Fake`: add the folder that defines it to spec rust.roots"
+    assert error(c.layout, "Fake") == (
+        "cannot resolve Rust type `Fake`: add the folder that defines it to spec rust.roots")
 
 
 def test_path_prefixes_and_sibling_roots(crate):

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install everything this collection needs on a Debian 12 / Ubuntu host, then run
+# the command given as arguments (if any) with the collection's Python environment.
+#
+#   bash tests/bootstrap.sh                       # install only
+#   bash tests/bootstrap.sh ansible-playbook deploy.yml
+#
+# Installs: the BPF toolchain (clang, llc, bpftool, libbpf, bindgen, gcc-multilib),
+# iproute2, QEMU + debootstrap for the molecule VMs, and a venv with the pinned
+# controller packages (tests/requirements.txt). Idempotent; safe to rerun.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${LQOS_VENV:-/opt/lqos-bpf/venv}
+apt_packages=(
+  clang llvm bpftool libbpf-dev libbpf1 bindgen gcc-multilib binutils
+  iproute2 iputils-ping git ca-certificates openssh-client shellcheck
+  python3 python3-venv python3-cffi python3-ply
+  qemu-system-x86 qemu-utils debootstrap e2fsprogs
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap: run as root (it installs packages and the tests load BPF programs)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "bootstrap: creating $venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements.txt"; then
+  echo "bootstrap: pip install -r tests/requirements.txt failed" >&2
+  exit 1
+fi
+
+# ansible-playbook run from the checkout finds lqos.bpf through ansible.cfg's collections_path.
+mkdir -p "$here/.collections/ansible_collections/lqos"
+ln -sfn ../../.. "$here/.collections/ansible_collections/lqos/bpf"
+
+# ansible-test fetches its pip bootstrap from a host outside the package registries; use the offline stand-in.
+mkdir -p "$HOME/.ansible/test/cache"
+cp "$here/tests/sanity/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_24_2.py"
+
+export PATH="$venv/bin:$PATH"
+export VIRTUAL_ENV="$venv"
+cd "$here"
+if [ $# -gt 0 ]; then
+  exec "$@"
+fi

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine as root: installs what is needed
+# (tests/bootstrap.sh), then runs sanity, lint, unit + functional tests and molecule.
+#
+#   bash tests/run-all.sh            # everything
+#   LQOS_SKIP_MOLECULE=1 bash tests/run-all.sh
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${LQOS_BOOTSTRAPPED:-}" ]; then
+  LQOS_BOOTSTRAPPED=1 exec bash "$here/tests/bootstrap.sh" bash "$here/tests/run-all.sh" "$@"
+fi
+cd "$here"
+stage() { printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+stage "ansible-test sanity"
+bash tests/sanity.sh
+
+stage "ansible-lint"
+ansible-lint --offline
+
+stage "pytest: unit and functional (real toolchain, real kernel, private namespaces)"
+set +e
+python -m pytest -p no:cacheprovider tests/unit tests/functional
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure, not a pass" >&2
+  exit 1
+fi
+[ $rc -eq 0 ] || exit $rc
+
+if [ -z "${LQOS_SKIP_MOLECULE:-}" ]; then
+  stage "molecule: real VMs under QEMU"
+  molecule test -s default
+fi
+stage "all stages passed"
