@@ -1,0 +1,138 @@
+"""Pure-Python logic of module_utils/_libbpf.py (no libbpf calls, no kernel)."""
+from __future__ import annotations
+
+import errno
+import importlib.util
+import sys
+
+import pytest
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+
+
+def test_error_attributes():
+    exc = LibbpfError("x failed: do y", errno.ENOENT)
+    assert (exc.msg, exc.errno, str(exc)) == ("x failed: do y", errno.ENOENT, "x failed: do y")
+    assert LibbpfError("plain").errno is None
+    with pytest.raises(LibbpfError) as ei:
+        L._fail("thing broke: fix it", errno.EPERM)
+    assert ei.value.msg == "thing broke: fix it [errno 1: Operation not permitted]"
+    assert ei.value.errno == errno.EPERM
+
+
+def test_strerror_enotsupp():
+    assert L._strerror(524) == "operation not supported (ENOTSUPP)"
+    assert L._strerror(errno.E2BIG) == "Argument list too long"
+
+
+@pytest.mark.parametrize("given, want", [
+    ("hash", 1), ("lpm_trie", 11), ("BPF_MAP_TYPE_LPM_TRIE", 11), ("cpumap", 16), ("percpu_hash", 5),
+    ("devmap_hash", 25), ("ringbuf", 27), (" Array ", 2), (12, 12),
+])
+def test_map_type_id(given, want):
+    assert L.map_type_id(given) == want
+
+
+def test_map_type_names_follow_the_uapi_enum():
+    assert L.map_type_name(11) == "lpm_trie"
+    assert L.map_type_name(16) == "cpumap"
+    assert L.map_type_name(33) == "arena"
+    assert L.map_type_name(99) == "unknown(99)"
+    assert L.prog_type_name(6) == "xdp"
+    assert L.prog_type_name(3) == "sched_cls"
+    assert L.prog_type_name(1000) == "unknown(1000)"
+    with pytest.raises(LibbpfError) as ei:
+        L.map_type_id("hashmap")
+    assert ei.value.msg.startswith("unknown map type 'hashmap': use one of hash, array, prog_array")
+
+
+def test_percpu_and_non_iterable_sets():
+    assert {L.map_type_name(t) for t in L.PERCPU_MAP_TYPES} == {
+        "percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
+    assert L.MAP_TYPES["queue"] in L.NO_ITERATION_MAP_TYPES
+    assert L.MAP_TYPES["cpumap"] not in L.NO_ITERATION_MAP_TYPES
+
+
+@pytest.mark.parametrize("name, section", [
+    ("lqos_ker.rodata", ".rodata"), ("t.bss", ".bss"), ("my_obje.kconfig", ".kconfig"),
+    (".rodata.abracad", ".rodata.abracad"), (".data.custom", ".data.custom"),
+])
+def test_internal_section(name, section):
+    assert L._internal_section(name) == section
+
+
+def test_int_bytes():
+    assert L._int_bytes(2, 4, "little", "n", ".rodata") == b"\x02\0\0\0"
+    assert L._int_bytes(0x1122334455667788, 8, "little", "n", ".rodata") == bytes.fromhex("8877665544332211")
+    assert L._int_bytes(0x0102, 2, "big", "n", ".rodata") == b"\x01\x02"
+    assert L._int_bytes(-2, 2, "little", "n", ".rodata") == b"\xfe\xff"
+    assert L._int_bytes(True, 1, "little", "n", ".data") == b"\x01"
+    assert L._int_bytes(b"abc", 3, "little", "n", ".data") == b"abc"
+    with pytest.raises(LibbpfError) as ei:
+        L._int_bytes(256, 1, "little", "flag", ".rodata")
+    assert ei.value.msg == "value 256 does not fit .rodata variable flag (1 bytes)"
+    with pytest.raises(LibbpfError) as ei:
+        L._int_bytes(-129, 1, "little", "flag", ".rodata")
+    assert ei.value.errno == errno.ERANGE
+    with pytest.raises(LibbpfError) as ei:
+        L._int_bytes(1, 16, "little", "addr", ".rodata")
+    assert ei.value.msg == ".rodata variable addr is 16 bytes wide, not an integer: pass its value as bytes"
+    with pytest.raises(LibbpfError) as ei:
+        L._int_bytes(b"ab", 3, "little", "x", ".data")
+    assert ei.value.msg == "value for .data variable x must be 3 bytes, not 2"
+    with pytest.raises(LibbpfError):
+        L._int_bytes(1.5, 4, "little", "x", ".data")
+
+
+def test_netns_path_and_modes():
+    assert L._netns_path("ns1") == "/run/netns/ns1"
+    assert L._netns_path("/proc/1/ns/net") == "/proc/1/ns/net"
+    assert L._xdp_mode_flag("native") == L.XDP_FLAGS_DRV_MODE
+    assert L._xdp_mode_flag("skb") == L.XDP_FLAGS_SKB_MODE
+    assert L._xdp_mode_flag("hw") == L.XDP_FLAGS_HW_MODE
+    with pytest.raises(LibbpfError) as ei:
+        L._xdp_mode_flag("fast")
+    assert ei.value.msg == "XDP mode 'fast' is unknown: use native, skb or hw"
+    with pytest.raises(LibbpfError) as ei:
+        L._tc_check_filter_id(0, 0xC02F)
+    assert ei.value.errno == errno.EINVAL
+
+
+def test_tail_keeps_last_lines():
+    text = "\n".join("line %d" % i for i in range(50)) + "\n\n"
+    assert L._tail(text, 3) == "line 47\nline 48\nline 49"
+
+
+def test_kernel_said():
+    assert L._kernel_said([]) == ""
+    assert L._kernel_said(["libbpf: Kernel error message: X", "other"]) == " (Kernel error message: X | other)"
+
+
+def test_without_cffi_errors_name_the_fix(monkeypatch):
+    """With cffi missing the module still imports, and any call names the package to install."""
+    monkeypatch.setitem(sys.modules, "cffi", None)
+    spec = importlib.util.spec_from_file_location("_libbpf_nocffi", L.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.HAS_CFFI is False
+    assert "Error" in mod.CFFI_IMP_ERR
+    with pytest.raises(mod.LibbpfError) as ei:
+        mod.libbpf_version()
+    assert ei.value.msg.startswith("python cffi is not installed: install the Debian package python3-cffi")
+
+
+def test_missing_libbpf_names_the_package(monkeypatch):
+    """A target without libbpf.so.1 gets the Debian package to install, not a raw OSError."""
+    import cffi
+
+    def no_lib(self, name, *args, **kw):
+        raise OSError("cannot load library '%s': %s: cannot open shared object file" % (name, name))
+
+    spec = importlib.util.spec_from_file_location("_libbpf_nolib", L.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(cffi.FFI, "dlopen", no_lib)
+    with pytest.raises(mod.LibbpfError) as ei:
+        mod.possible_cpus()
+    assert ei.value.msg.startswith("libbpf.so.1 not found: install the Debian package libbpf1")
