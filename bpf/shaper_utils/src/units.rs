@@ -1,0 +1,5 @@
+//! Direction-tagged values.
+
+mod down_up;
+
+pub use down_up::DownUpOrder;
