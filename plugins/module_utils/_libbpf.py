@@ -138,6 +138,7 @@ struct btf_ext;
 /* libbpf.h: the va_list argument is received and forwarded as a pointer. */
 typedef int (*libbpf_print_fn_t)(int level, const char *fmt, void *ap);
 libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
+int libbpf_probe_bpf_prog_type(int prog_type, const void *opts);
 __u32 libbpf_major_version(void);
 __u32 libbpf_minor_version(void);
 int libbpf_num_possible_cpus(void);
@@ -521,6 +522,19 @@ def map_type_id(type_name_or_int) -> int:
 def libbpf_version() -> str:
     ffi, lib = _ffi_lib()
     return "%d.%d" % (lib.libbpf_major_version(), lib.libbpf_minor_version())
+
+
+def probe_prog_type(type_name: str) -> bool:
+    """Does the running kernel load programs of this type? (libbpf loads a trivial one.)"""
+    ffi, lib = _ffi_lib()
+    try:
+        type_id = PROG_TYPE_NAMES.index(type_name)
+    except ValueError:
+        raise LibbpfError("unknown program type %r" % type_name)
+    ret = lib.libbpf_probe_bpf_prog_type(type_id, ffi.NULL)
+    if ret < 0:
+        _fail("probing program type %s failed" % type_name, -ret)
+    return ret == 1
 
 
 def possible_cpus() -> int:

@@ -143,8 +143,12 @@ def probe_prog_types() -> dict | None:
         return None
 
 
-def cpu_map_prediction(spec: dict | None, src: str | None, possible: int) -> list:
-    """For every cpu-sized map: the constant's value versus possible CPUs (E2BIG)."""
+def cpu_map_prediction(spec: dict | None, src: str | None, possible: int, nr_cpus: int | None = None) -> list:
+    """For every cpu-sized map: the constant's value versus the kernel's limits.
+
+    The kernel refuses a cpumap larger than its build-time NR_CPUS with E2BIG
+    (read from the kernel config when there is one; otherwise the possible-CPU
+    count is the safe bound). Slots beyond the possible CPUs are never used."""
     rows = []
     if not spec or not src:
         return rows
@@ -155,9 +159,11 @@ def cpu_map_prediction(spec: dict | None, src: str | None, possible: int) -> lis
         if os.path.isfile(header):
             with open(header, errors="replace") as fh:
                 value = header_constants(fh.read()).get(item["constant"])
+        limit = nr_cpus if nr_cpus else possible
         rows.append({"map": item["map"], "constant": item["constant"], "header": header,
-                     "max_entries": value, "possible_cpus": possible,
-                     "e2big": value is not None and value > possible})
+                     "max_entries": value, "possible_cpus": possible, "nr_cpus": nr_cpus,
+                     "e2big": value is not None and value > limit,
+                     "oversized": value is not None and value > possible})
     return rows
 
 
@@ -255,7 +261,9 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
     with open("/sys/devices/system/cpu/possible") as fh:
         possible = count_cpu_list(fh.read())
     kernel["possible_cpus"] = possible
-    for row in cpu_map_prediction(spec, src, possible):
+    nr_cpus = int(config["CONFIG_NR_CPUS"]) if config and config.get("CONFIG_NR_CPUS", "").isdigit() else None
+    kernel["nr_cpus"] = nr_cpus
+    for row in cpu_map_prediction(spec, src, possible, nr_cpus):
         if row["max_entries"] is None:
             checks.append(_check("cpu-map:" + row["map"], False,
                                  "cannot read %s from %s" % (row["constant"], row["header"]),
@@ -263,8 +271,9 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
         elif row["e2big"]:
             checks.append(_check(
                 "cpu-map:" + row["map"], False,
-                "%s has max_entries %s=%d but the kernel has %d possible CPUs: a plain load fails with E2BIG"
-                % (row["map"], row["constant"], row["max_entries"], possible),
+                "%s has max_entries %s=%d but the kernel allows %d (%s): a plain load fails with E2BIG"
+                % (row["map"], row["constant"], row["max_entries"], nr_cpus or possible,
+                   "CONFIG_NR_CPUS" if nr_cpus else "possible CPUs; kernel config not found"),
                 "lqos.bpf.attach resizes it to %d before load (spec cpu_sized_maps); for other loaders set "
                 "%s to %d in %s" % (possible, row["constant"], possible, row["header"]),
                 required=False, **row))

@@ -25,22 +25,22 @@ def test_summary_lists_every_problem_with_its_fix():
 
 SKELETON = """
 struct shaper_kern {
-	struct bpf_object_skeleton *skeleton;
-	struct bpf_object *obj;
-	struct {
-		struct bpf_map *cpu_map;
-		struct bpf_map *flow_table;
-		struct bpf_map *rodata;
-		struct bpf_map *data;
-	} maps;
-	struct {
-		struct bpf_program *xdp_shaper;
-		struct bpf_program *tc_classify;
-	} progs;
-	struct {
-		struct bpf_link *xdp_shaper;
-		struct bpf_link *tc_classify;
-	} links;
+    struct bpf_object_skeleton *skeleton;
+    struct bpf_object *obj;
+    struct {
+        struct bpf_map *cpu_map;
+        struct bpf_map *flow_table;
+        struct bpf_map *rodata;
+        struct bpf_map *data;
+    } maps;
+    struct {
+        struct bpf_program *xdp_shaper;
+        struct bpf_program *tc_classify;
+    } progs;
+    struct {
+        struct bpf_link *xdp_shaper;
+        struct bpf_link *tc_classify;
+    } links;
 };
 """
 

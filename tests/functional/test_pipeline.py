@@ -1,0 +1,296 @@
+"""lqos.bpf.pipeline on the real toolchain: the reference crate, broken copies of it,
+and the guarantees (idempotence, atomic outputs, lock, rollback)."""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lqos_testlib import REPO, run_module, sh
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+
+@pytest.fixture
+def crate(tmp_path):
+    """A private copy of bpf/ (shaper_sys + its sibling shaper_utils) to break at will."""
+    shutil.copytree(os.path.join(REPO, "bpf"), tmp_path / "bpf")
+    return str(tmp_path / "bpf" / "shaper_sys")
+
+
+@pytest.fixture
+def dest(tmp_path):
+    return str(tmp_path / "out")
+
+
+def build(crate, dest, **kw):
+    env = kw.pop("env", None)
+    check = kw.pop("check_mode", False)
+    diff = kw.pop("diff", False)
+    args = dict(spec="reference", src=crate, dest=dest)
+    args.update(kw)
+    return run_module("pipeline", args, check_mode=check, diff=diff, env=env)
+
+
+def snapshot(dest):
+    """Where current points and the hash of every file in it."""
+    current = os.path.realpath(os.path.join(dest, "current"))
+    files = {}
+    for name in sorted(os.listdir(current)):
+        with open(os.path.join(current, name), "rb") as fh:
+            files[name] = fh.read()
+    return current, files
+
+
+def edit(path, old, new):
+    with open(path) as fh:
+        text = fh.read()
+    assert old in text, "test fixture drifted: %r not in %s" % (old, path)
+    with open(path, "w") as fh:
+        fh.write(text.replace(old, new, 1))
+
+
+def shim_dir(tmp_path, log, overrides=None):
+    """A PATH folder whose tools log each call and then run the real tool (or an override)."""
+    bindir = tmp_path / "shims"
+    bindir.mkdir()
+    for tool in ("clang", "llc", "bpftool", "bindgen", "ar"):
+        real = shutil.which(tool)
+        body = (overrides or {}).get(tool, 'exec %s "$@"' % real)
+        script = bindir / tool
+        script.write_text('#!/bin/sh\necho "%s $*" >> %s\n%s\n' % (tool, log, body))
+        script.chmod(0o755)
+    return str(bindir)
+
+
+def test_cold_build_publishes_every_output(crate, dest):
+    result = build(crate, dest)
+    assert result["_rc"] == 0, result
+    assert result["changed"] is True
+    assert result["rebuild_reasons"] == ["no previous build in %s" % dest]
+    spec = __import__("ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader",
+                      fromlist=["x"]).resolve_spec_option("reference")
+    assert sorted(result["programs"]) == sorted(spec["expect"]["programs"])
+    assert sorted(result["maps"]) == sorted(spec["expect"]["maps"])
+    for key, name in spec["outputs"].items():
+        path = os.path.join(dest, "current", name)
+        assert os.path.getsize(path) > 0, key
+        assert result["outputs"][key]["path"] == os.path.join(result["build_dir"], name)
+    # The object is a real BPF ELF, the archive a real ar archive holding the wrapper object.
+    with open(os.path.join(dest, "current", spec["outputs"]["object"]), "rb") as fh:
+        assert fh.read(4) == b"\x7fELF"
+    members = sh("ar", "t", os.path.join(dest, "current", spec["outputs"]["archive"])).stdout.split()
+    assert members == [spec["outputs"]["wrapper_object"]]
+    with open(os.path.join(dest, "current", spec["outputs"]["bindings"])) as fh:
+        assert "pub fn " in fh.read()
+    assert set(result["timings"]) >= {"clang", "llc", "skeleton", "wrapper", "ar", "bindgen", "total"}
+    assert result["previous_build_dir"] is None
+
+
+def test_unchanged_tree_runs_no_tool(crate, dest, tmp_path):
+    log = str(tmp_path / "calls.log")
+    env = {"PATH": shim_dir(tmp_path, log) + ":" + os.environ["PATH"]}
+    first = build(crate, dest, env=env)
+    assert first["changed"] is True
+    with open(log) as fh:
+        calls = fh.read().split("\n")
+    assert any(c.startswith("clang -S") for c in calls)
+    os.unlink(log)
+    second = build(crate, dest, env=env)
+    assert second["_rc"] == 0, second
+    assert second["changed"] is False
+    assert second["rebuild_reasons"] == []
+    assert not os.path.exists(log), "a tool ran on an unchanged tree: " + open(log).read()
+    assert second["build_dir"] == first["build_dir"]
+
+
+def test_check_mode_reports_changed_input_and_builds_nothing(crate, dest):
+    build(crate, dest)
+    before = snapshot(dest)
+    header = os.path.join(crate, "src", "bpf", "common", "maximums.h")
+    with open(header, "a") as fh:
+        fh.write("/* touched */\n")
+    result = build(crate, dest, check_mode=True, diff=True)
+    assert result["changed"] is True
+    assert result["rebuild_reasons"] == ["input src/bpf/common/maximums.h: changed"]
+    assert result["msg"] == "would rebuild: input src/bpf/common/maximums.h: changed"
+    assert result["diff"]["before"].startswith("src/bpf/common/maximums.h ")
+    assert result["diff"]["after"].startswith("src/bpf/common/maximums.h ")
+    assert result["diff"]["before"] != result["diff"]["after"]
+    assert snapshot(dest) == before
+
+
+def test_check_mode_on_a_fresh_host_creates_nothing(crate, dest):
+    result = build(crate, dest, check_mode=True)
+    assert result["changed"] is True
+    assert result["rebuild_reasons"] == ["no previous build in %s" % dest]
+    assert not os.path.exists(dest)
+
+
+def test_rebuild_keeps_previous_for_rollback(crate, dest):
+    first = build(crate, dest)
+    edit(os.path.join(crate, "src", "bpf", "common", "maximums.h"), "#define", "/* v2 */\n#define")
+    second = build(crate, dest)
+    assert second["changed"] is True
+    assert second["build_dir"] != first["build_dir"]
+    assert second["previous_build_dir"] == first["build_dir"]
+    back = run_module("pipeline", dict(spec="reference", src=crate, dest=dest, state="rolled_back"))
+    assert back["changed"] is True
+    assert os.path.realpath(os.path.join(dest, "current")) == first["build_dir"]
+    assert os.path.realpath(os.path.join(dest, "failed")) == second["build_dir"]
+    again = run_module("pipeline", dict(spec="reference", src=crate, dest=dest, state="rolled_back"))
+    assert again["changed"] is False
+    assert again["msg"] == "no previous build to roll back to in %s" % dest
+
+
+@pytest.mark.parametrize("case", ["syntax", "werror", "missing_header"])
+def test_compile_errors_are_fatal_and_keep_previous_outputs(crate, dest, case):
+    build(crate, dest)
+    before = snapshot(dest)
+    kern = os.path.join(crate, "src", "bpf", "shaper_kern.c")
+    with open(kern) as fh:
+        lines = fh.read().split("\n")
+    # Insert the fault after the includes, at a known line.
+    at = max(i for i, line in enumerate(lines) if line.startswith("#include")) + 1
+    fault = {
+        "syntax": "int broken(void) { return 1 }",
+        "werror": "static int unused_fn(void) { int x; return 0; }",
+        "missing_header": '#include "common/no_such_header.h"',
+    }[case]
+    lines.insert(at, fault)
+    with open(kern, "w") as fh:
+        fh.write("\n".join(lines))
+    line_no = at + 1
+    result = build(crate, dest)
+    assert result["_rc"] != 0 and result["failed"] is True
+    msg = result["msg"]
+    assert msg.startswith("build step clang failed: clang ")
+    expected = {
+        "syntax": "shaper_kern.c:%d:28: error: expected ';' after return statement" % line_no,
+        "werror": "shaper_kern.c:%d:34: error: unused variable 'x' [-Werror,-Wunused-variable]" % line_no,
+        "missing_header": "shaper_kern.c:%d:10: fatal error: 'common/no_such_header.h' file not found" % line_no,
+    }[case]
+    assert expected in msg
+    assert "Fix: fix the C error at the file:line above (warnings are errors: -Werror)." in msg
+    assert result["step"] == "clang"
+    assert result["cmd"].startswith(shutil.which("clang").rsplit("/", 1)[0]) or "clang" in result["cmd"]
+    assert "-Werror" in result["cmd"] and "-emit-llvm" in result["cmd"]
+    assert "Traceback" not in msg
+    assert snapshot(dest) == before
+    assert not [n for n in os.listdir(dest) if n.startswith(".staging-")]
+
+
+def test_tool_missing_from_path(crate, dest, tmp_path):
+    bindir = tmp_path / "partial"
+    bindir.mkdir()
+    for tool in ("clang", "llc", "bpftool", "ar"):
+        os.symlink(shutil.which(tool), bindir / tool)
+    result = build(crate, dest, env={"PATH": str(bindir)})
+    assert result["failed"] is True
+    assert result["msg"] == ("build tool(s) not found in PATH: bindgen. Fix: apt-get install bindgen "
+                             "(lqos.bpf.toolchain_info lists every miss).")
+
+
+def test_unwritable_output_folder(crate, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    sh("mount", "--bind", str(ro), str(ro))
+    sh("mount", "-o", "remount,bind,ro", str(ro))
+    try:
+        result = build(crate, str(ro / "out"))
+    finally:
+        sh("umount", str(ro))
+    assert result["failed"] is True
+    assert result["msg"] == ("cannot write the build folder %s/out: Read-only file system. Fix: choose a "
+                             "writable `dest` or fix its permissions/mount." % ro)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name: broken\nsources: [\n", "is not valid YAML at line 3 column 1"),
+    ("name: broken\nsorces: {}\n", "pipeline spec 'broken': key(s) `sorces` are not known. Fix: remove them"),
+    ("name: broken\noutputs: {}\n", "pipeline spec 'broken': `sources` is missing. Fix: add the `sources:` mapping"),
+    ("name: broken\nsources: {kern: k.c}\noutputs: {object: a/b.o}\n",
+     "pipeline spec 'broken': `outputs.object` must be a plain file name"),
+])
+def test_malformed_spec(crate, dest, tmp_path, text, expected):
+    spec = tmp_path / "spec.yml"
+    spec.write_text(text)
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+    with pytest.raises(LqosError) as err:
+        run_module("pipeline", dict(spec=str(spec), src=crate, dest=dest))
+    assert expected in str(err.value)
+    assert not os.path.exists(dest)
+
+
+def test_malformed_spec_mapping_fails_in_the_module(crate, dest):
+    result = run_module("pipeline", dict(spec={"name": "x", "sources": {"kern": "/abs.c"}}, src=crate, dest=dest),
+                        resolve_spec=False)
+    assert result["failed"] is True
+    assert result["msg"] == ("pipeline spec 'x': `sources.kern` must be relative, got '/abs.c'. Fix: give it "
+                             "relative to the crate root (the module's `src`)")
+
+
+def test_corrupt_object_given_to_skeleton_step(crate, dest, tmp_path):
+    build(crate, dest)
+    before = snapshot(dest)
+    edit(os.path.join(crate, "src", "bpf", "common", "maximums.h"), "#define", "/* v3 */\n#define")
+    log = str(tmp_path / "calls.log")
+    # llc "succeeds" but writes garbage where the BPF object should be.
+    llc = 'out=""; prev=""; for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n' \
+          'printf "not an ELF object" > "$out"'
+    env = {"PATH": shim_dir(tmp_path, log, {"llc": llc}) + ":" + os.environ["PATH"]}
+    result = build(crate, dest, env=env)
+    assert result["failed"] is True
+    assert result["msg"].startswith("build step skeleton failed: bpftool exited with ")
+    assert "failed to open BPF object file" in result["msg"] or "Error" in result["msg"]
+    assert result["msg"].endswith("Fix: the BPF object is not valid for bpftool; check the llc step and the object file.")
+    assert snapshot(dest) == before
+
+
+def test_lock_refuses_a_concurrent_build(crate, dest):
+    os.makedirs(dest)
+    fd = os.open(os.path.join(dest, ".lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"4242", 0)
+    try:
+        result = build(crate, dest, lock_timeout=1)
+    finally:
+        os.close(fd)
+    assert result["failed"] is True
+    assert result["msg"] == ("another build of %s is running (pid 4242 holds %s/.lock) and did not finish within "
+                             "1s. Fix: wait for it, or raise lock_timeout." % (dest, dest))
+    assert not os.path.exists(os.path.join(dest, "current"))
+
+
+def test_killed_build_leaves_previous_outputs_usable(crate, dest, tmp_path):
+    from lqos_testlib import module_args_file
+    build(crate, dest)
+    before = snapshot(dest)
+    edit(os.path.join(crate, "src", "bpf", "common", "maximums.h"), "#define", "/* v4 */\n#define")
+    log = str(tmp_path / "calls.log")
+    marker = str(tmp_path / "bindgen-started")
+    env = dict(os.environ)
+    # Hang in the real bindgen step (not in the version probe) until the test kills the build.
+    hang = 'case "$1" in --version) exec %s "$@";; esac\ntouch %s; sleep 30' % (shutil.which("bindgen"), marker)
+    env["PATH"] = shim_dir(tmp_path, log, {"bindgen": hang}) + ":" + env["PATH"]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    argfile = module_args_file("pipeline", dict(spec="reference", src=crate, dest=dest))
+    proc = subprocess.Popen([sys.executable, "-m", "ansible_collections.lqos.bpf.plugins.modules.pipeline", argfile],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(marker), "the build never reached bindgen"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert snapshot(dest) == before
+    assert [n for n in os.listdir(dest) if n.startswith(".staging-")], "the killed build left no staging folder"
+    result = build(crate, dest)
+    assert result["changed"] is True
+    assert not [n for n in os.listdir(dest) if n.startswith(".staging-")]
