@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_symlink, atomic_write, canonical_json, LqosError, sha256_bytes, sha256_file,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import tool_versions
+from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import TOOL_CACHE, tool_versions
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -150,7 +150,7 @@ class Pipeline:
     def manifest(self) -> dict:
         self._check_sources()
         inputs = {os.path.relpath(p, self.src): sha256_file(p) for p in self.input_files()}
-        tools = tool_versions(self.module, CHAIN_TOOLS, cache_path=os.path.join(self.dest, ".tool-versions.json"))
+        tools = tool_versions(self.module, CHAIN_TOOLS, cache_path=TOOL_CACHE)
         missing = [name for name, info in tools.items() if not info["found"]]
         if missing:
             raise LqosError("build tool(s) not found in PATH: %s." % ", ".join(missing),

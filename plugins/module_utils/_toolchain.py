@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, count_cpu_list, is_bpffs, LqosError,
@@ -52,9 +53,13 @@ def _stat_key(path: str) -> str:
     return "%s:%d:%d" % (path, st.st_mtime_ns, st.st_size)
 
 
+TOOL_CACHE = "/var/cache/lqos-bpf/tool-versions.json"
+
+
 def tool_versions(module, names=None, cache_path: str | None = None, path_prefix: str | None = None) -> dict:
     """Find each tool and its version. ``cache_path`` keeps versions keyed by the
-    binary's path, mtime and size, so an unchanged toolchain is never run again."""
+    binary's real path, mtime and size, so an unchanged toolchain is never run
+    again; cache misses are probed side by side."""
     cache: dict = {}
     if cache_path and os.path.isfile(cache_path):
         try:
@@ -62,29 +67,37 @@ def tool_versions(module, names=None, cache_path: str | None = None, path_prefix
                 cache = json.load(fh)
         except (OSError, ValueError):
             cache = {}
-    found = {}
-    dirty = False
+    found, probes = {}, {}
     for name in names or TOOLS:
-        argv, regex, package, _minimum = TOOLS[name]
+        package = TOOLS[name][2]
         path = module.get_bin_path(name, opt_dirs=[path_prefix] if path_prefix else [])
         if not path:
             found[name] = {"found": False, "path": None, "version": None, "package": package}
             continue
         key = _stat_key(os.path.realpath(path))
-        version = cache.get(key)
-        if version is None:
-            rc, out, err = module.run_command([path] + argv)
-            match = re.search(regex, out + err)
-            version = match.group(1) if match else ""
+        found[name] = {"found": True, "path": path, "version": cache.get(key), "package": package}
+        if found[name]["version"] is None:
+            probes[name] = key
+
+    def probe(name):
+        argv, regex = TOOLS[name][0], TOOLS[name][1]
+        rc, out, err = module.run_command([found[name]["path"]] + argv)
+        match = re.search(regex, out + err)
+        return rc, match.group(1) if match else None
+
+    if probes:
+        with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+            results = dict(zip(probes, pool.map(probe, probes)))
+        for name, (rc, version) in results.items():
+            found[name]["version"] = version
             if rc == 0 and version:
-                cache[key] = version
-                dirty = True
-        found[name] = {"found": True, "path": path, "version": version or None, "package": package}
-    if cache_path and dirty:
-        try:
-            atomic_write(cache_path, json.dumps(cache, sort_keys=True))
-        except OSError:
-            pass
+                cache[probes[name]] = version
+        if cache_path:
+            try:
+                os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+                atomic_write(cache_path, json.dumps(cache, sort_keys=True))
+            except OSError:
+                pass  # a cache that cannot be written only costs time
     return found
 
 
@@ -175,7 +188,7 @@ def _check(name, ok, message, fix=None, required=True, **extra):
 
 def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, src: str | None = None) -> dict:
     checks = []
-    tools = tool_versions(module)
+    tools = tool_versions(module, cache_path=TOOL_CACHE)
     for name, info in tools.items():
         minimum = minimums.get(name, TOOLS[name][3])
         info["minimum"] = minimum

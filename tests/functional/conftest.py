@@ -42,6 +42,10 @@ def _enter_private_mount_namespace() -> None:
     # `ip netns add` bind-mounts under /run/netns: keep even those files private.
     os.makedirs("/run/netns", exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "lqos-test-netns", "/run/netns"], check=True)
+    # The collection's default state folders (build outputs, backups, tool cache) are private too.
+    for path in ("/var/lib/lqos-bpf", "/var/cache/lqos-bpf", "/run/lqos-bpf"):
+        os.makedirs(path, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "lqos-test-state", path], check=True)
     os.environ["LQOS_TEST_PRIVATE_NS"] = str(os.getpid())
 
 
