@@ -8,7 +8,7 @@ trap 'rm -rf "$work"' EXIT
 dest="$work/ansible_collections/lqos/bpf"
 mkdir -p "$dest"
 cd "$here"
-git ls-files -co --exclude-standard -z | tar --null -cf - -T - | tar -xf - -C "$dest"
+git ls-files -co --exclude-standard | while IFS= read -r f; do [ -e "$f" ] && printf "%s\0" "$f"; done | tar --null -cf - -T - | tar -xf - -C "$dest"
 cd "$dest"
 git init -q && git add -A
 py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')

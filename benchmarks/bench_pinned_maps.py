@@ -1,0 +1,150 @@
+"""Benchmark lqos.bpf.pinned_maps side by side with bpftool, in one run.
+
+Creates 1,000 pinned maps in a private bpffs, then times
+
+  A. an audit through the module: the module file run as a process (exactly as
+     Ansible's local connection runs it, like tests' run_module), which lists
+     and reads every pin, and finds the programs that use each map;
+  B. a loop of ``bpftool map show pinned PATH -j`` over the same 1,000 pins.
+
+Goal: A / B <= 0.1 (at least 10x faster) and A < 0.5 s. Runs are interleaved
+(A, B, A, B, ...) and medians compared, so load on the machine hits both sides
+alike. The in-process audit time is printed too, to show how much of A is the
+Python and Ansible start-up. Prints timings and the ratio; exits 0 unless
+``--strict`` is given and a goal is missed.
+
+The script never touches the host's /sys/fs/bpf: it re-executes itself under
+``unshare -m --propagation private`` and mounts its own bpffs in a temporary
+folder, which vanishes with the namespace.
+
+    python3 benchmarks/bench_pinned_maps.py [--maps N] [--rounds N] [--strict]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NS_MARK = "LQOS_BENCH_PINNED_MAPS_NS"
+
+
+def reexec_in_private_mount_namespace() -> None:
+    """Run this script again in a new mount namespace with private propagation."""
+    if os.environ.get(NS_MARK) == "1":
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench_pinned_maps needs root (unshare -m, mount -t bpf, CAP_BPF)")
+    unshare = shutil.which("unshare")
+    if not unshare:
+        raise SystemExit("unshare (util-linux) is needed to make a private mount namespace")
+    env = dict(os.environ, **{NS_MARK: "1"})
+    proc = subprocess.run([unshare, "-m", "--propagation", "private", sys.executable, os.path.abspath(__file__)]
+                          + sys.argv[1:], env=env, check=False)
+    raise SystemExit(proc.returncode)
+
+
+def check_private(host_ns: str) -> None:
+    if os.readlink("/proc/self/ns/mnt") == host_ns:
+        raise SystemExit("still in the host's mount namespace; refusing to mount anything")
+
+
+def timed(argv, **kw) -> tuple:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit("benchmark command failed: %s\n%s%s" % (argv, proc.stdout[-2000:], proc.stderr[-2000:]))
+    return elapsed, proc.stdout
+
+
+def bpftool_loop(paths: list) -> float:
+    started = time.perf_counter()
+    for path in paths:
+        proc = subprocess.run(["bpftool", "map", "show", "pinned", path, "-j"], capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit("bpftool failed on %s: %s" % (path, proc.stderr.decode(errors="replace")))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--maps", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args()
+
+    host_ns = os.readlink("/proc/1/ns/mnt") if os.path.exists("/proc/1/ns/mnt") else ""
+    reexec_in_private_mount_namespace()
+    if host_ns:
+        check_private(host_ns)
+
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    # conftest makes ansible_collections.lqos.bpf importable
+    import conftest  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L  # pylint: disable=import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P  # pylint: disable=import-outside-toplevel
+
+    tmp = tempfile.mkdtemp(prefix="lqos-bench-pins-")
+    root = os.path.join(tmp, "bpffs")
+    os.mkdir(root)
+    subprocess.run(["mount", "-t", "bpf", "bpf", root], check=True)
+    try:
+        started = time.perf_counter()
+        paths = []
+        for i in range(args.maps):
+            path = os.path.join(root, "m%04d" % i)
+            fd = L.map_create("array", 4, 8, 1, name="m%04d" % i)
+            try:
+                L.obj_pin(fd, path)
+            finally:
+                L.close(fd)
+            paths.append(path)
+        print("created %d pinned maps in a private bpffs at %s (%.2f s)"
+              % (args.maps, root, time.perf_counter() - started))
+
+        argfile = os.path.join(tmp, "args.json")
+        with open(argfile, "w") as fh:
+            json.dump({"ANSIBLE_MODULE_ARGS": {"pin_root": root}}, fh)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        module = [sys.executable, "-m", "ansible_collections.lqos.bpf.plugins.modules.pinned_maps", argfile]
+
+        mod_times, tool_times, inproc = [], [], []
+        for dummy in range(args.rounds):
+            elapsed, out = timed(module, env=env, cwd="/")
+            result = json.loads(out)
+            if result.get("summary", {}).get("unknown") != args.maps:
+                raise SystemExit("the module did not audit every pin: %s" % result.get("summary", result))
+            mod_times.append(elapsed)
+            tool_times.append(bpftool_loop(paths))
+            started = time.perf_counter()
+            P.audit(root, {})
+            inproc.append(time.perf_counter() - started)
+
+        mod, tool = statistics.median(mod_times), statistics.median(tool_times)
+        ratio = mod / tool
+        print("module audit (process, %d pins):  %.3f s   (runs: %s)" % (
+            args.maps, mod, ", ".join("%.3f" % t for t in mod_times)))
+        print("bpftool map show pinned x %d:     %.3f s   (runs: %s)" % (
+            args.maps, tool, ", ".join("%.3f" % t for t in tool_times)))
+        print("audit inside the module process:   %.3f s   (the rest is Python/Ansible/cffi start-up)"
+              % statistics.median(inproc))
+        print("ratio module / bpftool:             %.3f   (goal <= 0.100)" % ratio)
+        met = ratio <= 0.1 and mod < 0.5
+        print("goals: ratio <= 0.1 %s, module < 0.5 s %s"
+              % ("met" if ratio <= 0.1 else "MISSED", "met" if mod < 0.5 else "MISSED"))
+        if args.strict and not met:
+            raise SystemExit(1)
+    finally:
+        subprocess.run(["umount", "-l", root], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pinned_maps
+short_description: Audit every pinned BPF map's ABI and remove incompatible pins safely, with backups
+version_added: 0.1.0
+description:
+  - Lists every entry under the bpffs O(pin_root) (recursively, never following symlinks) and reads each pinned
+    map's type, key size, value size, max_entries, flags, name, id and BTF key/value type names through libbpf
+    (C(bpf_obj_get), C(bpf_obj_get_info_by_fd)).
+  - Compares each pin with what is expected of it. Expectations come from the spec's explicit C(pinned_maps) list
+    (key and value sizes, as LibreQoS keeps them), the names in the spec's C(expect.maps), and, by default, are
+    derived from the built object O(object) - every map it pins by name, with its type, key/value sizes,
+    max_entries, flags and map_extra. Maps listed in the spec's C(cpu_sized_maps) are expected with
+    max_entries = min(object value, possible CPUs), as they are resized at load.
+  - Each pin is reported as V(compatible), V(incompatible) (with every differing attribute), V(unknown) (not
+    expected), V(missing) (expected but absent), V(not_a_map) (a program or link pin, a symlink, a directory, or a
+    bpffs entry that is no pinned object such as C(maps.debug)/C(progs.debug); never touched) or V(vanished)
+    (removed while the audit ran). Each map pin lists the loaded programs that use it.
+  - O(state=clean) removes only incompatible map pins, and only with O(approve=true); before each removal the
+    map's entries are dumped to a timestamped JSON backup in O(backup_dir), and a pin whose backup failed is never
+    removed. O(state=restored) loads such a backup back into a compatible map.
+author: lqos.bpf maintainers (@lqos-bpf)
+extends_documentation_fragment:
+  - lqos.bpf.common.pin_root
+  - lqos.bpf.common.approve
+  - lqos.bpf.common.attributes_action
+options:
+  spec:
+    description:
+      - Optional pipeline spec (built-in name V(reference) or V(libreqos), a YAML path on the controller, or a
+        mapping). Its C(pinned_maps) and C(expect.maps) add expectations; its C(cpu_sized_maps) tell which maps
+        are resized to the possible CPUs.
+    type: raw
+  object:
+    description:
+      - Path on the target of the built BPF object (for example RV(lqos.bpf.pipeline#module:outputs.object.path)).
+        Expectations are derived from every map it pins by name, unless O(derive_from_object=false).
+    type: path
+  derive_from_object:
+    description: Derive expectations from O(object). With V(false) only the spec's lists are used.
+    type: bool
+    default: true
+  state:
+    description:
+      - V(audited) only reports; it never changes anything.
+      - V(clean) removes the incompatible map pins (with O(approve=true)), each after a verified backup.
+      - V(restored) writes the entries of the backup O(backup) into the map pinned at the backup's pin path (or
+        O(pin)), after checking that key and value sizes match. Entries already equal are skipped; entries the
+        map holds that the backup lacks are kept.
+    type: str
+    choices: [audited, clean, restored]
+    default: audited
+  backup_dir:
+    description:
+      - Folder on the target for the backups written by O(state=clean). Created (mode 0700) when missing. Must not
+        be on a bpffs.
+    type: path
+    default: /var/lib/lqos-bpf/map-backups
+  backup:
+    description: The backup file to load, for O(state=restored) (see RV(backups)).
+    type: path
+  pin:
+    description:
+      - For O(state=restored), the map to restore into, relative to O(pin_root) (or absolute under it). Defaults to
+        the pin path recorded in the backup.
+    type: str
+  maps:
+    description:
+      - Limit the audit (and so the cleanup) to these pins, named relative to O(pin_root) (for example
+        V(map_traffic) or V(tc/globals/cpu_map)).
+    type: list
+    elements: str
+notes:
+  - Removing a pin does not free a map that loaded programs still hold; RV(pins[].used_by) names them so the
+    operator knows what the cleanup disturbs. Load the new object right after the cleanup.
+  - Backups hold every key and value hex-encoded with the layout they had (per-CPU values as the full blob of
+    round_up(value_size, 8) bytes for each possible CPU). Map types whose keys cannot be walked (queue, stack,
+    ring buffer, bloom filter, storage maps) cannot be backed up, so their pins are never removed by this module.
+"""
+
+EXAMPLES = r"""
+- name: Audit every pin against the freshly built object
+  lqos.bpf.pinned_maps:
+    spec: reference
+    object: "{{ build.outputs.object.path }}"
+  register: audit
+
+- name: Show what a cleanup would remove, and why
+  lqos.bpf.pinned_maps:
+    spec: reference
+    object: "{{ build.outputs.object.path }}"
+    state: clean
+  register: plan
+
+- name: Remove the incompatible pins (each one backed up first)
+  lqos.bpf.pinned_maps:
+    spec: reference
+    object: "{{ build.outputs.object.path }}"
+    state: clean
+    approve: true
+  register: cleanup
+
+- name: Load a backup back into the new, compatible map
+  lqos.bpf.pinned_maps:
+    state: restored
+    backup: "{{ cleanup.backups[0].file }}"
+    approve: true
+
+- name: LibreQoS-style check of a few maps by key/value size only
+  lqos.bpf.pinned_maps:
+    spec: libreqos
+    maps: [map_traffic, flowbee]
+"""
+
+RETURN = r"""
+pins:
+  description:
+    - Every entry under O(pin_root) (or only O(maps)), plus the expected maps that are missing, as audited before
+      any removal. Map pins also carry C(id), C(map_name), C(type), C(key_size), C(value_size), C(max_entries),
+      C(flags), C(map_extra), C(btf_id), C(key_type) and C(value_type) (BTF type names, or null without BTF).
+      Program pins carry C(id), C(prog_name), C(prog_type) and C(tag); symlinks carry C(target).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The pin's path relative to O(pin_root).
+      type: str
+      sample: map_traffic
+    path:
+      description: The pin's absolute path.
+      type: str
+      sample: /sys/fs/bpf/map_traffic
+    kind:
+      description: V(map), V(prog), V(link), V(symlink), V(directory), V(other) (not a pinned object), or null
+        when missing or vanished.
+      type: str
+      sample: map
+    status:
+      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map) or V(vanished).
+      type: str
+      sample: incompatible
+    reason:
+      description: Why the pin has its status (every difference, for incompatible pins).
+      type: str
+      sample: "key_size: expected 20 (object, spec.pinned_maps), pinned 16"
+    expected:
+      description: What is expected of this pin (one value per attribute) and the C(sources) it came from, or null.
+      type: dict
+      sample: {type: percpu_hash, key_size: 20, value_size: 128, max_entries: 128000, flags: 0, map_extra: 0,
+               sources: [object, spec.pinned_maps]}
+    differences:
+      description: Each attribute that differs, with C(attribute), C(expected), C(actual) and C(sources).
+      type: list
+      elements: dict
+      sample: [{attribute: key_size, expected: 20, actual: 16, sources: [object]}]
+    used_by:
+      description: Loaded programs whose map ids include this map, each with C(id), C(name) and C(tag).
+      type: list
+      elements: dict
+      sample: [{id: 41, name: xdp_shaper, tag: "0a1b2c3d4e5f6789"}]
+    id:
+      description: Kernel id of the map (or program).
+      type: int
+      sample: 17
+    type:
+      description: Map type as bpftool names it.
+      type: str
+      sample: percpu_hash
+summary:
+  description: How many pins have each status, and C(total).
+  returned: always
+  type: dict
+  sample: {total: 15, compatible: 12, incompatible: 1, unknown: 0, missing: 0, not_a_map: 2, vanished: 0}
+actions:
+  description:
+    - What this run does or would do. For O(state=clean) one C(remove) per incompatible map pin with C(pin),
+      C(name), C(id), C(reason), C(differences), C(used_by), C(backup_dir) (and C(backup) once written); for
+      O(state=restored) one C(restore) with C(pin), C(backup) and the number of C(entries) to write.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{action: remove, pin: /sys/fs/bpf/map_traffic, name: map_traffic, id: 17,
+            reason: "key_size: expected 20 (object), pinned 16", backup_dir: /var/lib/lqos-bpf/map-backups}]
+removed:
+  description: Paths of the pins removed by this run.
+  returned: always
+  type: list
+  elements: str
+  sample: [/sys/fs/bpf/map_traffic]
+backups:
+  description: Backups written by this run, each with C(pin), C(name), C(file), C(entries) and C(sha256).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pin: /sys/fs/bpf/map_traffic, name: map_traffic, entries: 3, sha256: "5d41...",
+            file: /var/lib/lqos-bpf/map-backups/map_traffic.20260101T120000.000001Z.json}]
+restored:
+  description: For O(state=restored), C(pin), C(name), C(backup), C(entries_total), C(entries_to_write) and
+    C(entries_written).
+  returned: when state is restored
+  type: dict
+  sample: {pin: /sys/fs/bpf/map_traffic, name: map_traffic, backup: /var/lib/lqos-bpf/map-backups/x.json,
+           entries_total: 3, entries_to_write: 3, entries_written: 3}
+conflicts:
+  description: Attributes on which the expectation sources disagree (each with C(map), C(attribute) and
+    C(values) by source). A cleanup of such a map is refused.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{map: map_traffic, attribute: key_size, values: {object: 20, spec.pinned_maps: 16}}]
+pin_root:
+  description: The canonical pin root that was audited.
+  returned: always
+  type: str
+  sample: /sys/fs/bpf
+msg:
+  description: One line saying what was found or done.
+  returned: always
+  type: str
+  sample: "removed 1 incompatible pin(s) after backing them up to /var/lib/lqos-bpf/map-backups: map_traffic"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import DEFAULT_BACKUP_DIR, run_pinned_maps
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        spec=dict(type="raw"),
+        object=dict(type="path"),
+        derive_from_object=dict(type="bool", default=True),
+        state=dict(type="str", choices=["audited", "clean", "restored"], default="audited"),
+        backup_dir=dict(type="path", default=DEFAULT_BACKUP_DIR),
+        backup=dict(type="path"),
+        pin=dict(type="str"),
+        maps=dict(type="list", elements="str"),
+    )
+    spec.update(PIN_ARGS)
+    spec.update(APPROVE_ARGS)
+    return spec
+
+
+def run(module) -> dict:
+    return run_pinned_maps(module)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           required_if=[("state", "restored", ["backup"])])
+    run_module(module, run)
+
+
+if __name__ == "__main__":
+    main()
