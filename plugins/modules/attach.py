@@ -1,0 +1,336 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: attach
+short_description: Attach the built lqos_sys object to XDP and TC hooks, idempotently and behind an approval gate
+version_added: 0.1.0
+description:
+  - Loads the built BPF object with libbpf (through cffi) the way the LibreQoS daemon does - read-only and data
+    variables set before load (C(attach.rodata), C(attach.data) of the spec; the words V(possible_cpus) and
+    V(ifindex) stand for this host's possible-CPU count and the interface's index), maps listed in
+    C(cpu_sized_maps) resized to the possible CPUs, maps pinned by name under O(pin_root) reused when compatible.
+  - Attaches the spec's XDP program (C(attach.xdp)) and, with O(tc), its TC programs (C(attach.tc)) on a clsact
+    qdisc at their handle and priority. O(xdp_mode=auto) tries hardware offload, then native (driver), then
+    generic (skb) mode, and reports which one held; skb mode gives a warning.
+  - Every program it attaches is pinned under C(<pin_root>/lqos_bpf/<netns or host>/<interface>/<program>). That
+    pin is what makes a program I(ours) (a program on a hook is ours if its id is that of our pin) and keeps it
+    alive after the module exits. C(.) in names is written C(%2E) (bpffs refuses dots).
+  - Idempotent. A state file under O(state_dir) records, per hook, the program id and tag and the fingerprint it
+    was loaded from (sha256 of the object and the resolved load parameters). When the record, the pins and the
+    hooks agree, a run changes nothing and loads nothing. Without a usable record the object is loaded and
+    compared with the attached program by tag and by the load-time values the spec sets.
+  - A newer object replaces the old one atomically - the new object is loaded first, then XDP is swapped with
+    C(XDP_FLAGS_REPLACE) (in the mode the old program runs in) and TC with C(BPF_TC_F_REPLACE) at the same handle
+    and priority, so traffic never runs unshaped. If a later step fails, the hooks already swapped are swapped back.
+    Only an explicit change of XDP mode needs a detach and an attach (reported as not atomic).
+  - A program this collection did not attach is never replaced without O(force=true), and never detached.
+  - The approval gate - without O(approve=true) the module only returns the planned RV(actions) and changes
+    nothing (C(changed) then says whether there is work, RV(applied) is false). Check mode plans only.
+  - Warnings (skb-mode fallback, forced replacement of a foreign program, non-atomic mode change) are issued as
+    Ansible warnings and so appear in the task result's C(warnings).
+author: lqos.bpf maintainers (@lqos-bpf)
+extends_documentation_fragment:
+  - lqos.bpf.common.spec
+  - lqos.bpf.common.pin_root
+  - lqos.bpf.common.approve
+  - lqos.bpf.common.attributes_action
+options:
+  object:
+    description:
+      - Path of the built BPF object on the target.
+      - Defaults to C(/var/lib/lqos-bpf/<spec name>/current/<outputs.object>), where M(lqos.bpf.pipeline) publishes it.
+      - Not needed with O(state=absent).
+    type: path
+  interface:
+    description: The network interface to attach to (or detach from).
+    type: str
+    required: true
+  netns:
+    description:
+      - Name of the network namespace (under C(/run/netns), as C(ip netns list) shows it) that holds O(interface).
+        The module enters it before it resolves the interface. Omit for the host's namespace.
+    type: str
+  state:
+    description:
+      - V(present) attaches the spec's programs (or keeps them).
+      - V(absent) detaches exactly the programs this collection attached to O(interface) (by id) and removes their
+        pins; programs of others stay. The clsact qdisc is left in place.
+    type: str
+    choices: [present, absent]
+    default: present
+  xdp_mode:
+    description:
+      - V(auto) tries V(hw), then V(native), then V(skb) and keeps the first that holds; when a program of ours is
+        already attached, V(auto) keeps the mode it runs in.
+      - V(hw), V(native) and V(skb) ask for exactly that mode. Changing the mode of an attached program cannot be
+        atomic (the kernel allows only one of native and skb at a time).
+    type: str
+    choices: [auto, hw, native, skb]
+    default: auto
+  tc:
+    description:
+      - Attach the spec's TC programs (C(attach.tc)) too. With V(false), TC hooks are left as they are.
+    type: bool
+    default: true
+  force:
+    description:
+      - Replace a program on a hook that this collection did not attach. Without it such a program makes the run fail
+        and nothing is changed.
+    type: bool
+    default: false
+  state_dir:
+    description:
+      - Folder of the state files (one JSON per pin root, network namespace and interface). The default under C(/run)
+        lives exactly as long as XDP/TC attachments and bpffs pins (all vanish at reboot).
+      - Losing it is harmless - the next run loads the object once to compare tags.
+    type: path
+    default: /run/lqos-bpf/attach
+notes:
+  - Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), libbpf1 and python3-cffi on the target.
+  - An existing map pin that the object cannot reuse (other type, sizes, max_entries or flags) fails the run before
+    anything is loaded; migrate or clean it with M(lqos.bpf.pinned_maps).
+seealso:
+  - module: lqos.bpf.pipeline
+"""
+
+EXAMPLES = r"""
+- name: Show what attaching would do (no approval, nothing changes)
+  lqos.bpf.attach:
+    spec: reference
+    interface: eth1
+  register: plan
+
+- name: Attach XDP and TC programs of the current build
+  lqos.bpf.attach:
+    spec: reference
+    interface: eth1
+    approve: true
+
+- name: Attach in generic mode inside a network namespace
+  lqos.bpf.attach:
+    spec: reference
+    interface: veth0
+    netns: shaper-test
+    xdp_mode: skb
+    approve: true
+
+- name: Replace a program another tool attached
+  lqos.bpf.attach:
+    spec: reference
+    interface: eth1
+    force: true
+    approve: true
+
+- name: Detach what this collection attached
+  lqos.bpf.attach:
+    spec: reference
+    interface: eth1
+    state: absent
+    approve: true
+"""
+
+RETURN = r"""
+interface:
+  description: The interface name.
+  returned: always
+  type: str
+  sample: eth1
+ifindex:
+  description: Its index in its network namespace (null when it does not exist and O(state=absent)).
+  returned: always
+  type: int
+  sample: 3
+netns:
+  description: The network namespace (null for the host's).
+  returned: always
+  type: str
+  sample: shaper-test
+state:
+  description: The requested state.
+  returned: always
+  type: str
+  sample: present
+applied:
+  description:
+    - True when the planned actions were carried out (O(approve=true), not in check mode).
+    - C(changed) is true when there is work to do; without approval or in check mode RV(applied) is false and nothing
+      was changed.
+  returned: always
+  type: bool
+  sample: true
+msg:
+  description: Why nothing was changed although actions are planned (check mode, or O(approve) is false).
+  returned: when actions were planned but not applied
+  type: str
+  sample: "9 action(s) planned on eth1; nothing was changed (approve is false: set approve: true to apply them)."
+loaded:
+  description: True when the object was loaded into the kernel during this run.
+  returned: always
+  type: bool
+  sample: false
+object:
+  description: The object path (O(state=present)).
+  returned: always
+  type: str
+  sample: /var/lib/lqos-bpf/reference/current/shaper_kern.o
+object_sha256:
+  description: sha256 of the object file (O(state=present)).
+  returned: always
+  type: str
+  sample: b8665fda759cbd98772ca5a6b774ae448353462631461b10480e610d9018c926
+fingerprint:
+  description: sha256 over the object's hash and the resolved load parameters; equal fingerprints load identical programs.
+  returned: always
+  type: str
+  sample: 5d1f0c8e2b7a4e6f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f
+xdp:
+  description:
+    - The XDP hook. After a run with O(approve=true) it describes the program attached now; otherwise what is attached
+      now (for V(keep)) or what would change. Null when the spec attaches no XDP program.
+  returned: always
+  type: dict
+  contains:
+    program:
+      description: Program name.
+      type: str
+      sample: xdp_shaper
+    id:
+      description: Kernel program id (null when not known yet, or detached).
+      type: int
+      sample: 1207
+    tag:
+      description: Program tag (hex of the kernel's 8-byte instruction hash).
+      type: str
+      sample: 8150469489252e15
+    mode:
+      description: V(hw), V(native) or V(skb); V(auto) in a plan whose mode is decided at attach time.
+      type: str
+      sample: native
+    previous_id:
+      description: The program that was replaced or detached, for rollback (null if none).
+      type: int
+      sample: 1188
+    previous_tag:
+      description: Its tag.
+      type: str
+      sample: 77a0d7b0bd7ab4d1
+    action:
+      description: V(keep), V(attach), V(replace), V(replace_foreign), V(reattach), V(verify), V(adopt), V(detach), V(none) or V(leave).
+      type: str
+      sample: replace
+    tried:
+      description: Modes that refused the program before one held (O(xdp_mode=auto)), with the kernel's error.
+      type: list
+      elements: dict
+      sample: [{mode: hw, error: "XDP on eth1: hardware offload refused ...", errno: 22}]
+  sample: {program: xdp_shaper, id: 1207, tag: 8150469489252e15, mode: native, previous_id: 1188,
+           previous_tag: 77a0d7b0bd7ab4d1, action: replace, tried: []}
+tc:
+  description: The TC hooks, one entry per slot (same meaning of keys as RV(xdp)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    program:
+      description: Program name.
+      type: str
+    direction:
+      description: V(egress) or V(ingress).
+      type: str
+    handle:
+      description: Filter handle.
+      type: int
+    priority:
+      description: Filter priority.
+      type: int
+    id:
+      description: Kernel program id.
+      type: int
+    tag:
+      description: Program tag.
+      type: str
+    previous_id:
+      description: The program that was replaced or detached.
+      type: int
+    previous_tag:
+      description: Its tag.
+      type: str
+    action:
+      description: As in RV(xdp.action).
+      type: str
+  sample: [{program: tc_classify, direction: egress, handle: 1, priority: 49199, id: 1209, tag: f6263b7c0f910202,
+            previous_id: null, previous_tag: null, action: attach}]
+actions:
+  description: Every live change of this run, in order - carried out when RV(applied), else only planned.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "load /var/lib/lqos-bpf/reference/current/shaper_kern.o (sha256 b8665fda759cbd98; cpu_map max_entries=2, rodata cpu_count=2)"
+    - "replace XDP program id 1188 (xdp_shaper, tag 77a0d7b0bd7ab4d1) on eth1 with the new xdp_shaper atomically (native mode)"
+    - "pin xdp_shaper at /sys/fs/bpf/lqos_bpf/host/eth1/xdp_shaper"
+notes:
+  description: Facts worth knowing that need no action (modes refused before one held, foreign programs left in place).
+  returned: always
+  type: list
+  elements: str
+  sample: ["TC egress program id 77 (other, tag 0123456789abcdef) on eth1 is not ours: left in place"]
+pin_dir:
+  description: The folder that holds our program pins for this interface.
+  returned: always
+  type: str
+  sample: /sys/fs/bpf/lqos_bpf/host/eth1
+state_file:
+  description: The state file of this interface.
+  returned: always
+  type: str
+  sample: /run/lqos-bpf/attach/host-eth1-3a5f0c2d9e1b.json
+diff:
+  description: Hooks and pins before and after (after is the list of planned actions when nothing was applied).
+  returned: in diff mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.lqos.bpf.plugins.module_utils._attach import DEFAULT_STATE_DIR, run_attach, XDP_MODES
+from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module, SPEC_ARGS
+from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        object=dict(type="path"),
+        interface=dict(type="str", required=True),
+        netns=dict(type="str"),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        xdp_mode=dict(type="str", choices=list(XDP_MODES), default="auto"),
+        tc=dict(type="bool", default=True),
+        force=dict(type="bool", default=False),
+        state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+    )
+    spec.update(SPEC_ARGS)
+    spec.update(PIN_ARGS)
+    spec.update(APPROVE_ARGS)
+    return spec
+
+
+def run(module) -> dict:
+    return run_attach(module, validate_spec(module.params["spec"]))
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not HAS_CFFI:
+        module.fail_json(msg=missing_required_lib("cffi (Debian: python3-cffi)"), exception=CFFI_IMP_ERR)
+    run_module(module, run)
+
+
+if __name__ == "__main__":
+    main()
