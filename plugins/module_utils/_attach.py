@@ -380,7 +380,6 @@ class _Lock(object):
 
 def _attached_globals(prog_id: int, sections: set) -> dict:
     """{section: bytes} of the internal maps (.rodata, .data, .bss) of an attached program."""
-    ffi, lib = _libbpf._ffi_lib()  # pylint: disable=protected-access
     out = {}
     for map_id in _libbpf.prog_info_by_id(prog_id)["map_ids"]:
         info = _libbpf.map_info_by_id(map_id)
@@ -388,9 +387,10 @@ def _attached_globals(prog_id: int, sections: set) -> dict:
         dot = name.find(".")
         if dot < 0 or name[dot:] not in sections or info["type_name"] != "array" or info["key_size"] != 4:
             continue
-        fd = lib.bpf_map_get_fd_by_id(map_id)
-        if fd < 0:
-            continue
+        try:
+            fd = _libbpf.map_fd_by_id(map_id)
+        except _libbpf.LibbpfError:
+            continue  # freed since prog_info was read
         try:
             value = _libbpf.map_lookup(fd, b"\0\0\0\0")
         finally:

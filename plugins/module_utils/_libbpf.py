@@ -1253,6 +1253,18 @@ def prog_fd_by_id(prog_id: int) -> int:
     return fd
 
 
+def map_fd_by_id(map_id: int) -> int:
+    """A new fd for a map by id (the caller closes it)."""
+    ffi, lib = _ffi_lib()
+    fd = lib.bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        err = _errno_of(fd)
+        if err == _errno.ENOENT:
+            _fail("BPF map id %d does not exist (it was freed)" % map_id, err)
+        _fail("opening BPF map id %d failed (needs root: CAP_SYS_ADMIN)" % map_id, err)
+    return fd
+
+
 def prog_info_by_id(prog_id: int) -> dict:
     fd = prog_fd_by_id(prog_id)
     try:
