@@ -877,10 +877,13 @@ class Btf(object):
 
     # -- lookups -----------------------------------------------------------
     def find(self, name: str) -> int:
-        """Type id of a struct/union by tag name, else of a typedef resolved to its struct/union."""
+        """Type id of a struct/union by tag name, else of a typedef resolved to its struct/union.
+        ``#<id>`` names a type by id (anonymous nested structs have no name)."""
         self._check()
         lib = _STATE["lib"]
         want = name.strip()
+        if want.startswith("#") and want[1:].isdigit():
+            return self._skip_mods(int(want[1:]))
         kinds = (BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_TYPEDEF)
         if want.startswith("struct "):
             want, kinds = want[7:].strip(), (BTF_KIND_STRUCT,)

@@ -1,0 +1,388 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: abi_check
+short_description: Check ABI parity between the Rust mirror types and a built BPF object, and drift along the build chain
+version_added: 0.1.0
+description:
+  - For every mirror pair of the spec (C(mirrors), Rust type to C struct tag or typedef), compares the C layout read
+    from the BTF of the built object (libbpf C(btf__parse) and friends, through cffi) with the C-compatible layout of
+    the Rust type (its C(repr) attribute - C, packed, align), and with every size assertion on that type in the
+    Rust sources, in both styles - a constant array whose length is C(size_of::<T>), and C(assert_eq!) of
+    C(size_of::<T>) and a number (C(std::mem), C(core::mem) or imported). Each pair gets a three-way
+    report (BTF size, Rust size, asserted sizes) and a field-by-field table (name, C offset/size, Rust offset/size;
+    nested structs expanded) that marks the first divergence.
+  - The Rust half runs on the controller in the action plugin, which parses the mirror sources with tree-sitter
+    (search roots C(rust.roots) of the spec, relative to O(rust_src)); the target needs only python3-cffi and libbpf.
+  - Chain drift - program and map names in the generated skeleton against the spec's C(expect) (and program section
+    types against the object), names C(wrapper.c) uses through the skeleton (C(skel->progs.NAME),
+    C(skel->maps.NAME), C(skel->links.NAME), C(skel->rodata->VAR), the skeleton's C(NAME__open) and friends) against the
+    skeleton, every function declared in C(wrapper.h) against C(bindings.rs) (present, same number of parameters),
+    the sizing constants of the spec's C(constants) between the C header and the Rust const that restates them, and
+    size assertions on other Rust types against their computed layout.
+  - Chain files are read from the build folder (the copies of C(wrapper.c) and C(wrapper.h) the pipeline made next to
+    the skeleton); missing ones are listed in RV(skipped).
+  - Read-only; C(changed) is always false. Every finding names the struct or file, the field or name, and what to
+    change.
+author: lqos.bpf maintainers (@lqos-bpf)
+extends_documentation_fragment:
+  - lqos.bpf.common.spec
+  - lqos.bpf.common.attributes_info
+options:
+  src:
+    description:
+      - The crate root (the folder that holds C(src/bpf)), as given to M(lqos.bpf.pipeline).
+      - Read on the controller for the Rust mirror types and the C header constants when O(rust_src) is not set,
+        so it must exist there too. Not used on the target.
+    type: path
+  rust_src:
+    description:
+      - The crate root on the controller, when it differs from O(src). C(rust.roots), C(constants[].rust) and
+        C(constants[].header) of the spec are relative to it (headers through C(sources.workdir)).
+      - Required (or O(src)) when the spec has C(mirrors) or C(constants).
+    type: path
+  build_dir:
+    description:
+      - The build folder holding the object, skeleton, C(wrapper.c), C(wrapper.h) and C(bindings.rs).
+      - Defaults to the folder of O(object) when that is given, else C(/var/lib/lqos-bpf/<spec name>/current)
+        (the current build of M(lqos.bpf.pipeline) with its default C(dest)).
+    type: path
+  object:
+    description: The BPF object whose BTF is read. Defaults to C(outputs.object) of the spec inside O(build_dir).
+    type: path
+  fail_on_drift:
+    description:
+      - Fail the task when any pair differs or any drift is found. With V(false) the findings are returned in
+        RV(problems) (and as warnings) and the task succeeds with RV(ok=false).
+    type: bool
+    default: true
+  _rust:
+    description:
+      - Internal. Set by the action plugin on the controller (Rust layouts, size assertions and constants); never
+        set it in a task.
+    type: dict
+notes:
+  - The task must run through the action plugin (a normal C(lqos.bpf.abi_check) task does) for the Rust half; run
+    without it, every mirror pair is reported as not computed.
+  - When C(wrapper.c) uses a skeleton name the BPF source no longer has, M(lqos.bpf.pipeline) already fails at its
+    wrapper step and keeps the previous build current; this module reports the same drift for build folders made
+    elsewhere (for example Cargo's C(OUT_DIR) of a partial C(build.rs) run), and the spec-side drift
+    (C(expect.programs)) when C(wrapper.c) was fixed but the spec was not.
+"""
+
+EXAMPLES = r"""
+- name: Check the reference build against its Rust mirrors
+  lqos.bpf.abi_check:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    build_dir: /var/lib/lqos-bpf/reference/current
+
+- name: LibreQoS checkout on the controller, built on the shaper
+  lqos.bpf.abi_check:
+    spec: libreqos
+    rust_src: "{{ playbook_dir }}/LibreQoS/src/rust/lqos_sys"
+    build_dir: /var/lib/lqos-bpf/libreqos/current
+  register: abi
+
+- name: Report without failing, for an audit
+  lqos.bpf.abi_check:
+    spec: libreqos
+    src: /opt/libreqos/src/rust/lqos_sys
+    fail_on_drift: false
+  register: abi_audit
+"""
+
+RETURN = r"""
+ok:
+  description: True when every pair matches and no drift was found.
+  returned: always
+  type: bool
+  sample: true
+summary:
+  description: One line on the outcome.
+  returned: always
+  type: str
+  sample: "spec 'reference': ABI parity holds: 4 mirror pair(s) match their C BTF layout, no chain drift"
+pairs:
+  description: One three-way report per mirror pair of the spec, in spec order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    rust:
+      description: The Rust type.
+      returned: always
+      type: str
+      sample: IpHashData
+    c:
+      description: The C struct tag or typedef.
+      returned: always
+      type: str
+      sample: ip_hash_info
+    rust_file:
+      description: Where the Rust type is defined (file:line, relative to the crate root), or null when unresolved.
+      returned: always
+      type: str
+      sample: src/ip_mapping/ip_hash_data.rs:4
+    btf_size:
+      description: Size in bytes from the object's BTF, or null when the C type is missing there.
+      returned: always
+      type: int
+      sample: 24
+    rust_size:
+      description: Size in bytes of the computed C-compatible Rust layout, or null when it cannot be computed.
+      returned: always
+      type: int
+      sample: 24
+    btf_align:
+      description: Alignment from BTF.
+      returned: always
+      type: int
+      sample: 8
+    rust_align:
+      description: Alignment of the Rust layout.
+      returned: always
+      type: int
+      sample: 8
+    asserted:
+      description: Size assertions on the Rust type found in the sources.
+      returned: always
+      type: list
+      elements: dict
+      sample: [{size: 24, style: assert_eq, file: src/ip_mapping/ip_hash_data.rs, line: 24}]
+      contains:
+        size:
+          description: The asserted size.
+          returned: always
+          type: int
+        style:
+          description: V(const_array) (a constant array whose length is C(size_of::<T>)) or V(assert_eq).
+          returned: always
+          type: str
+        file:
+          description: File, relative to the crate root.
+          returned: always
+          type: str
+        line:
+          description: Line of the assertion.
+          returned: always
+          type: int
+    status:
+      description: V(ok), V(mismatch), or V(error) when a side could not be computed (for example an unresolvable
+        Rust type or a C type missing from the BTF).
+      returned: always
+      type: str
+      sample: ok
+    problems:
+      description: The pair's findings, each naming the struct, the field and what to change.
+      returned: always
+      type: list
+      elements: str
+      sample: []
+    fields:
+      description: The field-by-field table in C order; nested struct members have dotted names.
+      returned: always
+      type: list
+      elements: dict
+      sample:
+        - {name: cpu, c_name: cpu, c_type: __u32, c_offset: 0, c_size: 4, rust_name: cpu, rust_type: u32,
+           rust_offset: 0, rust_size: 4, status: ok, first_divergence: false}
+      contains:
+        name:
+          description: The field (C name, or the Rust name when C has no counterpart).
+          returned: always
+          type: str
+        c_name:
+          description: C member name, null when missing in C.
+          returned: always
+          type: str
+        c_type:
+          description: C type as BTF spells it.
+          returned: always
+          type: str
+        c_offset:
+          description: Byte offset in C (from the start of the mirrored struct).
+          returned: always
+          type: int
+        c_size:
+          description: Size in C.
+          returned: always
+          type: int
+        rust_name:
+          description: Rust field name, null when missing in Rust.
+          returned: always
+          type: str
+        rust_type:
+          description: Rust type as written, generics substituted.
+          returned: always
+          type: str
+        rust_offset:
+          description: Byte offset in Rust.
+          returned: always
+          type: int
+        rust_size:
+          description: Size in Rust.
+          returned: always
+          type: int
+        status:
+          description: V(ok), V(size), V(offset), V(element) (same size, other array element), V(missing_in_rust)
+            or V(missing_in_c).
+          returned: always
+          type: str
+        first_divergence:
+          description: True on the first row that is not V(ok).
+          returned: always
+          type: bool
+    first_divergence:
+      description: A copy of the first row that is not V(ok), or null.
+      returned: always
+      type: dict
+      sample: {name: tc_handle, c_offset: 8, c_size: 8, rust_offset: 4, rust_size: 4, status: size}
+drift:
+  description: Chain drift findings (skeleton, C(wrapper.c), C(wrapper.h), C(bindings.rs), constants, size assertions
+    on types that are not mirror pairs).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - kind: wrapper
+      subject: tc_classify
+      message: "wrapper.c:67 uses skel->progs.tc_classify but the skeleton shaper_kern_skel.h has no program `tc_classify` (it has: xdp_shaper, tc_shape)"
+      fix: "update wrapper.c to the new skeleton name `tc_shape`, or rename it back in the BPF source"
+  contains:
+    kind:
+      description: V(program), V(map), V(wrapper), V(binding), V(constant) or V(asserted_size).
+      returned: always
+      type: str
+    subject:
+      description: The name concerned (program, map, function, constant or Rust type).
+      returned: always
+      type: str
+    message:
+      description: What differs, with file:line where there is one.
+      returned: always
+      type: str
+    fix:
+      description: What to change.
+      returned: always
+      type: str
+constants:
+  description: The spec's sizing constants, C header against the Rust const that restates it.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: MAX_TRACKED_IPS, header: src/bpf/common/maximums.h, c_value: 65536, rust: src/lib.rs,
+            rust_name: MAX_TRACKED_IPS, rust_value: 65536, status: ok}]
+  contains:
+    name:
+      description: The C C(#define).
+      returned: always
+      type: str
+    header:
+      description: The header, relative to the crate root.
+      returned: always
+      type: str
+    c_value:
+      description: Its integer value (simple arithmetic on earlier defines is evaluated).
+      returned: always
+      type: int
+    rust:
+      description: The Rust file that restates it, or null.
+      returned: always
+      type: str
+    rust_name:
+      description: The Rust const name.
+      returned: always
+      type: str
+    rust_value:
+      description: The Rust value, or null.
+      returned: always
+      type: int
+    status:
+      description: V(ok), V(mismatch), V(c_only) (the Rust side does not restate it) or V(error).
+      returned: always
+      type: str
+problems:
+  description: Every finding as one message that says what differs and what to change (pairs first, then drift).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+skipped:
+  description: Checks that could not run, with the reason (for example a build folder without bindings.rs).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+object:
+  description: The BPF object whose BTF was read.
+  returned: always
+  type: str
+  sample: /var/lib/lqos-bpf/reference/current/shaper_kern.o
+build_dir:
+  description: The build folder the chain files were read from.
+  returned: always
+  type: str
+  sample: /var/lib/lqos-bpf/reference/current
+skeleton:
+  description: Names the skeleton declares (C(object), C(programs), C(maps), C(internal_maps)), or null without one.
+  returned: always
+  type: dict
+  sample: {object: shaper_kern, programs: [xdp_shaper, tc_classify], maps: [cpu_map, host_traffic],
+           internal_maps: [rodata, data, bss]}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import check_build, failure_message
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+
+DEFAULT_DEST_ROOT = "/var/lib/lqos-bpf"
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        src=dict(type="path"),
+        rust_src=dict(type="path"),
+        build_dir=dict(type="path"),
+        object=dict(type="path"),
+        fail_on_drift=dict(type="bool", default=True),
+        _rust=dict(type="dict"),
+    )
+    spec.update(SPEC_ARGS)
+    return spec
+
+
+def run(module) -> dict:
+    params = module.params
+    spec = validate_spec(params["spec"])
+    build_dir = params["build_dir"]
+    if not build_dir:
+        build_dir = (os.path.dirname(params["object"]) if params["object"]
+                     else os.path.join(DEFAULT_DEST_ROOT, spec["name"], "current"))
+    obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
+    result = check_build(spec, build_dir, obj, params["_rust"])
+    result["changed"] = False
+    if not result["ok"]:
+        if params["fail_on_drift"]:
+            raise LqosError(failure_message(spec["name"], result["problems"]), None, **result)
+        for problem in result["problems"]:
+            module.warn(problem)
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    run_module(module, run)
+
+
+if __name__ == "__main__":
+    main()

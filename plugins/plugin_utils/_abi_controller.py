@@ -1,0 +1,206 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: controller-side helper of the lqos.bpf action plugins, not a public API.
+"""The controller half of lqos.bpf.abi_check.
+
+Parses the Rust mirror types with tree-sitter (``_rust_layout``), computes
+their ``#[repr(C)]`` layouts, finds the size assertions, reads the sizing
+constants from the C header and the Rust source, and hands all of it to the
+module as plain data (its internal ``_rust`` option). Targets never need
+tree-sitter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_layout import RustCrate, RustLayoutError
+
+MAX_NESTING = 8
+_PRIMITIVE = re.compile(r"^(u|i)(8|16|32|64|128|size)$|^(f32|f64|bool|char)$")
+_ARRAY = re.compile(r"^\[(.*);\s*([^;\]]+)\]$", re.S)
+
+
+class _Paths:
+    """Show paths relative to the crate root (src/x.rs, ../utils/src/y.rs)."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+
+    def rel(self, path: str) -> str:
+        if not path:
+            return path
+        return os.path.relpath(os.path.abspath(path), self.root)
+
+    def text(self, message: str) -> str:
+        parent = os.path.dirname(self.root)
+        out = message.replace(self.root + os.sep, "")
+        return out.replace(parent + os.sep, ".." + os.sep) if parent != os.sep else out
+
+
+def _array(crate: RustCrate, text: str, size: int) -> dict | None:
+    """{count, elem_size, elem_type} of a Rust array type (nested arrays flattened)."""
+    m = _ARRAY.match(text.strip())
+    if not m:
+        return None
+    elem = m.group(1).strip()
+    inner = _array(crate, elem, 0)
+    if inner is not None:
+        elem_size, elem_type = inner["elem_size"], inner["elem_type"]
+    else:
+        try:
+            elem_size, elem_type = crate.layout(elem).size, elem
+        except RustLayoutError:
+            return None
+    count = size // elem_size if elem_size and size else (inner["count"] if inner else 0)
+    return {"count": count, "elem_size": elem_size, "elem_type": elem_type}
+
+
+def layout_data(crate: RustCrate, layout, paths: _Paths, depth: int = 0) -> dict:
+    """A Rust Layout as plain data, with nested struct fields and array shapes."""
+    fields = []
+    for f in layout.fields:
+        entry = {"name": f.name, "offset": f.offset, "size": f.size, "type": f.type, "array": None, "fields": None}
+        arr = _array(crate, f.type, f.size)
+        if arr is not None:
+            entry["array"] = arr
+        elif not _PRIMITIVE.match(f.type) and depth < MAX_NESTING:
+            try:
+                sub = crate.layout(f.type)
+            except RustLayoutError:
+                sub = None
+            if sub is not None and sub.fields:
+                entry["fields"] = layout_data(crate, sub, paths, depth + 1)["fields"]
+        fields.append(entry)
+    return {"name": layout.name, "size": layout.size, "align": layout.align, "file": paths.rel(layout.file),
+            "line": layout.line, "packed": layout.packed, "repr_align": layout.repr_align, "fields": fields}
+
+
+def _constant(crate: RustCrate | None, name: str, path: str, paths: _Paths):
+    if crate is not None:
+        try:
+            return crate.constant(name, path)
+        except RustLayoutError as exc:
+            if "is not under spec rust.roots" not in str(exc):
+                raise
+    return RustCrate([path]).constant(name, path)
+
+
+def constants_data(spec: dict, root: str, crate: RustCrate | None, paths: _Paths) -> list:
+    out = []
+    workdir = os.path.join(root, spec["sources"]["workdir"])
+    headers: dict = {}
+    for c in spec["constants"]:
+        header_rel = os.path.normpath(os.path.join(spec["sources"]["workdir"], c["header"]))
+        entry = {"name": c["name"], "header": header_rel, "c_value": None, "c_error": None,
+                 "rust": c["rust"], "rust_name": c["rust_name"], "rust_value": None, "rust_error": None}
+        path = os.path.join(workdir, c["header"])
+        if path not in headers:
+            try:
+                with open(path) as fh:
+                    headers[path] = header_constants(fh.read())
+            except OSError as exc:
+                headers[path] = exc
+        values = headers[path]
+        if isinstance(values, OSError):
+            entry["c_error"] = {"message": "cannot read %s for constant %s (%s)" % (header_rel, c["name"], values.strerror),
+                                "fix": "fix constants[].header in the spec (relative to sources.workdir)"}
+        elif c["name"] not in values:
+            entry["c_error"] = {"message": "%s has no integer #define %s" % (header_rel, c["name"]),
+                                "fix": "fix the constant's name or header in the spec"}
+        else:
+            entry["c_value"] = values[c["name"]]
+        if c["rust"]:
+            rpath = os.path.join(root, c["rust"])
+            if not os.path.isfile(rpath):
+                entry["rust_error"] = {"message": "Rust file %s for constant %s does not exist" % (c["rust"], c["name"]),
+                                       "fix": "fix constants[].rust in the spec (relative to the crate root)"}
+            else:
+                try:
+                    entry["rust_value"] = _constant(crate, c["rust_name"], rpath, paths)
+                except RustLayoutError as exc:
+                    entry["rust_error"] = {"message": "Rust constant %s (%s): %s" % (c["rust_name"], c["rust"],
+                                                                                    paths.text(str(exc))),
+                                           "fix": "define `const %s: <int> = N;` in %s or fix the spec"
+                                                  % (c["rust_name"], c["rust"])}
+        out.append(entry)
+    return out
+
+
+def rust_side(spec: dict, root: str) -> dict:
+    """Everything the module needs from the Rust side, as plain data."""
+    paths = _Paths(root)
+    crate = None
+    crate_error = None
+    if spec["mirrors"] or any(c["rust"] for c in spec["constants"]):
+        roots = [os.path.normpath(os.path.join(paths.root, r)) for r in spec["rust"]["roots"]]
+        try:
+            crate = RustCrate(roots)
+        except RustLayoutError as exc:
+            message = paths.text(str(exc))
+            if "tree-sitter" in message:
+                raise LqosError(message.split(":")[0] + ".", "pip install tree-sitter tree-sitter-rust on the controller.")
+            crate_error = message
+    pairs = []
+    labels = {}
+    for m in spec["mirrors"]:
+        entry = {"rust": m["rust"], "c": m["c"], "layout": None, "error": None, "asserted": []}
+        if crate is None:
+            entry["error"] = crate_error
+        else:
+            try:
+                lay = crate.layout(m["rust"])
+                entry["layout"] = layout_data(crate, lay, paths)
+                labels.setdefault(lay.name, []).append(entry)
+            except RustLayoutError as exc:
+                entry["error"] = paths.text(str(exc))
+        pairs.append(entry)
+    assertions = []
+    if crate is not None:
+        for a in crate.size_assertions():
+            item = {"type": a.type, "size": a.size, "style": a.style, "file": paths.rel(a.file), "line": a.line}
+            try:
+                lay = crate.layout(a.type)
+            except RustLayoutError:
+                continue  # not a type this crate defines (e.g. a generic parameter): nothing to check
+            if lay.name in labels:
+                for entry in labels[lay.name]:
+                    entry["asserted"].append({k: item[k] for k in ("size", "style", "file", "line")})
+            else:
+                item["rust_size"] = lay.size
+                assertions.append(item)
+    return {"root": paths.root, "pairs": pairs, "assertions": assertions,
+            "constants": constants_data(spec, paths.root, crate, paths)}
+
+
+def prepare_args(args: dict, basedir: str | None) -> dict:
+    """The action plugin's controller work: add ``_rust`` to the module args.
+    ``args["spec"]`` is already a validated mapping."""
+    if "_rust" in args:
+        raise LqosError("`_rust` is an internal option of lqos.bpf.abi_check, computed on the controller.",
+                        "remove it from the task.")
+    spec = args["spec"]
+    rust_src = args.get("rust_src") or args.get("src")
+    wanted = bool(spec["mirrors"] or spec["constants"])
+    if not rust_src:
+        if wanted:
+            raise LqosError("spec %r has %d mirror pair(s) and %d constant(s) to compare, but neither rust_src nor "
+                            "src is given." % (spec["name"], len(spec["mirrors"]), len(spec["constants"])),
+                            "set rust_src to the crate root on the controller (or src, when the crate is at the "
+                            "same path there).")
+        return args
+    path = os.path.expanduser(str(rust_src))
+    if not os.path.isabs(path) and basedir:
+        path = os.path.join(basedir, path)
+    if not os.path.isdir(path):
+        raise LqosError("%s %s does not exist on the controller; the Rust mirror types and header constants are "
+                        "read where Ansible runs." % ("rust_src" if args.get("rust_src") else "src", path),
+                        "set rust_src to the crate root of a checkout on the controller.")
+    args = dict(args)
+    args["_rust"] = rust_side(spec, path)
+    return args
