@@ -58,6 +58,27 @@ class NetnsPair:
                   "-W", str(timeout), self.ip_b, check=False)
 
 
+def libreqos_crate() -> str:
+    """The lqos_sys crate of the LibreQoS checkout named by LQOS_LIBREQOS_SRC (its root or the crate)."""
+    import pytest
+    root = os.environ.get("LQOS_LIBREQOS_SRC", "")
+    for cand in (os.path.join(root, "src", "rust", "lqos_sys"), root):
+        if os.path.isfile(os.path.join(cand, "src", "bpf", "lqos_kern.c")):
+            return cand
+    pytest.fail("LQOS_LIBREQOS_SRC=%s holds neither src/rust/lqos_sys nor src/bpf/lqos_kern.c" % root)
+
+
+def _needs_libreqos():
+    import pytest
+    return pytest.mark.skipif(
+        not os.environ.get("LQOS_LIBREQOS_SRC"),
+        reason="set LQOS_LIBREQOS_SRC to a LibreQoS checkout (its root or src/rust/lqos_sys, with "
+               "src/rust/lqos_utils next to it) to check the built-in libreqos spec against it")
+
+
+needs_libreqos = _needs_libreqos()
+
+
 def module_path(name: str) -> str:
     return os.path.join(REPO, "plugins", "modules", name + ".py")
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from lqos_testlib import REPO, run_module, sh
+from lqos_testlib import libreqos_crate, needs_libreqos, REPO, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import prepare_args
@@ -448,21 +448,9 @@ def test_through_the_action_plugin_with_ansible_playbook(tmp_path, reference):
 # A real LibreQoS checkout (only when LQOS_LIBREQOS_SRC points to one)
 # ---------------------------------------------------------------------------
 
-def _libreqos_crate():
-    root = os.environ.get("LQOS_LIBREQOS_SRC")
-    if not root:
-        return None
-    for cand in (os.path.join(root, "src", "rust", "lqos_sys"), root):
-        if os.path.isfile(os.path.join(cand, "src", "bpf", "lqos_kern.c")):
-            return cand
-    pytest.fail("LQOS_LIBREQOS_SRC=%s holds neither src/rust/lqos_sys nor src/bpf/lqos_kern.c" % root)
-
-
-@pytest.mark.skipif(not os.environ.get("LQOS_LIBREQOS_SRC"),
-                    reason="set LQOS_LIBREQOS_SRC to a LibreQoS checkout (its root or src/rust/lqos_sys, with "
-                           "src/rust/lqos_utils next to it) to check the built-in libreqos spec against it")
+@needs_libreqos
 def test_libreqos_checkout_with_the_builtin_spec(tmp_path):
-    crate = _libreqos_crate()
+    crate = libreqos_crate()
     build_dir = build(crate, str(tmp_path / "out"), spec="libreqos")
     result = abi(crate, build_dir, spec="libreqos")
     assert result["_rc"] == 0, result.get("msg")

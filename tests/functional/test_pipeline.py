@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lqos_testlib import REPO, run_module, sh
+from lqos_testlib import libreqos_crate, needs_libreqos, REPO, run_module, sh
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -294,3 +294,18 @@ def test_killed_build_leaves_previous_outputs_usable(crate, dest, tmp_path):
     result = build(crate, dest)
     assert result["changed"] is True
     assert not [n for n in os.listdir(dest) if n.startswith(".staging-")]
+
+
+@needs_libreqos
+def test_libreqos_checkout_builds_with_the_builtin_spec(tmp_path):
+    dest = str(tmp_path / "out")
+    first = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=dest))
+    assert first["_rc"] == 0, first.get("msg")
+    assert sorted(first["programs"]) == ["bifrost", "flow_reader", "kprobe_xmit", "tc_iphash_to_cpu",
+                                         "throughput_reader", "xdp_prog"]
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+    pinned = resolve_spec_option("libreqos")["expect"]["maps"]
+    assert len(pinned) == 13 and set(pinned) <= set(first["maps"])
+    assert os.path.basename(first["outputs"]["archive"]["path"]) == "libshrinkwrap.a"
+    second = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=dest))
+    assert second["changed"] is False

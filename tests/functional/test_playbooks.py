@@ -1,0 +1,382 @@
+"""deploy.yml and audit.yml, run with ansible-playbook against local "hosts".
+
+Every host is ``ansible_connection: local`` but has its own network namespace
+pair (veth between them), its own private bpffs as pin root and its own state
+folders, so the hosts are as separate as the kernel allows on one machine:
+
+- ``good``: a healthy shaper (the canary);
+- ``stale``: carries a stale, incompatible ``host_traffic`` pin (old layout);
+- ``flaky``: healthy at first; later redeployed with a changed program and a
+  probe target that never answers, so its health check fails and it is
+  rolled back;
+- ``nochain``: its PATH lacks clang, so the preflight stops it.
+
+The runs are few and shared (module-scoped fixtures): plan, audit, deploy,
+deploy again, the failing redeploy; plus the embedded default (no inventory)
+with its sandbox. Kernel state is checked through libbpf in this process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from lqos_testlib import REPO, NetnsPair, mount_bpffs, sh, umount
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+PLAYBOOK_TIMEOUT = 900
+STALE_VALUE_SIZE = 128   # host_traffic's value was 128 bytes in the "old" layout; the object says 112
+RESULT = re.compile(r"^(ok|changed|fatal|failed|skipping): \[([^\]]+)\](?:: [A-Z!]+)?(?: => \(item=(.*?)\))? => (\{.*\})$")
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
+                   r"\s+rescued=(\d+)\s+ignored=(\d+)")
+
+
+class Run:
+    """One ansible-playbook run: rc, output, per-host results and recap."""
+
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.rc = proc.returncode
+        self.out = proc.stdout + proc.stderr
+        self.results = []
+        self.recap = {}
+        for line in proc.stdout.splitlines():
+            m = RESULT.match(line)
+            if m:
+                try:
+                    data = json.loads(m.group(4))
+                except ValueError:
+                    continue
+                self.results.append((m.group(1), m.group(2).split(" -> ")[0], m.group(3), data))
+            m = RECAP.match(line)
+            if m:
+                keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
+                self.recap[m.group(1)] = dict(zip(keys, map(int, m.groups()[1:])))
+
+    def failures(self, host: str) -> list:
+        return [d for status, h, _item, d in self.results if h == host and status in ("fatal", "failed")]
+
+    def __repr__(self):
+        return "<run rc=%d>\n%s" % (self.rc, self.out[-6000:])
+
+
+def playbook(name: str, inventory: str | None, *extra: str, env: dict | None = None) -> Run:
+    full_env = dict(os.environ)
+    full_env.update({
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+        "ANSIBLE_CALLBACK_FORMAT_PRETTY": "false",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+    })
+    full_env.update(env or {})
+    argv = [shutil.which("ansible-playbook"), name]
+    if inventory:
+        argv += ["-i", inventory]
+    argv += list(extra)
+    proc = subprocess.run(argv, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT,
+                          check=False)
+    return Run(proc)
+
+
+def xdp_on(ns: str, ifname: str) -> dict:
+    """XDP attach mode, program id and tag on an interface inside a netns."""
+    with L.netns(ns):
+        q = L.xdp_query(L.ifindex(ifname))
+    if not q["prog_id"]:
+        return {"mode": q["attach_mode"], "id": 0, "tag": None, "name": None}
+    info = L.prog_info_by_id(q["prog_id"])
+    return {"mode": q["attach_mode"], "id": q["prog_id"], "tag": info["tag"], "name": info["name"]}
+
+
+def edit(path: str, old: str, new: str) -> None:
+    with open(path) as fh:
+        text = fh.read()
+    assert old in text, "test fixture drifted: %r not in %s" % (old, path)
+    with open(path, "w") as fh:
+        fh.write(text.replace(old, new, 1))
+
+
+def current_build(state_dir: str) -> str:
+    return os.path.basename(os.path.realpath(os.path.join(state_dir, "reference", "current")))
+
+
+# ---------------------------------------------------------------------------
+# The local fleet
+# ---------------------------------------------------------------------------
+
+class Host:
+    def __init__(self, root: str, name: str):
+        self.name = name
+        self.dir = os.path.join(root, name)
+        self.pin_root = os.path.join(self.dir, "bpffs")
+        self.state_dir = os.path.join(self.dir, "state")
+        self.attach_dir = os.path.join(self.dir, "attach")
+        self.pair = NetnsPair("lqp" + uuid.uuid4().hex[:6])
+        self.vars = {}
+
+    def create(self) -> None:
+        os.makedirs(self.pin_root)
+        mount_bpffs(self.pin_root)
+        self.pair.create()
+
+    def destroy(self) -> None:
+        self.pair.destroy()
+        umount(self.pin_root)
+
+    def inventory_vars(self, python: str) -> dict:
+        v = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": python,
+            "lqos_bpf_pin_root": self.pin_root,
+            "lqos_bpf_state_dir": self.state_dir,
+            "lqos_bpf_attach_state_dir": self.attach_dir,
+            "lqos_bpf_interfaces": [{"name": self.pair.if_a, "netns": self.pair.ns_a, "xdp_mode": "auto"}],
+            "lqos_bpf_probe_target": self.pair.ip_b,
+        }
+        v.update(self.vars)
+        return v
+
+
+def write_inventory(path: str, hosts: list, python: str) -> str:
+    import yaml
+
+    doc = {"all": {"hosts": {h.name: h.inventory_vars(python) for h in hosts}}}
+    with open(path, "w") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, tools):
+    """Four local hosts, the controller sources (v1 = bpf/, v2 = a changed XDP program) and the runs."""
+    import sys
+
+    root = str(tmp_path_factory.mktemp("fleet"))
+    src_v2 = os.path.join(root, "src_v2")
+    shutil.copytree(os.path.join(REPO, "bpf"), src_v2)
+    # A different XDP program (another tag), same ABI: the Rust mirrors still match.
+    edit(os.path.join(src_v2, "shaper_sys", "src", "bpf", "shaper_kern.c"),
+         "if (attach_ifindex > 0 && ctx->ingress_ifindex", "if (attach_ifindex > 1 && ctx->ingress_ifindex")
+
+    hosts = {n: Host(root, n) for n in ("good", "stale", "flaky", "nochain")}
+    # nochain: every tool of the chain but clang.
+    nochain_bin = os.path.join(root, "nochain-bin")
+    os.makedirs(nochain_bin)
+    for tool in ("llc", "bpftool", "bindgen", "ar"):
+        os.symlink(shutil.which(tool), os.path.join(nochain_bin, tool))
+    hosts["nochain"].vars["lqos_bpf_toolchain_path"] = nochain_bin
+    created = []
+    try:
+        for h in hosts.values():
+            h.create()
+            created.append(h)
+        # stale: the old layout of host_traffic (value 128 bytes, the object has 112), with one entry.
+        fd = L.map_create("percpu_hash", 16, STALE_VALUE_SIZE, 64, name="host_traffic")
+        try:
+            L.obj_pin(fd, os.path.join(hosts["stale"].pin_root, "host_traffic"))
+        finally:
+            os.close(fd)
+        L.map_update(os.path.join(hosts["stale"].pin_root, "host_traffic"), b"\x0a" * 16, b"\x07" * STALE_VALUE_SIZE)
+        stale_id = L.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"]
+
+        order = [hosts[n] for n in ("good", "stale", "flaky", "nochain")]
+        inventory = write_inventory(os.path.join(root, "inventory.yml"), order, sys.executable)
+        # 4 hosts in batches [1, 25%, 100%] = [good], [stale], [flaky, nochain]: nochain's preflight failure
+        # is half of the last batch, so the threshold is raised to let flaky finish next to it.
+        common = ("-e", "lqos_bpf_max_fail_percentage=50")
+        runs = {"plan": playbook("deploy.yml", inventory, *common)}
+        runs["plan_state"] = {
+            "good_xdp": xdp_on(hosts["good"].pair.ns_a, hosts["good"].pair.if_a),
+            "good_pins": sorted(os.listdir(hosts["good"].pin_root)),
+            "stale_id": L.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"],
+        }
+        report1 = os.path.join(root, "report-before")
+        runs["audit"] = playbook("audit.yml", inventory, "-e", "lqos_bpf_report_dir=" + report1)
+        runs["deploy"] = playbook("deploy.yml", inventory, *common, "-e", "lqos_bpf_approve=true")
+        runs["deployed"] = {n: xdp_on(h.pair.ns_a, h.pair.if_a) for n, h in hosts.items()}
+        runs["flaky_build_v1"] = current_build(hosts["flaky"].state_dir)
+        runs["again"] = playbook("deploy.yml", inventory, *common, "-e", "lqos_bpf_approve=true")
+        # flaky first (the canary), with v2 sources and a probe target nobody answers.
+        hosts["flaky"].vars.update({"lqos_bpf_src": os.path.join(src_v2, "shaper_sys"),
+                                    "lqos_bpf_probe_target": hosts["flaky"].pair.ip_b.rsplit(".", 1)[0] + ".99"})
+        inventory2 = write_inventory(os.path.join(root, "inventory-canary.yml"),
+                                     [hosts["flaky"], hosts["good"], hosts["stale"], hosts["nochain"]],
+                                     sys.executable)
+        runs["canary"] = playbook("deploy.yml", inventory2, "-e", "lqos_bpf_approve=true")
+        yield {"root": root, "hosts": hosts, "runs": runs, "report_before": report1, "stale_id": stale_id}
+    finally:
+        for h in created:
+            h.destroy()
+
+
+# ---------------------------------------------------------------------------
+# Plan mode
+# ---------------------------------------------------------------------------
+
+def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
+    run, state, hosts = fleet["runs"]["plan"], fleet["runs"]["plan_state"], fleet["hosts"]
+    assert run.recap["good"]["failed"] == 0, run
+    assert run.recap["stale"]["failed"] == 0, run
+    assert run.recap["flaky"]["failed"] == 0, run
+    # Nothing live: no XDP program, no pin but the kernel's own preload entries, the stale pin untouched.
+    assert state["good_xdp"]["id"] == 0
+    assert set(state["good_pins"]) <= {"maps.debug", "progs.debug"}
+    assert state["stale_id"] == fleet["stale_id"]
+    assert not os.path.exists(os.path.join(hosts["stale"].state_dir, "map-backups"))
+    summary = {item: d["msg"] for status, h, item, d in run.results
+               if h == "localhost" and item in ("good", "stale", "flaky", "nochain")}
+    plan_line = "plan only (lqos_bpf_approve is false): nothing was changed"
+    assert summary["good"][0] == plan_line
+    assert any(line.startswith("attach XDP program xdp_shaper to %s" % hosts["good"].pair.if_a)
+               for line in summary["good"]), summary["good"]
+    stale_pin = os.path.join(hosts["stale"].pin_root, "host_traffic")
+    assert summary["stale"][0] == plan_line
+    assert "remove incompatible map pin %s (backed up to %s/map-backups first)" % (
+        stale_pin, hosts["stale"].state_dir) in summary["stale"]
+    assert "attach on %s once the incompatible pins are removed" % hosts["stale"].pair.if_a in summary["stale"]
+    assert summary["nochain"] == ["no summary: the host failed or was not reached (see its tasks above)"]
+
+
+def test_preflight_stops_the_host_without_clang_with_its_own_message(fleet):
+    for key in ("plan", "deploy", "again"):
+        run = fleet["runs"][key]
+        assert run.rc == 2, run
+        assert run.recap["nochain"]["failed"] == 1, run
+        [failure] = fleet["runs"][key].failures("nochain")
+        assert failure["msg"] == ("preflight found 1 problem(s) on this host:\n"
+                                  "- clang: clang not found in PATH. Fix: apt-get install clang"), failure
+    assert not os.path.exists(os.path.join(fleet["hosts"]["nochain"].state_dir, "reference"))
+
+
+# ---------------------------------------------------------------------------
+# Audit before the deploy: the stale pin drifts
+# ---------------------------------------------------------------------------
+
+def test_audit_flags_the_stale_pin_and_exits_non_zero(fleet):
+    run, hosts = fleet["runs"]["audit"], fleet["hosts"]
+    assert run.rc == 2, run
+    [failure] = run.failures("good")  # run_once: the report task runs (and fails) on the first host
+    assert "1 drift finding(s) on stale" in failure["msg"], failure
+    with open(os.path.join(fleet["report_before"], "fleet-abi-report.json")) as fh:
+        report = json.load(fh)
+    assert report["ok"] is False
+    assert report["drifted_hosts"] == ["stale"]
+    status = {h: row["status"] for h, row in report["hosts"].items()}
+    assert status == {"good": "ok", "stale": "drift", "flaky": "ok", "nochain": "not_built"}
+    [drift] = report["drift"]
+    assert drift["host"] == "stale" and drift["kind"] == "pin" and drift["subject"] == "host_traffic"
+    assert "value_size" in drift["detail"] and str(STALE_VALUE_SIZE) in drift["detail"]
+    # Groups: one per (object hash, status); every host is in exactly one.
+    grouped = sorted(h for g in report["groups"] for h in g["hosts"])
+    assert grouped == sorted(hosts)
+    for g in report["groups"]:
+        for h in g["hosts"]:
+            assert report["hosts"][h]["object_sha256"] == g["object_sha256"]
+            assert report["hosts"][h]["status"] == g["status"]
+    with open(os.path.join(fleet["report_before"], "fleet-abi-report.md")) as fh:
+        md = fh.read()
+    assert "| stale | pin | host_traffic |" in md
+    with open(os.path.join(fleet["report_before"], "fleet-abi-report.html")) as fh:
+        page = fh.read()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "host_traffic" in page
+
+
+# ---------------------------------------------------------------------------
+# Approved deploy
+# ---------------------------------------------------------------------------
+
+def test_approved_deploy_attaches_and_cleans_the_stale_pin_with_a_backup(fleet):
+    run, hosts, deployed = fleet["runs"]["deploy"], fleet["hosts"], fleet["runs"]["deployed"]
+    for name in ("good", "stale", "flaky"):
+        assert run.recap[name]["failed"] == 0, run
+        assert deployed[name]["name"] == "xdp_shaper", deployed
+        record = json.load(open(os.path.join(hosts[name].state_dir, "reference", "deployed.json")))
+        assert record["interfaces"][0]["xdp"]["tag"] == deployed[name]["tag"]
+    assert deployed["nochain"]["id"] == 0
+    stale = hosts["stale"]
+    info = L.map_info_by_path(os.path.join(stale.pin_root, "host_traffic"))
+    assert info["id"] != fleet["stale_id"]
+    assert (info["key_size"], info["value_size"]) == (16, 112)
+    backups = os.listdir(os.path.join(stale.state_dir, "map-backups"))
+    assert len(backups) == 1 and backups[0].startswith("host_traffic."), backups
+    with open(os.path.join(stale.state_dir, "map-backups", backups[0])) as fh:
+        backup = json.load(fh)
+    assert backup["value_size"] == STALE_VALUE_SIZE
+    assert len(backup["entries"]) == 1
+
+
+def test_second_deploy_changes_nothing(fleet):
+    run = fleet["runs"]["again"]
+    for name in ("good", "stale", "flaky"):
+        assert run.recap[name]["changed"] == 0, run
+        assert run.recap[name]["failed"] == 0, run
+    assert {n: xdp_on(h.pair.ns_a, h.pair.if_a)["id"] for n, h in fleet["hosts"].items()
+            if n != "nochain"} == {n: d["id"] for n, d in fleet["runs"]["deployed"].items() if n != "nochain"}
+
+
+def test_failed_health_check_rolls_the_canary_back_and_stops_the_rollout(fleet):
+    run, hosts = fleet["runs"]["canary"], fleet["hosts"]
+    flaky = hosts["flaky"]
+    assert run.rc == 2, run
+    assert run.recap["flaky"]["failed"] == 1 and run.recap["flaky"]["rescued"] == 1, run
+    # The canary failed: no other host was touched.
+    assert set(run.recap) == {"localhost", "flaky"}, run.recap
+    v1 = fleet["runs"]["flaky_build_v1"]
+    [failure] = run.failures("flaky")
+    assert failure["msg"].startswith("deploy of "), failure
+    assert "no reply through %s" % flaky.pair.if_a in failure["msg"]
+    assert "Rolled back to build %s and re-attached it." % v1 in failure["msg"]
+    # The previous build is current again and its program (tag) is back on the interface.
+    assert current_build(flaky.state_dir) == v1
+    now = xdp_on(flaky.pair.ns_a, flaky.pair.if_a)
+    before = fleet["runs"]["deployed"]["flaky"]
+    assert now["name"] == "xdp_shaper"
+    assert now["tag"] == before["tag"]
+    assert now["id"] != before["id"]
+    record = json.load(open(os.path.join(flaky.state_dir, "reference", "deployed.json")))
+    assert record["build_id"] == v1 and record["interfaces"][0]["xdp"]["tag"] == before["tag"]
+    # Other hosts keep what they had.
+    assert xdp_on(hosts["good"].pair.ns_a, hosts["good"].pair.if_a)["id"] == fleet["runs"]["deployed"]["good"]["id"]
+
+
+# ---------------------------------------------------------------------------
+# The embedded default: no inventory, a sandbox on this machine
+# ---------------------------------------------------------------------------
+
+def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    sbx = str(tmp_path / "sbx")
+    env = {"ANSIBLE_INVENTORY": str(empty)}
+    # Everything the play writes goes under tmp_path; netns live in the test's private /run/netns.
+    extra = ("-e", "lqos_bpf_state_dir=%s/state" % sbx, "-e", "lqos_bpf_attach_state_dir=%s/attach" % sbx,
+             "-e", "lqos_bpf_sandbox_pin_root=%s/bpffs" % sbx, "-e", "lqos_bpf_report_dir=%s/report" % sbx)
+    try:
+        run = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_approve=true", env=env)
+        assert run.rc == 0, run
+        assert run.recap["sandbox"]["failed"] == 0, run
+        xdp = xdp_on("lqos-sbx-a", "lqsbx0")
+        assert xdp["name"] == "xdp_shaper" and xdp["mode"] in ("native", "skb")
+        pins = set(os.listdir(os.path.join(sbx, "bpffs")))
+        assert {"host_traffic", "flow_table", "cpu_map"} <= pins
+        assert "host_traffic" not in os.listdir("/sys/fs/bpf")
+        sh("ip", "netns", "exec", "lqos-sbx-a", "ping", "-c", "1", "-W", "2", "10.253.0.2")
+        audit = playbook("audit.yml", None, *extra, env=env)
+        assert audit.rc == 0, audit
+        report = json.load(open(os.path.join(sbx, "report", "fleet-abi-report.json")))
+        assert report["status_counts"]["ok"] == 1 and report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
+    finally:
+        down = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_sandbox_state=absent", env=env)
+    assert down.rc == 0, down
+    assert "lqos-sbx-a" not in sh("ip", "netns", "list").stdout
+    assert not os.path.exists(os.path.join(sbx, "bpffs"))
