@@ -1244,28 +1244,25 @@ def prog_info_by_fd(fd: int) -> dict:
     }
 
 
-def prog_fd_by_id(prog_id: int) -> int:
-    """A new fd for a loaded program (the caller closes it)."""
-    ffi, lib = _ffi_lib()
-    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+def _fd_by_id(kind: str, getter: str, obj_id: int, gone: str) -> int:
+    _ffi, lib = _ffi_lib()
+    fd = getattr(lib, getter)(obj_id)
     if fd < 0:
         err = _errno_of(fd)
         if err == _errno.ENOENT:
-            _fail("BPF program id %d does not exist (it was unloaded)" % prog_id, err)
-        _fail("opening BPF program id %d failed (needs root: CAP_SYS_ADMIN)" % prog_id, err)
+            _fail("BPF %s id %d does not exist (%s)" % (kind, obj_id, gone), err)
+        _fail("opening BPF %s id %d failed (needs root: CAP_SYS_ADMIN)" % (kind, obj_id), err)
     return fd
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """A new fd for a loaded program (the caller closes it)."""
+    return _fd_by_id("program", "bpf_prog_get_fd_by_id", prog_id, "it was unloaded")
 
 
 def map_fd_by_id(map_id: int) -> int:
     """A new fd for a map by id (the caller closes it)."""
-    ffi, lib = _ffi_lib()
-    fd = lib.bpf_map_get_fd_by_id(map_id)
-    if fd < 0:
-        err = _errno_of(fd)
-        if err == _errno.ENOENT:
-            _fail("BPF map id %d does not exist (it was freed)" % map_id, err)
-        _fail("opening BPF map id %d failed (needs root: CAP_SYS_ADMIN)" % map_id, err)
-    return fd
+    return _fd_by_id("map", "bpf_map_get_fd_by_id", map_id, "it was freed")
 
 
 def prog_info_by_id(prog_id: int) -> dict:

@@ -58,6 +58,23 @@ class NetnsPair:
                   "-W", str(timeout), self.ip_b, check=False)
 
 
+def copy_bpf(dest) -> str:
+    """A private copy of bpf/ (shaper_sys and its sibling shaper_utils); returns the crate root."""
+    import shutil
+    shutil.copytree(os.path.join(REPO, "bpf"), os.path.join(str(dest), "bpf"))
+    return os.path.join(str(dest), "bpf", "shaper_sys")
+
+
+def edit(path, old: str, new: str) -> None:
+    """Replace the first ``old`` in a file, failing loudly if the fixture source drifted."""
+    with open(path) as fh:
+        text = fh.read()
+    if old not in text:
+        raise AssertionError("test fixture drifted: %r not in %s" % (old, path))
+    with open(path, "w") as fh:
+        fh.write(text.replace(old, new, 1))
+
+
 def libreqos_crate() -> str:
     """The lqos_sys crate of the LibreQoS checkout named by LQOS_LIBREQOS_SRC (its root or the crate)."""
     import pytest

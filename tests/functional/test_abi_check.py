@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from lqos_testlib import libreqos_crate, needs_libreqos, REPO, run_module, sh
+from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, REPO, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import prepare_args
@@ -27,19 +27,6 @@ IPHASH = "IpHashData (Rust, src/ip_mapping/ip_hash_data.rs:4) vs ip_hash_info (C
 HOST = "HostCounter (Rust, src/throughput.rs:10) vs host_counter (C BTF): "
 FLOWDATA = "FlowData (Rust, src/flow_data.rs:51) vs flow_stats_t (C BTF): "
 FLOWKEY = "FlowKey (Rust, src/flow_data.rs:9) vs flow_key (C BTF): "
-
-
-def copy_bpf(dest) -> str:
-    shutil.copytree(os.path.join(REPO, "bpf"), os.path.join(str(dest), "bpf"))
-    return os.path.join(str(dest), "bpf", "shaper_sys")
-
-
-def edit(path, old, new):
-    with open(path) as fh:
-        text = fh.read()
-    assert old in text, "test fixture drifted: %r not in %s" % (old, path)
-    with open(path, "w") as fh:
-        fh.write(text.replace(old, new, 1))
 
 
 def build(crate, dest, spec="reference"):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lqos_testlib import libreqos_crate, needs_libreqos, REPO, run_module, sh
+from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, REPO, run_module, sh
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.usefixtures("tools")
 @pytest.fixture
 def crate(tmp_path):
     """A private copy of bpf/ (shaper_sys + its sibling shaper_utils) to break at will."""
-    shutil.copytree(os.path.join(REPO, "bpf"), tmp_path / "bpf")
-    return str(tmp_path / "bpf" / "shaper_sys")
+    return copy_bpf(tmp_path)
 
 
 @pytest.fixture
@@ -46,14 +45,6 @@ def snapshot(dest):
         with open(os.path.join(current, name), "rb") as fh:
             files[name] = fh.read()
     return current, files
-
-
-def edit(path, old, new):
-    with open(path) as fh:
-        text = fh.read()
-    assert old in text, "test fixture drifted: %r not in %s" % (old, path)
-    with open(path, "w") as fh:
-        fh.write(text.replace(old, new, 1))
 
 
 def shim_dir(tmp_path, log, overrides=None):
