@@ -28,7 +28,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  pylint: disable=unused-import  (makes ansible_collections.lqos.bpf importable)
+# conftest makes the checkout importable as ansible_collections.lqos.bpf.
+import conftest  # noqa: E402,F401  pylint: disable=unused-import
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option  # noqa: E402
 
 

@@ -46,8 +46,11 @@ if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/
 fi
 
 # ansible-playbook run from the checkout finds lqos.bpf through ansible.cfg's collections_path.
-mkdir -p "$here/.collections/ansible_collections/lqos"
-ln -sfn ../../.. "$here/.collections/ansible_collections/lqos/bpf"
+link="$here/.collections/ansible_collections/lqos/bpf"
+mkdir -p "$(dirname "$link")"
+# An installed copy there (e.g. from `ansible-galaxy collection install -p .collections`) would shadow the checkout.
+if [ -e "$link" ] && [ ! -L "$link" ]; then rm -rf "$link"; fi
+ln -sfn ../../.. "$link"
 
 # ansible-test fetches its pip bootstrap from a host outside the package registries; use the offline stand-in.
 mkdir -p "$HOME/.ansible/test/cache"

@@ -22,13 +22,16 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
+import yaml
 
-from lqos_testlib import REPO, NetnsPair, mount_bpffs, sh, umount
+from lqos_testlib import REPO, NetnsPair, copy_bpf, edit, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._common import sha256_file
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -96,14 +99,6 @@ def xdp_on(ns: str, ifname: str) -> dict:
     return {"mode": q["attach_mode"], "id": q["prog_id"], "tag": info["tag"], "name": info["name"]}
 
 
-def edit(path: str, old: str, new: str) -> None:
-    with open(path) as fh:
-        text = fh.read()
-    assert old in text, "test fixture drifted: %r not in %s" % (old, path)
-    with open(path, "w") as fh:
-        fh.write(text.replace(old, new, 1))
-
-
 def current_build(state_dir: str) -> str:
     return os.path.basename(os.path.realpath(os.path.join(state_dir, "reference", "current")))
 
@@ -146,8 +141,6 @@ class Host:
 
 
 def write_inventory(path: str, hosts: list, python: str) -> str:
-    import yaml
-
     doc = {"all": {"hosts": {h.name: h.inventory_vars(python) for h in hosts}}}
     with open(path, "w") as fh:
         yaml.safe_dump(doc, fh, sort_keys=False)
@@ -157,13 +150,10 @@ def write_inventory(path: str, hosts: list, python: str) -> str:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, tools):
     """Four local hosts, the controller sources (v1 = bpf/, v2 = a changed XDP program) and the runs."""
-    import sys
-
     root = str(tmp_path_factory.mktemp("fleet"))
-    src_v2 = os.path.join(root, "src_v2")
-    shutil.copytree(os.path.join(REPO, "bpf"), src_v2)
+    crate_v2 = copy_bpf(os.path.join(root, "src_v2"))
     # A different XDP program (another tag), same ABI: the Rust mirrors still match.
-    edit(os.path.join(src_v2, "shaper_sys", "src", "bpf", "shaper_kern.c"),
+    edit(os.path.join(crate_v2, "src", "bpf", "shaper_kern.c"),
          "if (attach_ifindex > 0 && ctx->ingress_ifindex", "if (attach_ifindex > 1 && ctx->ingress_ifindex")
 
     hosts = {n: Host(root, n) for n in ("good", "stale", "flaky", "nochain")}
@@ -197,6 +187,7 @@ def fleet(tmp_path_factory, tools):
             "good_xdp": xdp_on(hosts["good"].pair.ns_a, hosts["good"].pair.if_a),
             "good_pins": sorted(os.listdir(hosts["good"].pin_root)),
             "stale_id": L.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"],
+            "stale_backups": os.path.exists(os.path.join(hosts["stale"].state_dir, "map-backups")),
         }
         report1 = os.path.join(root, "report-before")
         runs["audit"] = playbook("audit.yml", inventory, "-e", "lqos_bpf_report_dir=" + report1)
@@ -204,8 +195,9 @@ def fleet(tmp_path_factory, tools):
         runs["deployed"] = {n: xdp_on(h.pair.ns_a, h.pair.if_a) for n, h in hosts.items()}
         runs["flaky_build_v1"] = current_build(hosts["flaky"].state_dir)
         runs["again"] = playbook("deploy.yml", inventory, *common, "-e", "lqos_bpf_approve=true")
+        runs["again_state"] = {n: xdp_on(h.pair.ns_a, h.pair.if_a) for n, h in hosts.items()}
         # flaky first (the canary), with v2 sources and a probe target nobody answers.
-        hosts["flaky"].vars.update({"lqos_bpf_src": os.path.join(src_v2, "shaper_sys"),
+        hosts["flaky"].vars.update({"lqos_bpf_src": crate_v2,
                                     "lqos_bpf_probe_target": hosts["flaky"].pair.ip_b.rsplit(".", 1)[0] + ".99"})
         inventory2 = write_inventory(os.path.join(root, "inventory-canary.yml"),
                                      [hosts["flaky"], hosts["good"], hosts["stale"], hosts["nochain"]],
@@ -230,7 +222,7 @@ def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
     assert state["good_xdp"]["id"] == 0
     assert set(state["good_pins"]) <= {"maps.debug", "progs.debug"}
     assert state["stale_id"] == fleet["stale_id"]
-    assert not os.path.exists(os.path.join(hosts["stale"].state_dir, "map-backups"))
+    assert state["stale_backups"] is False
     summary = {item: d["msg"] for status, h, item, d in run.results
                if h == "localhost" and item in ("good", "stale", "flaky", "nochain")}
     plan_line = "plan only (lqos_bpf_approve is false): nothing was changed"
@@ -311,8 +303,10 @@ def test_approved_deploy_attaches_and_cleans_the_stale_pin_with_a_backup(fleet):
     assert len(backups) == 1 and backups[0].startswith("host_traffic."), backups
     with open(os.path.join(stale.state_dir, "map-backups", backups[0])) as fh:
         backup = json.load(fh)
-    assert backup["value_size"] == STALE_VALUE_SIZE
-    assert len(backup["entries"]) == 1
+    assert backup["pin"] == os.path.join(stale.pin_root, "host_traffic")
+    assert backup["layout"]["value_size"] == STALE_VALUE_SIZE
+    assert backup["entry_count"] == 1
+    assert backup["entries"][0]["key"] == "0a" * 16
 
 
 def test_second_deploy_changes_nothing(fleet):
@@ -320,8 +314,8 @@ def test_second_deploy_changes_nothing(fleet):
     for name in ("good", "stale", "flaky"):
         assert run.recap[name]["changed"] == 0, run
         assert run.recap[name]["failed"] == 0, run
-    assert {n: xdp_on(h.pair.ns_a, h.pair.if_a)["id"] for n, h in fleet["hosts"].items()
-            if n != "nochain"} == {n: d["id"] for n, d in fleet["runs"]["deployed"].items() if n != "nochain"}
+    # The same programs (same ids: nothing was reloaded) on every interface.
+    assert fleet["runs"]["again_state"] == fleet["runs"]["deployed"]
 
 
 def test_failed_health_check_rolls_the_canary_back_and_stops_the_rollout(fleet):
@@ -332,7 +326,7 @@ def test_failed_health_check_rolls_the_canary_back_and_stops_the_rollout(fleet):
     # The canary failed: no other host was touched.
     assert set(run.recap) == {"localhost", "flaky"}, run.recap
     v1 = fleet["runs"]["flaky_build_v1"]
-    [failure] = run.failures("flaky")
+    failure = run.failures("flaky")[-1]  # the health check's assert, then the rescue's final failure
     assert failure["msg"].startswith("deploy of "), failure
     assert "no reply through %s" % flaky.pair.if_a in failure["msg"]
     assert "Rolled back to build %s and re-attached it." % v1 in failure["msg"]
@@ -380,3 +374,37 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
     assert down.rc == 0, down
     assert "lqos-sbx-a" not in sh("ip", "netns", "list").stdout
     assert not os.path.exists(os.path.join(sbx, "bpffs"))
+
+
+# ---------------------------------------------------------------------------
+# abi_info on its own, against a deployed host
+# ---------------------------------------------------------------------------
+
+def test_abi_info_reads_a_deployed_host_and_reports_what_it_cannot_read(fleet):
+    good = fleet["hosts"]["good"]
+    result = run_module("abi_info", dict(
+        spec="reference", build_root=os.path.join(good.state_dir, "reference"), pin_root=good.pin_root,
+        interfaces=[{"name": good.pair.if_a, "netns": good.pair.ns_a}, {"name": "nosuch0", "netns": good.pair.ns_a}]),
+        check_mode=True)
+    assert result["_rc"] == 0, result
+    assert result["changed"] is False
+    build = result["build"]
+    assert build["object"]["sha256"] == sha256_file(build["object"]["path"])
+    assert "xdp_shaper" in build["skeleton"]["programs"]
+    assert result["abi_check"]["ok"] is True and result["abi_check"]["build_id"] == build["build_id"]
+    assert result["toolchain"]["clang"] and result["toolchain"]["libbpf"]
+    live = xdp_on(good.pair.ns_a, good.pair.if_a)
+    [iface, missing] = result["attached"]
+    assert iface["xdp"]["id"] == live["id"] and iface["xdp"]["tag"] == live["tag"]
+    assert iface["xdp"]["matches"] is True and iface["xdp"]["mode"] == live["mode"]
+    assert {t["direction"]: t["matches"] for t in iface["tc"]} == {"egress": True, "ingress": True}
+    assert missing["present"] is False and "nosuch0 does not exist" in missing["error"]
+    assert result["problems"] == ["nosuch0 (netns %s): %s" % (good.pair.ns_a, missing["error"])]
+    statuses = {p["name"]: p["status"] for p in result["pins"]["maps"]}
+    assert statuses["host_traffic"] == "compatible" and statuses["flow_table"] == "compatible"
+    # A pin root that is no bpffs is reported, not failed.
+    result = run_module("abi_info", dict(spec="reference", build_root=os.path.join(good.state_dir, "reference"),
+                                         pin_root=good.dir, toolchain=False))
+    assert result["_rc"] == 0, result
+    assert result["pins"]["error"] == "pin_root %s is not a bpffs mount" % good.dir
+    assert result["toolchain"] == {}

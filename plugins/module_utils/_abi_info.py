@@ -1,0 +1,330 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this module_util is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""Per-host ABI facts for the fleet audit (target side of lqos.bpf.abi_info).
+
+One call gathers: kernel, toolchain versions, the current build (object hash,
+skeleton names, from the pipeline's ``current/manifest.json``), the last ABI
+check recorded for that build, the programs attached to each configured
+interface (netns-aware) against what the deploy recorded, and the audit of
+every pinned map (the same code as lqos.bpf.pinned_maps). Read-only: nothing
+is loaded, pinned, attached or written. A section that cannot be read is
+reported in ``errors`` (or in the section's own ``error``) instead of failing
+the host, so one broken host still appears in the fleet report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import is_bpffs, possible_cpus
+
+DEFAULT_STATE_ROOT = "/var/lib/lqos-bpf"
+ABI_CHECK_FILE = "abi-check.json"
+DEPLOYED_FILE = "deployed.json"
+MANIFEST = "manifest.json"
+CHAIN_TOOLS = ("clang", "llc", "bpftool", "bindgen", "ar")
+KERNEL_NAME_LEN = 15  # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 characters of a program's name
+
+
+def same_program_name(live: str | None, wanted: str | None) -> bool:
+    """The kernel truncates program names; compare as it stores them."""
+    if live is None or wanted is None:
+        return live == wanted
+    return live[:KERNEL_NAME_LEN] == wanted[:KERNEL_NAME_LEN]
+
+
+def read_json(path: str):
+    """The parsed file, or None when it is missing; ValueError text when it is not JSON."""
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ValueError("cannot read %s: %s" % (path, exc))
+
+
+def _link(build_root: str, name: str) -> str | None:
+    path = os.path.join(build_root, name)
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    return target if os.path.isdir(target) else None
+
+
+# ---------------------------------------------------------------------------
+# Pure parts (plain data in, plain data out)
+# ---------------------------------------------------------------------------
+
+def describe_build(build_root: str, build_dir: str | None, record: dict | None, object_key: str = "object") -> dict | None:
+    """The ``build`` section from the pipeline's manifest record of the current build."""
+    if not build_dir:
+        return None
+    record = record or {}
+    outputs = record.get("outputs") or {}
+    obj = outputs.get(object_key) or {}
+    skel = record.get("skeleton") or {}
+    return {
+        "build_root": build_root,
+        "build_dir": build_dir,
+        "build_id": os.path.basename(build_dir),
+        "manifest_hash": (record.get("manifest") or {}).get("hash"),
+        "built_at": record.get("built_at"),
+        "object": {"path": os.path.join(build_dir, obj["name"]) if obj.get("name") else None,
+                   "sha256": obj.get("sha256"), "size": obj.get("size")},
+        "skeleton": {"object": skel.get("object"), "programs": list(skel.get("programs") or []),
+                     "maps": list(skel.get("maps") or [])},
+    }
+
+
+def summarize_abi_check(doc) -> dict | None:
+    """The ``abi_check`` section from the recorded check (as the build role writes it)."""
+    if not isinstance(doc, dict):
+        return None
+    return {
+        "ok": bool(doc.get("ok")),
+        "build_id": doc.get("build_id"),
+        "object_sha256": doc.get("object_sha256"),
+        "summary": doc.get("summary"),
+        "problems": [str(p) for p in doc.get("problems") or []],
+        "drift": list(doc.get("drift") or []),
+        "pairs": [{"rust": p.get("rust"), "c": p.get("c"), "status": p.get("status")}
+                  for p in doc.get("pairs") or [] if isinstance(p, dict)],
+        "checked_at": doc.get("checked_at"),
+    }
+
+
+def deployed_hooks(deployed, interface: str, netns: str | None) -> dict | None:
+    """What the deploy recorded for one interface: {"xdp": {program, tag} | None,
+    "tc": {(direction, handle, priority): {program, tag}}}, or None when it recorded nothing."""
+    if not isinstance(deployed, dict):
+        return None
+    for entry in deployed.get("interfaces") or []:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("name") == interface and (entry.get("netns") or None) == (netns or None):
+            xdp = entry.get("xdp") or None
+            tc = {}
+            for row in entry.get("tc") or []:
+                if isinstance(row, dict) and row.get("tag"):
+                    tc[(row.get("direction"), int(row.get("handle") or 0), int(row.get("priority") or 0))] = row
+            return {"xdp": xdp if xdp and xdp.get("tag") else None, "tc": tc}
+    return None
+
+
+def _where(row: dict) -> str:
+    return row["interface"] + (" (netns %s)" % row["netns"] if row.get("netns") else "")
+
+
+def _hook_problem(where: str, hook: str, entry: dict) -> str | None:
+    if entry.get("matches") is not False:
+        return None
+    if entry.get("name") is None:
+        return "%s %s: nothing attached, the deploy attached %s (tag %s)" % (
+            where, hook, entry.get("expected_program"), entry.get("expected_tag"))
+    return "%s %s: %s (id %s, tag %s) is attached, the deploy attached %s (tag %s)" % (
+        where, hook, entry.get("name"), entry.get("id"), entry.get("tag"), entry.get("expected_program"),
+        entry.get("expected_tag"))
+
+
+def problems(facts: dict) -> list:
+    """What is wrong on the host now: an ABI check of the current build that failed, hooks that do not
+    hold what the deploy recorded, interfaces that cannot be read, incompatible pins."""
+    out = []
+    build, check = facts.get("build"), facts.get("abi_check")
+    if build and check and check.get("build_id") in (None, build.get("build_id")) and not check.get("ok"):
+        out.append("the ABI check of build %s failed: %s" % (build.get("build_id"), check.get("summary")))
+    for row in facts.get("attached") or []:
+        where = _where(row)
+        if row.get("error"):
+            out.append("%s: %s" % (where, row["error"]))
+        if row.get("xdp"):
+            text = _hook_problem(where, "XDP", row["xdp"])
+            if text:
+                out.append(text)
+        for tc in row.get("tc") or []:
+            text = _hook_problem(where, "TC %s" % tc.get("direction"), tc)
+            if text:
+                out.append(text)
+    pins = facts.get("pins") or {}
+    if pins.get("error"):
+        out.append("pins: %s" % pins["error"])
+    for pin in pins.get("maps") or []:
+        if pin.get("status") == "incompatible":
+            out.append("pinned map %s is incompatible: %s" % (pin.get("name"), pin.get("reason")))
+    return out
+
+
+def judge(live: dict | None, expected_program: str | None, recorded: dict | None, deployed_known: bool):
+    """(expected_tag, matches) of one hook.
+
+    With a deploy record for the interface, the live program must be the recorded
+    program with the recorded tag (``matches`` True/False). Without one, nothing is
+    asserted (``matches`` None)."""
+    if not deployed_known:
+        return None, None
+    if recorded is None:
+        return None, None if live is None else (same_program_name(live.get("name"), expected_program) or None)
+    tag = recorded.get("tag")
+    program = recorded.get("program") or recorded.get("name") or expected_program
+    if live is None:
+        return tag, False
+    return tag, bool(same_program_name(live.get("name"), program) and live.get("tag") == tag)
+
+
+# ---------------------------------------------------------------------------
+# Sections that read the host
+# ---------------------------------------------------------------------------
+
+def kernel_facts() -> dict:
+    facts = {"release": os.uname().release, "machine": os.uname().machine,
+             "btf": os.path.isfile("/sys/kernel/btf/vmlinux"), "possible_cpus": None}
+    try:
+        facts["possible_cpus"] = possible_cpus()
+    except (OSError, ValueError):
+        pass
+    return facts
+
+
+def toolchain_facts(module, errors: list) -> dict:
+    from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import tool_versions
+
+    out = {}
+    try:
+        # No version cache here: abi_info never writes on the host.
+        for name, info in tool_versions(module, CHAIN_TOOLS).items():
+            out[name] = info["version"] if info["found"] else None
+    except Exception as exc:  # pylint: disable=broad-except
+        errors.append("toolchain: %s" % exc)
+    try:
+        from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+        out["libbpf"] = _libbpf.libbpf_version()
+    except Exception as exc:  # pylint: disable=broad-except
+        out["libbpf"] = None
+        errors.append("libbpf: %s" % getattr(exc, "msg", exc))
+    return out
+
+
+def _prog(L, prog_id: int) -> dict | None:
+    if not prog_id:
+        return None
+    try:
+        info = L.prog_info_by_id(prog_id)
+        return {"id": prog_id, "name": info["name"], "tag": info["tag"]}
+    except L.LibbpfError as exc:
+        return {"id": prog_id, "name": None, "tag": None, "error": exc.msg}
+
+
+def interface_facts(iface: dict, spec: dict, deployed) -> dict:
+    """Programs on one interface: XDP (mode, id, tag) and each TC hook of the spec."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+
+    name, ns = iface["name"], iface.get("netns") or None
+    row = {"interface": name, "netns": ns, "ifindex": None, "present": False, "error": None,
+           "xdp": None, "tc": []}
+    recorded = deployed_hooks(deployed, name, ns)
+    known = recorded is not None
+    attach = spec.get("attach") or {}
+    try:
+        ctx = L.netns(ns) if ns else None
+        if ctx:
+            ctx.__enter__()
+        try:
+            idx = L.ifindex(name)
+            row["ifindex"], row["present"] = idx, True
+            xq = L.xdp_query(idx)
+            live_tc = []
+            for hook in attach.get("tc") or []:
+                live_tc.append((hook, L.tc_query(idx, hook["direction"], hook["handle"], hook["priority"])))
+        finally:
+            if ctx:
+                ctx.__exit__(None, None, None)
+    except L.LibbpfError as exc:
+        row["error"] = exc.msg
+        return row
+    if attach.get("xdp") or xq["prog_id"]:
+        live = _prog(L, xq["prog_id"])
+        tag, matches = judge(live, attach.get("xdp"), recorded["xdp"] if known else None, known)
+        row["xdp"] = {"mode": xq["attach_mode"], "id": xq["prog_id"] or None,
+                      "name": live["name"] if live else None, "tag": live["tag"] if live else None,
+                      "expected_program": attach.get("xdp"), "expected_tag": tag, "matches": matches}
+    for hook, prog_id in live_tc:
+        live = _prog(L, prog_id)
+        rec = recorded["tc"].get((hook["direction"], hook["handle"], hook["priority"])) if known else None
+        if live is None and rec is None and hook.get("optional"):
+            continue
+        tag, matches = judge(live, hook["program"], rec, known)
+        row["tc"].append({"interface": name, "netns": ns, "direction": hook["direction"],
+                          "handle": hook["handle"], "priority": hook["priority"],
+                          "id": prog_id or None, "name": live["name"] if live else None,
+                          "tag": live["tag"] if live else None, "expected_program": hook["program"],
+                          "expected_tag": tag, "matches": matches})
+    return row
+
+
+def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
+    """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
+
+    out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
+    if not is_bpffs(pin_root):
+        out["error"] = "pin_root %s is not a bpffs mount" % pin_root
+        return out
+    root = os.path.realpath(pin_root)
+    try:
+        tables = [P.expectations_from_spec(spec)]
+        if object_path and os.path.isfile(object_path):
+            cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])]
+            tables.append(P.expectations_from_object(L.object_info(object_path, root), cpu_sized,
+                                                     L.possible_cpus() if cpu_sized else None))
+        pins = P.audit(root, P.merge_expectations(*tables))
+    except L.LibbpfError as exc:
+        out["error"] = exc.msg
+        return out
+    keep = ("name", "path", "kind", "status", "reason", "differences", "id", "type", "key_size", "value_size",
+            "max_entries", "used_by")
+    out["maps"] = [{k: p.get(k) for k in keep if k in p} for p in pins]
+    out["summary"] = P.summarise(pins)
+    return out
+
+
+def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list, toolchain: bool = True) -> dict:
+    errors: list = []
+    facts = {"kernel": kernel_facts(), "toolchain": toolchain_facts(module, errors) if toolchain else {},
+             "build_root": build_root, "spec_name": spec["name"]}
+    current = _link(build_root, "current")
+    record = None
+    if current:
+        try:
+            record = read_json(os.path.join(current, MANIFEST))
+        except ValueError as exc:
+            errors.append(str(exc))
+    build = describe_build(build_root, current, record)
+    previous = _link(build_root, "previous")
+    if build is not None:
+        build["previous_build_id"] = os.path.basename(previous) if previous else None
+    facts["build"] = build
+    check = None
+    if current:
+        try:
+            check = summarize_abi_check(read_json(os.path.join(current, ABI_CHECK_FILE)))
+        except ValueError as exc:
+            errors.append(str(exc))
+    facts["abi_check"] = check
+    try:
+        deployed = read_json(os.path.join(build_root, DEPLOYED_FILE))
+    except ValueError as exc:
+        errors.append(str(exc))
+        deployed = None
+    facts["deployed"] = deployed if isinstance(deployed, dict) else None
+    facts["attached"] = [interface_facts(i, spec, facts["deployed"]) for i in interfaces]
+    facts["pins"] = pin_facts(pin_root, spec, build["object"]["path"] if build else None)
+    facts["errors"] = errors
+    facts["problems"] = problems(facts)
+    return facts

@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: abi_info
+short_description: Gather one host's eBPF ABI facts for the fleet audit (kernel, toolchain, build, programs, pins)
+version_added: 0.1.0
+description:
+  - One call per host returns everything the fleet ABI report (M(lqos.bpf.abi_report), role C(lqos.bpf.audit)) needs.
+  - The kernel release, BTF and possible CPUs; the version of every tool of the build chain and of libbpf.
+  - The current build of the pipeline under O(build_root) (as M(lqos.bpf.pipeline) publishes it) - build id, object
+    path and sha256, the skeleton's object, program and map names - and the ABI check recorded for that build
+    (C(abi-check.json) in the build folder, written by the C(lqos.bpf.build) role).
+  - For each interface in O(interfaces) (inside its network namespace when one is given), the XDP program (attach
+    mode, id, name, tag) and the TC program at each hook of the spec's C(attach.tc), compared with what the
+    C(lqos.bpf.deploy) role recorded in C(build_root/deployed.json).
+  - Every pin under O(pin_root), audited exactly as M(lqos.bpf.pinned_maps) with O(lqos.bpf.pinned_maps#module:state=audited)
+    does, against the spec and the current build's object.
+  - Read-only. Nothing is loaded, pinned, attached or written. A part that cannot be read (a missing interface, a pin
+    root that is not a bpffs) is reported in RV(errors) or in the part's own C(error), never as a failure.
+author: lqos.bpf maintainers (@lqos-bpf)
+extends_documentation_fragment:
+  - lqos.bpf.common.spec
+  - lqos.bpf.common.pin_root
+  - lqos.bpf.common.attributes_info
+options:
+  build_root:
+    description:
+      - The pipeline's output folder (O(lqos.bpf.pipeline#module:dest)). Defaults to C(/var/lib/lqos-bpf/<spec name>).
+    type: path
+  interfaces:
+    description:
+      - The interfaces the deploy attaches to, as in the C(lqos_bpf_interfaces) role variable.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Interface name.
+        type: str
+        required: true
+      netns:
+        description: Network namespace the interface lives in (a name under C(/run/netns) or a path).
+        type: str
+      xdp_mode:
+        description: Accepted so the deploy's interface list can be passed as is; not used here.
+        type: str
+        choices: [auto, hw, native, skb]
+  toolchain:
+    description: Report the build chain's tool versions (runs each tool's version command once).
+    type: bool
+    default: true
+notes:
+  - Needs root (CAP_SYS_ADMIN or CAP_BPF) to read program and map information.
+seealso:
+  - module: lqos.bpf.abi_report
+  - module: lqos.bpf.pinned_maps
+"""
+
+EXAMPLES = r"""
+- name: Gather the ABI facts of this shaper
+  lqos.bpf.abi_info:
+    spec: reference
+    pin_root: /sys/fs/bpf
+    interfaces:
+      - name: eth1
+      - name: veth0
+        netns: shaper
+  register: lqos_bpf_abi_info
+
+- name: Show the attached XDP programs
+  ansible.builtin.debug:
+    msg: "{{ lqos_bpf_abi_info.attached | map(attribute='xdp') | list }}"
+"""
+
+RETURN = r"""
+kernel:
+  description: Kernel release, machine, whether kernel BTF is present and the possible CPUs.
+  returned: always
+  type: dict
+  sample: {release: "6.1.0-27-amd64", machine: x86_64, btf: true, possible_cpus: 2}
+toolchain:
+  description: Version of each build tool (null when not found) and of libbpf.
+  returned: always
+  type: dict
+  sample: {clang: "14.0.6", llc: "14.0.6", bpftool: "7.1.0", bindgen: "0.60.1", ar: "2.40", libbpf: "1.1"}
+spec_name:
+  description: The spec's name.
+  returned: always
+  type: str
+  sample: reference
+build_root:
+  description: The pipeline output folder that was read.
+  returned: always
+  type: str
+  sample: /var/lib/lqos-bpf/reference
+build:
+  description:
+    - The current build, or null when there is none. C(object) has C(path), C(sha256) and C(size); C(skeleton) has
+      the skeleton's C(object), C(programs) and C(maps) names.
+  returned: always
+  type: dict
+  sample: {build_id: 3f2a9c0d1e4b5a6c, build_dir: /var/lib/lqos-bpf/reference/builds/3f2a9c0d1e4b5a6c,
+           object: {path: /var/lib/lqos-bpf/reference/builds/3f2a9c0d1e4b5a6c/shaper_kern.o, sha256: "9b1c...",
+           size: 41232}, skeleton: {object: shaper_kern, programs: [xdp_shaper, tc_classify], maps: [cpu_map]},
+           previous_build_id: null, built_at: "2026-01-01T12:00:00Z"}
+abi_check:
+  description:
+    - The ABI check recorded for the current build (C(ok), C(build_id), C(object_sha256), C(summary), C(problems),
+      C(drift), C(pairs), C(checked_at)), or null when none was recorded.
+  returned: always
+  type: dict
+  sample: {ok: true, build_id: 3f2a9c0d1e4b5a6c, summary: "spec 'reference': ABI parity holds", problems: []}
+deployed:
+  description: What the last deploy recorded (build id, object sha256, programs and tags per interface), or null.
+  returned: always
+  type: dict
+attached:
+  description:
+    - One entry per interface of O(interfaces) with C(interface), C(netns), C(ifindex), C(present), C(error), C(xdp)
+      and C(tc).
+    - C(xdp) has C(mode), C(id), C(name), C(tag), C(expected_program), C(expected_tag) and C(matches) (true when the
+      program and tag are what the deploy recorded, false when not, null when the deploy recorded nothing here).
+    - C(tc) has one entry per TC hook of the spec with C(direction), C(handle), C(priority), C(id), C(name), C(tag),
+      C(expected_program), C(expected_tag) and C(matches).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{interface: eth1, netns: null, ifindex: 3, present: true, error: null,
+            xdp: {mode: native, id: 41, name: xdp_shaper, tag: "0a1b2c3d4e5f6789", expected_program: xdp_shaper,
+                  expected_tag: "0a1b2c3d4e5f6789", matches: true}, tc: []}]
+pins:
+  description:
+    - The pinned-map audit - C(pin_root), C(error) (null, or why the audit could not run), C(maps) (each pin with
+      C(name), C(path), C(kind), C(status), C(reason), C(differences), C(used_by) and the map's attributes) and
+      C(summary) (count per status).
+  returned: always
+  type: dict
+  sample: {pin_root: /sys/fs/bpf, error: null, summary: {total: 9, compatible: 6, incompatible: 1, not_a_map: 2},
+           maps: [{name: host_traffic, status: incompatible, reason: "value_size: expected 112 (object), pinned 128"}]}
+problems:
+  description:
+    - What is wrong on this host now, one sentence each - an ABI check of the current build that failed, a hook that
+      does not hold the program and tag the deploy recorded (or an interface that cannot be read), a pin root that
+      cannot be audited, an incompatible pinned map. The C(lqos.bpf.deploy) role's health check requires it empty.
+  returned: always
+  type: list
+  elements: str
+  sample: ["pinned map host_traffic is incompatible: value_size: expected 112 (object), pinned 128"]
+errors:
+  description: Parts of the facts that could not be read, one message each.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import DEFAULT_STATE_ROOT, gather
+from ansible_collections.lqos.bpf.plugins.module_utils._common import PIN_ARGS, SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+
+
+def argument_spec() -> dict:
+    spec = dict(
+        build_root=dict(type="path"),
+        interfaces=dict(type="list", elements="dict", default=[], options=dict(
+            name=dict(type="str", required=True),
+            netns=dict(type="str"),
+            xdp_mode=dict(type="str", choices=["auto", "hw", "native", "skb"]),
+        )),
+        toolchain=dict(type="bool", default=True),
+    )
+    spec.update(SPEC_ARGS)
+    spec.update(PIN_ARGS)
+    return spec
+
+
+def run(module) -> dict:
+    params = module.params
+    spec = validate_spec(params["spec"])
+    build_root = params["build_root"] or os.path.join(DEFAULT_STATE_ROOT, spec["name"])
+    facts = gather(module, spec, build_root, params["pin_root"], params["interfaces"], params["toolchain"])
+    return dict(changed=False, **facts)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    run_module(module, run)
+
+
+if __name__ == "__main__":
+    main()

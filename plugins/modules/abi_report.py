@@ -1,0 +1,161 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: abi_report
+short_description: Aggregate the fleet's lqos.bpf.abi_info results into one ABI report (JSON, Markdown, HTML)
+version_added: 0.1.0
+description:
+  - "Runs on the controller only (action plugin); nothing runs on the targets. Call it once for the play
+    (C(run_once: true), C(delegate_to: localhost)) after every host ran M(lqos.bpf.abi_info)."
+  - Reads each host's abi_info result (from the host variable O(result_var), or O(results)), classifies every host
+    as V(drift), V(ok), V(unchecked) (built, no ABI check recorded for the current build), V(not_built) or
+    V(no_data) (abi_info did not run there), groups the hosts by object hash and ABI status, and lists every drift
+    finding - a failed ABI check of the current build, an incompatible pinned map, or an attached program that is
+    not the one the deploy recorded.
+  - Writes the report to O(dest) as JSON, Markdown and a self-contained HTML page (inline CSS, no script, no
+    external resources). Field extraction uses jmespath on the controller.
+  - Fails when any host drifts, unless O(fail_on_drift=false); the files are written first.
+author: lqos.bpf maintainers (@lqos-bpf)
+options:
+  hosts:
+    description: The hosts to report on, for example C(ansible_play_hosts_all).
+    type: list
+    elements: str
+    required: true
+  result_var:
+    description: The host variable that holds each host's registered M(lqos.bpf.abi_info) result.
+    type: str
+    default: lqos_bpf_abi_info
+  results:
+    description: The results by host name, instead of reading O(result_var) from each host's variables.
+    type: dict
+  dest:
+    description: Folder on the controller for the report files (created when missing).
+    type: path
+    required: true
+  basename:
+    description: File name of the report without its suffix (C(.json), C(.md), C(.html)).
+    type: str
+    default: fleet-abi-report
+  formats:
+    description: Which files to write.
+    type: list
+    elements: str
+    choices: [html, json, markdown]
+    default: [json, markdown, html]
+  fail_on_drift:
+    description: Fail the task (after writing the report) when any host drifts.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: Computes the report and says whether the files would change, without writing them.
+  diff_mode:
+    support: none
+    description: No diff is returned.
+  idempotent:
+    support: full
+    description: The files are rewritten only when their content changes.
+  action:
+    support: full
+    description: Runs entirely on the controller as an action plugin.
+notes:
+  - Requires the C(jmespath) Python library on the controller.
+requirements:
+  - jmespath (controller)
+seealso:
+  - module: lqos.bpf.abi_info
+"""
+
+EXAMPLES = r"""
+- name: Gather the ABI facts of every host
+  lqos.bpf.abi_info:
+    spec: reference
+    interfaces: [{name: eth1}]
+  register: lqos_bpf_abi_info
+
+- name: Write the fleet report and fail on drift
+  lqos.bpf.abi_report:
+    hosts: "{{ ansible_play_hosts_all }}"
+    dest: "{{ playbook_dir }}/reports"
+  run_once: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+ok:
+  description: True when no host drifts.
+  returned: always
+  type: bool
+  sample: false
+files:
+  description: The written report files by format.
+  returned: always
+  type: dict
+  sample: {json: /srv/reports/fleet-abi-report.json, markdown: /srv/reports/fleet-abi-report.md,
+           html: /srv/reports/fleet-abi-report.html}
+status_counts:
+  description: How many hosts have each ABI status.
+  returned: always
+  type: dict
+  sample: {drift: 1, ok: 40, unchecked: 0, not_built: 2, no_data: 0}
+groups:
+  description: Hosts grouped by object sha256 and ABI status, drifted groups first.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{object_sha256: "9b1c...", status: ok, build_ids: [3f2a9c0d1e4b5a6c], hosts: [shaper1, shaper2]}]
+drift:
+  description: Every drift finding, each with C(host), C(kind) (V(abi), V(pin) or V(program)), C(subject) and C(detail).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{host: shaper3, kind: pin, subject: host_traffic, detail: "value_size: expected 112 (object), pinned 128"}]
+drifted_hosts:
+  description: Names of the hosts with drift.
+  returned: always
+  type: list
+  elements: str
+  sample: [shaper3]
+hosts_total:
+  description: Number of hosts in the report.
+  returned: always
+  type: int
+  sample: 43
+msg:
+  description: One line summing the report up (and, on failure, every drift finding and the fix).
+  returned: always
+  type: str
+  sample: "fleet ABI audit: 43 host(s), 2 object hash(es): 1 drift, 40 ok, 2 not_built; 1 drift finding(s) on shaper3"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def argument_spec() -> dict:
+    return dict(
+        hosts=dict(type="list", elements="str", required=True),
+        result_var=dict(type="str", default="lqos_bpf_abi_info"),
+        results=dict(type="dict"),
+        dest=dict(type="path", required=True),
+        basename=dict(type="str", default="fleet-abi-report"),
+        formats=dict(type="list", elements="str", choices=["html", "json", "markdown"],
+                     default=["json", "markdown", "html"]),
+        fail_on_drift=dict(type="bool", default=True),
+    )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module.fail_json(msg="lqos.bpf.abi_report runs on the controller as an action plugin; use it as a task "
+                         "(run_once, delegate_to: localhost), not as a module on a target.")
+
+
+if __name__ == "__main__":
+    main()

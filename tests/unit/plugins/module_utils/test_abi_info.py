@@ -1,0 +1,107 @@
+"""abi_info's pure parts: build description, the deploy record, hook judgement and the problem list."""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _abi_info as A
+
+RECORD = {
+    "manifest": {"hash": "f" * 64},
+    "outputs": {"object": {"name": "shaper_kern.o", "sha256": "ab" * 32, "size": 4096},
+                "skeleton": {"name": "shaper_kern_skel.h", "sha256": "cd" * 32, "size": 9}},
+    "skeleton": {"object": "shaper_kern", "programs": ["xdp_shaper", "tc_classify"], "maps": ["cpu_map"]},
+    "built_at": "2026-01-01T00:00:00Z",
+}
+DEPLOYED = {"build_id": "b1", "interfaces": [
+    {"name": "eth1", "netns": None, "xdp": {"program": "xdp_shaper", "tag": "aa"},
+     "tc": [{"program": "tc_classify", "direction": "egress", "handle": 1, "priority": 0xC02F, "tag": "bb"}]},
+    {"name": "veth0", "netns": "ns1", "xdp": None, "tc": []},
+]}
+
+
+def test_describe_build_reads_the_pipeline_manifest():
+    build = A.describe_build("/var/lib/lqos-bpf/reference", "/var/lib/lqos-bpf/reference/builds/0123", RECORD)
+    assert build == {
+        "build_root": "/var/lib/lqos-bpf/reference",
+        "build_dir": "/var/lib/lqos-bpf/reference/builds/0123",
+        "build_id": "0123",
+        "manifest_hash": "f" * 64,
+        "built_at": "2026-01-01T00:00:00Z",
+        "object": {"path": "/var/lib/lqos-bpf/reference/builds/0123/shaper_kern.o", "sha256": "ab" * 32,
+                   "size": 4096},
+        "skeleton": {"object": "shaper_kern", "programs": ["xdp_shaper", "tc_classify"], "maps": ["cpu_map"]},
+    }
+    assert A.describe_build("/x", None, RECORD) is None
+    assert A.describe_build("/x", "/x/builds/1", None)["object"] == {"path": None, "sha256": None, "size": None}
+
+
+def test_summarize_abi_check_keeps_what_the_report_needs():
+    doc = {"ok": False, "build_id": "b1", "summary": "s", "problems": ["p1"], "drift": [{"kind": "constant"}],
+           "pairs": [{"rust": "FlowKey", "c": "flow_key", "status": "differs", "fields": [1, 2, 3]}]}
+    out = A.summarize_abi_check(doc)
+    assert out["ok"] is False and out["problems"] == ["p1"] and out["drift"] == [{"kind": "constant"}]
+    assert out["pairs"] == [{"rust": "FlowKey", "c": "flow_key", "status": "differs"}]
+    assert A.summarize_abi_check(None) is None
+    assert A.summarize_abi_check(["not", "a", "dict"]) is None
+
+
+def test_deployed_hooks_matches_interface_and_netns():
+    hooks = A.deployed_hooks(DEPLOYED, "eth1", None)
+    assert hooks["xdp"] == {"program": "xdp_shaper", "tag": "aa"}
+    assert hooks["tc"][("egress", 1, 0xC02F)]["tag"] == "bb"
+    assert A.deployed_hooks(DEPLOYED, "veth0", "ns1") == {"xdp": None, "tc": {}}
+    assert A.deployed_hooks(DEPLOYED, "veth0", None) is None       # same name, other namespace
+    assert A.deployed_hooks(DEPLOYED, "eth9", None) is None
+    assert A.deployed_hooks(None, "eth1", None) is None
+
+
+@pytest.mark.parametrize("live,expected_program,recorded,known,result", [
+    ({"name": "xdp_shaper", "tag": "aa"}, "xdp_shaper", {"program": "xdp_shaper", "tag": "aa"}, True, ("aa", True)),
+    ({"name": "xdp_shaper", "tag": "ff"}, "xdp_shaper", {"program": "xdp_shaper", "tag": "aa"}, True, ("aa", False)),
+    ({"name": "other", "tag": "aa"}, "xdp_shaper", {"program": "xdp_shaper", "tag": "aa"}, True, ("aa", False)),
+    (None, "xdp_shaper", {"program": "xdp_shaper", "tag": "aa"}, True, ("aa", False)),
+    # the kernel keeps 15 characters of a program name
+    ({"name": "tc_bridge_redir", "tag": "cc"}, "tc_bridge_redirect",
+     {"program": "tc_bridge_redirect", "tag": "cc"}, True, ("cc", True)),
+    # no deploy record at all: nothing asserted
+    ({"name": "other", "tag": "aa"}, "xdp_shaper", None, False, (None, None)),
+    # a record for the interface, but not for this hook
+    (None, "xdp_shaper", None, True, (None, None)),
+    ({"name": "xdp_shaper", "tag": "aa"}, "xdp_shaper", None, True, (None, True)),
+    ({"name": "foreign", "tag": "aa"}, "xdp_shaper", None, True, (None, None)),
+])
+def test_judge(live, expected_program, recorded, known, result):
+    assert A.judge(live, expected_program, recorded, known) == result
+
+
+def test_problems_lists_what_is_wrong_in_words():
+    facts = {
+        "build": {"build_id": "b2"},
+        "abi_check": {"ok": False, "build_id": "b2", "summary": "1 of 9 mirror pair(s) differ"},
+        "attached": [
+            {"interface": "eth1", "netns": None, "error": None,
+             "xdp": {"name": "xdp_shaper", "id": 5, "tag": "ff", "expected_program": "xdp_shaper",
+                     "expected_tag": "aa", "matches": False},
+             "tc": [{"direction": "egress", "name": None, "id": None, "tag": None, "expected_program": "tc_classify",
+                     "expected_tag": "bb", "matches": False},
+                    {"direction": "ingress", "name": "x", "id": 1, "tag": "t", "matches": None}]},
+            {"interface": "veth0", "netns": "ns1", "error": "interface veth0 does not exist", "xdp": None, "tc": []},
+        ],
+        "pins": {"error": None, "maps": [{"name": "host_traffic", "status": "incompatible",
+                                          "reason": "value_size: expected 112 (object), pinned 128"},
+                                         {"name": "maps.debug", "status": "not_a_map"}]},
+    }
+    assert A.problems(facts) == [
+        "the ABI check of build b2 failed: 1 of 9 mirror pair(s) differ",
+        "eth1 XDP: xdp_shaper (id 5, tag ff) is attached, the deploy attached xdp_shaper (tag aa)",
+        "eth1 TC egress: nothing attached, the deploy attached tc_classify (tag bb)",
+        "veth0 (netns ns1): interface veth0 does not exist",
+        "pinned map host_traffic is incompatible: value_size: expected 112 (object), pinned 128",
+    ]
+
+
+def test_no_problems_on_a_healthy_host_and_stale_checks_are_not_problems():
+    facts = {"build": {"build_id": "b2"}, "abi_check": {"ok": False, "build_id": "b1", "summary": "old"},
+             "attached": [], "pins": {"error": "pin_root /x is not a bpffs mount", "maps": []}}
+    assert A.problems(facts) == ["pins: pin_root /x is not a bpffs mount"]
+    assert A.problems({"build": None, "abi_check": None, "attached": [], "pins": {}}) == []

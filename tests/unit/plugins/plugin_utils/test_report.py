@@ -1,0 +1,166 @@
+"""The fleet ABI report: classification, grouping, drift and the three renderings, on plain data."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from ansible_collections.lqos.bpf.plugins.plugin_utils import _report as R
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def host(sha=SHA_A, build_id="1111aaaa2222bbbb", check_ok=True, check_build=None, pins=(), xdp=None, tc=(),
+         error=None):
+    """An abi_info result as the module returns it (only the keys the report reads)."""
+    return {
+        "kernel": {"release": "6.1.0-27-amd64"},
+        "toolchain": {"clang": "14.0.6", "libbpf": "1.1"},
+        "build": None if sha is None else {
+            "build_id": build_id, "object": {"sha256": sha},
+            "skeleton": {"object": "shaper_kern", "programs": ["xdp_shaper"]}},
+        "abi_check": None if check_ok is None else {
+            "ok": check_ok, "build_id": check_build or build_id, "summary": "spec 'reference': summary",
+            "problems": [] if check_ok else ["struct flow_key: size 40 in C, 48 in Rust: fix FlowKey"]},
+        "attached": [{"interface": "eth1", "netns": None, "error": error, "xdp": xdp,
+                      "tc": [dict(t, interface="eth1", netns=None) for t in tc]}],
+        "pins": {"error": None, "summary": {"total": len(pins), "compatible": 0},
+                 "maps": [{"name": n, "status": s, "reason": r} for n, s, r in pins]},
+        "errors": [],
+    }
+
+
+def xdp(tag="0a0a", expected="0a0a", matches=True, name="xdp_shaper"):
+    return {"name": name, "id": 7, "tag": tag, "mode": "native", "expected_program": "xdp_shaper",
+            "expected_tag": expected, "matches": matches}
+
+
+@pytest.mark.parametrize("result,status", [
+    (host(), "ok"),
+    (host(check_ok=None), "unchecked"),
+    (host(check_build="9999"), "unchecked"),       # the recorded check is for another build
+    (host(sha=None, check_ok=None), "not_built"),
+    (None, "no_data"),
+    ({"failed": True, "msg": "boom"}, "no_data"),
+    ({"unreachable": True, "msg": "ssh: no route"}, "no_data"),
+    ({"changed": False, "msg": "failed_when: false kept it"}, "no_data"),
+    (host(check_ok=False), "drift"),
+    (host(pins=[("host_traffic", "incompatible", "value_size: expected 112, pinned 128")]), "drift"),
+    (host(pins=[("maps.debug", "not_a_map", ""), ("flow_table", "missing", "")]), "ok"),
+    (host(xdp=xdp(tag="ffff", matches=False)), "drift"),
+    (host(xdp=xdp(matches=None)), "ok"),            # no deploy record: nothing asserted
+    (host(sha=None, check_ok=None, pins=[("x", "incompatible", "key")]), "drift"),
+])
+def test_host_status(result, status):
+    assert R.host_summary("h1", result)["status"] == status
+
+
+def test_drift_items_name_the_host_the_kind_and_the_detail():
+    row = R.host_summary("shaper3", host(
+        check_ok=False,
+        pins=[("host_traffic", "incompatible", "value_size: expected 112, pinned 128")],
+        xdp=xdp(tag="ffff", matches=False),
+        tc=[{"direction": "egress", "name": "other_prog", "id": 9, "tag": "cc", "expected_program": "tc_classify",
+             "expected_tag": "dd", "matches": False},
+            {"direction": "ingress", "name": None, "id": None, "tag": None,
+             "expected_program": "tc_bridge_redirect", "expected_tag": "ee", "matches": False}]))
+    assert row["drift"] == [
+        {"host": "shaper3", "kind": "abi", "subject": "build 1111aaaa2222bbbb",
+         "detail": "struct flow_key: size 40 in C, 48 in Rust: fix FlowKey"},
+        {"host": "shaper3", "kind": "pin", "subject": "host_traffic",
+         "detail": "value_size: expected 112, pinned 128"},
+        {"host": "shaper3", "kind": "program", "subject": "eth1 xdp",
+         "detail": "xdp_shaper runs tag ffff, the deploy recorded 0a0a"},
+        {"host": "shaper3", "kind": "program", "subject": "eth1 tc-egress",
+         "detail": "other_prog (id 9) is attached where tc_classify is expected"},
+        {"host": "shaper3", "kind": "program", "subject": "eth1 tc-ingress",
+         "detail": "nothing attached where tc_bridge_redirect is expected"},
+    ]
+
+
+def test_truncated_kernel_program_names_still_match():
+    row = R.host_summary("h", host(tc=[{"direction": "ingress", "name": "tc_bridge_redir", "id": 3, "tag": "aa",
+                                        "expected_program": "tc_bridge_redirect", "expected_tag": "bb",
+                                        "matches": False}]))
+    assert row["drift"][0]["detail"] == "tc_bridge_redir runs tag aa, the deploy recorded bb"
+
+
+def test_stale_check_and_interface_errors_are_warnings_not_drift():
+    row = R.host_summary("h", host(check_build="0000", error="interface eth1 does not exist"))
+    assert row["status"] == "unchecked"
+    assert row["drift"] == []
+    assert row["warnings"] == ["the recorded ABI check is for build 0000, not the current build 1111aaaa2222bbbb",
+                               "interface eth1: interface eth1 does not exist"]
+
+
+def test_aggregate_groups_by_object_hash_and_status():
+    results = {
+        "s1": host(), "s2": host(), "s3": host(sha=SHA_B, build_id="bbbb"),
+        "s4": host(pins=[("flow_table", "incompatible", "key_size")]),
+        "s5": None, "s6": host(sha=None, check_ok=None),
+    }
+    report = R.aggregate(results)
+    assert report["hosts_total"] == 6
+    assert report["ok"] is False
+    assert report["status_counts"] == {"drift": 1, "ok": 3, "unchecked": 0, "not_built": 1, "no_data": 1}
+    assert report["drifted_hosts"] == ["s4"]
+    assert [(g["status"], g["object_sha256"], g["hosts"]) for g in report["groups"]] == [
+        ("drift", SHA_A, ["s4"]),
+        ("ok", SHA_A, ["s1", "s2"]),
+        ("ok", SHA_B, ["s3"]),
+        ("not_built", None, ["s6"]),
+        ("no_data", None, ["s5"]),
+    ]
+    assert report["by_object"] == {SHA_A: ["s1", "s2", "s4"], SHA_B: ["s3"], "none": ["s5", "s6"]}
+    assert report["objects"] == 2
+    assert R.summary_line(report) == ("fleet ABI audit: 6 host(s), 2 object hash(es): 1 drift, 3 ok, 1 not_built, "
+                                      "1 no_data; 1 drift finding(s) on s4")
+
+
+def test_a_fleet_without_drift_is_ok():
+    report = R.aggregate({"a": host(), "b": host(check_ok=None)})
+    assert report["ok"] is True and report["drift"] == [] and report["drifted_hosts"] == []
+
+
+def test_aggregate_does_not_modify_its_input():
+    results = {"a": host(pins=[("m", "incompatible", "x")]), "b": None}
+    before = copy.deepcopy(results)
+    R.aggregate(results)
+    assert results == before
+
+
+def test_json_rendering_round_trips():
+    report = R.aggregate({"a": host(), "b": host(check_ok=False)})
+    assert json.loads(R.to_json(report)) == json.loads(json.dumps(report))
+
+
+def test_markdown_lists_groups_drift_and_escapes_pipes():
+    report = R.aggregate({"a|b": host(pins=[("m", "incompatible", "key_size | value_size")])})
+    md = R.to_markdown(report)
+    assert md.startswith("# Fleet ABI report\n")
+    assert "| drift | `aaaaaaaaaaaa` | 1111aaaa2222bbbb | a\\|b |" in md
+    assert "| a\\|b | pin | m | key_size \\| value_size |" in md
+
+
+def test_html_is_self_contained_and_escaped():
+    report = R.aggregate({"<b>evil</b>": host(pins=[("m", "incompatible", "<script>alert(1)</script>")])})
+    page = R.to_html(report)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page and "src=" not in page and "href=" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;evil&lt;/b&gt;" in page
+    assert "<style>" in page
+
+
+def test_no_drift_renders_no_drift():
+    report = R.aggregate({"a": host()})
+    assert "No drift." in R.to_markdown(report)
+    assert "<p>No drift.</p>" in R.to_html(report)
+
+
+def test_summary_line_names_at_most_ten_drifted_hosts():
+    report = R.aggregate({"h%02d" % i: host(check_ok=False) for i in range(12)})
+    assert R.summary_line(report).endswith("12 drift finding(s) on h00, h01, h02, h03, h04, h05, h06, h07, h08, h09 "
+                                           "and 2 more")
