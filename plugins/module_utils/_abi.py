@@ -724,9 +724,9 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     skipped = []
     entries = list((rust or {}).get("pairs", []))
     if rust is None and spec["mirrors"]:
-        entries = [dict(m, error="the Rust layout was not computed on the controller; run this module through "
-                              "its action plugin (a normal lqos.bpf.abi_check task) with src or rust_src set")
-                   for m in spec["mirrors"]]
+        not_computed = ("the Rust layout was not computed on the controller; run this module through "
+                        "its action plugin (a normal lqos.bpf.abi_check task) with src or rust_src set")
+        entries = [dict(m, error=not_computed) for m in spec["mirrors"]]
     rust_names = {p["c"]: p["rust"] for p in spec["mirrors"]}
     c_side = btf_side(_libbpf, obj_path, entries) if entries else {}
     pairs = []

@@ -580,9 +580,8 @@ class Attacher(object):
                 rec = recorded.get(slot_id(slot))
                 td = decide_tc(slot, now["id"], now["info"], self.ours, rec, self.fp, self.force)
                 if td["kind"] == REFUSE:
-                    raise refuse_error("TC %s (handle 0x%x priority 0x%x)" % (slot["direction"], slot["handle"],
-                                                                            slot["priority"]),
-                                       self.ifname, self.netns, prog_desc(now["id"], now["info"]))
+                    where = "TC %s (handle 0x%x priority 0x%x)" % (slot["direction"], slot["handle"], slot["priority"])
+                    raise refuse_error(where, self.ifname, self.netns, prog_desc(now["id"], now["info"]))
                 if td["kind"] == REPLACE_FOREIGN:
                     self.warnings.append("replacing foreign TC program %s on %s %s (force: true)"
                                          % (prog_desc(now["id"], now["info"]), self.ifname, slot["direction"]))

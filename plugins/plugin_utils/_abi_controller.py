@@ -124,8 +124,8 @@ def constants_data(spec: dict, root: str, crate: RustCrate | None, paths: _Paths
                 try:
                     entry["rust_value"] = _constant(crate, c["rust_name"], rpath, paths)
                 except RustLayoutError as exc:
-                    entry["rust_error"] = {"message": "Rust constant %s (%s): %s" % (c["rust_name"], c["rust"],
-                                                                                    paths.text(str(exc))),
+                    detail = paths.text(str(exc))
+                    entry["rust_error"] = {"message": "Rust constant %s (%s): %s" % (c["rust_name"], c["rust"], detail),
                                            "fix": "define `const %s: <int> = N;` in %s or fix the spec"
                                                   % (c["rust_name"], c["rust"])}
         out.append(entry)

@@ -33,13 +33,13 @@ FOREIGN_C = r"""
 SEC("xdp")
 int foreign_xdp(struct xdp_md *ctx)
 {
-	return XDP_PASS;
+    return XDP_PASS;
 }
 
 SEC("tc")
 int foreign_tc(struct __sk_buff *skb)
 {
-	return 0; /* TC_ACT_OK */
+    return 0; /* TC_ACT_OK */
 }
 
 char _license[] SEC("license") = "GPL";
@@ -53,9 +53,9 @@ BAD_C = r"""
 SEC("xdp")
 int bad_xdp(struct xdp_md *ctx)
 {
-	unsigned char *data = (void *)(long)ctx->data;
+    unsigned char *data = (void *)(long)ctx->data;
 
-	return data[0] == 0x42 ? XDP_DROP : XDP_PASS;
+    return data[0] == 0x42 ? XDP_DROP : XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";
@@ -476,8 +476,8 @@ def test_check_mode_and_missing_approval_change_nothing(env):
         assert res["xdp"]["id"] is None
         assert env.snapshot() == before
         res = ok(env.attach(state="absent", **kwargs))
-        assert res["actions"][0] == "detach XDP program %s from %s (native mode)" % (prog(ours["xdp"]["id"]),
-                                                                                   env.pair.if_a)
+        expected = "detach XDP program %s from %s (native mode)" % (prog(ours["xdp"]["id"]), env.pair.if_a)
+        assert res["actions"][0] == expected
         assert env.snapshot() == before
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, REPO, run_module, sh
+from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, run_module, sh
 
 pytestmark = pytest.mark.usefixtures("tools")
 
