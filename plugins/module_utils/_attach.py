@@ -430,6 +430,7 @@ class Attacher(object):
         self.fp = None
         self.programs = {}
         self.maps_to_pin = []
+        self.repin = []       # (map name, live map id, pin path): pins lost while our programs still run
         self.bad_pins = []
         self.xdp_prog = None
         self.tc_slots = []
@@ -600,6 +601,22 @@ class Attacher(object):
         kinds = [self.xdp_plan["kind"]] + [d["kind"] for dummy, d in self.tc_plan]
         return any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH) for k in kinds)
 
+    def live_maps(self) -> dict:
+        """{kernel map name: id} of the maps used by our programs that are attached now."""
+        ids = set(self.xdp_now["ids"].values()) | {t["id"] for t in self.tc_now.values() if t["id"]}
+        live = {}
+        for prog_id in sorted(ids & self.ours):
+            try:
+                map_ids = _libbpf.prog_info_by_id(prog_id)["map_ids"]
+            except _libbpf.LibbpfError:
+                continue  # unloaded since the hooks were read
+            for map_id in map_ids:
+                try:
+                    live.setdefault(_libbpf.map_info_by_id(map_id)["name"], map_id)
+                except _libbpf.LibbpfError:
+                    continue
+        return live
+
     def plan_actions_present(self) -> None:
         acts = []
         if self.needs_load():
@@ -607,6 +624,15 @@ class Attacher(object):
                                                      describe_params(self.params) or "no load-time values"))
             for name, path in self.maps_to_pin:
                 acts.append("pin new map %s at %s" % (name, path))
+        elif self.maps_to_pin:
+            # A pin removed (e.g. by lqos.bpf.pinned_maps) while our programs keep running: pin the map
+            # they use again, so userspace reaches the live map. The kernel keeps 15 chars of a map name.
+            live = self.live_maps()
+            for name, path in self.maps_to_pin:
+                map_id = live.get(name[:15])
+                if map_id:
+                    self.repin.append((name, map_id, path))
+                    acts.append("re-pin live map %s (id %d) at %s" % (name, map_id, path))
         d = self.xdp_plan
         if self.xdp_prog or d["kind"] == DETACH:
             text = xdp_action(d["kind"], self.xdp_prog, self.ifname, d,
@@ -733,6 +759,12 @@ class Attacher(object):
             if self.xdp_prog or self.xdp_plan["kind"] == DETACH:
                 self.apply_xdp(lo, undo, held, new_pins)
             self.apply_tc(lo, undo, held, new_pins)
+            for dummy, map_id, path in self.repin:
+                fd = _libbpf.map_fd_by_id(map_id)
+                try:
+                    _libbpf.obj_pin(fd, path)
+                finally:
+                    os.close(fd)
         except (LqosError, _libbpf.LibbpfError, OSError) as exc:
             err = exc if isinstance(exc, LqosError) else _lib_error(exc)
             rolled = self.rollback(undo, new_pins)
@@ -1013,7 +1045,8 @@ def _run(module, att: Attacher, apply: bool) -> dict:
             att.apply_present()
             xdp, tc = att.result_xdp, att.result_tc
             kinds = [t["action"] for t in tc] + ([xdp["action"]] if xdp else [])
-            changed = any(k in CHANGING for k in kinds) or bool(att.needs_load() and att.maps_to_pin)
+            changed = (any(k in CHANGING for k in kinds) or bool(att.needs_load() and att.maps_to_pin)
+                       or bool(att.repin))
         elif applied:
             att.apply_absent()
             xdp, tc = att.result_xdp, att.result_tc

@@ -256,6 +256,24 @@ def test_attach_puts_our_programs_on_the_hooks_and_a_rerun_changes_nothing(env):
     assert env.icmp_down() == 3
 
 
+def test_a_map_pin_removed_under_running_programs_is_pinned_again(env):
+    first = ok(env.attach())
+    xdp_id = first["xdp"]["id"]
+    live = {L.map_info_by_id(m)["name"]: m for m in L.prog_info_by_id(xdp_id)["map_ids"]}
+    path = os.path.join(env.bpffs, "shaper_control")
+    os.unlink(path)   # as lqos.bpf.pinned_maps does after its backup
+    plan = ok(env.attach(approve=False))
+    assert plan["changed"] is True and plan["applied"] is False
+    assert plan["actions"] == ["re-pin live map shaper_control (id %d) at %s" % (live["shaper_control"], path)]
+    assert not os.path.lexists(path)
+    again = ok(env.attach())
+    assert again["changed"] is True and again["loaded"] is False
+    assert again["xdp"]["id"] == xdp_id
+    assert L.map_info_by_path(path)["id"] == live["shaper_control"]
+    third = ok(env.attach())
+    assert third["changed"] is False and third["actions"] == []
+
+
 def test_replacing_with_a_rebuilt_object_is_atomic_and_loses_no_packet(env):
     first = ok(env.attach())
     old_xdp, old_tc = first["xdp"], {t["direction"]: t for t in first["tc"]}
