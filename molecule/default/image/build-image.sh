@@ -16,9 +16,15 @@
 # so editing either builds a new image; an image is reused only when its
 # `complete` marker exists (written last, then the build dir is renamed into
 # place atomically). Downloaded .debs are kept in <cache>/debs.
+# The cache is pruned on every run: the image in use plus the newest other
+# complete images, LQOS_VM_CACHE_KEEP in all (default 2), are kept; older
+# <hash> dirs, incomplete ones and stale .build.* dirs are removed, unless a
+# process still has a file in them open (a running VM's overlay keeps its
+# base.qcow2 open).
 #
 # Environment:
 #   LQOS_VM_CACHE           cache root (default /var/cache/lqos-bpf/molecule)
+#   LQOS_VM_CACHE_KEEP      image dirs to keep, the current one included (default 2)
 #   LQOS_DEBIAN_MIRROR      mirror URL (default: first bookworm URI of the
 #                           host's apt sources, else http://deb.debian.org/debian)
 #   LQOS_VM_EXTRA_PACKAGES  extra packages, comma or space separated
@@ -79,8 +85,65 @@ is_complete() {
   done
 }
 
+# Is any file under $1 open by a process (e.g. a VM's backing base.qcow2)?
+in_use() {
+  local fd
+  for fd in /proc/[0-9]*/fd/*; do
+    case $(readlink "$fd" 2>/dev/null) in "$1"/*) return 0 ;; esac
+  done
+  return 1
+}
+
+# Bound the cache: keep $OUT and the newest other complete images (by their
+# `complete` marker), LQOS_VM_CACHE_KEEP dirs in all; remove older or
+# incomplete <hash> dirs and .build.* leftovers of builders that died. Call it
+# only while holding the cache lock (a live builder holds it too).
+prune_cache() {
+  local keep=${LQOS_VM_CACHE_KEEP:-2} kept=1 d
+  if ! [[ $keep =~ ^[0-9]+$ ]] || ((keep < 1)); then
+    die "LQOS_VM_CACHE_KEEP must be a number >= 1, got '$keep'"
+  fi
+  while IFS= read -r d; do
+    [[ $d == "$OUT" ]] && continue
+    if is_complete "$d" && ((kept < keep)); then
+      kept=$((kept + 1))
+      continue
+    fi
+    if in_use "$d"; then
+      log "prune: keeping $d (in use)"
+      continue
+    fi
+    log "prune: removing old image $d ($(du -sh "$d" 2>/dev/null | cut -f1))"
+    rm -rf "$d"
+  done < <(
+    # complete images newest first, then the incomplete ones
+    for d in "$CACHE_ROOT"/????????????????; do
+      [[ -d $d && $(basename "$d") =~ ^[0-9a-f]{16}$ ]] || continue
+      if [[ -f $d/complete ]]; then
+        printf '%s %s\n' "$(stat -c %Y "$d/complete")" "$d"
+      else
+        printf '0 %s\n' "$d"
+      fi
+    done | sort -k1,1nr | cut -d' ' -f2-
+  )
+  for d in "$CACHE_ROOT"/.build.*; do
+    [[ -d $d && $d != "${WORK:-}" ]] || continue
+    # never rm -rf across a mount a killed builder left behind
+    if grep -q " $d/" /proc/mounts || in_use "$d"; then
+      log "prune: leaving $d (mounted or in use)"
+      continue
+    fi
+    log "prune: removing stale build dir $d"
+    rm -rf "$d"
+  done
+}
+
 if [[ $mode == build ]] && is_complete "$OUT"; then
   log "reusing $OUT"
+  # Prune only when no build holds the lock (it prunes itself when done).
+  if [[ $EUID -eq 0 ]] && exec 9>"$CACHE_ROOT/.lock" && flock -n 9; then
+    prune_cache
+  fi
   echo "$OUT"
   exit 0
 fi
@@ -97,6 +160,7 @@ log "waiting for lock $CACHE_ROOT/.lock"
 flock 9
 if [[ $mode == build ]] && is_complete "$OUT"; then
   log "reusing $OUT (built while waiting)"
+  prune_cache
   echo "$OUT"
   exit 0
 fi
@@ -323,4 +387,5 @@ if [[ -e "$OUT" ]]; then
 fi
 mv "$IMG" "$OUT"
 log "image ready in $((SECONDS - t0)) s: $OUT"
+prune_cache
 echo "$OUT"
