@@ -154,9 +154,14 @@ def problems(facts: dict) -> list:
     pins = facts.get("pins") or {}
     if pins.get("error"):
         out.append("pins: %s" % pins["error"])
+    attached = [e.get("id") for row in facts.get("attached") or []
+                for e in [row.get("xdp") or {}] + list(row.get("tc") or []) if e.get("id")]
     for pin in pins.get("maps") or []:
         if pin.get("status") == "incompatible":
             out.append("pinned map %s is incompatible: %s" % (pin.get("name"), pin.get("reason")))
+        elif pin.get("status") == "missing" and attached:
+            out.append("pinned map %s is missing while programs are attached: the map they use is reachable by "
+                       "no pin (run the deploy again: lqos.bpf.attach pins it again)" % pin.get("name"))
     return out
 
 

@@ -89,7 +89,8 @@ def test_problems_lists_what_is_wrong_in_words():
         ],
         "pins": {"error": None, "maps": [{"name": "host_traffic", "status": "incompatible",
                                           "reason": "value_size: expected 112 (object), pinned 128"},
-                                         {"name": "maps.debug", "status": "not_a_map"}]},
+                                         {"name": "maps.debug", "status": "not_a_map"},
+                                         {"name": "shaper_control", "status": "missing"}]},
     }
     assert A.problems(facts) == [
         "the ABI check of build b2 failed: 1 of 9 mirror pair(s) differ",
@@ -97,7 +98,15 @@ def test_problems_lists_what_is_wrong_in_words():
         "eth1 TC egress: nothing attached, the deploy attached tc_classify (tag bb)",
         "veth0 (netns ns1): interface veth0 does not exist",
         "pinned map host_traffic is incompatible: value_size: expected 112 (object), pinned 128",
+        "pinned map shaper_control is missing while programs are attached: the map they use is reachable by no "
+        "pin (run the deploy again: lqos.bpf.attach pins it again)",
     ]
+
+
+def test_a_missing_pin_is_no_problem_while_nothing_is_attached():
+    facts = {"build": None, "abi_check": None, "attached": [{"interface": "eth1", "xdp": None, "tc": []}],
+             "pins": {"maps": [{"name": "shaper_control", "status": "missing"}]}}
+    assert A.problems(facts) == []
 
 
 def test_no_problems_on_a_healthy_host_and_stale_checks_are_not_problems():
