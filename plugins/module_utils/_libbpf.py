@@ -681,7 +681,27 @@ def pinned_kind(path: str) -> str | None:
 # BTF
 # --------------------------------------------------------------------------
 
-class Btf(object):
+class _Closable(object):
+    """Context manager and finaliser around ``close()`` (which must be idempotent)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # pylint: disable=broad-except  (never raise from a finaliser)
+            pass
+
+
+class Btf(_Closable):
     """BTF of an object file (or of a kernel BTF object); a context manager.
 
     ``Btf.from_file`` opens ELF objects through ``bpf_object__open_file``
@@ -742,19 +762,6 @@ class Btf(object):
             lib.btf__free(self._btf)
         self._btf = None
         self._obj = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # -- low level ---------------------------------------------------------
     def _check(self):
@@ -1515,7 +1522,7 @@ def _int_bytes(value, size: int, order: str, var: str, section: str) -> bytes:
     return value.to_bytes(size, order, signed=value < 0)
 
 
-class LoadedObject(object):
+class LoadedObject(_Closable):
     """A loaded BPF object (bpf_object__load succeeded); a context manager.
 
     Programs stay in the kernel after close() only when attached or pinned;
@@ -1591,19 +1598,6 @@ class LoadedObject(object):
             _STATE["lib"].bpf_object__close(self._obj)
             self._obj = None
             self._log_bufs = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _pin_incompatibilities(obj) -> list:
