@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * shaper_kern: the single BPF translation unit of the lqos.bpf reference
  * pipeline. It is shaped like LibreQoS' lqos_sys object (one XDP program,

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /* Implementation of wrapper.h. Built for the host, not for BPF. */
 #include <errno.h>
 #include <unistd.h>

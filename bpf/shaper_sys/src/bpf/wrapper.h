@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * C API over the generated skeleton (shaper_kern_skel.h), compiled into
  * libshaperwrap.a and turned into Rust declarations by bindgen. The

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * Bridge bypass: a TC ingress program can hand a packet straight to the
  * other port of a two-port bridge instead of letting the bridge forward it.

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /* Run-time switches, written by userspace into a one-slot array. */
 #ifndef SHAPER_CONTROL_H
 #define SHAPER_CONTROL_H

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * CPU steering. cpu_map is declared with MAX_CPUS slots; the kernel caps a
  * cpumap at its build-time NR_CPUS, so the loader resizes it to the

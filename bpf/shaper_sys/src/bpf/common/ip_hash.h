@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * Customer address -> shaping target mapping: an LPM trie of prefixes,
  * fronted by an exact-address LRU cache.

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * Minimal header walker used by both the XDP and the TC programs:
  * Ethernet, at most one 802.1Q/802.1ad tag, IPv4 or IPv6 (no extension

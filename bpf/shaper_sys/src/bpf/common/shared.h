@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /*
  * Small building blocks shared by the other headers: the down/up pair
  * structs (the C side of the Rust generic DownUpOrder<T>) and the

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* lqos.bpf reference pipeline: written for this project (see bpf/README.md). */
 /* Per-customer-address byte and packet counters, one copy per CPU. */
 #ifndef SHAPER_THROUGHPUT_H
 #define SHAPER_THROUGHPUT_H
