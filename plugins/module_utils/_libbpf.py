@@ -697,7 +697,8 @@ class _Closable(object):
     def __del__(self):
         try:
             self.close()
-        except Exception:  # pylint: disable=broad-except  (never raise from a finaliser)
+        except Exception:  # pylint: disable=broad-except
+            # never raise from a finaliser
             pass
 
 
