@@ -2058,32 +2058,30 @@ def tc_attach(ifindex: int, direction: str, prog_fd: int, handle: int, priority:
     return opts.prog_id
 
 
-def tc_query(ifindex: int, direction: str, handle: int, priority: int) -> int | None:
-    """Program id of the filter at handle/priority, or None (no filter, or no clsact qdisc)."""
-    ffi, lib = _ffi_lib()
+def _tc_filter_op(call: str, ifindex: int, direction: str, handle: int, priority: int, what):
+    """Run bpf_tc_query/bpf_tc_detach on one filter; None when there is none (or no clsact qdisc).
+    ``what()`` words the failure (called only on failure)."""
+    _ffi, lib = _ffi_lib()
     _tc_check_filter_id(handle, priority)
-    hook = _tc_hook(ifindex, direction)
     opts = _tc_opts(handle, priority)
-    ret = lib.bpf_tc_query(hook, opts)
+    ret = getattr(lib, call)(_tc_hook(ifindex, direction), opts)
     if ret < 0:
         err = _errno_of(ret)
         if err in (_errno.ENOENT, _errno.EINVAL):
             return None
-        _fail("querying TC %s on %s failed" % (direction, _ifname(ifindex)), err)
-    return opts.prog_id
+        _fail(what(), err)
+    return opts
+
+
+def tc_query(ifindex: int, direction: str, handle: int, priority: int) -> int | None:
+    """Program id of the filter at handle/priority, or None (no filter, or no clsact qdisc)."""
+    opts = _tc_filter_op("bpf_tc_query", ifindex, direction, handle, priority,
+                         lambda: "querying TC %s on %s failed" % (direction, _ifname(ifindex)))
+    return None if opts is None else opts.prog_id
 
 
 def tc_detach(ifindex: int, direction: str, handle: int, priority: int) -> bool:
     """Remove the filter at handle/priority; False when there was none."""
-    ffi, lib = _ffi_lib()
-    _tc_check_filter_id(handle, priority)
-    hook = _tc_hook(ifindex, direction)
-    opts = _tc_opts(handle, priority)
-    ret = lib.bpf_tc_detach(hook, opts)
-    if ret < 0:
-        err = _errno_of(ret)
-        if err in (_errno.ENOENT, _errno.EINVAL):
-            return False
-        _fail("removing the TC %s filter handle 0x%x priority 0x%x on %s failed"
-              % (direction, handle, priority, _ifname(ifindex)), err)
-    return True
+    return _tc_filter_op("bpf_tc_detach", ifindex, direction, handle, priority,
+                         lambda: "removing the TC %s filter handle 0x%x priority 0x%x on %s failed"
+                         % (direction, handle, priority, _ifname(ifindex))) is not None
