@@ -22,12 +22,10 @@ import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import is_bpffs, possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import CHAIN_TOOLS, MANIFEST
 
-DEFAULT_STATE_ROOT = "/var/lib/lqos-bpf"
 ABI_CHECK_FILE = "abi-check.json"
 DEPLOYED_FILE = "deployed.json"
-MANIFEST = "manifest.json"
-CHAIN_TOOLS = ("clang", "llc", "bpftool", "bindgen", "ar")
 KERNEL_NAME_LEN = 15  # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 characters of a program's name
 
 

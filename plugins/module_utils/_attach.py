@@ -37,14 +37,13 @@ import os
 import re
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, canonical_json, confine_pin, LqosError, require_bpffs, sha256_file,
+    atomic_write, canonical_json, confine_pin, default_build_root, LqosError, require_bpffs, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
 
 PIN_SUBDIR = "lqos_bpf"
 HOST_NETNS = "host"
 NEW_SUFFIX = "__new"
-DEFAULT_OBJECT_ROOT = "/var/lib/lqos-bpf"
 DEFAULT_STATE_DIR = "/run/lqos-bpf/attach"
 STATE_VERSION = 1
 XDP_MODES = ("auto", "hw", "native", "skb")
@@ -93,7 +92,7 @@ def state_file_name(pin_root: str, netns: str | None, ifname: str) -> str:
 
 
 def default_object(spec: dict) -> str:
-    return os.path.join(DEFAULT_OBJECT_ROOT, spec["name"], "current", spec["outputs"]["object"])
+    return os.path.join(default_build_root(spec["name"]), "current", spec["outputs"]["object"])
 
 
 def slot_id(slot: dict) -> str:

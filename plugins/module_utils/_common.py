@@ -20,6 +20,8 @@ import traceback
 
 BPFFS_MAGIC = 0xCAFE4A11
 DEFAULT_PIN_ROOT = "/sys/fs/bpf"
+# Where the collection keeps its state on a target: builds, map backups.
+STATE_ROOT = "/var/lib/lqos-bpf"
 C_LOCALE = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
 
 # Option set shared by every module that works from a pipeline spec.
@@ -183,6 +185,11 @@ def confine_pin(pin_root: str, name: str) -> str:
             raise LqosError("pin path %s is a symlink (-> %s); symlinks are never followed under the pin root."
                             % (probe, os.readlink(probe)), "remove the symlink or name the real pin.")
     return norm
+
+
+def default_build_root(spec_name: str) -> str:
+    """The pipeline's output folder for a spec when none is given (its ``current`` is the build in use)."""
+    return os.path.join(STATE_ROOT, spec_name)
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:

@@ -1340,7 +1340,7 @@ def map_entries(path_or_fd) -> list:
     """All (key_bytes, value_bytes) of a map. Per-CPU maps return the full blob:
     round_up(value_size, 8) bytes for each possible CPU, CPU 0 first."""
     ffi, lib = _ffi_lib()
-    what = str(path_or_fd) if not isinstance(path_or_fd, int) else "fd %d" % path_or_fd
+    what = _map_label(path_or_fd)
     with _ObjFd(path_or_fd) as fd:
         info = _map_ctx(fd, what)
         tname = map_type_name(info.type)
@@ -1402,17 +1402,27 @@ def _fit_value(info, value: bytes, what: str) -> bytes:
     return value
 
 
+def _map_label(path_or_fd) -> str:
+    """How errors name a map given by pin path or by fd."""
+    return "fd %d" % path_or_fd if isinstance(path_or_fd, int) else str(path_or_fd)
+
+
+def _check_key(info, key, what: str) -> bytes:
+    key = bytes(key)
+    if len(key) != info.key_size:
+        raise LibbpfError("key for map %s must be exactly key_size=%d bytes, not %d"
+                          % (what, info.key_size, len(key)), _errno.EINVAL)
+    return key
+
+
 def map_update(path_or_fd, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
     """Set one entry. For per-CPU maps pass the full blob (see map_entries) or a
     single value_size copy, which is written to every CPU."""
     ffi, lib = _ffi_lib()
-    what = str(path_or_fd) if not isinstance(path_or_fd, int) else "fd %d" % path_or_fd
+    what = _map_label(path_or_fd)
     with _ObjFd(path_or_fd) as fd:
         info = _map_ctx(fd, what)
-        key = bytes(key)
-        if len(key) != info.key_size:
-            raise LibbpfError("key for map %s must be exactly key_size=%d bytes, not %d"
-                              % (what, info.key_size, len(key)), _errno.EINVAL)
+        key = _check_key(info, key, what)
         value = _fit_value(info, value, what)
         ret = lib.bpf_map_update_elem(fd, ffi.from_buffer(key) if key else ffi.NULL,
                                       ffi.from_buffer(value), flags)
@@ -1431,13 +1441,10 @@ def map_update(path_or_fd, key: bytes, value: bytes, flags: int = BPF_ANY) -> No
 def map_lookup(path_or_fd, key: bytes) -> bytes | None:
     """One value (full per-CPU blob for per-CPU maps) or None when the key is absent."""
     ffi, lib = _ffi_lib()
-    what = str(path_or_fd) if not isinstance(path_or_fd, int) else "fd %d" % path_or_fd
+    what = _map_label(path_or_fd)
     with _ObjFd(path_or_fd) as fd:
         info = _map_ctx(fd, what)
-        key = bytes(key)
-        if len(key) != info.key_size:
-            raise LibbpfError("key for map %s must be exactly key_size=%d bytes, not %d"
-                              % (what, info.key_size, len(key)), _errno.EINVAL)
+        key = _check_key(info, key, what)
         vsz = _value_buf_size(info)
         value = ffi.new("char[]", max(vsz, 1))
         ret = lib.bpf_map_lookup_elem(fd, ffi.from_buffer(key) if key else ffi.NULL, value)
@@ -1452,13 +1459,10 @@ def map_lookup(path_or_fd, key: bytes) -> bytes | None:
 def map_delete(path_or_fd, key: bytes) -> bool:
     """Delete one key; False when it was not there."""
     ffi, lib = _ffi_lib()
-    what = str(path_or_fd) if not isinstance(path_or_fd, int) else "fd %d" % path_or_fd
+    what = _map_label(path_or_fd)
     with _ObjFd(path_or_fd) as fd:
         info = _map_ctx(fd, what)
-        key = bytes(key)
-        if len(key) != info.key_size:
-            raise LibbpfError("key for map %s must be exactly key_size=%d bytes, not %d"
-                              % (what, info.key_size, len(key)), _errno.EINVAL)
+        key = _check_key(info, key, what)
         ret = lib.bpf_map_delete_elem(fd, ffi.from_buffer(key))
         if ret < 0:
             err = _errno_of(ret)

@@ -21,7 +21,7 @@ import os
 import time
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, atomic_write, is_bpffs, require_bpffs, sha256_bytes,
+    LqosError, STATE_ROOT, atomic_write, is_bpffs, require_bpffs, sha256_bytes,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
-DEFAULT_BACKUP_DIR = "/var/lib/lqos-bpf/map-backups"
+DEFAULT_BACKUP_DIR = os.path.join(STATE_ROOT, "map-backups")
 BACKUP_FORMAT = "lqos.bpf.map-backup/1"
 # What libbpf compares before it reuses a pin, in report order.
 ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")

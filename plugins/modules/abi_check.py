@@ -342,10 +342,10 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi import check_build, failure_message
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    default_build_root, LqosError, SPEC_ARGS, run_module,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-
-DEFAULT_DEST_ROOT = "/var/lib/lqos-bpf"
 
 
 def argument_spec() -> dict:
@@ -367,7 +367,7 @@ def run(module) -> dict:
     build_dir = params["build_dir"]
     if not build_dir:
         build_dir = (os.path.dirname(params["object"]) if params["object"]
-                     else os.path.join(DEFAULT_DEST_ROOT, spec["name"], "current"))
+                     else os.path.join(default_build_root(spec["name"]), "current"))
     obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
     result = check_build(spec, build_dir, obj, params["_rust"])
     result["changed"] = False

@@ -159,12 +159,12 @@ errors:
   sample: []
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import DEFAULT_STATE_ROOT, gather
-from ansible_collections.lqos.bpf.plugins.module_utils._common import PIN_ARGS, SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import gather
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    default_build_root, PIN_ARGS, SPEC_ARGS, run_module,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 
@@ -186,7 +186,7 @@ def argument_spec() -> dict:
 def run(module) -> dict:
     params = module.params
     spec = validate_spec(params["spec"])
-    build_root = params["build_root"] or os.path.join(DEFAULT_STATE_ROOT, spec["name"])
+    build_root = params["build_root"] or default_build_root(spec["name"])
     facts = gather(module, spec, build_root, params["pin_root"], params["interfaces"], params["toolchain"])
     return dict(changed=False, **facts)
 

@@ -140,15 +140,11 @@ reused_build:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._common import default_build_root, SPEC_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import Pipeline, run_pipeline
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-
-DEFAULT_DEST_ROOT = "/var/lib/lqos-bpf"
 
 
 def argument_spec() -> dict:
@@ -166,7 +162,7 @@ def argument_spec() -> dict:
 def run(module) -> dict:
     params = module.params
     spec = validate_spec(params["spec"])
-    dest = params["dest"] or os.path.join(DEFAULT_DEST_ROOT, spec["name"])
+    dest = params["dest"] or default_build_root(spec["name"])
     if params["state"] == "rolled_back":
         return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode)
     return run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
