@@ -89,6 +89,7 @@ def main() -> None:
     # conftest makes ansible_collections.lqos.bpf importable
     import conftest  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L  # pylint: disable=import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M  # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P  # pylint: disable=import-outside-toplevel
 
     tmp = tempfile.mkdtemp(prefix="lqos-bench-pins-")
@@ -100,7 +101,7 @@ def main() -> None:
         paths = []
         for i in range(args.maps):
             path = os.path.join(root, "m%04d" % i)
-            fd = L.map_create("array", 4, 8, 1, name="m%04d" % i)
+            fd = M.map_create("array", 4, 8, 1, name="m%04d" % i)
             try:
                 L.obj_pin(fd, path)
             finally:

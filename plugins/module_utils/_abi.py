@@ -9,7 +9,7 @@
 The Rust half (tree-sitter layouts of the mirror types, size assertions, Rust
 constants) is computed on the controller by the action plugin and arrives here
 as plain data (the module's internal ``_rust`` option). This file compares it
-with the BTF of the built object, read through libbpf (``_libbpf.Btf``), and
+with the BTF of the built object, read through libbpf (``_bpf_btf.Btf``), and
 checks the chain around the object: skeleton names against the spec and
 against what ``wrapper.c`` uses, ``wrapper.h`` against ``bindings.rs``, and
 the sizing constants the Rust side restates.
@@ -683,15 +683,18 @@ def _read(path: str) -> str | None:
         return None
 
 
-def btf_side(libbpf, obj_path: str, pairs: list) -> dict:
+def btf_side(obj_path: str, pairs: list) -> dict:
     """{c_name: (layout, fields, error)} for every C type of the pairs."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+
     out = {}
-    with libbpf.Btf.from_file(obj_path) as btf:
+    with Btf.from_file(obj_path) as btf:
         for c_name in sorted({p["c"] for p in pairs}):
             try:
                 lay = btf.layout(c_name)
                 out[c_name] = (lay, btf_fields(btf, lay), None)
-            except libbpf.LibbpfError as exc:
+            except LibbpfError as exc:
                 out[c_name] = (None, None, exc.msg)
     return out
 
@@ -715,6 +718,7 @@ def failure_message(spec_name: str, problems: list) -> str:
 def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) -> dict:
     """The whole check; returns the module result (without changed/failed)."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names
 
     if not os.path.isfile(obj_path):
@@ -728,7 +732,7 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
                         "its action plugin (a normal lqos.bpf.abi_check task) with src or rust_src set")
         entries = [dict(m, error=not_computed) for m in spec["mirrors"]]
     rust_names = {p["c"]: p["rust"] for p in spec["mirrors"]}
-    c_side = btf_side(_libbpf, obj_path, entries) if entries else {}
+    c_side = btf_side(obj_path, entries) if entries else {}
     pairs = []
     for e in entries:
         lay, fields, err = c_side.get(e["c"], (None, None, None))
@@ -748,7 +752,7 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     skel = skeleton_names(skel_text) if skel_text is not None else None
     sections = None
     try:
-        sections = {p["name"]: p["section"] for p in _libbpf.object_info(obj_path)["programs"]}
+        sections = {p["name"]: p["section"] for p in _bpf_object.object_info(obj_path)["programs"]}
     except _libbpf.LibbpfError as exc:
         skipped.append("program sections: %s" % exc.msg)
     files = {"skeleton": outputs["skeleton"], "wrapper_c": os.path.basename(spec["sources"]["wrapper_c"]),

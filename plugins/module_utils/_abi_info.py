@@ -217,7 +217,8 @@ def _prog(L, prog_id: int) -> dict | None:
     if not prog_id:
         return None
     try:
-        info = L.prog_info_by_id(prog_id)
+        from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
+        info = _bpf_maps.prog_info_by_id(prog_id)
         return {"id": prog_id, "name": info["name"], "tag": info["tag"]}
     except L.LibbpfError as exc:
         return {"id": prog_id, "name": None, "tag": None, "error": exc.msg}
@@ -226,6 +227,7 @@ def _prog(L, prog_id: int) -> dict | None:
 def interface_facts(iface: dict, spec: dict, deployed) -> dict:
     """Programs on one interface: XDP (mode, id, tag) and each TC hook of the spec."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 
     name, ns = iface["name"], iface.get("netns") or None
     row = {"interface": name, "netns": ns, "ifindex": None, "present": False, "error": None,
@@ -234,16 +236,16 @@ def interface_facts(iface: dict, spec: dict, deployed) -> dict:
     known = recorded is not None
     attach = spec.get("attach") or {}
     try:
-        ctx = L.netns(ns) if ns else None
+        ctx = H.netns(ns) if ns else None
         if ctx:
             ctx.__enter__()
         try:
-            idx = L.ifindex(name)
+            idx = H.ifindex(name)
             row["ifindex"], row["present"] = idx, True
-            xq = L.xdp_query(idx)
+            xq = H.xdp_query(idx)
             live_tc = []
             for hook in attach.get("tc") or []:
-                live_tc.append((hook, L.tc_query(idx, hook["direction"], hook["handle"], hook["priority"])))
+                live_tc.append((hook, H.tc_query(idx, hook["direction"], hook["handle"], hook["priority"])))
         finally:
             if ctx:
                 ctx.__exit__(None, None, None)
@@ -273,6 +275,7 @@ def interface_facts(iface: dict, spec: dict, deployed) -> dict:
 def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
     from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
 
     out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
@@ -284,7 +287,7 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
         tables = [P.expectations_from_spec(spec)]
         if object_path and os.path.isfile(object_path):
             cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])]
-            tables.append(P.expectations_from_object(L.object_info(object_path, root), cpu_sized,
+            tables.append(P.expectations_from_object(O.object_info(object_path, root), cpu_sized,
                                                      L.possible_cpus() if cpu_sized else None))
         pins = P.audit(root, P.merge_expectations(*tables))
     except L.LibbpfError as exc:

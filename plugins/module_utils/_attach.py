@@ -40,6 +40,10 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, canonical_json, confine_pin, default_build_root, LqosError, require_bpffs, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
 
 PIN_SUBDIR = "lqos_bpf"
 HOST_NETNS = "host"
@@ -380,18 +384,18 @@ class _Lock(object):
 def _attached_globals(prog_id: int, sections: set) -> dict:
     """{section: bytes} of the internal maps (.rodata, .data, .bss) of an attached program."""
     out = {}
-    for map_id in _libbpf.prog_info_by_id(prog_id)["map_ids"]:
-        info = _libbpf.map_info_by_id(map_id)
+    for map_id in _bpf_maps.prog_info_by_id(prog_id)["map_ids"]:
+        info = _bpf_maps.map_info_by_id(map_id)
         name = info["name"]
         dot = name.find(".")
         if dot < 0 or name[dot:] not in sections or info["type_name"] != "array" or info["key_size"] != 4:
             continue
         try:
-            fd = _libbpf.map_fd_by_id(map_id)
+            fd = _bpf_maps.map_fd_by_id(map_id)
         except _libbpf.LibbpfError:
             continue  # freed since prog_info was read
         try:
-            value = _libbpf.map_lookup(fd, b"\0\0\0\0")
+            value = _bpf_maps.map_lookup(fd, b"\0\0\0\0")
         finally:
             os.close(fd)
         if value is not None:
@@ -447,7 +451,7 @@ class Attacher(object):
         if not self.netns:
             return
         try:
-            _libbpf.enter_netns(self.netns)
+            _bpf_hooks.enter_netns(self.netns)
         except _libbpf.LibbpfError as exc:
             if exc.errno == errno.ENOENT:
                 raise LqosError("network namespace %s does not exist (no /run/netns/%s)." % (self.netns, self.netns),
@@ -456,7 +460,7 @@ class Attacher(object):
 
     def resolve_interface(self, required: bool) -> bool:
         try:
-            self.ifindex = _libbpf.ifindex(self.ifname)
+            self.ifindex = _bpf_hooks.ifindex(self.ifname)
         except _libbpf.LibbpfError:
             where = "network namespace %s" % self.netns if self.netns else "the host's network namespace"
             if not required:
@@ -474,7 +478,7 @@ class Attacher(object):
                             "build it first with lqos.bpf.pipeline (spec %s), or point the object option at the "
                             "built .o file." % self.spec["name"])
         try:
-            info = _libbpf.object_info(self.object, self.pin_root)
+            info = _bpf_object.object_info(self.object, self.pin_root)
         except _libbpf.LibbpfError as exc:
             raise _lib_error(exc)
         self.programs = {p["name"]: p["type_name"] for p in info["programs"]}
@@ -503,7 +507,7 @@ class Attacher(object):
             if kind != "map":
                 bad.append("%s is %s, not a map" % (path, "a pinned " + kind if kind else "not a BPF object"))
                 continue
-            have = _libbpf.map_info_by_path(path)
+            have = _bpf_maps.map_info_by_path(path)
             diffs = ["%s pinned %s, object %s" % (k, have[k], want[k])
                      for k in ("type_name", "key_size", "value_size", "max_entries", "flags")
                      if have[k] != want[k]]
@@ -527,19 +531,19 @@ class Attacher(object):
             path = os.path.join(self.pin_dir, entry)
             if _libbpf.pinned_kind(path) != "prog":
                 continue
-            info = _libbpf.prog_info_by_path(path)
+            info = _bpf_maps.prog_info_by_path(path)
             self.pins[entry] = {"id": info["id"], "name": info["name"], "tag": info["tag"], "path": path}
             self.ours.add(info["id"])
 
     def prog_info(self, prog_id: int) -> dict | None:
         try:
-            info = _libbpf.prog_info_by_id(prog_id)
+            info = _bpf_maps.prog_info_by_id(prog_id)
         except _libbpf.LibbpfError:
             return None
         return {"name": info["name"], "tag": info["tag"]}
 
     def read_hooks(self, tc_slots: list) -> None:
-        q = _libbpf.xdp_query(self.ifindex)
+        q = _bpf_hooks.xdp_query(self.ifindex)
         for mode, key in (("native", "drv_prog_id"), ("skb", "skb_prog_id"), ("hw", "hw_prog_id")):
             if q[key]:
                 self.xdp_now["ids"][mode] = q[key]
@@ -548,7 +552,7 @@ class Attacher(object):
             sid = slot_id(slot)
             if sid in self.tc_now:
                 continue
-            cur = _libbpf.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
+            cur = _bpf_hooks.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
             self.tc_now[sid] = {"slot": slot, "id": cur or None, "info": self.prog_info(cur) if cur else None}
 
     def recorded_tc(self) -> dict:
@@ -606,12 +610,12 @@ class Attacher(object):
         live = {}
         for prog_id in sorted(ids & self.ours):
             try:
-                map_ids = _libbpf.prog_info_by_id(prog_id)["map_ids"]
+                map_ids = _bpf_maps.prog_info_by_id(prog_id)["map_ids"]
             except _libbpf.LibbpfError:
                 continue  # unloaded since the hooks were read
             for map_id in map_ids:
                 try:
-                    live.setdefault(_libbpf.map_info_by_id(map_id)["name"], map_id)
+                    live.setdefault(_bpf_maps.map_info_by_id(map_id)["name"], map_id)
                 except _libbpf.LibbpfError:
                     continue
         return live
@@ -686,7 +690,7 @@ class Attacher(object):
     # -- applying ---------------------------------------------------------------
     def load(self):
         try:
-            return _libbpf.load_object(self.object, pin_root=self.pin_root, resize=self.params["resize"],
+            return _bpf_object.load_object(self.object, pin_root=self.pin_root, resize=self.params["resize"],
                                        rodata=self.params["rodata"], data=self.params["data"])
         except _libbpf.LibbpfError as exc:
             if exc.msg.startswith("the verifier rejected program"):
@@ -702,13 +706,13 @@ class Attacher(object):
         """True when the attached program has the new program's tag and the load-time values the spec sets
         (in the .rodata/.data/.bss maps the program uses; the tag does not cover them)."""
         new = lo.prog_info(name)
-        old = _libbpf.prog_info_by_id(old_id)
+        old = _bpf_maps.prog_info_by_id(old_id)
         if new["tag"] != old["tag"]:
             return False
         want_vars = list(self.params["rodata"]) + list(self.params["data"])
         if not want_vars:
             return True
-        with _libbpf.Btf.from_file(self.object) as btf:
+        with _bpf_btf.Btf.from_file(self.object) as btf:
             infos = {v: btf.var_info(v) for v in want_vars}
         if any(vi is None for vi in infos.values()):
             return False
@@ -732,7 +736,7 @@ class Attacher(object):
         tried = []
         for i, mode in enumerate(modes):
             try:
-                _libbpf.xdp_attach(self.ifindex, fd, mode, only_if_none=True)
+                _bpf_hooks.xdp_attach(self.ifindex, fd, mode, only_if_none=True)
                 return mode, tried
             except _libbpf.LibbpfError as exc:
                 tried.append({"mode": mode, "error": exc.msg, "errno": exc.errno})
@@ -759,7 +763,7 @@ class Attacher(object):
                 self.apply_xdp(lo, undo, held, new_pins)
             self.apply_tc(lo, undo, held, new_pins)
             for dummy, map_id, path in self.repin:
-                fd = _libbpf.map_fd_by_id(map_id)
+                fd = _bpf_maps.map_fd_by_id(map_id)
                 try:
                     _libbpf.obj_pin(fd, path)
                 finally:
@@ -815,34 +819,34 @@ class Attacher(object):
             kind = ADOPT if self.same_program(lo, self.xdp_prog, old_id) else REPLACE
             res["action"] = kind
         if kind in (REPLACE, REPLACE_FOREIGN, REATTACH, DETACH):
-            old_fd = _libbpf.prog_fd_by_id(old_id)
+            old_fd = _bpf_maps.prog_fd_by_id(old_id)
             held.append(old_fd)
             res.update(previous_id=old_id, previous_tag=old_info.get("tag"))
         if kind in (REPLACE, REPLACE_FOREIGN):
             new_fd = lo.prog_fd(self.xdp_prog)
             self._pin_new(lo, self.xdp_prog, new_pins)
             mode = d["mode"]
-            _libbpf.xdp_attach(self.ifindex, new_fd, mode, replace_prog_fd=old_fd)
+            _bpf_hooks.xdp_attach(self.ifindex, new_fd, mode, replace_prog_fd=old_fd)
             undo.append(lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
-                _libbpf.xdp_attach(self.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
+                _bpf_hooks.xdp_attach(self.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
             res["mode"] = mode
         elif kind in (ATTACH, REATTACH):
             new_fd = lo.prog_fd(self.xdp_prog)
             self._pin_new(lo, self.xdp_prog, new_pins)
             if kind == REATTACH:
                 old_mode = d["old_mode"]
-                _libbpf.xdp_detach(self.ifindex, old_mode, expected_prog_fd=old_fd)
+                _bpf_hooks.xdp_detach(self.ifindex, old_mode, expected_prog_fd=old_fd)
                 undo.append(lambda m=old_mode, o=old_fd, i=old_id: (
-                    _libbpf.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+                    _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             mode, tried = self.xdp_walk(new_fd)
             undo.append(lambda m=mode, n=new_fd: (
-                _libbpf.xdp_detach(self.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
+                _bpf_hooks.xdp_detach(self.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
             res.update(mode=mode, tried=tried)
         elif kind == DETACH:
             mode = d["mode"]
-            _libbpf.xdp_detach(self.ifindex, mode, expected_prog_fd=old_fd)
+            _bpf_hooks.xdp_detach(self.ifindex, mode, expected_prog_fd=old_fd)
             undo.append(lambda m=mode, o=old_fd, i=old_id: (
-                _libbpf.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+                _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             res.update(id=None, tag=None, mode=None)
         if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH):
             info = lo.prog_info(self.xdp_prog)
@@ -868,39 +872,39 @@ class Attacher(object):
                 self._pin_new(lo, slot["program"], new_pins)
                 if kind == ATTACH:
                     if direction not in created:
-                        _libbpf.tc_hook_create(self.ifindex, direction)
+                        _bpf_hooks.tc_hook_create(self.ifindex, direction)
                         created.add(direction)
-                    _libbpf.tc_attach(self.ifindex, direction, new_fd, handle, prio)
+                    _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio)
                     undo.append(lambda dr=direction, h=handle, p=prio: (
-                        _libbpf.tc_detach(self.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
+                        _bpf_hooks.tc_detach(self.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
                 else:
-                    old_fd = _libbpf.prog_fd_by_id(old_id)
+                    old_fd = _bpf_maps.prog_fd_by_id(old_id)
                     held.append(old_fd)
-                    _libbpf.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
+                    _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
                     undo.append(lambda dr=direction, h=handle, p=prio, fd=old_fd, oid=old_id: (
-                        _libbpf.tc_attach(self.ifindex, dr, fd, h, p, replace=True),
+                        _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p, replace=True),
                         "TC %s back to id %d" % (dr, oid))[1])
                     res.update(previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
                 info = lo.prog_info(slot["program"])
                 res.update(id=info["id"], tag=info["tag"])
             elif kind == DETACH:
-                old_fd = _libbpf.prog_fd_by_id(old_id)
+                old_fd = _bpf_maps.prog_fd_by_id(old_id)
                 held.append(old_fd)
-                _libbpf.tc_detach(self.ifindex, direction, handle, prio)
+                _bpf_hooks.tc_detach(self.ifindex, direction, handle, prio)
                 undo.append(lambda dr=direction, h=handle, p=prio, fd=old_fd: (
-                    _libbpf.tc_attach(self.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
+                    _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
                 res.update(id=None, tag=None, previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
             self.result_tc.append(res)
 
     def cleanup_pins(self) -> None:
         """Unpin our programs that no hook we manage holds any more (and leftover __new pins)."""
         live = set()
-        q = _libbpf.xdp_query(self.ifindex)
+        q = _bpf_hooks.xdp_query(self.ifindex)
         live.update(i for i in (q["drv_prog_id"], q["skb_prog_id"], q["hw_prog_id"]) if i)
         slots = {slot_id(s): s for s in self.tc_slots}
         slots.update(self.recorded_tc())
         for slot in slots.values():
-            cur = _libbpf.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
+            cur = _bpf_hooks.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
             if cur:
                 live.add(cur)
         if not os.path.isdir(self.pin_dir):
@@ -909,7 +913,7 @@ class Attacher(object):
             path = os.path.join(self.pin_dir, entry)
             if _libbpf.pinned_kind(path) != "prog":
                 continue
-            if entry.endswith(NEW_SUFFIX) or _libbpf.prog_info_by_path(path)["id"] not in live:
+            if entry.endswith(NEW_SUFFIX) or _bpf_maps.prog_info_by_path(path)["id"] not in live:
                 os.unlink(path)
 
     def write_state(self) -> None:

@@ -27,6 +27,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spe
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
@@ -245,7 +247,7 @@ def inspect_pin(name: str, path: str, hint: str, pin_root: str, hook=None) -> di
     if hook is not None:
         hook(path)
     try:
-        info = L.map_info_by_path(path)
+        info = M.map_info_by_path(path)
     except L.LibbpfError as exc:
         if exc.errno == errno.ENOENT:
             if not os.path.lexists(path):
@@ -277,7 +279,7 @@ def _inspect_non_map(name: str, path: str) -> dict:
     pin = _base(name, path, kind, "not_a_map", "a pinned BPF %s, not a map; never touched" % kind)
     if kind == "prog":
         try:
-            info = L.prog_info_by_path(path)
+            info = M.prog_info_by_path(path)
         except L.LibbpfError as exc:
             if exc.errno == errno.ENOENT and not os.path.lexists(path):
                 return _vanished(name, path)
@@ -324,7 +326,7 @@ def missing_pins(pin_root: str, expectations: dict, seen, names=None) -> list:
 def programs_by_map() -> dict:
     """{map id: [{id, name, tag}]} from every loaded program's map_ids."""
     out: dict = {}
-    for prog in L.loaded_programs():
+    for prog in M.loaded_programs():
         for map_id in prog["map_ids"]:
             out.setdefault(map_id, []).append({"id": prog["id"], "name": prog["name"], "tag": prog["tag"]})
     return out
@@ -501,7 +503,7 @@ def prepare_backup_dir(backup_dir: str) -> None:
 
 def _still_same_map(pin: dict) -> None:
     try:
-        now = L.map_info_by_path(pin["path"])
+        now = M.map_info_by_path(pin["path"])
     except L.LibbpfError as exc:
         raise LqosError("pin %s changed since the audit (%s); nothing was removed." % (pin["path"], exc.msg),
                         "run the task again to audit the current pins.")
@@ -514,7 +516,7 @@ def write_backup(pin: dict, backup_dir: str, now: float | None = None) -> dict:
     """Dump the pinned map's entries to a new, verified, timestamped backup file."""
     _still_same_map(pin)
     try:
-        entries = L.map_entries(pin["path"])
+        entries = M.map_entries(pin["path"])
     except L.LibbpfError as exc:
         raise LqosError("backing up %s failed: %s; the pin was NOT removed." % (pin["path"], exc.msg),
                         "save what you need from it yourself, then remove the pin by hand (rm %s)." % pin["path"])
@@ -613,7 +615,7 @@ def restore(pin_root: str, backup: dict, pin_option: str | None, write: bool) ->
     """Compare, and with ``write`` load, a backup into its compatible pinned map."""
     name, path = restore_target(pin_root, backup, pin_option)
     try:
-        info = L.map_info_by_path(path)
+        info = M.map_info_by_path(path)
     except L.LibbpfError as exc:
         if exc.errno == errno.ENOENT:
             raise LqosError("no map is pinned at %s to restore backup %s into." % (path, backup["file"]),
@@ -624,20 +626,20 @@ def restore(pin_root: str, backup: dict, pin_option: str | None, write: bool) ->
         raise
     target = {"path": path, "type": info["type_name"], "key_size": info["key_size"],
               "value_size": info["value_size"], "max_entries": info["max_entries"]}
-    current = dict(L.map_entries(path))
+    current = dict(M.map_entries(path))
     todo = plan_restore(backup, target, current)
     result = {"pin": path, "name": name, "backup": backup["file"], "entries_total": len(backup["entries"]),
               "entries_to_write": len(todo), "entries_written": 0, "todo": todo}
     if write and todo:
         for key, value in todo:
             try:
-                L.map_update(path, key, value)
+                M.map_update(path, key, value)
             except L.LibbpfError as exc:
                 raise LqosError("restoring backup %s into %s failed after %d of %d entries: %s."
                                 % (backup["file"], path, result["entries_written"], len(todo), exc.msg),
                                 "fix the cause and run again; entries already equal are skipped.")
             result["entries_written"] += 1
-        after = dict(L.map_entries(path))
+        after = dict(M.map_entries(path))
         wrong = sum(1 for k, v in todo if after.get(k) != v)
         if wrong:
             raise LqosError("after restoring backup %s, %d entries of %s still differ (a program is writing them?)."
@@ -657,7 +659,7 @@ def build_expectations(module, pin_root: str, spec: dict | None) -> dict:
         if not os.path.isfile(obj):
             raise LqosError("object %s does not exist." % obj,
                             "build it with lqos.bpf.pipeline and pass outputs.object.path, or leave object unset.")
-        info = L.object_info(obj, pin_root)
+        info = O.object_info(obj, pin_root)
         cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])] if spec else []
         tables.append(expectations_from_object(info, cpu_sized, L.possible_cpus() if cpu_sized else None))
     return merge_expectations(*tables)

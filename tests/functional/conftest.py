@@ -22,6 +22,14 @@ from lqos_testlib import mount_bpffs, umount, NetnsPair
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+
+def bpffs_mounts() -> list:
+    """Mount points of every bpf filesystem this mount namespace sees, in mount order."""
+    with open("/proc/self/mounts") as fh:
+        rows = [line.split() for line in fh]
+    return [row[1].encode().decode("unicode_escape") for row in rows if len(row) > 2 and row[2] == "bpf"]
 
 
 def _enter_private_mount_namespace() -> None:
@@ -37,6 +45,14 @@ def _enter_private_mount_namespace() -> None:
         pytest.exit("making / private failed: %s" % os.strerror(ctypes.get_errno()), returncode=2)
     if os.readlink("/proc/self/ns/mnt") == host_ns:
         pytest.exit("still in the host mount namespace; refusing to run", returncode=2)
+    # No host bpffs may stay visible here: iproute2 and bpftool pick the first bpf mount in
+    # /proc/mounts, which could be the host's (or the sandbox's of the README's first command).
+    for path in reversed(bpffs_mounts()):
+        if libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+            pytest.exit("detaching the host bpffs at %s failed: %s" % (path, os.strerror(ctypes.get_errno())),
+                        returncode=2)
+    if bpffs_mounts():
+        pytest.exit("host bpffs mounts are still visible: %s" % ", ".join(bpffs_mounts()), returncode=2)
     os.makedirs("/sys/fs/bpf", exist_ok=True)
     mount_bpffs("/sys/fs/bpf")
     # `ip netns add` bind-mounts under /run/netns: keep even those files private.

@@ -19,7 +19,7 @@ import tempfile
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _abi, _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils import _abi
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import rust_side
 
 PRIMS = [("u8", "unsigned char", 1), ("i8", "signed char", 1), ("u16", "unsigned short", 2),
@@ -115,7 +115,7 @@ def check(specs, override=None):
         spec = {"name": "prop", "sources": {"workdir": "."}, "rust": {"roots": ["src"]}, "mirrors": mirrors,
                 "constants": []}
         rust = rust_side(spec, tmp)
-        c_side = _abi.btf_side(_libbpf, os.path.join(tmp, "layouts.o"), rust["pairs"])
+        c_side = _abi.btf_side(os.path.join(tmp, "layouts.o"), rust["pairs"])
     reports = []
     for entry in rust["pairs"]:
         lay, fields, err = c_side[entry["c"]]

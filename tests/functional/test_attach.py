@@ -18,6 +18,10 @@ import pytest
 from lqos_testlib import REPO, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -123,10 +127,10 @@ class Env:
 
     def hooks(self, ifname=None, ns=None):
         """XDP and TC state of an interface, read from the kernel."""
-        with L.netns(ns or self.pair.ns_a):
-            idx = L.ifindex(ifname or self.pair.if_a)
-            xdp = L.xdp_query(idx)
-            tc = {d: L.tc_query(idx, d, h, p) for d, h, p in (EGRESS, INGRESS)}
+        with H.netns(ns or self.pair.ns_a):
+            idx = H.ifindex(ifname or self.pair.if_a)
+            xdp = H.xdp_query(idx)
+            tc = {d: H.tc_query(idx, d, h, p) for d, h, p in (EGRESS, INGRESS)}
         return {"xdp": xdp, "tc": tc}
 
     def pins(self):
@@ -137,9 +141,9 @@ class Env:
                 path = os.path.join(root, name)
                 kind = L.pinned_kind(path)
                 if kind == "prog":
-                    out[os.path.relpath(path, self.bpffs)] = L.prog_info_by_path(path)["id"]
+                    out[os.path.relpath(path, self.bpffs)] = M.prog_info_by_path(path)["id"]
                 elif kind == "map":
-                    out[os.path.relpath(path, self.bpffs)] = L.map_info_by_path(path)["id"]
+                    out[os.path.relpath(path, self.bpffs)] = M.map_info_by_path(path)["id"]
             for name in dirs:
                 out[os.path.relpath(os.path.join(root, name), self.bpffs) + "/"] = "dir"
         return out
@@ -152,7 +156,7 @@ class Env:
         """ICMP packets the XDP program counted towards ip_a (the echo replies) in the pinned
         host_traffic map: struct host_counter, icmp_packets.down at offset 64, one copy per CPU."""
         key = b"\0" * 10 + b"\xff\xff" + socket.inet_aton(self.pair.ip_a)
-        blob = L.map_lookup(os.path.join(self.bpffs, "host_traffic"), key)
+        blob = M.map_lookup(os.path.join(self.bpffs, "host_traffic"), key)
         if blob is None:
             return 0
         return sum(struct.unpack_from("<Q", blob, cpu * 112 + 64)[0] for cpu in range(NCPUS))
@@ -172,8 +176,8 @@ class Env:
         self.tc("qdisc", "replace", "dev", dev, "clsact")
         self.tc("filter", "add", "dev", dev, direction, "prio", prio, "handle", handle, "bpf", "da",
                 "obj", self.objects["foreign"], "sec", "tc")
-        with L.netns(self.pair.ns_a):
-            return L.tc_query(L.ifindex(dev), direction, int(handle, 0), int(prio, 0))
+        with H.netns(self.pair.ns_a):
+            return H.tc_query(H.ifindex(dev), direction, int(handle, 0), int(prio, 0))
 
 
 def ok(result):
@@ -193,7 +197,7 @@ def unloaded(prog_id, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            L.prog_info_by_id(prog_id)
+            M.prog_info_by_id(prog_id)
         except L.LibbpfError:
             return True
         time.sleep(0.05)
@@ -201,7 +205,7 @@ def unloaded(prog_id, timeout=5.0):
 
 
 def prog(prog_id):
-    info = L.prog_info_by_id(prog_id)
+    info = M.prog_info_by_id(prog_id)
     return "id %d (%s, tag %s)" % (prog_id, info["name"], info["tag"])
 
 
@@ -219,7 +223,7 @@ def test_attach_puts_our_programs_on_the_hooks_and_a_rerun_changes_nothing(env):
     assert kernel["xdp"]["attach_mode"] == "native"
     assert kernel["xdp"]["drv_prog_id"] == xdp["id"]
     assert kernel["tc"] == {"egress": tc["egress"]["id"], "ingress": tc["ingress"]["id"]}
-    assert L.prog_info_by_id(xdp["id"])["tag"] == xdp["tag"]
+    assert M.prog_info_by_id(xdp["id"])["tag"] == xdp["tag"]
     # Pins: the object's maps by name under pin_root, our programs under lqos_bpf/<netns>/<ifname>/.
     pins = env.pins()
     rel = "lqos_bpf/%s/%s/" % (env.pair.ns_a, env.pair.if_a)
@@ -235,10 +239,10 @@ def test_attach_puts_our_programs_on_the_hooks_and_a_rerun_changes_nothing(env):
                                 "rodata": {"cpu_count": NCPUS},
                                 "data": {"attach_ifindex": first["ifindex"], "direction": 1, "upload_cpu_offset": 0}}
     # The attached program got the load-time values: .rodata cpu_count and .data attach_ifindex.
-    with L.Btf.from_file(env.objects["reference"]) as btf:
+    with B.Btf.from_file(env.objects["reference"]) as btf:
         var = btf.var_info("attach_ifindex")
-    data_map = [m for m in L.prog_info_by_id(xdp["id"])["map_ids"]
-                if L.map_info_by_id(m)["name"].endswith(".data")]
+    data_map = [m for m in M.prog_info_by_id(xdp["id"])["map_ids"]
+                if M.map_info_by_id(m)["name"].endswith(".data")]
     assert len(data_map) == 1
 
     before = env.snapshot()
@@ -259,7 +263,7 @@ def test_attach_puts_our_programs_on_the_hooks_and_a_rerun_changes_nothing(env):
 def test_a_map_pin_removed_under_running_programs_is_pinned_again(env):
     first = ok(env.attach())
     xdp_id = first["xdp"]["id"]
-    live = {L.map_info_by_id(m)["name"]: m for m in L.prog_info_by_id(xdp_id)["map_ids"]}
+    live = {M.map_info_by_id(m)["name"]: m for m in M.prog_info_by_id(xdp_id)["map_ids"]}
     path = os.path.join(env.bpffs, "shaper_control")
     os.unlink(path)   # as lqos.bpf.pinned_maps does after its backup
     plan = ok(env.attach(approve=False))
@@ -269,7 +273,7 @@ def test_a_map_pin_removed_under_running_programs_is_pinned_again(env):
     again = ok(env.attach())
     assert again["changed"] is True and again["loaded"] is False
     assert again["xdp"]["id"] == xdp_id
-    assert L.map_info_by_path(path)["id"] == live["shaper_control"]
+    assert M.map_info_by_path(path)["id"] == live["shaper_control"]
     third = ok(env.attach())
     assert third["changed"] is False and third["actions"] == []
 
@@ -404,8 +408,8 @@ def test_detach_removes_only_what_we_attached(env):
     kernel = env.hooks()
     assert kernel["xdp"]["prog_id"] == 0
     assert kernel["tc"] == {"egress": None, "ingress": None}
-    with L.netns(env.pair.ns_a):
-        assert L.tc_query(L.ifindex(env.pair.if_a), "egress", 2, 100) == foreign_tc
+    with H.netns(env.pair.ns_a):
+        assert H.tc_query(H.ifindex(env.pair.if_a), "egress", 2, 100) == foreign_tc
     assert env.hooks(env.pair.if_b, env.pair.ns_b)["xdp"]["skb_prog_id"] != 0
     assert not os.path.exists(os.path.join(env.bpffs, "lqos_bpf"))
     assert not os.path.exists(ours["state_file"])
@@ -464,7 +468,7 @@ def test_check_mode_and_missing_approval_change_nothing(env):
         assert res["applied"] is False and res["loaded"] is False
         assert res["changed"] is True     # there is work to do; "applied" says it was not done
         assert env.snapshot() == before
-        maps = [m["name"] for m in L.object_info(env.objects["reference"])["maps"]]
+        maps = [m["name"] for m in O.object_info(env.objects["reference"])["maps"]]
         rel = os.path.join(env.bpffs, "lqos_bpf", env.pair.ns_a, env.pair.if_a)
         assert res["actions"] == (
             ["load %s (sha256 %s; cpu_map max_entries=%d, rodata cpu_count=%d, data attach_ifindex=%d, "
@@ -522,7 +526,7 @@ def test_lost_state_file_is_recovered_by_comparing_tags(env):
 
 
 def test_incompatible_map_pin_is_refused_before_anything_is_loaded(env):
-    fd = L.map_create("array", 4, 8, NCPUS, name="cpu_map")
+    fd = M.map_create("array", 4, 8, NCPUS, name="cpu_map")
     try:
         L.obj_pin(fd, os.path.join(env.bpffs, "cpu_map"))
     finally:

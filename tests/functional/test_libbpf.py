@@ -19,6 +19,10 @@ import traceback
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
 
 from lqos_testlib import sh
@@ -245,7 +249,7 @@ def _bpftool_btf(path):
 def test_btf_layout_matches_bpftool(objs):
     raw = _bpftool_btf(objs["main"])
     by_id = {t["id"]: t for t in raw}
-    with L.Btf.from_file(objs["main"]) as btf:
+    with B.Btf.from_file(objs["main"]) as btf:
         for name in ("ip_hash_key", "ip_hash_info", "flow_t", "host_counter", "inner_t", "struct inner"):
             lay = btf.layout(name)
             tid = lay["type_id"]
@@ -291,7 +295,7 @@ def test_btf_layout_matches_bpftool(objs):
 
 
 def test_btf_errors(objs):
-    with L.Btf.from_file(objs["main"]) as btf:
+    with B.Btf.from_file(objs["main"]) as btf:
         with pytest.raises(LibbpfError) as ei:
             btf.find("no_such_struct")
         assert "type no_such_struct not found in BTF of %s" % objs["main"] in ei.value.msg
@@ -303,9 +307,9 @@ def test_btf_errors(objs):
             btf.datasec_vars(".nope")
         assert "section .nope not found" in ei.value.msg and ".rodata" in ei.value.msg
     with pytest.raises(LibbpfError) as ei:
-        L.Btf.from_file("/nonexistent/x.o")
+        B.Btf.from_file("/nonexistent/x.o")
     assert ei.value.msg.startswith("BTF source /nonexistent/x.o does not exist")
-    btf = L.Btf.from_file(objs["main"])
+    btf = B.Btf.from_file(objs["main"])
     btf.close()
     with pytest.raises(LibbpfError) as ei:
         btf.layout("ip_hash_key")
@@ -316,7 +320,7 @@ def test_btf_raw_file(objs, tmp_path):
     """A raw BTF blob (no ELF) goes through btf__parse."""
     raw = tmp_path / "x.btf"
     sh("llvm-objcopy", "--dump-section", ".BTF=%s" % raw, objs["main"])
-    with L.Btf.from_file(str(raw)) as btf:
+    with B.Btf.from_file(str(raw)) as btf:
         assert btf.layout("ip_hash_key")["size"] == 20
 
 
@@ -337,7 +341,7 @@ def _elf_symbols(path):
 
 def test_btf_datasec_vars_match_elf_symbols(objs):
     syms = _elf_symbols(objs["main"])
-    with L.Btf.from_file(objs["main"]) as btf:
+    with B.Btf.from_file(objs["main"]) as btf:
         ro = btf.datasec_vars(".rodata")
         assert set(ro) == {"num_cpus", "magic", "shift"}
         for var, (off, size) in ro.items():
@@ -353,7 +357,7 @@ def test_btf_datasec_vars_match_elf_symbols(objs):
 # --------------------------------------------------------------------------
 
 def test_object_info(objs, bpffs):
-    info = L.object_info(objs["main"], pin_root=bpffs)
+    info = O.object_info(objs["main"], pin_root=bpffs)
     progs = {p["name"]: p for p in info["programs"]}
     assert progs["xdp_main"]["section"] == "xdp" and progs["xdp_main"]["type_name"] == "xdp"
     assert progs["xdp_main"]["type"] == 6
@@ -379,11 +383,11 @@ def test_object_info_errors(tmp_path):
     bogus = tmp_path / "bogus.o"
     bogus.write_bytes(b"not an elf at all")
     with pytest.raises(LibbpfError) as ei:
-        L.object_info(str(bogus))
+        O.object_info(str(bogus))
     assert "opening BPF object %s failed" % bogus in ei.value.msg
     assert ei.value.errno is not None
     with pytest.raises(LibbpfError) as ei:
-        L.object_info(str(tmp_path / "missing.o"))
+        O.object_info(str(tmp_path / "missing.o"))
     assert "does not exist: build it first" in ei.value.msg and ei.value.errno == errno.ENOENT
 
 
@@ -397,28 +401,28 @@ def test_pinned_kind(objs, bpffs):
     assert L.pinned_kind(os.path.join(bpffs, "missing")) is None
     os.mkdir(os.path.join(bpffs, "dir"))
     assert L.pinned_kind(os.path.join(bpffs, "dir")) is None
-    fd = L.map_create("hash", 4, 4, 4, name="k")
+    fd = M.map_create("hash", 4, 4, 4, name="k")
     try:
         L.obj_pin(fd, os.path.join(bpffs, "m"))
     finally:
         L.close(fd)
     assert L.pinned_kind(os.path.join(bpffs, "m")) == "map"
-    with L.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS}) as lo:
+    with O.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS}) as lo:
         lo.pin_program("xdp_main", os.path.join(bpffs, "p"))
         prog_id = lo.prog_info("xdp_main")["id"]
     assert L.pinned_kind(os.path.join(bpffs, "p")) == "prog"
     # the pinned program outlives the object
-    assert L.prog_info_by_path(os.path.join(bpffs, "p"))["id"] == prog_id
+    assert M.prog_info_by_path(os.path.join(bpffs, "p"))["id"] == prog_id
     with pytest.raises(LibbpfError) as ei:
-        L.map_info_by_path(os.path.join(bpffs, "p"))
+        M.map_info_by_path(os.path.join(bpffs, "p"))
     assert ei.value.msg == "%s is a pinned prog, not a map: point to a map pin" % os.path.join(bpffs, "p")
     with pytest.raises(LibbpfError) as ei:
-        L.map_info_by_path(os.path.join(bpffs, "maps.debug"))
+        M.map_info_by_path(os.path.join(bpffs, "maps.debug"))
     assert "does not exist or is not a pinned BPF object" in ei.value.msg and ei.value.errno == errno.ENOENT
 
 
 def _pin_new(bpffs, pin, *args, **kw):
-    fd = L.map_create(*args, **kw)
+    fd = M.map_create(*args, **kw)
     try:
         L.obj_pin(fd, os.path.join(bpffs, pin))
     finally:
@@ -435,7 +439,7 @@ def test_map_info_by_path_exact(bpffs):
     }
     for name, (t, k, v, n, flags) in specs.items():
         path = _pin_new(bpffs, name, t, k, v, n, name="t_" + name)
-        info = L.map_info_by_path(path)
+        info = M.map_info_by_path(path)
         assert (info["type_name"], info["key_size"], info["value_size"], info["max_entries"], info["flags"]) == \
             (t, k, v, n, flags)
         assert info["type"] == L.MAP_TYPES[t]
@@ -446,17 +450,17 @@ def test_map_info_by_path_exact(bpffs):
 
 
 def test_map_info_with_btf_type_names(objs, bpffs):
-    with L.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS}):
+    with O.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS}):
         pass
-    info = L.map_info_by_path(os.path.join(bpffs, "map_ip"))
+    info = M.map_info_by_path(os.path.join(bpffs, "map_ip"))
     assert info["btf_id"] > 0
     assert info["key_type_name"] == "struct ip_hash_key"
     assert info["value_type_name"] == "struct ip_hash_info"
-    cpu = L.map_info_by_path(os.path.join(bpffs, "cpu_map"))
+    cpu = M.map_info_by_path(os.path.join(bpffs, "cpu_map"))
     # libbpf creates cpumap/devmap/... maps without key/value BTF ids
     assert (cpu["type_name"], cpu["max_entries"], cpu["btf_key_type_id"], cpu["key_type_name"]) == \
         ("cpumap", POSSIBLE_CPUS, 0, None)
-    traffic = L.map_info_by_path(os.path.join(bpffs, "map_traffic"))
+    traffic = M.map_info_by_path(os.path.join(bpffs, "map_traffic"))
     assert (traffic["key_type_name"], traffic["value_type_name"]) == ("struct ip_hash_key", "struct host_counter")
 
 
@@ -464,9 +468,9 @@ def test_thousand_pins(bpffs, capsys):
     for i in range(1000):
         _pin_new(bpffs, "m%04d" % i, "array", 4, 8, 1, name="m%04d" % i)
     paths = [os.path.join(bpffs, "m%04d" % i) for i in range(1000)]
-    L.map_info_by_path(paths[0])  # warm up
+    M.map_info_by_path(paths[0])  # warm up
     t0 = time.perf_counter()
-    infos = [L.map_info_by_path(p) for p in paths]
+    infos = [M.map_info_by_path(p) for p in paths]
     dt = time.perf_counter() - t0
     t0 = time.perf_counter()
     kinds = [L.pinned_kind(p) for p in paths]
@@ -486,26 +490,26 @@ def test_map_entries_round_trip(bpffs):
     path = _pin_new(bpffs, "h", "hash", 4, 12, 16)
     want = {struct.pack("<I", i): bytes(range(i, i + 12)) for i in range(5)}
     for k, v in want.items():
-        L.map_update(path, k, v)
-    assert dict(L.map_entries(path)) == want
-    assert L.map_lookup(path, struct.pack("<I", 3)) == want[struct.pack("<I", 3)]
-    assert L.map_lookup(path, struct.pack("<I", 99)) is None
-    assert L.map_delete(path, struct.pack("<I", 3)) is True
-    assert L.map_delete(path, struct.pack("<I", 3)) is False
-    assert len(L.map_entries(path)) == 4
+        M.map_update(path, k, v)
+    assert dict(M.map_entries(path)) == want
+    assert M.map_lookup(path, struct.pack("<I", 3)) == want[struct.pack("<I", 3)]
+    assert M.map_lookup(path, struct.pack("<I", 99)) is None
+    assert M.map_delete(path, struct.pack("<I", 3)) is True
+    assert M.map_delete(path, struct.pack("<I", 3)) is False
+    assert len(M.map_entries(path)) == 4
     # same through an fd the caller owns (must stay open)
     fd = L._obj_get(path)
     try:
-        L.map_update(fd, struct.pack("<I", 42), b"\xff" * 12)
-        assert dict(L.map_entries(fd))[struct.pack("<I", 42)] == b"\xff" * 12
+        M.map_update(fd, struct.pack("<I", 42), b"\xff" * 12)
+        assert dict(M.map_entries(fd))[struct.pack("<I", 42)] == b"\xff" * 12
         assert L.fd_kind(fd) == "map"
     finally:
         L.close(fd)
     with pytest.raises(LibbpfError) as ei:
-        L.map_update(path, b"\0" * 3, b"\0" * 12)
+        M.map_update(path, b"\0" * 3, b"\0" * 12)
     assert ei.value.msg == "key for map %s must be exactly key_size=4 bytes, not 3" % path
     with pytest.raises(LibbpfError) as ei:
-        L.map_update(path, b"\0" * 4, b"\0" * 11)
+        M.map_update(path, b"\0" * 4, b"\0" * 11)
     assert ei.value.msg == "value for map %s must be exactly value_size=12 bytes, not 11" % path
 
 
@@ -515,18 +519,18 @@ def test_map_entries_percpu_byte_exact(bpffs):
     path = _pin_new(bpffs, "pc", "percpu_hash", 4, 12, 8)
     blob = b"".join(bytes([0x10 * (c + 1) + j for j in range(12)]) + b"\0" * 4 for c in range(ncpu))
     assert len(blob) == stride * ncpu
-    L.map_update(path, b"\1\0\0\0", blob)
-    assert L.map_entries(path) == [(b"\1\0\0\0", blob)]
+    M.map_update(path, b"\1\0\0\0", blob)
+    assert M.map_entries(path) == [(b"\1\0\0\0", blob)]
     # one copy is replicated to every CPU
-    L.map_update(path, b"\2\0\0\0", b"A" * 12)
-    assert dict(L.map_entries(path))[b"\2\0\0\0"] == (b"A" * 12 + b"\0" * 4) * ncpu
+    M.map_update(path, b"\2\0\0\0", b"A" * 12)
+    assert dict(M.map_entries(path))[b"\2\0\0\0"] == (b"A" * 12 + b"\0" * 4) * ncpu
     with pytest.raises(LibbpfError) as ei:
-        L.map_update(path, b"\3\0\0\0", b"x" * 13)
+        M.map_update(path, b"\3\0\0\0", b"x" * 13)
     assert "must be 12 bytes (value_size 12, one copy) or %d bytes" % (stride * ncpu) in ei.value.msg
     # per-CPU arrays: every index exists
     arr = _pin_new(bpffs, "pa", "percpu_array", 4, 8, 3)
-    L.map_update(arr, b"\1\0\0\0", b"".join(struct.pack("<Q", 1000 + c) for c in range(ncpu)))
-    ents = L.map_entries(arr)
+    M.map_update(arr, b"\1\0\0\0", b"".join(struct.pack("<Q", 1000 + c) for c in range(ncpu)))
+    ents = M.map_entries(arr)
     assert [ent[0] for ent in ents] == [struct.pack("<I", i) for i in range(3)]
     assert ents[1][1] == b"".join(struct.pack("<Q", 1000 + c) for c in range(ncpu))
     assert ents[0][1] == b"\0" * 8 * ncpu
@@ -536,35 +540,35 @@ def test_map_entries_special_types(bpffs):
     ncpu = POSSIBLE_CPUS
     # cpumap: iterable, empty slots are skipped; entries read back as struct bpf_cpumap_val
     cpu = _pin_new(bpffs, "cpu", "cpumap", 4, 8, ncpu)
-    assert L.map_entries(cpu) == []
-    L.map_update(cpu, struct.pack("<I", ncpu - 1), struct.pack("<Ii", 192, 0))
-    assert L.map_entries(cpu) == [(struct.pack("<I", ncpu - 1), struct.pack("<II", 192, 0))]
+    assert M.map_entries(cpu) == []
+    M.map_update(cpu, struct.pack("<I", ncpu - 1), struct.pack("<Ii", 192, 0))
+    assert M.map_entries(cpu) == [(struct.pack("<I", ncpu - 1), struct.pack("<II", 192, 0))]
     # devmap: iterable, empty
     dev = _pin_new(bpffs, "dev", "devmap", 4, 4, 4)
-    assert L.map_entries(dev) == []
+    assert M.map_entries(dev) == []
     # queue: no keys to walk
     q = _pin_new(bpffs, "q", "queue", 0, 4, 4)
     with pytest.raises(LibbpfError) as ei:
-        L.map_entries(q)
+        M.map_entries(q)
     assert ei.value.msg.startswith("map %s is a queue map, which has no keys to walk" % q)
     assert ei.value.errno == errno.EOPNOTSUPP
     # cpumap refuses more entries than this kernel allows
     with pytest.raises(LibbpfError) as ei:
-        L.map_create("cpumap", 4, 4, 1 << 20, name="big")
+        M.map_create("cpumap", 4, 4, 1 << 20, name="big")
     assert ei.value.errno == errno.E2BIG and "cpumap" in ei.value.msg
 
 
 def test_map_create_and_pin_errors(bpffs, tmp_path):
     with pytest.raises(LibbpfError) as ei:
-        L.map_create("nosuch", 4, 4, 4)
+        M.map_create("nosuch", 4, 4, 4)
     assert ei.value.msg.startswith("unknown map type 'nosuch': use one of hash, array")
     with pytest.raises(LibbpfError) as ei:
-        L.map_create("hash", 4, 4, 4, name="bad name!")
+        M.map_create("hash", 4, 4, 4, name="bad name!")
     assert "map name 'bad name!' is invalid" in ei.value.msg
     with pytest.raises(LibbpfError) as ei:
-        L.map_create("hash", 0, 4, 4)
+        M.map_create("hash", 0, 4, 4)
     assert ei.value.errno == errno.EINVAL and "refused" in ei.value.msg
-    fd = L.map_create("BPF_MAP_TYPE_ARRAY", 4, 4, 4, name="a")
+    fd = M.map_create("BPF_MAP_TYPE_ARRAY", 4, 4, 4, name="a")
     try:
         L.obj_pin(fd, os.path.join(bpffs, "a"))
         with pytest.raises(LibbpfError) as ei:
@@ -576,7 +580,7 @@ def test_map_create_and_pin_errors(bpffs, tmp_path):
     finally:
         L.close(fd)
     with pytest.raises(LibbpfError) as ei:
-        L.map_entries(os.path.join(bpffs, "nope"))
+        M.map_entries(os.path.join(bpffs, "nope"))
     assert "does not exist or is not a pinned BPF object" in ei.value.msg
 
 
@@ -586,17 +590,17 @@ def test_map_create_and_pin_errors(bpffs, tmp_path):
 
 def test_load_object_resize_rodata_data(objs, bpffs):
     ncpu = POSSIBLE_CPUS
-    with L.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": ncpu},
+    with O.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": ncpu},
                        rodata={"num_cpus": ncpu, "magic": 0x1122334455667788, "shift": -2},
                        data={"direction": 9, "hits": 3}) as lo:
         assert set(lo.programs) == {"xdp_main", "xdp_alt", "tc_main", "tc_alt"}
         assert {"map_ip", "map_traffic", "cpu_map", "flows", "main.rodata", "main.data", "main.bss"} == set(lo.maps)
         assert sorted(os.listdir(bpffs)) == ["cpu_map", "map_ip", "map_traffic", "maps.debug", "progs.debug"]
         assert lo.map_pin_path("cpu_map") == os.path.join(bpffs, "cpu_map")
-        assert L.map_info_by_path(os.path.join(bpffs, "cpu_map"))["max_entries"] == ncpu
-        with L.Btf.from_file(objs["main"]) as btf:
+        assert M.map_info_by_path(os.path.join(bpffs, "cpu_map"))["max_entries"] == ncpu
+        with B.Btf.from_file(objs["main"]) as btf:
             ro = btf.datasec_vars(".rodata")
-        rodata = L.map_lookup(lo.map_fd(".rodata"), b"\0\0\0\0")
+        rodata = M.map_lookup(lo.map_fd(".rodata"), b"\0\0\0\0")
         assert len(rodata) == 18
         o, s = ro["num_cpus"]
         assert rodata[o:o + s] == struct.pack("<I", ncpu)
@@ -604,34 +608,34 @@ def test_load_object_resize_rodata_data(objs, bpffs):
         assert rodata[o:o + s] == struct.pack("<Q", 0x1122334455667788)
         o, s = ro["shift"]
         assert rodata[o:o + s] == struct.pack("<h", -2)
-        assert L.map_lookup(lo.map_fd("main.data"), b"\0" * 4) == struct.pack("<I", 9)
-        assert L.map_lookup(lo.map_fd(".bss"), b"\0" * 4) == struct.pack("<I", 3)
+        assert M.map_lookup(lo.map_fd("main.data"), b"\0" * 4) == struct.pack("<I", 9)
+        assert M.map_lookup(lo.map_fd(".bss"), b"\0" * 4) == struct.pack("<I", 3)
         # .rodata is frozen: bpftool sees the same bytes
-        dump = json.loads(sh("bpftool", "map", "dump", "id", str(L.map_info_by_fd(lo.map_fd(".rodata"))["id"]),
+        dump = json.loads(sh("bpftool", "map", "dump", "id", str(M.map_info_by_fd(lo.map_fd(".rodata"))["id"]),
                              "-j").stdout)
         assert dump[0]["value"]["num_cpus"] == ncpu if isinstance(dump[0].get("value"), dict) else True
         info = lo.prog_info("xdp_main")
         assert info["name"] == "xdp_main" and info["type_name"] == "xdp" and len(info["tag"]) == 16
-        ids = {L.map_info_by_fd(lo.map_fd(m))["id"] for m in ("map_ip", "map_traffic", "cpu_map", "flows")}
+        ids = {M.map_info_by_fd(lo.map_fd(m))["id"] for m in ("map_ip", "map_traffic", "cpu_map", "flows")}
         assert ids <= set(info["map_ids"])
-        listed = {p["id"]: p for p in L.loaded_programs()}
+        listed = {p["id"]: p for p in M.loaded_programs()}
         assert listed[info["id"]]["tag"] == info["tag"]
         assert listed[info["id"]]["map_ids"] == info["map_ids"]
         bt = json.loads(sh("bpftool", "prog", "show", "id", str(info["id"]), "-j").stdout)
         assert bt["tag"] == info["tag"] and sorted(bt["map_ids"]) == sorted(info["map_ids"])
-        assert L.prog_info_by_id(info["id"])["name"] == "xdp_main"
+        assert M.prog_info_by_id(info["id"])["name"] == "xdp_main"
         prog_id = info["id"]
     # closed, not pinned, not attached: the program is gone, the pins stay
-    assert prog_id not in {p["id"] for p in L.loaded_programs()}
+    assert prog_id not in {p["id"] for p in M.loaded_programs()}
     assert L.pinned_kind(os.path.join(bpffs, "map_ip")) == "map"
     with pytest.raises(LibbpfError) as ei:
-        L.prog_info_by_id(prog_id)
+        M.prog_info_by_id(prog_id)
     assert "does not exist" in ei.value.msg
 
 
 def test_load_object_cpumap_too_big(objs, bpffs):
     with pytest.raises(LibbpfError) as ei:
-        L.load_object(objs["main"], pin_root=bpffs)
+        O.load_object(objs["main"], pin_root=bpffs)
     msg = ei.value.msg
     assert ei.value.errno == errno.E2BIG
     assert "the kernel refused to create map cpu_map (cpumap, max_entries 1024)" in msg
@@ -643,26 +647,26 @@ def test_load_object_cpumap_too_big(objs, bpffs):
 def test_load_object_pin_reuse(objs, bpffs):
     resize = {"cpu_map": POSSIBLE_CPUS}
     key = struct.pack("<I", 32) + bytes(range(16))
-    with L.load_object(objs["main"], pin_root=bpffs, resize=resize) as first:
-        id1 = L.map_info_by_fd(first.map_fd("map_ip"))["id"]
-        L.map_update(first.map_fd("map_ip"), key, struct.pack("<IIQQ", 1, 0x10002, 77, 88))
-    with L.load_object(objs["main"], pin_root=bpffs, resize=resize) as second:
-        assert L.map_info_by_fd(second.map_fd("map_ip"))["id"] == id1
-        assert L.map_entries(second.map_fd("map_ip")) == [(key, struct.pack("<IIQQ", 1, 0x10002, 77, 88))]
-    assert L.map_info_by_path(os.path.join(bpffs, "map_ip"))["id"] == id1
+    with O.load_object(objs["main"], pin_root=bpffs, resize=resize) as first:
+        id1 = M.map_info_by_fd(first.map_fd("map_ip"))["id"]
+        M.map_update(first.map_fd("map_ip"), key, struct.pack("<IIQQ", 1, 0x10002, 77, 88))
+    with O.load_object(objs["main"], pin_root=bpffs, resize=resize) as second:
+        assert M.map_info_by_fd(second.map_fd("map_ip"))["id"] == id1
+        assert M.map_entries(second.map_fd("map_ip")) == [(key, struct.pack("<IIQQ", 1, 0x10002, 77, 88))]
+    assert M.map_info_by_path(os.path.join(bpffs, "map_ip"))["id"] == id1
 
 
 def test_load_object_incompatible_pin(objs, bpffs):
     old = _pin_new(bpffs, "map_ip", "lpm_trie", 20, 8, 64, name="map_ip")
-    old_id = L.map_info_by_path(old)["id"]
+    old_id = M.map_info_by_path(old)["id"]
     with pytest.raises(LibbpfError) as ei:
-        L.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS})
+        O.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS})
     msg = ei.value.msg
     assert ("map map_ip: existing pin %s is incompatible (value_size pinned 8, object 24)" % old) in msg
     assert "lqos.bpf.pinned_maps" in msg
     assert ei.value.errno == errno.EINVAL
     # the old pin is untouched, nothing else was left pinned
-    assert L.map_info_by_path(old)["id"] == old_id
+    assert M.map_info_by_path(old)["id"] == old_id
     assert sorted(os.listdir(bpffs)) == ["map_ip", "maps.debug", "progs.debug"]
 
 
@@ -670,7 +674,7 @@ def test_load_object_pin_root_not_bpffs(objs, tmp_path):
     root = tmp_path / "plain"
     root.mkdir()
     with pytest.raises(LibbpfError) as ei:
-        L.load_object(objs["main"], pin_root=str(root), resize={"cpu_map": POSSIBLE_CPUS})
+        O.load_object(objs["main"], pin_root=str(root), resize={"cpu_map": POSSIBLE_CPUS})
     assert ("cannot pin map map_ip at %s/map_ip: pin_root %s is not on a bpffs" % (root, root)) in ei.value.msg
     assert ei.value.errno == errno.EINVAL
     assert os.listdir(str(root)) == []
@@ -678,7 +682,7 @@ def test_load_object_pin_root_not_bpffs(objs, tmp_path):
 
 def test_load_object_verifier_rejection(objs):
     with pytest.raises(LibbpfError) as ei:
-        L.load_object(objs["bad"])
+        O.load_object(objs["bad"])
     msg = ei.value.msg
     assert msg.startswith("the verifier rejected program bad_prog of %s [errno 13: Permission denied]" % objs["bad"])
     assert "invalid access to packet" in msg
@@ -700,13 +704,13 @@ def test_load_object_variable_errors(objs, bpffs):
     for kw, text in cases:
         kw.setdefault("resize", resize)
         with pytest.raises(LibbpfError) as ei:
-            L.load_object(objs["main"], pin_root=bpffs, **kw)
+            O.load_object(objs["main"], pin_root=bpffs, **kw)
         assert text in ei.value.msg, ei.value.msg
     assert sorted(os.listdir(bpffs)) == ["maps.debug", "progs.debug"]
 
 
 def test_loaded_object_lookups(objs, bpffs):
-    lo = L.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS})
+    lo = O.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS})
     with pytest.raises(LibbpfError) as ei:
         lo.prog_fd("missing")
     assert ei.value.msg.startswith("program missing is not in %s: it has xdp_main" % objs["main"])
@@ -726,19 +730,19 @@ def test_loaded_object_lookups(objs, bpffs):
 
 def test_netns_and_interface_errors(netns_pair):
     with pytest.raises(LibbpfError) as ei:
-        L.enter_netns("lqos-no-such-ns")
+        H.enter_netns("lqos-no-such-ns")
     assert ei.value.msg.startswith("network namespace lqos-no-such-ns does not exist (no /run/netns/lqos-no-such-ns)")
     assert ei.value.errno == errno.ENOENT
     with pytest.raises(LibbpfError) as ei:
-        L.ifindex("nosuch0")
+        H.ifindex("nosuch0")
     assert ei.value.msg.startswith("interface nosuch0 does not exist")
     with pytest.raises(LibbpfError) as ei:
-        _in_child(L.enter_netns, "/etc/hostname")
+        _in_child(H.enter_netns, "/etc/hostname")
     assert "/etc/hostname is not a network namespace file" in ei.value.msg
 
     def where(ns, ifname):
-        L.enter_netns(ns)
-        return L.ifindex(ifname), os.readlink("/proc/thread-self/ns/net")
+        H.enter_netns(ns)
+        return H.ifindex(ifname), os.readlink("/proc/thread-self/ns/net")
 
     idx, ns_id = _in_child(where, netns_pair.ns_a, netns_pair.if_a)
     assert idx > 0 and ns_id != os.readlink("/proc/self/ns/net")
@@ -748,7 +752,7 @@ def test_netns_and_interface_errors(netns_pair):
 
     def scoped(ns):
         before = os.readlink("/proc/thread-self/ns/net")
-        with L.netns(ns):
+        with H.netns(ns):
             inside = os.readlink("/proc/thread-self/ns/net")
         return before, inside, os.readlink("/proc/thread-self/ns/net")
 
@@ -771,20 +775,20 @@ def test_xdp_attach_replace_detach(objs, bpffs, netns_pair):
     assert pair.ping().returncode == 0
 
     def attach(ns, ifname, obj, pin_root, ncpu):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
-        before = L.xdp_query(idx)
-        with L.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
-            L.xdp_attach(idx, lo.prog_fd("xdp_main"), "native", only_if_none=True)
-            after = L.xdp_query(idx)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
+        before = H.xdp_query(idx)
+        with O.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
+            H.xdp_attach(idx, lo.prog_fd("xdp_main"), "native", only_if_none=True)
+            after = H.xdp_query(idx)
             info = lo.prog_info("xdp_main")
             try:
-                L.xdp_attach(idx, lo.prog_fd("xdp_alt"), "native", only_if_none=True)
+                H.xdp_attach(idx, lo.prog_fd("xdp_alt"), "native", only_if_none=True)
                 busy = None
             except LibbpfError as exc:
                 busy = (exc.msg, exc.errno)
             try:
-                L.xdp_attach(idx, lo.prog_fd("xdp_alt"), "skb")
+                H.xdp_attach(idx, lo.prog_fd("xdp_alt"), "skb")
                 mixed = None
             except LibbpfError as exc:
                 mixed = (exc.msg, exc.errno)
@@ -801,19 +805,19 @@ def test_xdp_attach_replace_detach(objs, bpffs, netns_pair):
     assert pair.ping(count=3).returncode == 0
 
     def replace(ns, ifname, obj, pin_root, ncpu, old_id):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
-        old_fd = L.prog_fd_by_id(old_id)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
+        old_fd = M.prog_fd_by_id(old_id)
         try:
-            with L.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
+            with O.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
                 new = lo.prog_info("xdp_alt")
                 try:  # wrong expected program: refused, nothing changes
-                    L.xdp_attach(idx, lo.prog_fd("xdp_alt"), "native", replace_prog_fd=lo.prog_fd("xdp_main"))
+                    H.xdp_attach(idx, lo.prog_fd("xdp_alt"), "native", replace_prog_fd=lo.prog_fd("xdp_main"))
                     wrong = None
                 except LibbpfError as exc:
                     wrong = (exc.msg, exc.errno)
-                L.xdp_attach(idx, lo.prog_fd("xdp_alt"), "native", replace_prog_fd=old_fd)
-                return new, wrong, L.xdp_query(idx)
+                H.xdp_attach(idx, lo.prog_fd("xdp_alt"), "native", replace_prog_fd=old_fd)
+                return new, wrong, H.xdp_query(idx)
         finally:
             L.close(old_fd)
 
@@ -822,22 +826,22 @@ def test_xdp_attach_replace_detach(objs, bpffs, netns_pair):
     assert q["attach_mode"] == "native" and q["prog_id"] == new["id"] != info["id"]
     assert pair.ping(count=3).returncode == 0
     # the old program is gone (it was only held by the attachment)
-    assert info["id"] not in {p["id"] for p in L.loaded_programs()}
+    assert info["id"] not in {p["id"] for p in M.loaded_programs()}
 
     def detach(ns, ifname, prog_id):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
-        fd = L.prog_fd_by_id(prog_id)
-        other = L.map_create("array", 4, 4, 1)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
+        fd = M.prog_fd_by_id(prog_id)
+        other = M.map_create("array", 4, 4, 1)
         try:
             try:
-                L.xdp_detach(idx, "native", expected_prog_fd=other)
+                H.xdp_detach(idx, "native", expected_prog_fd=other)
                 wrong = None
             except LibbpfError as exc:
                 wrong = (exc.msg, exc.errno)
-            still = L.xdp_query(idx)
-            L.xdp_detach(idx, "native", expected_prog_fd=fd)
-            return wrong, still, L.xdp_query(idx)
+            still = H.xdp_query(idx)
+            H.xdp_detach(idx, "native", expected_prog_fd=fd)
+            return wrong, still, H.xdp_query(idx)
         finally:
             L.close(fd)
             L.close(other)
@@ -854,29 +858,29 @@ def test_xdp_skb_mode_and_errors(objs, bpffs, netns_pair):
     pair = netns_pair
 
     def run(ns, ifname, obj, pin_root, ncpu):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
         out = {}
-        with L.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
-            L.xdp_attach(idx, lo.prog_fd("xdp_main"), "skb")
-            out["skb"] = L.xdp_query(idx)
+        with O.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
+            H.xdp_attach(idx, lo.prog_fd("xdp_main"), "skb")
+            out["skb"] = H.xdp_query(idx)
             out["id"] = lo.prog_info("xdp_main")["id"]
             try:
-                L.xdp_attach(idx, lo.prog_fd("tc_main"), "skb")
+                H.xdp_attach(idx, lo.prog_fd("tc_main"), "skb")
             except LibbpfError as exc:
                 out["wrong_type"] = (exc.msg, exc.errno)
             try:
-                L.xdp_attach(idx, lo.prog_fd("xdp_alt"), "hw")
+                H.xdp_attach(idx, lo.prog_fd("xdp_alt"), "hw")
             except LibbpfError as exc:
                 out["hw"] = (exc.msg, exc.errno)
             try:
-                L.xdp_attach(idx, lo.prog_fd("xdp_main"), "bogus")
+                H.xdp_attach(idx, lo.prog_fd("xdp_main"), "bogus")
             except LibbpfError as exc:
                 out["bad_mode"] = exc.msg
-            L.xdp_detach(idx, "skb")
-            out["after"] = L.xdp_query(idx)
+            H.xdp_detach(idx, "skb")
+            out["after"] = H.xdp_query(idx)
             try:
-                L.xdp_query(999999)
+                H.xdp_query(999999)
             except LibbpfError as exc:
                 out["no_dev"] = (exc.msg, exc.errno)
         return out
@@ -903,17 +907,17 @@ def test_tc_attach_query_replace_detach(objs, bpffs, netns_pair):
     handle, prio = 0x1, 0xC02F
 
     def attach(ns, ifname, obj, pin_root, ncpu):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
-        out = {"created": L.tc_hook_create(idx, "egress"), "again": L.tc_hook_create(idx, "egress"),
-               "empty": L.tc_query(idx, "egress", handle, prio)}
-        with L.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
-            out["attached"] = L.tc_attach(idx, "egress", lo.prog_fd("tc_main"), handle, prio)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
+        out = {"created": H.tc_hook_create(idx, "egress"), "again": H.tc_hook_create(idx, "egress"),
+               "empty": H.tc_query(idx, "egress", handle, prio)}
+        with O.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
+            out["attached"] = H.tc_attach(idx, "egress", lo.prog_fd("tc_main"), handle, prio)
             out["id"] = lo.prog_info("tc_main")["id"]
-            out["query"] = L.tc_query(idx, "egress", handle, prio)
-            out["ingress"] = L.tc_query(idx, "ingress", handle, prio)
+            out["query"] = H.tc_query(idx, "egress", handle, prio)
+            out["ingress"] = H.tc_query(idx, "ingress", handle, prio)
             try:
-                L.tc_attach(idx, "egress", lo.prog_fd("tc_alt"), handle, prio)
+                H.tc_attach(idx, "egress", lo.prog_fd("tc_alt"), handle, prio)
             except LibbpfError as exc:
                 out["exists"] = (exc.msg, exc.errno)
         return out
@@ -930,11 +934,11 @@ def test_tc_attach_query_replace_detach(objs, bpffs, netns_pair):
     assert pair.ping(count=3).returncode == 0
 
     def replace(ns, ifname, obj, pin_root, ncpu):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
-        with L.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
-            got = L.tc_attach(idx, "egress", lo.prog_fd("tc_alt"), handle, prio, replace=True)
-            return got, lo.prog_info("tc_alt")["id"], L.tc_query(idx, "egress", handle, prio)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
+        with O.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
+            got = H.tc_attach(idx, "egress", lo.prog_fd("tc_alt"), handle, prio, replace=True)
+            return got, lo.prog_info("tc_alt")["id"], H.tc_query(idx, "egress", handle, prio)
 
     got, new_id, q = _in_child(replace, pair.ns_a, pair.if_a, objs["main"], bpffs, POSSIBLE_CPUS)
     assert got == new_id == q != out["id"]
@@ -943,13 +947,13 @@ def test_tc_attach_query_replace_detach(objs, bpffs, netns_pair):
     assert pair.ping(count=3).returncode == 0
 
     def detach(ns, ifname):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
-        first = L.tc_detach(idx, "egress", handle, prio)
-        second = L.tc_detach(idx, "egress", handle, prio)
-        query = L.tc_query(idx, "egress", handle, prio)
-        gone = L.tc_hook_destroy(idx, "both")
-        again = L.tc_hook_destroy(idx, "both")  # already gone: fine
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
+        first = H.tc_detach(idx, "egress", handle, prio)
+        second = H.tc_detach(idx, "egress", handle, prio)
+        query = H.tc_query(idx, "egress", handle, prio)
+        gone = H.tc_hook_destroy(idx, "both")
+        again = H.tc_hook_destroy(idx, "both")  # already gone: fine
         return first, second, query, gone, again
 
     assert _in_child(detach, pair.ns_a, pair.if_a) == (True, False, None, True, False)
@@ -961,20 +965,20 @@ def test_tc_errors(objs, bpffs, netns_pair):
     pair = netns_pair
 
     def run(ns, ifname, obj, pin_root, ncpu):
-        L.enter_netns(ns)
-        idx = L.ifindex(ifname)
+        H.enter_netns(ns)
+        idx = H.ifindex(ifname)
         out = {}
-        with L.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
+        with O.load_object(obj, pin_root=pin_root, resize={"cpu_map": ncpu}) as lo:
             try:
-                L.tc_attach(idx, "sideways", lo.prog_fd("tc_main"), 1, 1)
+                H.tc_attach(idx, "sideways", lo.prog_fd("tc_main"), 1, 1)
             except LibbpfError as exc:
                 out["dir"] = exc.msg
             try:
-                L.tc_attach(idx, "egress", lo.prog_fd("tc_main"), 1, 0x10000)
+                H.tc_attach(idx, "egress", lo.prog_fd("tc_main"), 1, 0x10000)
             except LibbpfError as exc:
                 out["prio"] = exc.msg
             try:
-                L.tc_attach(idx, "egress", lo.prog_fd("tc_main"), 1, 1)
+                H.tc_attach(idx, "egress", lo.prog_fd("tc_main"), 1, 1)
             except LibbpfError as exc:
                 out["no_hook"] = (exc.msg, exc.errno)
         return out
@@ -986,33 +990,33 @@ def test_tc_errors(objs, bpffs, netns_pair):
                               "error message: Parent Qdisc doesn't exists) [errno 22: Invalid argument]" % pair.if_b,
                               errno.EINVAL)
     with pytest.raises(LibbpfError) as ei:
-        L.tc_query(1, "egress", 0, 0xC02F)
+        H.tc_query(1, "egress", 0, 0xC02F)
     assert ei.value.msg.startswith("TC filters are addressed by a non-zero handle and priority")
 
 
 def test_no_fd_leaks(objs, bpffs):
     """Every fd the module opens for itself is closed again, on success and on failure."""
     path = _pin_new(bpffs, "h", "hash", 4, 4, 4)
-    L.map_update(path, b"\1\0\0\0", b"\2\0\0\0")
+    M.map_update(path, b"\1\0\0\0", b"\2\0\0\0")
 
     def fds():
         return sorted(os.listdir("/proc/self/fd"))
 
     def exercise():
-        L.map_info_by_path(path)
+        M.map_info_by_path(path)
         L.pinned_kind(path)
         L.pinned_kind(os.path.join(bpffs, "maps.debug"))
-        L.map_entries(path)
-        L.map_lookup(path, b"\1\0\0\0")
-        L.object_info(objs["main"])
-        with L.Btf.from_file(objs["main"]) as btf:
+        M.map_entries(path)
+        M.map_lookup(path, b"\1\0\0\0")
+        O.object_info(objs["main"])
+        with B.Btf.from_file(objs["main"]) as btf:
             btf.layout("flow_t")
-        L.loaded_programs()
-        for bad in (lambda: L.load_object(objs["bad"]), lambda: L.load_object(objs["main"], pin_root=bpffs),
-                    lambda: L.map_info_by_path(os.path.join(bpffs, "nope")), lambda: L.enter_netns("nope")):
+        M.loaded_programs()
+        for bad in (lambda: O.load_object(objs["bad"]), lambda: O.load_object(objs["main"], pin_root=bpffs),
+                    lambda: M.map_info_by_path(os.path.join(bpffs, "nope")), lambda: H.enter_netns("nope")):
             with pytest.raises(LibbpfError):
                 bad()
-        with L.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS}) as lo:
+        with O.load_object(objs["main"], pin_root=bpffs, resize={"cpu_map": POSSIBLE_CPUS}) as lo:
             lo.prog_info("xdp_main")
 
     exercise()  # first run creates lazily cached state

@@ -16,6 +16,8 @@ import yaml
 from lqos_testlib import REPO, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
@@ -33,7 +35,7 @@ def reference(tmp_path_factory):
                                          dest=str(work / "out")))
     assert result["_rc"] == 0, result
     obj = result["outputs"]["object"]["path"]
-    info = {m["name"]: m for m in L.object_info(obj)["maps"] if m["pinning"]}
+    info = {m["name"]: m for m in O.object_info(obj)["maps"] if m["pinning"]}
     spec = resolve_spec_option("reference")
     assert sorted(info) == sorted(spec["expect"]["maps"])
     return {"object": obj, "maps": info, "spec": spec}
@@ -41,10 +43,10 @@ def reference(tmp_path_factory):
 
 def pin_map(root, name, mtype, key_size, value_size, max_entries, entries=(), flags=0):
     path = os.path.join(root, name)
-    fd = L.map_create(mtype, key_size, value_size, max_entries, name=os.path.basename(name)[:15], flags=flags)
+    fd = M.map_create(mtype, key_size, value_size, max_entries, name=os.path.basename(name)[:15], flags=flags)
     try:
         for key, value in entries:
-            L.map_update(fd, key, value)
+            M.map_update(fd, key, value)
         L.obj_pin(fd, path)
     finally:
         L.close(fd)
@@ -52,7 +54,7 @@ def pin_map(root, name, mtype, key_size, value_size, max_entries, entries=(), fl
 
 
 def load_reference(reference, pin_root):
-    return L.load_object(reference["object"], pin_root=pin_root, resize={"cpu_map": NCPUS})
+    return O.load_object(reference["object"], pin_root=pin_root, resize={"cpu_map": NCPUS})
 
 
 def pinned_maps(pin_root, **kw):
@@ -77,8 +79,8 @@ def snapshot(root):
             else:
                 kind = L.pinned_kind(path)
                 if kind == "map":
-                    info = L.map_info_by_path(path)
-                    entries = sorted(L.map_entries(path)) if info["type_name"] != "queue" else None
+                    info = M.map_info_by_path(path)
+                    entries = sorted(M.map_entries(path)) if info["type_name"] != "queue" else None
                     out[rel] = ("map", info["id"], entries)
                 else:
                     out[rel] = (kind,)
@@ -130,7 +132,7 @@ def test_reference_object_pins_are_compatible_and_used(bpffs, reference):
     with load_reference(reference, bpffs) as lo:
         result = pinned_maps(bpffs, spec="reference", object=reference["object"])
         assert result["_rc"] == 0, result
-        programs = L.loaded_programs()
+        programs = M.loaded_programs()
         prog_ids = {lo.prog_info(name)["id"] for name in lo.programs}
     pins = by_name(result)
     maps = reference["maps"]
@@ -300,7 +302,7 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
     backup_dir = str(tmp_path / "backups")
     common = dict(spec="reference", object=reference["object"], state="clean", backup_dir=backup_dir)
     before = snapshot(bpffs)
-    assert sorted(L.map_entries(os.path.join(bpffs, "host_traffic"))) == sorted(host_entries)
+    assert sorted(M.map_entries(os.path.join(bpffs, "host_traffic"))) == sorted(host_entries)
 
     # 1. no approval: the exact plan, nothing changes
     plan = pinned_maps(bpffs, **common)
@@ -354,35 +356,35 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
         pass
     restore = dict(state="restored", backup=files["bridge_redirect"])
     target = os.path.join(bpffs, "bridge_redirect")
-    assert L.map_entries(target) == []
+    assert M.map_entries(target) == []
     plan = pinned_maps(bpffs, **restore)
     assert plan["changed"] is True and plan["restored"]["entries_written"] == 0
     assert plan["actions"] == [{"action": "restore", "pin": target, "name": "bridge_redirect",
                                 "backup": files["bridge_redirect"], "entries": 3,
                                 "reason": "3 of 3 backup entries differ in the map"}]
     assert pinned_maps(bpffs, approve=True, check_mode=True, **restore)["changed"] is True
-    assert L.map_entries(target) == []
+    assert M.map_entries(target) == []
     done = pinned_maps(bpffs, approve=True, diff=True, **restore)
     assert done["_rc"] == 0 and done["changed"] is True, done
     assert done["restored"]["entries_written"] == 3
-    assert sorted(L.map_entries(target)) == sorted(bridge_entries)
+    assert sorted(M.map_entries(target)) == sorted(bridge_entries)
     assert pinned_maps(bpffs, approve=True, **restore)["changed"] is False
 
     host_target = os.path.join(bpffs, "host_traffic")
     done = pinned_maps(bpffs, state="restored", backup=files["host_traffic"], approve=True)
     assert done["changed"] is True and done["restored"]["entries_written"] == 2
-    assert sorted(L.map_entries(host_target)) == sorted(host_entries)
+    assert sorted(M.map_entries(host_target)) == sorted(host_entries)
 
     # 6. a backup whose layout does not fit the new map is refused before anything is written
     ctl_target = os.path.join(bpffs, "shaper_control")
-    ctl_before = L.map_entries(ctl_target)
+    ctl_before = M.map_entries(ctl_target)
     bad = pinned_maps(bpffs, state="restored", backup=files["shaper_control"], approve=True)
     assert bad["_rc"] == 1
     assert bad["msg"] == ("backup %s holds key_size %d / value_size %d, but map %s has key_size %d / value_size %d; "
                           "nothing was written. Fix: restore into a map with the same key and value layout (pin: NAME)."
                           % (files["shaper_control"], ctl["key_size"], ctl["value_size"] * 2, ctl_target,
                              ctl["key_size"], ctl["value_size"]))
-    assert L.map_entries(ctl_target) == ctl_before
+    assert M.map_entries(ctl_target) == ctl_before
 
 
 def test_restore_errors(bpffs, tmp_path):
@@ -407,7 +409,7 @@ def test_restore_errors(bpffs, tmp_path):
     # pin: elsewhere, confined to the pin root
     other = pin_map(bpffs, "other", "hash", 4, 4, 4)
     result = pinned_maps(bpffs, state="restored", backup=backup, pin="other", approve=True)
-    assert result["changed"] is True and L.map_entries(other) == [(b"\1\0\0\0", b"abcd")]
+    assert result["changed"] is True and M.map_entries(other) == [(b"\1\0\0\0", b"abcd")]
     result = pinned_maps(bpffs, state="restored", backup=backup, pin="../etc", approve=True)
     assert result["msg"] == ("pin entry '../etc' leaves the pin root %s. Fix: name pins relative to pin_root, "
                              "without '..'." % bpffs)
@@ -426,7 +428,7 @@ def _spec_with(sizes):
 def test_backup_failure_never_unlinks(bpffs, tmp_path):
     # a queue map has no keys to walk: its backup must fail, and the pin must stay
     queue = pin_map(bpffs, "q", "queue", 0, 8, 4)
-    L.map_update(queue, b"", b"12345678")
+    M.map_update(queue, b"", b"12345678")
     result = pinned_maps(bpffs, state="clean", approve=True, spec=_spec_with({"q": (4, 8)}),
                          backup_dir=str(tmp_path / "b"))
     assert result["_rc"] == 1 and result["removed"] == [] and result["backups"] == []
@@ -446,7 +448,7 @@ def test_backup_failure_never_unlinks(bpffs, tmp_path):
     result = pinned_maps(bpffs, state="clean", approve=True, spec=spec, backup_dir=os.path.join(bpffs, "bk"))
     assert result["msg"].startswith("backup_dir %s is on a bpffs, which cannot hold backup files; nothing was "
                                     "removed." % os.path.join(bpffs, "bk"))
-    assert L.map_entries(path) == [(b"\1\0\0\0", b"abcd")]
+    assert M.map_entries(path) == [(b"\1\0\0\0", b"abcd")]
 
 
 def test_maps_option_limits_audit_and_cleanup(bpffs, tmp_path):

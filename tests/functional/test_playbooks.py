@@ -31,6 +31,8 @@ import yaml
 from lqos_testlib import REPO, NetnsPair, copy_bpf, edit, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._common import sha256_file
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -91,11 +93,11 @@ def playbook(name: str, inventory: str | None, *extra: str, env: dict | None = N
 
 def xdp_on(ns: str, ifname: str) -> dict:
     """XDP attach mode, program id and tag on an interface inside a netns."""
-    with L.netns(ns):
-        q = L.xdp_query(L.ifindex(ifname))
+    with H.netns(ns):
+        q = H.xdp_query(H.ifindex(ifname))
     if not q["prog_id"]:
         return {"mode": q["attach_mode"], "id": 0, "tag": None, "name": None}
-    info = L.prog_info_by_id(q["prog_id"])
+    info = M.prog_info_by_id(q["prog_id"])
     return {"mode": q["attach_mode"], "id": q["prog_id"], "tag": info["tag"], "name": info["name"]}
 
 
@@ -169,13 +171,13 @@ def fleet(tmp_path_factory, tools):
             h.create()
             created.append(h)
         # stale: the old layout of host_traffic (value 128 bytes, the object has 112), with one entry.
-        fd = L.map_create("percpu_hash", 16, STALE_VALUE_SIZE, 64, name="host_traffic")
+        fd = M.map_create("percpu_hash", 16, STALE_VALUE_SIZE, 64, name="host_traffic")
         try:
             L.obj_pin(fd, os.path.join(hosts["stale"].pin_root, "host_traffic"))
         finally:
             os.close(fd)
-        L.map_update(os.path.join(hosts["stale"].pin_root, "host_traffic"), b"\x0a" * 16, b"\x07" * STALE_VALUE_SIZE)
-        stale_id = L.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"]
+        M.map_update(os.path.join(hosts["stale"].pin_root, "host_traffic"), b"\x0a" * 16, b"\x07" * STALE_VALUE_SIZE)
+        stale_id = M.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"]
 
         order = [hosts[n] for n in ("good", "stale", "flaky", "nochain")]
         inventory = write_inventory(os.path.join(root, "inventory.yml"), order, sys.executable)
@@ -186,7 +188,7 @@ def fleet(tmp_path_factory, tools):
         runs["plan_state"] = {
             "good_xdp": xdp_on(hosts["good"].pair.ns_a, hosts["good"].pair.if_a),
             "good_pins": sorted(os.listdir(hosts["good"].pin_root)),
-            "stale_id": L.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"],
+            "stale_id": M.map_info_by_path(os.path.join(hosts["stale"].pin_root, "host_traffic"))["id"],
             "stale_backups": os.path.exists(os.path.join(hosts["stale"].state_dir, "map-backups")),
         }
         report1 = os.path.join(root, "report-before")
@@ -296,7 +298,7 @@ def test_approved_deploy_attaches_and_cleans_the_stale_pin_with_a_backup(fleet):
         assert record["interfaces"][0]["xdp"]["tag"] == deployed[name]["tag"]
     assert deployed["nochain"]["id"] == 0
     stale = hosts["stale"]
-    info = L.map_info_by_path(os.path.join(stale.pin_root, "host_traffic"))
+    info = M.map_info_by_path(os.path.join(stale.pin_root, "host_traffic"))
     assert info["id"] != fleet["stale_id"]
     assert (info["key_size"], info["value_size"]) == (16, 112)
     backups = os.listdir(os.path.join(stale.state_dir, "map-backups"))

@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
 
 
@@ -63,50 +65,50 @@ def test_internal_section(name, section):
 
 
 def test_int_bytes():
-    assert L._int_bytes(2, 4, "little", "n", ".rodata") == b"\x02\0\0\0"
-    assert L._int_bytes(0x1122334455667788, 8, "little", "n", ".rodata") == bytes.fromhex("8877665544332211")
-    assert L._int_bytes(0x0102, 2, "big", "n", ".rodata") == b"\x01\x02"
-    assert L._int_bytes(-2, 2, "little", "n", ".rodata") == b"\xfe\xff"
-    assert L._int_bytes(True, 1, "little", "n", ".data") == b"\x01"
-    assert L._int_bytes(b"abc", 3, "little", "n", ".data") == b"abc"
+    assert O._int_bytes(2, 4, "little", "n", ".rodata") == b"\x02\0\0\0"
+    assert O._int_bytes(0x1122334455667788, 8, "little", "n", ".rodata") == bytes.fromhex("8877665544332211")
+    assert O._int_bytes(0x0102, 2, "big", "n", ".rodata") == b"\x01\x02"
+    assert O._int_bytes(-2, 2, "little", "n", ".rodata") == b"\xfe\xff"
+    assert O._int_bytes(True, 1, "little", "n", ".data") == b"\x01"
+    assert O._int_bytes(b"abc", 3, "little", "n", ".data") == b"abc"
     with pytest.raises(LibbpfError) as ei:
-        L._int_bytes(256, 1, "little", "flag", ".rodata")
+        O._int_bytes(256, 1, "little", "flag", ".rodata")
     assert ei.value.msg == "value 256 does not fit .rodata variable flag (1 bytes)"
     with pytest.raises(LibbpfError) as ei:
-        L._int_bytes(-129, 1, "little", "flag", ".rodata")
+        O._int_bytes(-129, 1, "little", "flag", ".rodata")
     assert ei.value.errno == errno.ERANGE
     with pytest.raises(LibbpfError) as ei:
-        L._int_bytes(1, 16, "little", "addr", ".rodata")
+        O._int_bytes(1, 16, "little", "addr", ".rodata")
     assert ei.value.msg == ".rodata variable addr is 16 bytes wide, not an integer: pass its value as bytes"
     with pytest.raises(LibbpfError) as ei:
-        L._int_bytes(b"ab", 3, "little", "x", ".data")
+        O._int_bytes(b"ab", 3, "little", "x", ".data")
     assert ei.value.msg == "value for .data variable x must be 3 bytes, not 2"
     with pytest.raises(LibbpfError):
-        L._int_bytes(1.5, 4, "little", "x", ".data")
+        O._int_bytes(1.5, 4, "little", "x", ".data")
 
 
 def test_netns_path_and_modes():
-    assert L._netns_path("ns1") == "/run/netns/ns1"
-    assert L._netns_path("/proc/1/ns/net") == "/proc/1/ns/net"
-    assert L._xdp_mode_flag("native") == L.XDP_FLAGS_DRV_MODE
-    assert L._xdp_mode_flag("skb") == L.XDP_FLAGS_SKB_MODE
-    assert L._xdp_mode_flag("hw") == L.XDP_FLAGS_HW_MODE
+    assert H._netns_path("ns1") == "/run/netns/ns1"
+    assert H._netns_path("/proc/1/ns/net") == "/proc/1/ns/net"
+    assert H._xdp_mode_flag("native") == L.XDP_FLAGS_DRV_MODE
+    assert H._xdp_mode_flag("skb") == L.XDP_FLAGS_SKB_MODE
+    assert H._xdp_mode_flag("hw") == L.XDP_FLAGS_HW_MODE
     with pytest.raises(LibbpfError) as ei:
-        L._xdp_mode_flag("fast")
+        H._xdp_mode_flag("fast")
     assert ei.value.msg == "XDP mode 'fast' is unknown: use native, skb or hw"
     with pytest.raises(LibbpfError) as ei:
-        L._tc_check_filter_id(0, 0xC02F)
+        H._tc_check_filter_id(0, 0xC02F)
     assert ei.value.errno == errno.EINVAL
 
 
 def test_tail_keeps_last_lines():
     text = "\n".join("line %d" % i for i in range(50)) + "\n\n"
-    assert L._tail(text, 3) == "line 47\nline 48\nline 49"
+    assert O._tail(text, 3) == "line 47\nline 48\nline 49"
 
 
 def test_kernel_said():
-    assert L._kernel_said([]) == ""
-    assert L._kernel_said(["libbpf: Kernel error message: X", "other"]) == " (Kernel error message: X | other)"
+    assert H._kernel_said([]) == ""
+    assert H._kernel_said(["libbpf: Kernel error message: X", "other"]) == " (Kernel error message: X | other)"
 
 
 def test_without_cffi_errors_name_the_fix(monkeypatch):

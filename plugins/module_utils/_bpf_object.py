@@ -1,0 +1,328 @@
+# -*- coding: utf-8 -*-
+# PRIVATE module_utils of the lqos.bpf collection: not a public API, it may
+# change without notice. Only this collection's modules and plugins import it.
+#
+# BPF object files: what they hold (without loading), loading them with
+# load-time values, and explaining why a load failed.
+from __future__ import annotations
+
+import errno as _errno
+import os
+import re
+from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
+    LibbpfError,
+    _Closable,
+    _STATE,
+    _b,
+    _errno_of,
+    _fail,
+    _ffi_lib,
+    _internal_section,
+    _iter_maps,
+    _iter_progs,
+    _log_mark,
+    _log_since,
+    _map_def,
+    _open_object,
+    _prog_def,
+    _s,
+    _strerror,
+    pinned_kind,
+    possible_cpus,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
+from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path, prog_info_by_fd
+
+def object_info(path: str, pin_root: str | None = None) -> dict:
+    """Programs and maps of a BPF object file, without loading it.
+
+    {"programs": [{name, section, type, type_name, autoload}],
+     "maps": [{name, type, type_name, key_size, value_size, max_entries, flags,
+               map_extra, pinning, pin_path}],
+     "internal_maps": [... same keys + "section" (".rodata", ".bss", ...)]}
+    ``pin_path`` is where LIBBPF_PIN_BY_NAME maps would be pinned
+    (pin_root, default /sys/fs/bpf).
+    """
+    ffi, lib = _ffi_lib()
+    obj = _open_object(path, pin_root)
+    try:
+        progs = [_prog_def(p) for p in _iter_progs(obj)]
+        maps, internal = [], []
+        for m in _iter_maps(obj):
+            d = _map_def(m)
+            if lib.bpf_map__is_internal(m):
+                d["section"] = _internal_section(d["name"])
+                internal.append(d)
+            else:
+                maps.append(d)
+        return {"programs": progs, "maps": maps, "internal_maps": internal}
+    finally:
+        lib.bpf_object__close(obj)
+
+
+def _int_bytes(value, size: int, order: str, var: str, section: str) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) != size:
+            raise LibbpfError("value for %s variable %s must be %d bytes, not %d" % (section, var, size, len(value)),
+                              _errno.EINVAL)
+        return bytes(value)
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int):
+        raise LibbpfError("value for %s variable %s must be an integer or bytes, not %r" % (section, var, value),
+                          _errno.EINVAL)
+    if size not in (1, 2, 4, 8):
+        raise LibbpfError("%s variable %s is %d bytes wide, not an integer: pass its value as bytes"
+                          % (section, var, size), _errno.EINVAL)
+    bits = size * 8
+    if not -(1 << (bits - 1)) <= value < (1 << bits):
+        raise LibbpfError("value %d does not fit %s variable %s (%d bytes)" % (value, section, var, size),
+                          _errno.ERANGE)
+    return value.to_bytes(size, order, signed=value < 0)
+
+
+class LoadedObject(_Closable):
+    """A loaded BPF object (bpf_object__load succeeded); a context manager.
+
+    Programs stay in the kernel after close() only when attached or pinned;
+    pinned maps stay pinned.
+    """
+
+    def __init__(self, obj, path: str, pin_root: str | None, log_bufs: list):
+        self._obj = obj
+        self.path = path
+        self.pin_root = pin_root
+        self._log_bufs = log_bufs
+        lib = _STATE["lib"]
+        self._progs = {_s(lib.bpf_program__name(p)): p for p in _iter_progs(obj)}
+        self._maps = {_s(lib.bpf_map__name(m)): m for m in _iter_maps(obj)}
+
+    def _check(self):
+        if self._obj is None:
+            raise LibbpfError("BPF object %s is closed: load it again" % self.path)
+
+    @property
+    def programs(self) -> list:
+        return list(self._progs)
+
+    @property
+    def maps(self) -> list:
+        return list(self._maps)
+
+    def _prog(self, name: str):
+        self._check()
+        if name not in self._progs:
+            raise LibbpfError("program %s is not in %s: it has %s" % (name, self.path, ", ".join(self._progs)),
+                              _errno.ENOENT)
+        return self._progs[name]
+
+    def _map(self, name: str):
+        self._check()
+        if name in self._maps:
+            return self._maps[name]
+        lib = _STATE["lib"]
+        for mname, m in self._maps.items():  # ".rodata" -> "<obj>.rodata"
+            if lib.bpf_map__is_internal(m) and _internal_section(mname) == name:
+                return m
+        raise LibbpfError("map %s is not in %s: it has %s" % (name, self.path, ", ".join(self._maps)), _errno.ENOENT)
+
+    def prog_fd(self, name: str) -> int:
+        """The program's fd (owned by the object: valid until close())."""
+        fd = _STATE["lib"].bpf_program__fd(self._prog(name))
+        if fd < 0:
+            raise LibbpfError("program %s of %s was not loaded (autoload off?)" % (name, self.path), _errno.ENOENT)
+        return fd
+
+    def prog_info(self, name: str) -> dict:
+        return prog_info_by_fd(self.prog_fd(name))
+
+    def map_fd(self, name: str) -> int:
+        """A map's fd (owned by the object). Internal maps also answer to their section (".rodata")."""
+        fd = _STATE["lib"].bpf_map__fd(self._map(name))
+        if fd < 0:
+            raise LibbpfError("map %s of %s has no fd (not created)" % (name, self.path), _errno.ENOENT)
+        return fd
+
+    def map_pin_path(self, name: str) -> str | None:
+        return _s(_STATE["lib"].bpf_map__pin_path(self._map(name)))
+
+    def pin_program(self, name: str, path: str) -> None:
+        ret = _STATE["lib"].bpf_program__pin(self._prog(name), _b(path))
+        if ret < 0:
+            _fail("pinning program %s at %s failed: the path must be on a bpffs and free" % (name, path),
+                  _errno_of(ret))
+
+    def close(self) -> None:
+        if self._obj is not None:
+            _STATE["lib"].bpf_object__close(self._obj)
+            self._obj = None
+            self._log_bufs = []
+
+
+def _pin_incompatibilities(obj) -> list:
+    """[(map name, pin path, [differences])] for pinned-by-name maps whose existing pin libbpf cannot reuse."""
+    ffi, lib = _STATE["ffi"], _STATE["lib"]
+    out = []
+    for m in _iter_maps(obj):
+        pin_path = _s(lib.bpf_map__pin_path(m))
+        if not pin_path or not os.path.lexists(pin_path):
+            continue
+        want = _map_def(m)
+        kind = pinned_kind(pin_path)
+        if kind != "map":
+            what = ("a " + kind) if kind else "not a BPF object"
+            out.append((want["name"], pin_path, ["the pin is %s, not a map" % what]))
+            continue
+        try:
+            have = map_info_by_path(pin_path)
+        except LibbpfError as exc:
+            out.append((want["name"], pin_path, [exc.msg]))
+            continue
+        diffs = []
+        for key in ("type_name", "key_size", "value_size", "max_entries", "flags", "map_extra"):
+            if have[key] != want[key]:
+                diffs.append("%s pinned %s, object %s" % (key, have[key], want[key]))
+        if diffs:
+            out.append((want["name"], pin_path, diffs))
+    return out
+
+
+def _tail(text: str, n: int = 20) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return "\n".join(lines[-n:])
+
+
+def load_object(path: str, pin_root: str | None = None, resize: dict | None = None, rodata: dict | None = None,
+                data: dict | None = None, log_size: int = 1 << 20) -> LoadedObject:
+    """Open, adjust and load a BPF object.
+
+    pin_root: where LIBBPF_PIN_BY_NAME maps are pinned or reused (libbpf default
+    /sys/fs/bpf). resize: {map: max_entries}. rodata / data: {variable: int or
+    bytes} written into .rodata* / .data*/.bss* before load (integers in the
+    object's byte order, the variable's width). Every program gets a verifier
+    log buffer of log_size bytes (filled only when its load fails).
+    """
+    ffi, lib = _ffi_lib()
+    resize = dict(resize or {})
+    rodata = dict(rodata or {})
+    data = dict(data or {})
+    if log_size < 128:
+        raise LibbpfError("log_size %d is too small: use at least 128 bytes (default 1 MiB)" % log_size)
+    obj = _open_object(path, pin_root)
+    ok = False
+    try:
+        maps = {_s(lib.bpf_map__name(m)): m for m in _iter_maps(obj)}
+        for name, entries in resize.items():
+            if name not in maps:
+                raise LibbpfError("cannot resize map %s: %s has no such map (it has %s)"
+                                  % (name, path, ", ".join(n for n in maps)), _errno.ENOENT)
+            ret = lib.bpf_map__set_max_entries(maps[name], int(entries))
+            if ret < 0:
+                _fail("resizing map %s to %s entries failed" % (name, entries), _errno_of(ret))
+        if rodata or data:
+            _set_globals(obj, path, maps, rodata, data)
+        alloc = ffi.new_allocator(should_clear_after_alloc=False)
+        log_bufs = []
+        for p in _iter_progs(obj):
+            buf = alloc("char[]", log_size)
+            buf[0] = b"\0"
+            ret = lib.bpf_program__set_log_buf(p, buf, log_size)
+            if ret < 0:
+                _fail("setting the verifier log buffer failed", _errno_of(ret))
+            log_bufs.append((_s(lib.bpf_program__name(p)), buf))
+        mark = _log_mark()
+        ret = lib.bpf_object__load(obj)
+        if ret < 0:
+            _explain_load_failure(obj, path, pin_root, _errno_of(ret), log_bufs, _log_since(mark, 40))
+        loaded = LoadedObject(obj, path, pin_root, log_bufs)
+        ok = True
+        return loaded
+    finally:
+        if not ok:
+            lib.bpf_object__close(obj)
+
+
+def _set_globals(obj, path, maps, rodata, data):
+    ffi, lib = _STATE["ffi"], _STATE["lib"]
+    btf_ptr = lib.bpf_object__btf(obj)
+    if btf_ptr == ffi.NULL:
+        raise LibbpfError("%s has no BTF, so its global variables cannot be set: compile with clang -g" % path)
+    btf = Btf(btf_ptr, path, owned=False)
+    order = btf.endianness()
+    by_section = {}
+    for want, allowed, what in ((rodata, (".rodata",), "rodata"), (data, (".data", ".bss"), "data")):
+        for var, value in want.items():
+            vi = btf.var_info(var)
+            if vi is None:
+                raise LibbpfError("global variable %s is not in %s: check the name (it must be a non-static global "
+                                  "the programs use)" % (var, path), _errno.ENOENT)
+            sec = vi["section"]
+            if not any(sec == a or sec.startswith(a + ".") for a in allowed):
+                other = "rodata" if sec.startswith(".rodata") else "data"
+                raise LibbpfError("variable %s lives in section %s, not in %s: pass it under %s"
+                                  % (var, sec, "/".join(allowed), other), _errno.EINVAL)
+            by_section.setdefault(sec, []).append((var, vi, _int_bytes(value, vi["size"], order, var, sec)))
+    internal = {}
+    for name, m in maps.items():
+        if lib.bpf_map__is_internal(m):
+            internal[_internal_section(name)] = m
+    for sec, items in by_section.items():
+        m = internal.get(sec)
+        if m is None:
+            raise LibbpfError("section %s of %s has no map to set variables in" % (sec, path))
+        psize = ffi.new("size_t *")
+        cur = lib.bpf_map__initial_value(m, psize)
+        if cur == ffi.NULL:
+            raise LibbpfError("section %s of %s has no initial value to edit" % (sec, path))
+        blob = bytearray(ffi.buffer(cur, psize[0]))
+        for var, vi, raw in items:
+            blob[vi["offset"]:vi["offset"] + vi["size"]] = raw
+        ret = lib.bpf_map__set_initial_value(m, ffi.from_buffer(bytes(blob)), len(blob))
+        if ret < 0:
+            _fail("setting the variables of %s failed" % sec, _errno_of(ret))
+
+
+def _explain_load_failure(obj, path, pin_root, err, log_bufs, said):
+    ffi, lib = _STATE["ffi"], _STATE["lib"]
+    # 1. an existing pin libbpf cannot reuse
+    bad = _pin_incompatibilities(obj)
+    if bad:
+        parts = ["map %s: existing pin %s is incompatible (%s)" % (n, p, "; ".join(d)) for n, p, d in bad]
+        raise LibbpfError("loading %s failed: %s. libbpf reuses pins only when type, key_size, value_size, "
+                          "max_entries and flags all match: migrate or remove the old pin with the "
+                          "lqos.bpf.pinned_maps module (or choose another pin_root)" % (path, "; ".join(parts)),
+                          err or _errno.EINVAL)
+    # 2. the verifier rejected a program
+    for name, buf in log_bufs:
+        if buf[0] != b"\0":
+            log = ffi.string(buf).decode("utf-8", "replace")
+            raise LibbpfError("the verifier rejected program %s of %s [errno %d: %s]; last lines of the "
+                              "verifier log:\n%s" % (name, path, err, _strerror(err), _tail(log, 20)), err)
+    # 3. pinning under pin_root failed
+    joined = "\n".join(said)
+    m = re.search(r"map '([^']+)': failed to auto-pin at '([^']+)'", joined)
+    if m or "not on BPF FS" in joined:
+        where = m.group(2) if m else pin_root
+        name = m.group(1) if m else "?"
+        if "not on BPF FS" in joined:
+            raise LibbpfError("loading %s failed: cannot pin map %s at %s: pin_root %s is not on a bpffs; mount one "
+                              "there (mount -t bpf bpf DIR) or use a directory under /sys/fs/bpf"
+                              % (path, name, where, pin_root), err)
+        _fail("loading %s failed: cannot pin map %s at %s: check that pin_root %s is a writable bpffs directory"
+              % (path, name, where, pin_root), err)
+    # 4. a map the kernel refused to create
+    m = re.search(r"map '([^']+)': failed to create", joined)
+    if m:
+        d = next((_map_def(x) for x in _iter_maps(obj) if _s(lib.bpf_map__name(x)) == m.group(1)), None)
+        if d is not None:
+            hint = "check its definition (type, sizes, flags) against this kernel"
+            if err == _errno.E2BIG or d["type_name"] == "cpumap":
+                hint = ("max_entries %d is more than this kernel allows; size it to the possible CPUs, e.g. "
+                        "resize={'%s': %d}" % (d["max_entries"], d["name"], possible_cpus()))
+            raise LibbpfError("loading %s failed: the kernel refused to create map %s (%s, max_entries %d) "
+                              "[errno %d: %s]: %s" % (path, d["name"], d["type_name"], d["max_entries"], err,
+                                                      _strerror(err), hint), err)
+    if err in (_errno.EPERM, _errno.EACCES):
+        raise LibbpfError("loading %s failed: permission denied; run as root (CAP_BPF, CAP_NET_ADMIN, "
+                          "CAP_SYS_ADMIN) and check the memlock limit" % path, err)
+    _fail("loading %s failed%s" % (path, ("; libbpf said: " + " | ".join(said[-10:])) if said else ""), err)
