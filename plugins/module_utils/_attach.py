@@ -44,6 +44,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
 
 PIN_SUBDIR = "lqos_bpf"
 HOST_NETNS = "host"
@@ -445,6 +446,11 @@ class Attacher(object):
         self.tc_plan = []     # [(slot, decision)]
         self.result_xdp = None
         self.result_tc = []
+        self.roles = {}       # program -> required | optional | disabled
+        self.sections = {}    # program -> ELF section
+        self.disabled = set()  # programs not loaded: spec-disabled, or optional and refused by this kernel
+        self.left_out = []    # [{program, section, class, reason, fix, feature}] optional programs refused
+        self.probed = False
 
     # -- observation --------------------------------------------------------
     def enter_netns(self) -> None:
@@ -482,8 +488,17 @@ class Attacher(object):
         except _libbpf.LibbpfError as exc:
             raise _lib_error(exc)
         self.programs = {p["name"]: p["type_name"] for p in info["programs"]}
+        self.sections = {p["name"]: p["section"] for p in info["programs"]}
         self.xdp_prog, self.tc_slots, notes = wanted_slots(self.spec, self.programs, self.with_tc, self.object)
         self.notes.extend(notes)
+        self.roles = program_roles(self.spec, info["programs"])
+        for name in [self.xdp_prog] + [s["program"] for s in self.tc_slots]:
+            if name and self.roles.get(name) != "required":
+                if self.roles.get(name) == "disabled":
+                    raise LqosError("program %s is attached by the spec but spec programs.%s is disabled."
+                                    % (name, name), "remove it from attach, or make it required.")
+                self.roles[name] = "required"
+        self.disabled = {n for n, r in self.roles.items() if r == "disabled"}
         self.object_sha256 = sha256_file(self.object)
         ncpus = _libbpf.possible_cpus()
         self.params = load_params(self.spec, ncpus, self.ifindex)
@@ -623,8 +638,11 @@ class Attacher(object):
     def plan_actions_present(self) -> None:
         acts = []
         if self.needs_load():
-            acts.append("load %s (sha256 %s; %s)" % (self.object, self.object_sha256[:16],
-                                                     describe_params(self.params) or "no load-time values"))
+            self.probe_optional()
+            without = sorted(self.disabled)
+            acts.append("load %s (sha256 %s; %s%s)" % (self.object, self.object_sha256[:16],
+                                                       describe_params(self.params) or "no load-time values",
+                                                       "; without %s" % ", ".join(without) if without else ""))
             for name, path in self.maps_to_pin:
                 acts.append("pin new map %s at %s" % (name, path))
         elif self.maps_to_pin:
@@ -687,20 +705,54 @@ class Attacher(object):
         for name, pin in sorted(self.pins.items()):
             self.actions.append("unpin %s (%s)" % (pin["path"], prog_desc(pin["id"], pin)))
 
+    def probe_optional(self) -> None:
+        """Trial-load every optional program alone (nothing pinned or attached); leave out the refused ones."""
+        if self.probed:
+            return
+        self.probed = True
+        optional = sorted(n for n, r in self.roles.items() if r == "optional")
+        if not optional:
+            return
+        rows = _bpf_object.probe_programs(self.object, names=optional, resize=self.params["resize"],
+                                          rodata=self.params["rodata"], data=self.params["data"])
+        for row in rows:
+            if not row["loadable"]:
+                self.leave_out(row)
+
+    def leave_out(self, refusal: dict) -> None:
+        name = refusal["name"]
+        section = refusal.get("section") or self.sections.get(name)
+        entry = {"program": name, "section": section, "class": refusal["class"], "reason": refusal["reason"],
+                 "fix": refusal["fix"], "feature": feature_of(section)}
+        self.left_out.append(entry)
+        self.disabled.add(name)
+
+    def left_out_warnings(self) -> None:
+        for e in self.left_out:
+            self.warnings.append("optional program %s (SEC(\"%s\")) was left out on %s: %s. Lost: %s. Fix: %s"
+                                 % (e["program"], e["section"], self.ifname, e["reason"], e["feature"], e["fix"]))
+
     # -- applying ---------------------------------------------------------------
     def load(self):
-        try:
-            return _bpf_object.load_object(self.object, pin_root=self.pin_root, resize=self.params["resize"],
-                                       rodata=self.params["rodata"], data=self.params["data"])
-        except _libbpf.LibbpfError as exc:
-            if exc.msg.startswith("the verifier rejected program"):
-                prog = exc.msg.split()[4]
-                raise LqosError(exc.msg, "fix program %s in the BPF source, rebuild with lqos.bpf.pipeline and "
-                                         "attach again; nothing was attached or changed on %s." % (prog, self.ifname))
-            if "pinned_maps" in exc.msg:
-                raise LqosError(exc.msg, "run lqos.bpf.pinned_maps (state: clean) for those pins, then attach "
-                                         "again; nothing was attached or changed on %s." % self.ifname)
-            raise LqosError("%s; nothing was attached or changed on %s." % (exc.msg, self.ifname))
+        """Load the object without the disabled programs; an optional program the real load refuses is left out
+        and the load retried. A refused required program, or any other failure, changes nothing."""
+        while True:
+            try:
+                return _bpf_object.load_object(self.object, pin_root=self.pin_root, resize=self.params["resize"],
+                                               rodata=self.params["rodata"], data=self.params["data"],
+                                               disabled=sorted(self.disabled))
+            except _bpf_object.LoadError as exc:
+                if self.roles.get(exc.program) == "optional" and exc.program not in self.disabled:
+                    self.leave_out(exc.refusal)
+                    continue
+                raise LqosError("%s; %s program %s was refused, so nothing was attached or changed on %s."
+                                % (exc.msg.rstrip("."), self.roles.get(exc.program, "required"), exc.program,
+                                   self.ifname), "%s, then attach again." % exc.refusal["fix"])
+            except _libbpf.LibbpfError as exc:
+                if "pinned_maps" in exc.msg:
+                    raise LqosError(exc.msg, "run lqos.bpf.pinned_maps (state: clean) for those pins, then attach "
+                                             "again; nothing was attached or changed on %s." % self.ifname)
+                raise LqosError("%s; nothing was attached or changed on %s." % (exc.msg, self.ifname))
 
     def same_program(self, lo, name: str, old_id: int) -> bool:
         """True when the attached program has the new program's tag and the load-time values the spec sets
@@ -919,7 +971,8 @@ class Attacher(object):
     def write_state(self) -> None:
         record = {"version": STATE_VERSION, "pin_root": self.pin_root, "netns": self.netns,
                   "interface": self.ifname, "ifindex": self.ifindex, "object": self.object,
-                  "object_sha256": self.object_sha256, "fingerprint": self.fp, "params": self.params}
+                  "object_sha256": self.object_sha256, "fingerprint": self.fp, "params": self.params,
+                  "left_out": self.left_out}
         x = self.result_xdp
         if x and x["id"]:
             record["xdp"] = {"program": x["program"], "id": x["id"], "tag": x["tag"], "mode": x["mode"],
@@ -1058,6 +1111,13 @@ def _run(module, att: Attacher, apply: bool) -> dict:
             xdp, tc = att.planned_xdp(), att.planned_tc()
             changed = bool(att.actions)
         att.skb_warning(xdp)
+        if present and att.needs_load():
+            att.left_out_warnings()
+        elif present and att.record.get("fingerprint") == att.fp:
+            att.left_out = [e for e in att.record.get("left_out") or [] if isinstance(e, dict)]
+            for e in att.left_out:
+                att.notes.append("optional program %s (SEC(\"%s\")) is not loaded on %s: %s"
+                                 % (e.get("program"), e.get("section"), att.ifname, e.get("reason")))
         after = None
         if module._diff:  # pylint: disable=protected-access
             after = att.reread() if applied else ({"planned": list(att.actions)} if att.actions else before)
@@ -1074,6 +1134,8 @@ def _run(module, att: Attacher, apply: bool) -> dict:
         "object_sha256": att.object_sha256,
         "fingerprint": att.fp,
         "loaded": bool(applied and present and att.needs_load()),
+        "programs": att.roles,
+        "left_out": att.left_out,
         "xdp": xdp,
         "tc": tc,
         "actions": att.actions,

@@ -11,6 +11,7 @@ import os
 import re
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     LibbpfError,
+    MAP_TYPES,
     _Closable,
     _STATE,
     _b,
@@ -27,11 +28,17 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     _prog_def,
     _s,
     _strerror,
+    map_type_id,
     pinned_kind,
     possible_cpus,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path, prog_info_by_fd
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import classify_refusal, kernel_facts, kprobe_target
+
+# Map types whose max_entries the verifier never reads: a trial load may shrink them.
+SHRINKABLE_MAP_TYPES = frozenset(MAP_TYPES[n] for n in (
+    "hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "lpm_trie", "hash_of_maps", "devmap_hash", "sockhash"))
 
 def object_info(path: str, pin_root: str | None = None) -> dict:
     """Programs and maps of a BPF object file, without loading it.
@@ -187,29 +194,17 @@ def _pin_incompatibilities(obj) -> list:
     return out
 
 
-def _tail(text: str, n: int = 20) -> str:
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return "\n".join(lines[-n:])
-
-
-def load_object(path: str, pin_root: str | None = None, resize: dict | None = None, rodata: dict | None = None,
-                data: dict | None = None, log_size: int = 1 << 20) -> LoadedObject:
-    """Open, adjust and load a BPF object.
-
-    pin_root: where LIBBPF_PIN_BY_NAME maps are pinned or reused (libbpf default
-    /sys/fs/bpf). resize: {map: max_entries}. rodata / data: {variable: int or
-    bytes} written into .rodata* / .data*/.bss* before load (integers in the
-    object's byte order, the variable's width). Every program gets a verifier
-    log buffer of log_size bytes (filled only when its load fails).
-    """
+def _prepare(path: str, pin_root: str | None, resize: dict, rodata: dict, data: dict, disabled, log_size: int,
+             no_pins: bool = False, shrink_to: int | None = None):
+    """Open ``path`` and apply everything before bpf_object__load: resizes,
+    load-time values, autoload off for ``disabled``, one verifier log buffer per
+    loaded program. no_pins: pin nothing and reuse no pin (a trial load).
+    shrink_to: hash-like maps get at most that many entries (a trial load: the
+    verifier does not look at their size). Returns (obj, [(program, buffer)])."""
     ffi, lib = _ffi_lib()
-    resize = dict(resize or {})
-    rodata = dict(rodata or {})
-    data = dict(data or {})
     if log_size < 128:
         raise LibbpfError("log_size %d is too small: use at least 128 bytes (default 1 MiB)" % log_size)
     obj = _open_object(path, pin_root)
-    ok = False
     try:
         maps = {_s(lib.bpf_map__name(m)): m for m in _iter_maps(obj)}
         for name, entries in resize.items():
@@ -219,17 +214,57 @@ def load_object(path: str, pin_root: str | None = None, resize: dict | None = No
             ret = lib.bpf_map__set_max_entries(maps[name], int(entries))
             if ret < 0:
                 _fail("resizing map %s to %s entries failed" % (name, entries), _errno_of(ret))
+        if no_pins or shrink_to:
+            for name, m in maps.items():
+                if no_pins and not lib.bpf_map__is_internal(m):
+                    lib.bpf_map__set_pin_path(m, ffi.NULL)
+                if shrink_to and name not in resize and lib.bpf_map__type(m) in SHRINKABLE_MAP_TYPES \
+                        and lib.bpf_map__max_entries(m) > shrink_to:
+                    lib.bpf_map__set_max_entries(m, shrink_to)
         if rodata or data:
             _set_globals(obj, path, maps, rodata, data)
+        progs = {_s(lib.bpf_program__name(p)): p for p in _iter_progs(obj)}
+        unknown = sorted(set(disabled) - set(progs))
+        if unknown:
+            raise LibbpfError("cannot leave out program(s) %s: %s has no such program (it has %s)"
+                              % (", ".join(unknown), path, ", ".join(progs)), _errno.ENOENT)
         alloc = ffi.new_allocator(should_clear_after_alloc=False)
         log_bufs = []
-        for p in _iter_progs(obj):
+        for name, p in progs.items():
+            if name in disabled:
+                lib.bpf_program__set_autoload(p, False)
+                continue
             buf = alloc("char[]", log_size)
             buf[0] = b"\0"
             ret = lib.bpf_program__set_log_buf(p, buf, log_size)
             if ret < 0:
                 _fail("setting the verifier log buffer failed", _errno_of(ret))
-            log_bufs.append((_s(lib.bpf_program__name(p)), buf))
+            log_bufs.append((name, buf))
+        return obj, log_bufs
+    except BaseException:
+        lib.bpf_object__close(obj)
+        raise
+
+
+def load_object(path: str, pin_root: str | None = None, resize: dict | None = None, rodata: dict | None = None,
+                data: dict | None = None, log_size: int = 1 << 20, disabled=()) -> LoadedObject:
+    """Open, adjust and load a BPF object.
+
+    pin_root: where LIBBPF_PIN_BY_NAME maps are pinned or reused (libbpf default
+    /sys/fs/bpf). resize: {map: max_entries}. rodata / data: {variable: int or
+    bytes} written into .rodata* / .data*/.bss* before load (integers in the
+    object's byte order, the variable's width). disabled: program names left
+    out (autoload off). Every loaded program gets a verifier log buffer of
+    log_size bytes (filled only when its load fails).
+
+    Raises LoadError (a LibbpfError with ``program`` and ``refusal`` set when
+    one program was refused) or LibbpfError.
+    """
+    ffi, lib = _ffi_lib()
+    obj, log_bufs = _prepare(path, pin_root, dict(resize or {}), dict(rodata or {}), dict(data or {}),
+                             set(disabled or ()), log_size)
+    ok = False
+    try:
         mark = _log_mark()
         ret = lib.bpf_object__load(obj)
         if ret < 0:
@@ -240,6 +275,76 @@ def load_object(path: str, pin_root: str | None = None, resize: dict | None = No
     finally:
         if not ok:
             lib.bpf_object__close(obj)
+
+
+def probe_programs(path: str, names=None, resize: dict | None = None, rodata: dict | None = None,
+                   data: dict | None = None, kernel: dict | None = None) -> list:
+    """Trial-load each program alone: no pin made or reused, nothing attached,
+    everything closed again (a load changes nothing on the host).
+
+    names: the programs to probe (default all). resize/rodata/data: as for
+    load_object. kernel: _programs.kernel_facts() (read once when None).
+    Returns [{"name", "section", "type_name", "loadable", "class", "reason",
+    "fix", "errno", "log_tail"}] in object order; the refusal keys are None
+    for a loadable program. A kprobe whose kernel function is missing is
+    reported as ``attach_target`` even though the kernel loads it.
+    """
+    ffi, lib = _ffi_lib()
+    progs = object_info(path)["programs"]
+    wanted = [p for p in progs if names is None or p["name"] in names]
+    kernel = kernel if kernel is not None else kernel_facts()
+    shrink = max(possible_cpus(), 64)
+    out = []
+    for p in wanted:
+        row = {"name": p["name"], "section": p["section"], "type_name": p["type_name"], "loadable": True,
+               "class": None, "reason": None, "fix": None, "errno": None, "log_tail": None}
+        others = {q["name"] for q in progs if q["name"] != p["name"]}
+        obj, log_bufs = _prepare(path, None, dict(resize or {}), dict(rodata or {}), dict(data or {}), others,
+                                 64 * 1024, no_pins=True, shrink_to=shrink)
+        try:
+            mark = _log_mark()
+            ret = lib.bpf_object__load(obj)
+            if ret < 0:
+                log = ffi.string(log_bufs[0][1]).decode("utf-8", "replace") if log_bufs else ""
+                row.update(classify_refusal(p["name"], p["section"], p["type_name"], _errno_of(ret), log,
+                                            _log_since(mark, 40), kernel))
+                row["loadable"] = False
+        finally:
+            lib.bpf_object__close(obj)
+        sym = kprobe_target(p["section"])
+        if row["loadable"] and sym and not kernel_has_symbol(sym):
+            row.update(loadable=False, errno=None, log_tail=None, **{
+                "class": "attach_target",
+                "reason": "program %s (SEC(\"%s\")) probes kernel function %s, which this kernel does not have "
+                          "(not in /proc/kallsyms)" % (p["name"], p["section"], sym),
+                "fix": "run it on a kernel that has %s, or leave it out (spec programs: {%s: optional or "
+                       "disabled})" % (sym, p["name"])})
+        out.append(row)
+    return out
+
+
+def probe_map_types(type_names) -> dict:
+    """{map type name: supported} through libbpf_probe_bpf_map_type."""
+    ffi, lib = _ffi_lib()
+    out = {}
+    for name in sorted(set(type_names)):
+        ret = lib.libbpf_probe_bpf_map_type(map_type_id(name), ffi.NULL)
+        out[name] = ret == 1
+    return out
+
+
+def kernel_has_symbol(name: str, path: str = "/proc/kallsyms") -> bool:
+    """Is ``name`` a kernel text symbol (kallsyms; module symbols too)? True when unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            want = b" " + name.encode() + b"\n"
+            want_mod = b" " + name.encode() + b"\t"
+            for line in fh:
+                if line.endswith(want) or want_mod in line:
+                    return True
+    except OSError:
+        return True
+    return False
 
 
 def _set_globals(obj, path, maps, rodata, data):
@@ -282,6 +387,29 @@ def _set_globals(obj, path, maps, rodata, data):
             _fail("setting the variables of %s failed" % sec, _errno_of(ret))
 
 
+class LoadError(LibbpfError):
+    """A load that failed on one program: ``program`` and ``refusal`` (classify_refusal's dict) say which and why."""
+
+    def __init__(self, msg: str, errno: int | None, program: str, refusal: dict):
+        super().__init__(msg, errno)
+        self.program = program
+        self.refusal = refusal
+
+
+def _failed_program(log_bufs, said):
+    """(name, verifier log) of the program whose load failed, or (None, "")."""
+    ffi = _STATE["ffi"]
+    joined = "\n".join(said)
+    m = re.search(r"prog '([^']+)': (?:failed to load|BPF program load failed|failed to find kernel BTF type ID)",
+                  joined)
+    logs = {name: ffi.string(buf).decode("utf-8", "replace") for name, buf in log_bufs if buf[0] != b"\0"}
+    if m:
+        return m.group(1), logs.get(m.group(1), "")
+    for name, log in logs.items():
+        return name, log
+    return None, ""
+
+
 def _explain_load_failure(obj, path, pin_root, err, log_bufs, said):
     ffi, lib = _STATE["ffi"], _STATE["lib"]
     # 1. an existing pin libbpf cannot reuse
@@ -292,12 +420,19 @@ def _explain_load_failure(obj, path, pin_root, err, log_bufs, said):
                           "max_entries and flags all match: migrate or remove the old pin with the "
                           "lqos.bpf.pinned_maps module (or choose another pin_root)" % (path, "; ".join(parts)),
                           err or _errno.EINVAL)
-    # 2. the verifier rejected a program
-    for name, buf in log_bufs:
-        if buf[0] != b"\0":
-            log = ffi.string(buf).decode("utf-8", "replace")
-            raise LibbpfError("the verifier rejected program %s of %s [errno %d: %s]; last lines of the "
-                              "verifier log:\n%s" % (name, path, err, _strerror(err), _tail(log, 20)), err)
+    # 2. one program was refused: by policy before verification, for a missing attach target, or by the verifier
+    name, log = _failed_program(log_bufs, said)
+    if name is not None:
+        p = next(q for q in _iter_progs(obj) if _s(lib.bpf_program__name(q)) == name)
+        d = _prog_def(p)
+        refusal = classify_refusal(name, d["section"], d["type_name"], err, log, said, kernel_facts())
+        refusal.update(name=name, section=d["section"], type_name=d["type_name"], loadable=False)
+        if refusal["class"] == "verifier":
+            msg = ("the verifier rejected program %s of %s [errno %d: %s]; last lines of the verifier log:\n%s"
+                   % (name, path, err, _strerror(err), refusal["log_tail"]))
+        else:
+            msg = "loading %s failed: %s [errno %d: %s]" % (path, refusal["reason"], err, _strerror(err))
+        raise LoadError(msg, err, name, refusal)
     # 3. pinning under pin_root failed
     joined = "\n".join(said)
     m = re.search(r"map '([^']+)': failed to auto-pin at '([^']+)'", joined)

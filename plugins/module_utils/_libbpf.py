@@ -137,6 +137,7 @@ struct btf_ext;
 typedef int (*libbpf_print_fn_t)(int level, const char *fmt, void *ap);
 libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
 int libbpf_probe_bpf_prog_type(int prog_type, const void *opts);
+int libbpf_probe_bpf_map_type(int map_type, const void *opts);
 __u32 libbpf_major_version(void);
 __u32 libbpf_minor_version(void);
 int libbpf_num_possible_cpus(void);
@@ -171,6 +172,7 @@ int bpf_program__fd(const struct bpf_program *prog);
 int bpf_program__type(const struct bpf_program *prog);
 int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log_size);
 int bpf_program__set_log_level(struct bpf_program *prog, __u32 log_level);
+int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
 int bpf_program__pin(struct bpf_program *prog, const char *path);
 
 const char *bpf_map__name(const struct bpf_map *map);
@@ -185,6 +187,7 @@ int bpf_map__set_max_entries(struct bpf_map *map, __u32 max_entries);
 bool bpf_map__is_internal(const struct bpf_map *map);
 const char *bpf_map__pin_path(const struct bpf_map *map);
 bool bpf_map__is_pinned(const struct bpf_map *map);
+int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
 

@@ -26,6 +26,7 @@ DEFAULT_LLC_FLAGS = ["-march=bpf", "-filetype=obj"]
 OUTPUT_KEYS = ("ir", "object", "skeleton", "wrapper_object", "archive", "bindings")
 TC_DIRECTIONS = ("egress", "ingress")
 SPECIAL_VALUES = ("possible_cpus", "ifindex")
+PROGRAM_ROLES = ("required", "optional", "disabled")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -96,7 +97,7 @@ def validate_spec(raw) -> dict:
         raise LqosError("pipeline spec: `name` must be a short identifier, got %r." % (name,),
                         "add e.g. `name: reference` at the top of the spec.")
     known = {"name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-             "mirrors", "constants", "pinned_maps", "attach", "toolchain"}
+             "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(name, "key(s) %s" % ", ".join("`%s`" % k for k in unknown), "are not known",
@@ -216,6 +217,15 @@ def validate_spec(raw) -> dict:
     attach = {"xdp": c.ident("attach.xdp", at["xdp"]) if at.get("xdp") else None, "tc": tc,
               "rodata": variables["rodata"], "data": variables["data"]}
 
+    roles = {}
+    for prog, role in c.section("programs", required=False).items():
+        c.ident("programs", prog)
+        if role not in PROGRAM_ROLES:
+            raise _fail(name, "`programs.%s`" % prog, "must be one of %s, got %r" % (", ".join(PROGRAM_ROLES), role),
+                        "required: the host fails without it; optional: left out with a warning when the kernel "
+                        "refuses it; disabled: never loaded")
+        roles[prog] = role
+
     tool = c.section("toolchain", required=False)
     minimums = tool.get("minimum_versions") or {}
     if not isinstance(minimums, dict):
@@ -234,6 +244,7 @@ def validate_spec(raw) -> dict:
         "constants": constants,
         "pinned_maps": pinned,
         "attach": attach,
+        "programs": roles,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
     }
 

@@ -12,7 +12,6 @@ the constant to change)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, count_cpu_list, is_bpffs, LqosError,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
 
 # name -> (version argv, version regex, Debian package, default minimum)
@@ -33,7 +33,7 @@ TOOLS = {
 }
 LIBBPF_MINIMUM = "1.0"
 KERNEL_MINIMUM = "5.10"
-CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+CAPS = CAP_BITS
 
 
 def version_tuple(text: str) -> tuple:
@@ -123,21 +123,6 @@ def libbpf_status() -> dict:
     return status
 
 
-def kernel_config(release: str) -> dict | None:
-    for path in ("/boot/config-%s" % release, "/lib/modules/%s/build/.config" % release):
-        if os.path.isfile(path):
-            with open(path, errors="replace") as fh:
-                return _parse_config(fh.read())
-    if os.path.isfile("/proc/config.gz"):
-        with gzip.open("/proc/config.gz", "rt", errors="replace") as fh:
-            return _parse_config(fh.read())
-    return None
-
-
-def _parse_config(text: str) -> dict:
-    return dict(re.findall(r"^(CONFIG_[A-Z0-9_]+)=(\S+)", text, re.M))
-
-
 def effective_caps(status_path: str = "/proc/self/status") -> int:
     with open(status_path) as fh:
         match = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", fh.read(), re.M)
@@ -186,7 +171,54 @@ def _check(name, ok, message, fix=None, required=True, **extra):
     return row
 
 
-def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, src: str | None = None) -> dict:
+def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
+    """Per-program and per-map-type rows for a built object: every program is
+    trial-loaded alone (nothing pinned or attached) and every map type probed.
+
+    Returns (checks, programs, map_types): a required program or an unsupported
+    map type that fails is a required check; an optional program that fails is
+    a warning (the loader leaves it out). Raises LqosError when the object is
+    missing or not a BPF object."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
+
+    if not os.path.isfile(obj_path):
+        raise LqosError("BPF object %s does not exist." % obj_path,
+                        "build it first with lqos.bpf.pipeline, or point the object option at the built .o file.")
+    resize = {item["map"]: possible for item in (spec or {}).get("cpu_sized_maps") or []}
+    try:
+        info = _bpf_object.object_info(obj_path)
+        rows = _bpf_object.probe_programs(obj_path, resize=resize)
+        map_types = _bpf_object.probe_map_types(m["type_name"] for m in info["maps"])
+    except LibbpfError as exc:
+        raise LqosError("probing %s failed: %s." % (obj_path, exc.msg.rstrip(".")),
+                        "check that it is a BPF object built by lqos.bpf.pipeline.")
+    roles = program_roles(spec, info["programs"])
+    checks = []
+    for row in rows:
+        row["role"] = roles.get(row["name"], "optional")
+        row["feature"] = feature_of(row["section"])
+        if row["role"] == "disabled":
+            continue
+        required = row["role"] == "required"
+        if row["loadable"]:
+            msg = "program %s (SEC(\"%s\"), %s) loads on this kernel" % (row["name"], row["section"], row["role"])
+        else:
+            msg = "%s program %s cannot load here (%s): %s" % (row["role"], row["name"], row["class"], row["reason"])
+            if not required:
+                msg += "; it will be left out, losing %s" % row["feature"]
+        checks.append(_check("program:" + row["name"], row["loadable"], msg, row["fix"], required=required,
+                             program=row["name"], role=row["role"], refusal=row["class"]))
+    for tname, ok in sorted(map_types.items()):
+        checks.append(_check("map-type:" + tname, ok, "%s maps %s (libbpf probe)" % (tname, "supported" if ok
+                                                                                      else "not supported"),
+                             "boot a kernel that supports %s maps" % tname, map_type=tname))
+    return checks, rows, map_types
+
+
+def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, src: str | None = None,
+              obj_path: str | None = None) -> dict:
     checks = []
     tools = tool_versions(module, cache_path=TOOL_CACHE)
     for name, info in tools.items():
@@ -294,10 +326,15 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
             checks.append(_check("cpu-map:" + row["map"], True, "%s max_entries %d <= %d possible CPUs"
                                  % (row["map"], row["max_entries"], possible), required=False, **row))
 
+    programs, map_types = None, None
+    if obj_path:
+        rows, programs, map_types = object_checks(spec, obj_path, possible)
+        checks.extend(rows)
+
     problems = [c for c in checks if not c["ok"] and c["required"]]
     warnings = [c for c in checks if not c["ok"] and not c["required"]]
-    return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks,
-            "problems": problems, "warnings_found": warnings, "ok": not problems}
+    return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks, "programs": programs,
+            "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
 
 
 def summary(problems: list) -> str:

@@ -173,6 +173,31 @@ loaded:
   returned: always
   type: bool
   sample: false
+programs:
+  description:
+    - Role of every program of the object. V(required) programs are the ones the spec attaches (a refusal fails
+      the task and changes nothing); V(optional) ones (iterators, kprobes, programs of modes not in use) are left
+      out when this kernel refuses them; V(disabled) ones are never loaded (spec C(programs)).
+  returned: when state is present
+  type: dict
+  sample: {xdp_shaper: required, tc_classify: required, flow_reader: optional}
+left_out:
+  description:
+    - Optional programs this kernel refused, so the object was loaded without them. Before the load each optional
+      program is trial-loaded alone (nothing pinned or attached); one refused only by the real load is left out and
+      the load retried. A warning names each one with the feature lost.
+    - C(class) is V(kernel_policy) (refused before verification), V(attach_target) (its kernel function or BTF id is
+      missing), V(verifier), V(resource_limit) or V(load_error).
+  returned: when state is present
+  type: list
+  elements: dict
+  sample:
+    - program: flow_reader
+      section: iter/bpf_map_elem
+      class: kernel_policy
+      reason: "the kernel refused program flow_reader (SEC(\"iter/bpf_map_elem\"), tracing) before verifying it: ..."
+      fix: "boot a kernel that allows tracing programs, or it is optional: leave it out ..."
+      feature: "reading maps through a BPF iterator (userspace must walk the map itself)"
 object:
   description: The object path (O(state=present)).
   returned: always

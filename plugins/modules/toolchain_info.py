@@ -36,6 +36,14 @@ options:
         Override the spec's and the built-in minimums.
     type: dict
     default: {}
+  object:
+    description:
+      - A built BPF object on the target. Every program in it is trial-loaded alone (nothing is pinned or
+        attached; the load changes nothing on the host) and every map type it uses is probed through libbpf, so
+        a program this kernel refuses is known before a rollout. Results are in RV(programs) and RV(map_types).
+      - A refused V(required) program (one the spec attaches, or spec C(programs) says so) is a problem; a refused
+        V(optional) one is a warning, because lqos.bpf.attach leaves it out.
+    type: path
   fail_on_missing:
     description: Fail with one summary of every required check that did not pass.
     type: bool
@@ -95,6 +103,25 @@ libbpf:
   description: libbpf headers, shared library version and cffi availability.
   returned: always
   type: dict
+programs:
+  description:
+    - With O(object), one row per program of the object. C(class) says why a program cannot load
+      (V(kernel_policy) refused before verification, V(attach_target) its kernel function or BTF id is missing,
+      V(verifier), V(resource_limit), V(load_error)), C(reason) and C(fix) say what to do, C(feature) what is
+      lost without it.
+  returned: when O(object) is given
+  type: list
+  elements: dict
+  sample:
+    - {name: flow_reader, section: iter/bpf_map_elem, type_name: tracing, role: optional, loadable: false,
+       class: kernel_policy, reason: "the kernel refused program flow_reader ... before verifying it: ...",
+       fix: "boot a kernel that allows tracing programs, or ...", errno: 1, log_tail: null,
+       feature: "reading maps through a BPF iterator (userspace must walk the map itself)"}
+map_types:
+  description: With O(object), whether this kernel supports each map type the object uses (libbpf probe).
+  returned: when O(object) is given
+  type: dict
+  sample: {lpm_trie: true, lru_hash: true, cpumap: true}
 kernel:
   description: Kernel release, BTF, bpffs, capabilities, XDP/TC support and possible CPUs.
   returned: always
@@ -114,6 +141,7 @@ def argument_spec() -> dict:
         spec=dict(type="raw"),
         src=dict(type="path"),
         minimum_versions=dict(type="dict", default={}),
+        object=dict(type="path"),
         fail_on_missing=dict(type="bool", default=False),
     )
     spec.update(PIN_ARGS)
@@ -125,7 +153,7 @@ def run(module) -> dict:
     spec = validate_spec(params["spec"]) if params["spec"] is not None else None
     minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
     minimums.update({str(k): str(v) for k, v in params["minimum_versions"].items()})
-    result = preflight(module, params["pin_root"], minimums, spec, params["src"])
+    result = preflight(module, params["pin_root"], minimums, spec, params["src"], params["object"])
     if params["fail_on_missing"]:
         require(result)
     for row in result["warnings_found"]:

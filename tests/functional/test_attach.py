@@ -456,8 +456,10 @@ def test_verifier_rejection_names_the_program_and_shows_the_log(env):
     assert msg.startswith(head), msg
     log, fix = msg[len(head):].rsplit(" Fix: ", 1)
     assert "invalid access to packet" in log
-    assert fix == ("fix program bad_xdp in the BPF source, rebuild with lqos.bpf.pipeline and attach again; nothing "
-                   "was attached or changed on %s." % env.pair.if_a)
+    assert log.endswith("; required program bad_xdp was refused, so nothing was attached or changed on %s."
+                        % env.pair.if_a)
+    assert fix == ("fix program bad_xdp in the BPF source and rebuild with lqos.bpf.pipeline (the verifier log tail "
+                   "says where), then attach again.")
     assert env.snapshot() == before
 
 
