@@ -159,11 +159,49 @@ class LoadedObject(_Closable):
             _fail("pinning program %s at %s failed: the path must be on a bpffs and free" % (name, path),
                   _errno_of(ret))
 
+    def attach_program(self, name: str, ifindex: int | None = None) -> "Link":
+        """Attach a program through a bpf_link, the way its section says (``lsm/...``, ``iter/...``, ...), or to
+        the XDP hook of ``ifindex`` (bpf_program__attach_xdp, as xdp-loader and cilium/ebpf do). The link
+        holds the program until it is destroyed or, when pinned, unpinned."""
+        ffi, lib = _STATE["ffi"], _STATE["lib"]
+        prog = self._prog(name)
+        mark = _log_mark()
+        link = lib.bpf_program__attach_xdp(prog, ifindex) if ifindex is not None else lib.bpf_program__attach(prog)
+        if link == ffi.NULL:
+            err = ffi.errno
+            said = _log_since(mark, 5)
+            _fail("attaching program %s of %s through a bpf_link failed%s" % (
+                name, self.path, ("; libbpf said: " + " | ".join(said)) if said else ""), err)
+        return Link(link, name)
+
     def close(self) -> None:
         if self._obj is not None:
             _STATE["lib"].bpf_object__close(self._obj)
             self._obj = None
             self._log_bufs = []
+
+
+class Link(_Closable):
+    """A bpf_link made by LoadedObject.attach_program; close() destroys it (a pinned link stays)."""
+
+    def __init__(self, link, program: str):
+        self._link = link
+        self.program = program
+
+    @property
+    def fd(self) -> int:
+        return _STATE["lib"].bpf_link__fd(self._link)
+
+    def pin(self, path: str) -> None:
+        ret = _STATE["lib"].bpf_link__pin(self._link, _b(path))
+        if ret < 0:
+            _fail("pinning the link of %s at %s failed: the path must be on a bpffs and free" % (self.program, path),
+                  _errno_of(ret))
+
+    def close(self) -> None:
+        if self._link is not None:
+            _STATE["lib"].bpf_link__destroy(self._link)
+            self._link = None
 
 
 def _pin_incompatibilities(obj) -> list:

@@ -175,6 +175,17 @@ int bpf_program__set_log_level(struct bpf_program *prog, __u32 log_level);
 int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
 int bpf_program__pin(struct bpf_program *prog, const char *path);
 
+struct bpf_link;
+struct bpf_link *bpf_program__attach(const struct bpf_program *prog);
+struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifindex);
+int bpf_link__fd(const struct bpf_link *link);
+int bpf_link__pin(struct bpf_link *link, const char *path);
+int bpf_link__destroy(struct bpf_link *link);
+int bpf_link_get_next_id(__u32 start_id, __u32 *next_id);
+int bpf_link_get_fd_by_id(__u32 id);
+int bpf_link_detach(int link_fd);
+int bpf_link_update(int link_fd, int new_prog_fd, const void *opts);
+
 const char *bpf_map__name(const struct bpf_map *map);
 int bpf_map__fd(const struct bpf_map *map);
 int bpf_map__type(const struct bpf_map *map);
@@ -280,6 +291,18 @@ struct bpf_prog_info {
     __u32 attach_btf_obj_id;
     __u32 attach_btf_id;
     __u32 :32;
+};
+
+/* linux/bpf.h: the leading fields and the xdp/netns/tcx arms of the union */
+struct bpf_link_info {
+    __u32 type;
+    __u32 id;
+    __u32 prog_id;
+    __u32 :32;
+    union {
+        struct { __u32 ifindex; } xdp;
+        __u64 _pad[8];
+    };
 };
 
 /* libbpf.h: XDP */

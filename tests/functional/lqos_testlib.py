@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -60,7 +61,7 @@ class NetnsPair:
 
 def copy_bpf(dest) -> str:
     """A private copy of bpf/ (shaper_sys and its sibling shaper_utils); returns the crate root."""
-    import shutil
+
     shutil.copytree(os.path.join(REPO, "bpf"), os.path.join(str(dest), "bpf"))
     return os.path.join(str(dest), "bpf", "shaper_sys")
 
@@ -116,16 +117,17 @@ def module_args_file(name: str, args: dict, check_mode: bool = False, diff: bool
 
 
 def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = False,
-               env: dict | None = None, resolve_spec: bool = True) -> dict:
+               env: dict | None = None, resolve_spec: bool = True, prefix: tuple = ()) -> dict:
     """Run a module file the way Ansible's local connection would; return its JSON result
-    plus ``_rc`` and ``_stderr``."""
+    plus ``_rc`` and ``_stderr``. ``prefix``: an argument list to run it under (e.g.
+    ``ip netns exec NS setpriv ... --``)."""
     argfile = module_args_file(name, args, check_mode, diff, resolve_spec)
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     if env:
         full_env.update(env)
     try:
-        proc = subprocess.run([sys.executable, "-m", "ansible_collections.lqos.bpf.plugins.modules." + name, argfile],
+        proc = subprocess.run(list(prefix) + [sys.executable, "-m", "ansible_collections.lqos.bpf.plugins.modules." + name, argfile],
                               capture_output=True, text=True, env=full_env, cwd="/", check=False)
     finally:
         os.unlink(argfile)
@@ -135,4 +137,26 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
         raise AssertionError("module %s printed no JSON (rc=%d):\n%s\n%s" % (name, proc.returncode, proc.stdout, proc.stderr))
     result["_rc"] = proc.returncode
     result["_stderr"] = proc.stderr
+    # ansible-core 2.19 carries module.warn() texts as structured events.
+    result["warnings"] = [w["event"]["msg"] if isinstance(w, dict) and "event" in w else w
+                          for w in result.get("warnings", [])]
     return result
+
+
+def compile_bpf(tmp, name, source):
+    """Compile one BPF C source with clang -g -O2 -target bpf; returns the object's path."""
+    src = os.path.join(str(tmp), name + ".c")
+    with open(src, "w") as fh:
+        fh.write(source)
+    obj = os.path.join(str(tmp), name + ".o")
+    arch_inc = "/usr/include/%s-linux-gnu" % os.uname().machine
+    sh("clang", "-O2", "-g", "-target", "bpf", "-I", arch_inc, "-c", src, "-o", obj)
+    return obj
+
+
+def build_reference(work, spec, name):
+    """Build the reference crate (a copy of bpf/) with ``spec``; returns the object's path."""
+    shutil.copytree(os.path.join(REPO, "bpf"), str(work / name))
+    result = run_module("pipeline", dict(spec=spec, src=str(work / name / "shaper_sys"), dest=str(work / (name + "-out"))))
+    assert result["_rc"] == 0, result
+    return result["outputs"]["object"]["path"]

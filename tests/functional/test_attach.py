@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from lqos_testlib import REPO, run_module, sh
+from lqos_testlib import build_reference, compile_bpf, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
@@ -66,23 +65,6 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-def compile_bpf(tmp, name, source):
-    src = os.path.join(str(tmp), name + ".c")
-    with open(src, "w") as fh:
-        fh.write(source)
-    obj = os.path.join(str(tmp), name + ".o")
-    arch_inc = "/usr/include/%s-linux-gnu" % os.uname().machine
-    sh("clang", "-O2", "-g", "-target", "bpf", "-I", arch_inc, "-c", src, "-o", obj)
-    return obj
-
-
-def build(work, spec, name):
-    shutil.copytree(os.path.join(REPO, "bpf"), str(work / name))
-    result = run_module("pipeline", dict(spec=spec, src=str(work / name / "shaper_sys"), dest=str(work / (name + "-out"))))
-    assert result["_rc"] == 0, result
-    return result["outputs"]["object"]["path"]
-
-
 @pytest.fixture(scope="session")
 def objects(tmp_path_factory):
     """The reference object, a rebuild of it with other code generation (llc -mcpu=v3: new
@@ -92,8 +74,8 @@ def objects(tmp_path_factory):
     rebuilt_spec = copy.deepcopy(spec)
     rebuilt_spec["flags"]["llc"] = rebuilt_spec["flags"]["llc"] + ["-mcpu=v3"]
     return {
-        "reference": build(work, "reference", "ref"),
-        "rebuilt": build(work, rebuilt_spec, "rebuilt"),
+        "reference": build_reference(work, "reference", "ref"),
+        "rebuilt": build_reference(work, rebuilt_spec, "rebuilt"),
         "rebuilt_spec": rebuilt_spec,
         "foreign": compile_bpf(work, "foreign", FOREIGN_C),
         "bad": compile_bpf(work, "bad", BAD_C),

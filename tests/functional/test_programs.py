@@ -1,0 +1,254 @@
+"""Program roles on the real kernel: what this kernel refuses is probed, diagnosed by its
+cause, and left out when optional, while the XDP/TC data path is attached.
+
+Two kinds of refusal are produced on any kernel: a program whose attach target does not
+exist (fentry and kprobe on ``lqos_bpf_no_such_function``), and a kernel security policy
+that refuses tracing programs before verification, as the kernels that forbid BPF
+iterators do: a BPF-LSM program on the ``bpf`` hook returns EPERM for every
+BPF_PROG_TYPE_TRACING load made from one test network namespace (nothing else on the
+machine is affected, and the policy goes with the test). Where the kernel has no active
+BPF LSM, those tests skip and say so.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lqos_testlib import build_reference, compile_bpf, run_module, sh
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+# A kernel policy that refuses tracing programs (iterators, fentry, ...) to the processes of one
+# network namespace, with EPERM before verification. This project's own source.
+POLICY_C = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+const volatile __u32 target_netns = 0;
+
+SEC("lsm/bpf")
+int BPF_PROG(refuse_tracing_loads, int cmd, union bpf_attr *attr)
+{
+    struct task_struct *task;
+
+    if (cmd != BPF_PROG_LOAD)
+        return 0;
+    task = bpf_get_current_task_btf();
+    if (BPF_CORE_READ(task, nsproxy, net_ns, ns.inum) != target_netns)
+        return 0;
+    return BPF_CORE_READ(attr, prog_type) == BPF_PROG_TYPE_TRACING ? -1 : 0;
+}
+
+char _license[] SEC("license") = "GPL";
+"""
+
+PROGS_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct bpf_iter_meta { void *seq; __u64 session_id; __u64 seq_num; } __attribute__((preserve_access_index));
+struct bpf_iter__bpf_map_elem {
+    struct bpf_iter_meta *meta; void *map; void *key; void *value;
+} __attribute__((preserve_access_index));
+
+SEC("xdp")
+int probe_xdp(struct xdp_md *ctx) { return XDP_PASS; }
+
+SEC("tc")
+int probe_tc(struct __sk_buff *skb) { return 0; }
+
+SEC("iter/bpf_map_elem")
+int probe_iter(struct bpf_iter__bpf_map_elem *ctx) { return 0; }
+
+SEC("fentry/lqos_bpf_no_such_function")
+int probe_fentry(void *ctx) { return 0; }
+
+SEC("kprobe/lqos_bpf_no_such_function")
+int probe_kprobe(void *ctx) { return 0; }
+
+char _license[] SEC("license") = "GPL";
+"""
+
+SPEC = {"name": "progs", "sources": {"kern": "progs.c"}, "outputs": {"object": "progs.o"},
+        "attach": {"xdp": "probe_xdp", "tc": [{"program": "probe_tc", "direction": "egress"}]}}
+MISSING = "lqos_bpf_no_such_function"
+
+
+@pytest.fixture(scope="module")
+def objs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("programs")
+    out = {"progs": compile_bpf(work, "progs", PROGS_C), "reference": build_reference(work, "reference", "ref")}
+    with open(os.path.join(str(work), "vmlinux.h"), "w") as fh:
+        fh.write(sh("bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c").stdout)
+    out["policy"] = compile_bpf(work, "policy", POLICY_C)
+    return out
+
+
+@pytest.fixture
+def tracing_refused(objs, netns_pair):
+    """While the test runs, the kernel refuses tracing programs loaded from netns_pair.ns_a."""
+    inum = os.stat(os.path.join("/run/netns", netns_pair.ns_a)).st_ino
+    try:
+        lo = O.load_object(objs["policy"], rodata={"target_netns": inum})
+    except LibbpfError as exc:
+        pytest.skip("this kernel cannot load a BPF-LSM policy, so the refusal cannot be staged: %s" % exc.msg)
+    try:
+        link = lo.attach_program("refuse_tracing_loads")
+    except LibbpfError as exc:
+        lo.close()
+        pytest.skip("the BPF LSM is not active on this kernel (lsm= lacks bpf), so the refusal cannot be "
+                    "staged: %s" % exc.msg)
+    yield netns_pair.ns_a
+    link.close()
+    lo.close()
+
+
+def iterators_load_here(obj) -> bool:
+    """This kernel's own answer (probed the same way the module probes)."""
+    return {r["name"]: r["loadable"] for r in O.probe_programs(obj)}["probe_iter"]
+
+
+def attach(pair, bpffs, tmp_path, obj, spec, prefix=(), netns=True, **kw):
+    args = dict(spec=spec, object=obj, pin_root=bpffs, interface=pair.if_a, state_dir=str(tmp_path / "state"),
+                approve=True)
+    if netns:
+        args["netns"] = pair.ns_a
+    args.update(kw)
+    return run_module("attach", args, prefix=prefix)
+
+
+def hooks(pair):
+    with H.netns(pair.ns_a):
+        idx = H.ifindex(pair.if_a)
+        xdp = H.xdp_query(idx)
+        tc = H.tc_query(idx, "egress", 1, 0xC02F)
+    names = {}
+    for pid in (xdp["prog_id"], tc):
+        if pid:
+            names[pid] = M.prog_info_by_id(pid)["name"]
+    return {"xdp": names.get(xdp["prog_id"]), "tc": names.get(tc)}
+
+
+def test_probe_classifies_each_program_by_its_cause(objs):
+    rows = {r["name"]: r for r in O.probe_programs(objs["progs"])}
+    assert rows["probe_xdp"]["loadable"] and rows["probe_tc"]["loadable"]
+    assert rows["probe_fentry"]["class"] == "attach_target"
+    assert rows["probe_fentry"]["reason"] == (
+        'program probe_fentry (SEC("fentry/%s"), tracing) attaches to %s, which this kernel does not have (no such '
+        'kernel function or BTF id)' % (MISSING, MISSING))
+    assert rows["probe_kprobe"]["class"] == "attach_target"
+    assert "not in /proc/kallsyms" in rows["probe_kprobe"]["reason"]
+    if not rows["probe_iter"]["loadable"]:
+        assert rows["probe_iter"]["class"] == "kernel_policy", rows["probe_iter"]
+
+
+def test_optional_programs_the_kernel_refuses_are_left_out(objs, netns_pair, bpffs, tmp_path):
+    res = attach(netns_pair, bpffs, tmp_path, objs["progs"], SPEC)
+    assert res["_rc"] == 0, res.get("msg")
+    assert res["changed"] is True and res["loaded"] is True
+    assert hooks(netns_pair) == {"xdp": "probe_xdp", "tc": "probe_tc"}
+    assert res["programs"] == {"probe_xdp": "required", "probe_tc": "required", "probe_iter": "optional",
+                               "probe_fentry": "optional", "probe_kprobe": "optional"}
+    left = {e["program"]: e for e in res["left_out"]}
+    expected = {"probe_fentry", "probe_kprobe"} | (set() if iterators_load_here(objs["progs"]) else {"probe_iter"})
+    assert set(left) == expected
+    assert left["probe_fentry"]["class"] == "attach_target"
+    assert left["probe_fentry"]["feature"] == "kernel function tracing (fentry)"
+    warned = [w for w in res.get("warnings", []) if "was left out" in w]
+    assert len(warned) == len(expected)
+    assert any(w.startswith('optional program probe_kprobe (SEC("kprobe/%s")) was left out on %s: '
+                            % (MISSING, netns_pair.if_a)) for w in warned), warned
+    assert any("(without %s)" % ", ".join(sorted(expected)) in a or "; without %s)" % ", ".join(sorted(expected)) in a
+               for a in res["actions"]), res["actions"]
+    again = attach(netns_pair, bpffs, tmp_path, objs["progs"], SPEC)
+    assert again["_rc"] == 0 and again["changed"] is False and again["loaded"] is False, again
+    assert {e["program"] for e in again["left_out"]} == expected
+
+
+def test_plan_reports_the_programs_it_would_leave_out_and_changes_nothing(objs, netns_pair, bpffs, tmp_path):
+    res = attach(netns_pair, bpffs, tmp_path, objs["progs"], SPEC, approve=False)
+    assert res["_rc"] == 0 and res["applied"] is False
+    assert {"probe_fentry", "probe_kprobe"} <= {e["program"] for e in res["left_out"]}
+    assert hooks(netns_pair) == {"xdp": None, "tc": None}
+    assert os.listdir(bpffs) == [] or set(os.listdir(bpffs)) <= {"maps.debug", "progs.debug"}
+
+
+def test_a_refused_required_program_stops_with_its_cause_and_changes_nothing(objs, netns_pair, bpffs, tmp_path):
+    spec = dict(SPEC, programs={"probe_fentry": "required"})
+    res = attach(netns_pair, bpffs, tmp_path, objs["progs"], spec)
+    assert res["_rc"] == 1 and res.get("failed"), res
+    assert res["msg"].startswith("loading %s failed: program probe_fentry (SEC(\"fentry/%s\"), tracing) attaches to %s, "
+                                 "which this kernel does not have" % (objs["progs"], MISSING, MISSING)), res["msg"]
+    assert "; required program probe_fentry was refused, so nothing was attached or changed on %s." \
+        % netns_pair.if_a in res["msg"]
+    assert "verifier" not in res["msg"]
+    assert hooks(netns_pair) == {"xdp": None, "tc": None}
+
+
+def test_reference_on_a_kernel_that_refuses_tracing_programs(objs, netns_pair, bpffs, tmp_path, tracing_refused):
+    """The README's first command on a kernel that refuses BPF iterators: XDP and TC attach,
+    flow_reader is left out with the right diagnosis, a second run changes nothing."""
+    prefix = ("ip", "netns", "exec", tracing_refused)
+    res = attach(netns_pair, bpffs, tmp_path, objs["reference"], "reference", prefix=prefix, netns=False)
+    assert res["_rc"] == 0, res.get("msg")
+    assert [(e["program"], e["class"]) for e in res["left_out"]] == [("flow_reader", "kernel_policy")]
+    reason = res["left_out"][0]["reason"]
+    assert reason.startswith('the kernel refused program flow_reader (SEC("iter/bpf_map_elem"), tracing) before '
+                             'verifying it: '), reason
+    assert "verifier" not in reason
+    assert res["warnings"] == ['optional program flow_reader (SEC("iter/bpf_map_elem")) was left out on %s: %s. '
+                               'Lost: reading maps through a BPF iterator (userspace must walk the map itself). '
+                               'Fix: %s' % (netns_pair.if_a, reason, res["left_out"][0]["fix"])]
+    with H.netns(netns_pair.ns_a):
+        idx = H.ifindex(netns_pair.if_a)
+        assert M.prog_info_by_id(H.xdp_query(idx)["prog_id"])["name"] == "xdp_shaper"
+        assert M.prog_info_by_id(H.tc_query(idx, "egress", 1, 0xC02F))["name"] == "tc_classify"
+        assert M.prog_info_by_id(H.tc_query(idx, "ingress", 1, 0xC02F))["name"] == "tc_bridge_redir"
+    again = attach(netns_pair, bpffs, tmp_path, objs["reference"], "reference", prefix=prefix, netns=False)
+    assert again["_rc"] == 0 and again["changed"] is False, again
+    assert [e["program"] for e in again["left_out"]] == ["flow_reader"]
+
+
+def test_preflight_sees_the_policy_refusal(objs, tracing_refused):
+    res = run_module("toolchain_info", dict(spec="reference", object=objs["reference"]),
+                     prefix=("ip", "netns", "exec", tracing_refused))
+    assert res["_rc"] == 0 and res["ok"] is True, res.get("msg")
+    row = {r["name"]: r for r in res["programs"]}["flow_reader"]
+    assert (row["loadable"], row["class"], row["errno"], row["role"]) == (False, "kernel_policy", 1, "optional")
+    assert any(w.startswith("program:flow_reader: optional program flow_reader cannot load here (kernel_policy)")
+               for w in res["warnings"]), res["warnings"]
+
+
+def test_preflight_reports_each_program_with_its_role(objs):
+    res = run_module("toolchain_info", dict(spec=SPEC, object=objs["progs"]))
+    assert res["_rc"] == 0, res.get("msg")
+    rows = {r["name"]: r for r in res["programs"]}
+    assert rows["probe_xdp"]["role"] == "required" and rows["probe_xdp"]["loadable"] is True
+    assert rows["probe_fentry"]["role"] == "optional" and rows["probe_fentry"]["class"] == "attach_target"
+    checks = {c["name"]: c for c in res["checks"]}
+    assert checks["program:probe_fentry"]["required"] is False and checks["program:probe_fentry"]["ok"] is False
+    assert res["map_types"] == {}
+    required = run_module("toolchain_info", dict(spec=dict(SPEC, programs={"probe_kprobe": "required"}),
+                                                  object=objs["progs"], fail_on_missing=True))
+    assert required["_rc"] == 1
+    assert "- program:probe_kprobe: required program probe_kprobe cannot load here (attach_target): program " \
+           "probe_kprobe (SEC(\"kprobe/%s\")) probes kernel function %s" % (MISSING, MISSING) in required["msg"]
+
+
+def test_preflight_of_the_reference_object(objs):
+    res = run_module("toolchain_info", dict(spec="reference", object=objs["reference"]))
+    assert res["_rc"] == 0, res.get("msg")
+    assert {r["name"]: r["role"] for r in res["programs"]} == {
+        "xdp_shaper": "required", "tc_classify": "required", "tc_bridge_redirect": "required",
+        "flow_reader": "optional"}
+    assert res["map_types"] == {"array": True, "cpumap": True, "hash": True, "lpm_trie": True, "lru_hash": True,
+                                "percpu_hash": True}
+    assert res["ok"] is True
