@@ -66,6 +66,7 @@ REPLACE = "replace"                  # ours, different fingerprint/program: atom
 VERIFY = "verify"                    # ours, no record: load, compare by tag + values, keep or swap
 REPLACE_FOREIGN = "replace_foreign"  # not ours, force: atomic swap
 REATTACH = "reattach"                # XDP mode change: detach, then attach (not atomic)
+REPLACE_LINK = "replace_link"        # foreign program held by a bpf_link, force: detach the link, attach (not atomic)
 REFUSE = "refuse"                    # not ours, no force
 DETACH = "detach"                    # ours, no longer wanted (or state=absent)
 LEAVE = "leave"                      # not ours and not ours to touch (state=absent)
@@ -309,9 +310,27 @@ def xdp_action(kind: str, program: str, ifname: str, d: dict, old: str) -> str |
         return ("detach %sXDP program %s from %s (%s mode), then attach %s in %s: not atomic (XDP mode change)"
                 % ("foreign " if d.get("foreign") else "", old, ifname, d["old_mode"], program,
                    xdp_mode_text(d["mode"])))
+    if kind == REPLACE_LINK:
+        link = d["link"]
+        return ("detach bpf_link %d (%s) holding foreign XDP program %s on %s, then attach %s in %s: not atomic (a "
+                "link-held program cannot be swapped through netlink; force)"
+                % (link["id"], link_holder(link), old, ifname, program, xdp_mode_text(d["mode"])))
     if kind == DETACH:
         return "detach XDP program %s from %s (%s mode)" % (old, ifname, d["mode"])
     return None
+
+
+def link_holder(link: dict) -> str:
+    return "pinned at %s" % link["pin"] if link.get("pin") else "not pinned: a running process holds it open"
+
+
+def link_refuse_error(ifname: str, netns: str | None, old: str, link: dict) -> LqosError:
+    where = "%s%s" % (ifname, " (netns %s)" % netns if netns else "")
+    return LqosError("XDP on %s holds program %s through bpf_link %d (%s), which this collection did not attach; "
+                     "it is left in place and nothing was changed." % (where, old, link["id"], link_holder(link)),
+                     "unload it with the tool that attached it (e.g. xdp-loader unload %s --all%s), or set force: true "
+                     "to detach the link and attach (not atomic: the interface runs without XDP in between)."
+                     % (ifname, "; or rm %s" % link["pin"] if link.get("pin") else ""))
 
 
 def tc_action(kind: str, slot: dict, ifname: str, old: str) -> str | None:
@@ -451,6 +470,7 @@ class Attacher(object):
         self.disabled = set()  # programs not loaded: spec-disabled, or optional and refused by this kernel
         self.left_out = []    # [{program, section, class, reason, fix, feature}] optional programs refused
         self.probed = False
+        self.replace_ingress = False
 
     # -- observation --------------------------------------------------------
     def enter_netns(self) -> None:
@@ -518,6 +538,12 @@ class Attacher(object):
             if not os.path.lexists(path):
                 self.maps_to_pin.append((m["name"], path))
                 continue
+            real, root = os.path.realpath(path), os.path.realpath(self.pin_root)
+            if os.path.islink(path) or not real.startswith(root + "/"):
+                bad.append("%s is a symbolic link to %s, %s the pin root; libbpf would follow it, so it is never "
+                           "used" % (path, os.readlink(path) if os.path.islink(path) else real,
+                                     "inside" if real.startswith(root + "/") else "outside"))
+                continue
             kind = _libbpf.pinned_kind(path)
             if kind != "map":
                 bad.append("%s is %s, not a map" % (path, "a pinned " + kind if kind else "not a BPF object"))
@@ -567,6 +593,9 @@ class Attacher(object):
             sid = slot_id(slot)
             if sid in self.tc_now:
                 continue
+            if self.replace_ingress:   # the qdisc and every filter on it go before anything is attached
+                self.tc_now[sid] = {"slot": slot, "id": None, "info": None}
+                continue
             cur = _bpf_hooks.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
             self.tc_now[sid] = {"slot": slot, "id": cur or None, "info": self.prog_info(cur) if cur else None}
 
@@ -574,11 +603,47 @@ class Attacher(object):
         return {slot_id(s): s for s in self.record.get("tc") or [] if isinstance(s, dict) and "direction" in s}
 
     # -- planning -------------------------------------------------------------
+    def check_ingress_slot(self) -> None:
+        """A legacy `ingress` qdisc in the clsact slot accepts an egress filter and runs it on ingress: refuse,
+        or (force) replace it by clsact."""
+        if _bpf_hooks.ingress_slot_kind(self.ifindex) != "ingress":
+            return
+        if not self.force:
+            raise LqosError("%s has a legacy `ingress` qdisc where TC programs need clsact: a filter attached to its "
+                            "egress would be accepted and run on ingress (both qdiscs take parent ffff:fff1); "
+                            "nothing was changed." % self.ifname,
+                            "remove it (tc%s qdisc del dev %s ingress; the filters it holds go with it), or set force: "
+                            "true to replace it by clsact." % (" -n %s" % self.netns if self.netns else "",
+                                                               self.ifname))
+        self.replace_ingress = True
+        self.warnings.append("replacing the legacy ingress qdisc on %s by clsact (force: true): the filters it "
+                             "holds are removed" % self.ifname)
+
+    def xdp_link_of(self, d: dict) -> dict:
+        """A foreign XDP program held by a bpf_link: refuse, or (force) plan to detach the link."""
+        old_id = d.get("old_id")
+        if not old_id or old_id in self.ours or d["kind"] not in (REFUSE, REPLACE_FOREIGN, REATTACH):
+            return d
+        links = _bpf_hooks.xdp_links(self.ifindex, old_id)
+        if not links:
+            return d
+        link = dict(links[0], pin=_bpf_hooks.link_pins(self.pin_root, [links[0]["id"]]).get(links[0]["id"]))
+        old = prog_desc(old_id, self.xdp_now["info"].get(old_id))
+        if d["kind"] == REFUSE:
+            raise link_refuse_error(self.ifname, self.netns, old, link)
+        self.warnings.append("detaching bpf_link %d (%s) to replace foreign XDP program %s on %s (force: true): not "
+                             "atomic" % (link["id"], link_holder(link), old, self.ifname))
+        return dict(d, kind=REPLACE_LINK, link=link, mode=self.want_mode)
+
     def plan_present(self) -> None:
         recorded = self.recorded_tc()
+        if self.with_tc and self.tc_slots:
+            self.check_ingress_slot()
         self.read_hooks(self.tc_slots + (list(recorded.values()) if self.with_tc else []))
         rec_xdp = self.record.get("xdp") if isinstance(self.record.get("xdp"), dict) else None
         d = decide_xdp(self.xdp_prog, self.want_mode, self.xdp_now, self.ours, rec_xdp, self.fp, self.force)
+        if d.get("reason") != "multi":
+            d = self.xdp_link_of(d)
         old = prog_desc(d.get("old_id"), self.xdp_now["info"].get(d.get("old_id")))
         if d["kind"] == REFUSE:
             if d.get("reason") == "multi":
@@ -617,7 +682,7 @@ class Attacher(object):
 
     def needs_load(self) -> bool:
         kinds = [self.xdp_plan["kind"]] + [d["kind"] for dummy, d in self.tc_plan]
-        return any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH) for k in kinds)
+        return any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH, REPLACE_LINK) for k in kinds)
 
     def live_maps(self) -> dict:
         """{kernel map name: id} of the maps used by our programs that are attached now."""
@@ -661,7 +726,10 @@ class Attacher(object):
             if text:
                 acts.append(text)
         hooks_needed = sorted({s["direction"] for s, td in self.tc_plan if td["kind"] == ATTACH})
-        if hooks_needed:
+        if self.replace_ingress:
+            acts.append("delete the legacy ingress qdisc on %s (and the filters it holds) and create clsact"
+                        % self.ifname)
+        elif hooks_needed:
             acts.append("create the clsact qdisc on %s if it is missing" % self.ifname)
         for slot, td in self.tc_plan:
             now = self.tc_now[slot_id(slot)]
@@ -870,7 +938,7 @@ class Attacher(object):
         if kind == VERIFY:
             kind = ADOPT if self.same_program(lo, self.xdp_prog, old_id) else REPLACE
             res["action"] = kind
-        if kind in (REPLACE, REPLACE_FOREIGN, REATTACH, DETACH):
+        if kind in (REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH):
             old_fd = _bpf_maps.prog_fd_by_id(old_id)
             held.append(old_fd)
             res.update(previous_id=old_id, previous_tag=old_info.get("tag"))
@@ -882,9 +950,15 @@ class Attacher(object):
             undo.append(lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
                 _bpf_hooks.xdp_attach(self.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
             res["mode"] = mode
-        elif kind in (ATTACH, REATTACH):
+        elif kind in (ATTACH, REATTACH, REPLACE_LINK):
             new_fd = lo.prog_fd(self.xdp_prog)
             self._pin_new(lo, self.xdp_prog, new_pins)
+            if kind == REPLACE_LINK:
+                link_id, old_mode = d["link"]["id"], d["old_mode"]
+                _bpf_hooks.link_detach(link_id)
+                undo.append(lambda m=old_mode, o=old_fd, i=old_id, lid=link_id: (
+                    _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True),
+                    "XDP id %d re-attached through netlink (its bpf_link %d stays detached)" % (i, lid))[1])
             if kind == REATTACH:
                 old_mode = d["old_mode"]
                 _bpf_hooks.xdp_detach(self.ifindex, old_mode, expected_prog_fd=old_fd)
@@ -900,13 +974,15 @@ class Attacher(object):
             undo.append(lambda m=mode, o=old_fd, i=old_id: (
                 _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             res.update(id=None, tag=None, mode=None)
-        if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH):
+        if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH, REPLACE_LINK):
             info = lo.prog_info(self.xdp_prog)
             res.update(id=info["id"], tag=info["tag"])
         self.result_xdp = res
 
     def apply_tc(self, lo, undo: list, held: list, new_pins: list) -> None:
         created = set()
+        if self.replace_ingress and lo is not None:
+            _bpf_hooks.qdisc_delete_ingress(self.ifindex)   # not restorable: the plan and a warning said so
         for slot, td in self.tc_plan:
             kind = td["kind"]
             sid = slot_id(slot)
@@ -1066,7 +1142,7 @@ class Attacher(object):
                                  "native XDP" % (xdp["program"], self.ifname))
 
 
-CHANGING = (ATTACH, REPLACE, REPLACE_FOREIGN, REATTACH, DETACH)
+CHANGING = (ATTACH, REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH)
 
 
 def run_attach(module, spec: dict) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import socket
+import struct
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     BPF_TC_F_REPLACE,
     CLONE_NEWNET,
@@ -342,3 +343,161 @@ def tc_detach(ifindex: int, direction: str, handle: int, priority: int) -> bool:
     return _tc_filter_op("bpf_tc_detach", ifindex, direction, handle, priority,
                          lambda: "removing the TC %s filter handle 0x%x priority 0x%x on %s failed"
                          % (direction, handle, priority, _ifname(ifindex))) is not None
+
+
+# --------------------------------------------------------------------------
+# What holds a hook: bpf_links (XDP) and the qdisc in the clsact slot
+# --------------------------------------------------------------------------
+
+BPF_LINK_TYPE_XDP = 6          # enum bpf_link_type (linux/bpf.h)
+LINK_TYPE_NAMES = {1: "raw_tracepoint", 2: "tracing", 3: "cgroup", 4: "iter", 5: "netns", 6: "xdp",
+                   7: "perf_event", 8: "kprobe_multi", 9: "struct_ops", 10: "netfilter", 11: "tcx"}
+
+
+def link_info_by_fd(fd: int) -> dict:
+    """{"id", "type", "type_name", "prog_id", "ifindex" (XDP links, else None)} of a bpf_link fd."""
+    ffi, lib = _ffi_lib()
+    info = ffi.new("struct bpf_link_info *")
+    size = ffi.new("__u32 *", ffi.sizeof("struct bpf_link_info"))
+    ret = lib.bpf_obj_get_info_by_fd(fd, info, size)
+    if ret < 0:
+        _fail("reading bpf_link info of fd %d failed" % fd, _errno_of(ret))
+    return {"id": info.id, "type": info.type, "type_name": LINK_TYPE_NAMES.get(info.type, str(info.type)),
+            "prog_id": info.prog_id, "ifindex": info.xdp.ifindex if info.type == BPF_LINK_TYPE_XDP else None}
+
+
+def xdp_links(ifindex: int, prog_id: int | None = None) -> list:
+    """The XDP bpf_links on ``ifindex`` of this network namespace (holding ``prog_id`` when given).
+
+    A program attached through a bpf_link (xdp-loader, cilium/ebpf, libbpf's
+    bpf_program__attach_xdp) cannot be replaced or detached through netlink
+    (EBUSY); only the link can let it go. Needs CAP_SYS_ADMIN (link ids)."""
+    ffi, lib = _ffi_lib()
+    out = []
+    cur = ffi.new("__u32 *", 0)
+    while lib.bpf_link_get_next_id(cur[0], cur) == 0:
+        fd = lib.bpf_link_get_fd_by_id(cur[0])
+        if fd < 0:
+            continue   # gone meanwhile
+        try:
+            info = link_info_by_fd(fd)
+        finally:
+            os.close(fd)
+        if info["type"] == BPF_LINK_TYPE_XDP and info["ifindex"] == ifindex and \
+                (prog_id is None or info["prog_id"] == prog_id):
+            out.append(info)
+    return out
+
+
+def link_pins(root: str, ids) -> dict:
+    """{link id: pin path} for the pinned bpf_links among ``ids`` below the bpffs folder ``root``."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import _obj_get, pinned_kind
+    want, found = set(ids), {}
+    if not want or not os.path.isdir(root):
+        return found
+    for top, dirs, files in os.walk(root, followlinks=False):
+        for name in files:
+            path = os.path.join(top, name)
+            if os.path.islink(path) or pinned_kind(path) != "link":
+                continue
+            fd = _obj_get(path)
+            try:
+                lid = link_info_by_fd(fd)["id"]
+            finally:
+                os.close(fd)
+            if lid in want:
+                found[lid] = path
+    return found
+
+
+def link_detach(link_id: int) -> None:
+    """Detach a bpf_link from its hook (BPF_LINK_DETACH, kernel >= 5.9); the link object stays, defunct."""
+    ffi, lib = _ffi_lib()
+    fd = lib.bpf_link_get_fd_by_id(link_id)
+    if fd < 0:
+        _fail("opening bpf_link %d failed: it is gone, or this needs CAP_SYS_ADMIN" % link_id, _errno_of(fd))
+    try:
+        ret = lib.bpf_link_detach(fd)
+        if ret < 0:
+            err = _errno_of(ret)
+            if err in (_errno.EINVAL, _errno.EOPNOTSUPP):
+                _fail("detaching bpf_link %d failed: this kernel cannot detach links (BPF_LINK_DETACH needs >= 5.9); "
+                      "remove it with the loader that made it" % link_id, err)
+            _fail("detaching bpf_link %d failed" % link_id, err)
+    finally:
+        os.close(fd)
+
+
+# rtnetlink (linux/rtnetlink.h, linux/pkt_sched.h): just enough to read and delete a qdisc.
+_RTM_DELQDISC, _RTM_GETQDISC = 37, 38
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCA_KIND = 1
+TC_H_INGRESS = 0xFFFFFFF1      # the slot both the `ingress` and the `clsact` qdisc take
+_NLMSG = struct.Struct("=IHHII")
+_TCMSG = struct.Struct("=BxxxiIII")
+_RTA = struct.Struct("=HH")
+
+
+def _nl_request(msg_type: int, flags: int, ifindex: int, parent: int = 0, handle: int = 0,
+                kind: str | None = None) -> list:
+    """Send one rtnetlink tc request; return [(ifindex, handle, parent, kind)] of the answers.
+    Raises LibbpfError with the kernel's errno."""
+    attrs = b""
+    if kind is not None:
+        data = kind.encode() + b"\0"
+        attrs = _RTA.pack(_RTA.size + len(data), _TCA_KIND) + data
+        attrs += b"\0" * (-len(attrs) % 4)
+    body = _TCMSG.pack(socket.AF_UNSPEC, ifindex, handle, parent, 0) + attrs
+    out = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sk:
+        sk.bind((0, 0))
+        sk.send(_NLMSG.pack(_NLMSG.size + len(body), msg_type, flags, 1, 0) + body)
+        while True:
+            data = sk.recv(65536)
+            off = 0
+            while off + _NLMSG.size <= len(data):
+                length, mtype, dummy_flags, dummy_seq, dummy_pid = _NLMSG.unpack_from(data, off)
+                if length < _NLMSG.size:
+                    return out
+                if mtype == _NLMSG_DONE:
+                    return out
+                if mtype == _NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", data, off + _NLMSG.size)[0]
+                    if err:
+                        raise LibbpfError("rtnetlink tc request failed [errno %d: %s]" % (err, os.strerror(err)), err)
+                    return out
+                if off + _NLMSG.size + _TCMSG.size <= off + length:
+                    dummy_fam, idx, hdl, par, dummy_info = _TCMSG.unpack_from(data, off + _NLMSG.size)
+                    kind_found, a = None, off + _NLMSG.size + _TCMSG.size
+                    while a + _RTA.size <= off + length:
+                        alen, atype = _RTA.unpack_from(data, a)
+                        if alen < _RTA.size:
+                            break
+                        if atype == _TCA_KIND:
+                            kind_found = data[a + _RTA.size:a + alen].split(b"\0", 1)[0].decode("ascii", "replace")
+                        a += (alen + 3) & ~3
+                    out.append((idx, hdl, par, kind_found))
+                off += (length + 3) & ~3
+
+
+def qdiscs(ifindex: int) -> list:
+    """[{"kind", "handle", "parent"}] of the qdiscs on ``ifindex`` in this network namespace (RTM_GETQDISC)."""
+    rows = _nl_request(_RTM_GETQDISC, _NLM_F_REQUEST | _NLM_F_DUMP, 0)
+    return [{"kind": k, "handle": h, "parent": p} for i, h, p, k in rows if i == ifindex]
+
+
+def ingress_slot_kind(ifindex: int) -> str | None:
+    """"clsact", "ingress" (the legacy qdisc: a TC egress filter attached to it runs on ingress) or None."""
+    for q in qdiscs(ifindex):
+        if q["parent"] == TC_H_INGRESS:
+            return q["kind"]
+    return None
+
+
+def qdisc_delete_ingress(ifindex: int) -> None:
+    """Delete the legacy `ingress` qdisc of ``ifindex`` (and with it every filter it holds)."""
+    try:
+        _nl_request(_RTM_DELQDISC, _NLM_F_REQUEST | _NLM_F_ACK, ifindex, TC_H_INGRESS, 0xFFFF0000, "ingress")
+    except LibbpfError as exc:
+        _fail("deleting the ingress qdisc of ifindex %d failed" % ifindex, exc.errno)

@@ -46,16 +46,29 @@ def _map_info_struct(fd: int, what: str):
     return info
 
 
+BPF_F_RDONLY_PROG = 1 << 7
+KERNEL_SET_FLAGS = {"devmap": BPF_F_RDONLY_PROG, "devmap_hash": BPF_F_RDONLY_PROG}
+
+
+def creator_flags(type_name: str, kernel_flags: int) -> int:
+    """The flags a map was created with: its kernel-reported flags without the bits the kernel sets itself
+    (BPF_F_RDONLY_PROG on devmap and devmap_hash, kernel/bpf/devmap.c dev_map_alloc_check), so a pin this
+    collection just made compares equal to the object that made it, as libbpf's own reuse check does."""
+    return kernel_flags & ~KERNEL_SET_FLAGS.get(type_name, 0)
+
+
 def _map_info_dict(info) -> dict:
     ffi = _STATE["ffi"]
+    type_name = map_type_name(info.type)
     return {
         "id": info.id,
         "type": info.type,
-        "type_name": map_type_name(info.type),
+        "type_name": type_name,
         "key_size": info.key_size,
         "value_size": info.value_size,
         "max_entries": info.max_entries,
-        "flags": info.map_flags,
+        "flags": creator_flags(type_name, info.map_flags),
+        "kernel_flags": info.map_flags,
         "map_extra": info.map_extra,
         "name": ffi.string(info.name).decode("utf-8", "replace"),
         "ifindex": info.ifindex,

@@ -24,6 +24,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     _log_mark,
     _log_since,
     _map_def,
+    _obj_get,
     _open_object,
     _prog_def,
     _s,
@@ -259,6 +260,8 @@ def _prepare(path: str, pin_root: str | None, resize: dict, rodata: dict, data: 
                 if shrink_to and name not in resize and lib.bpf_map__type(m) in SHRINKABLE_MAP_TYPES \
                         and lib.bpf_map__max_entries(m) > shrink_to:
                     lib.bpf_map__set_max_entries(m, shrink_to)
+        if pin_root and not no_pins:
+            _reuse_pins(maps, pin_root)
         if rodata or data:
             _set_globals(obj, path, maps, rodata, data)
         progs = {_s(lib.bpf_program__name(p)): p for p in _iter_progs(obj)}
@@ -282,6 +285,39 @@ def _prepare(path: str, pin_root: str | None, resize: dict, rodata: dict, data: 
     except BaseException:
         lib.bpf_object__close(obj)
         raise
+
+
+def _reuse_pins(maps: dict, pin_root: str) -> None:
+    """Before libbpf reuses pins by name: refuse a pin that is a symlink or leads out of ``pin_root`` (libbpf
+    would follow it, and the programs would use a map nobody audited), and hand libbpf the fd of a pin that
+    differs from the object only in flags the kernel sets itself (libbpf 1.1 refuses to reuse those)."""
+    ffi, lib = _STATE["ffi"], _STATE["lib"]
+    root = os.path.realpath(pin_root)
+    for name, m in maps.items():
+        pin = _s(lib.bpf_map__pin_path(m))
+        if not pin or lib.bpf_map__is_internal(m) or not os.path.lexists(pin):
+            continue
+        real = os.path.realpath(pin)
+        if os.path.islink(pin) or not real.startswith(root + "/"):
+            raise LibbpfError("map %s: its pin %s is a symbolic link to %s, %s the pin root %s; libbpf would follow "
+                              "it and the programs would use that map, so nothing was loaded. Remove the link "
+                              "(lqos.bpf.pinned_maps reports it) and pin the real map under the pin root"
+                              % (name, pin, os.readlink(pin) if os.path.islink(pin) else real,
+                                 "inside" if real.startswith(root + "/") else "outside", pin_root), _errno.ELOOP)
+        if pinned_kind(pin) != "map":
+            continue
+        have = map_info_by_path(pin)
+        want = _map_def(m)
+        same = all(have[k] == want[k] for k in ("type_name", "key_size", "value_size", "max_entries", "flags"))
+        if same and have["kernel_flags"] != want["flags"]:
+            fd = _obj_get(pin)
+            try:
+                ret = lib.bpf_map__reuse_fd(m, fd)
+                if ret < 0:
+                    _fail("reusing the pin %s of map %s failed" % (pin, name), _errno_of(ret))
+            finally:
+                os.close(fd)
+            lib.bpf_map__set_pin_path(m, ffi.NULL)   # already pinned; libbpf 1.1 would re-check the flags
 
 
 def load_object(path: str, pin_root: str | None = None, resize: dict | None = None, rodata: dict | None = None,

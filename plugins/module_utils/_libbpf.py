@@ -199,6 +199,7 @@ bool bpf_map__is_internal(const struct bpf_map *map);
 const char *bpf_map__pin_path(const struct bpf_map *map);
 bool bpf_map__is_pinned(const struct bpf_map *map);
 int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
+int bpf_map__reuse_fd(struct bpf_map *map, int fd);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
 

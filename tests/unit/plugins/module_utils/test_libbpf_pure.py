@@ -101,11 +101,6 @@ def test_netns_path_and_modes():
     assert ei.value.errno == errno.EINVAL
 
 
-def test_tail_keeps_last_lines():
-    text = "\n".join("line %d" % i for i in range(50)) + "\n\n"
-    assert O._tail(text, 3) == "line 47\nline 48\nline 49"
-
-
 def test_kernel_said():
     assert H._kernel_said([]) == ""
     assert H._kernel_said(["libbpf: Kernel error message: X", "other"]) == " (Kernel error message: X | other)"

@@ -6,7 +6,7 @@ import errno
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import (
-    classify_refusal, feature_of, kprobe_target, program_roles, verifier_ran,
+    _tail, classify_refusal, feature_of, kprobe_target, program_roles, verifier_ran,
 )
 
 PROGS = [{"name": "xdp_shaper", "type_name": "xdp"}, {"name": "tc_classify", "type_name": "sched_cls"},
@@ -97,3 +97,8 @@ def test_feature_and_kprobe_target():
     assert kprobe_target("kprobe/dev_hard_start_xmit") == "dev_hard_start_xmit"
     assert kprobe_target("kretprobe/tcp_sendmsg") == "tcp_sendmsg"
     assert kprobe_target("xdp") is None
+
+
+def test_tail_keeps_last_lines():
+    text = "\n".join("line %d" % i for i in range(50)) + "\n\n"
+    assert _tail(text, 3) == "line 47\nline 48\nline 49"
