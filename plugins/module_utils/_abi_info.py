@@ -149,6 +149,10 @@ def problems(facts: dict) -> list:
             text = _hook_problem(where, "TC %s" % tc.get("direction"), tc)
             if text:
                 out.append(text)
+    for prog in facts.get("programs") or []:
+        if prog.get("role") == "required" and not prog.get("loadable"):
+            out.append("required program %s cannot load on this kernel (%s): %s" % (prog.get("name"), prog.get("class"),
+                                                                                 prog.get("reason")))
     pins = facts.get("pins") or {}
     if pins.get("error"):
         out.append("pins: %s" % pins["error"])
@@ -300,7 +304,28 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     return out
 
 
-def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list, toolchain: bool = True) -> dict:
+def program_facts(spec: dict, object_path: str | None, errors: list) -> list | None:
+    """Every program of the current build, trial-loaded alone on this kernel (nothing pinned or attached):
+    [{name, section, role, loadable, class, reason, fix}], or None without a build."""
+    if not object_path or not os.path.isfile(object_path):
+        return None
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError, possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._programs import program_roles
+
+    try:
+        resize = {item["map"]: possible_cpus() for item in spec.get("cpu_sized_maps") or []}
+        rows = _bpf_object.probe_programs(object_path, resize=resize)
+    except LibbpfError as exc:
+        errors.append("programs: %s" % exc.msg)
+        return None
+    roles = program_roles(spec, [{"name": r["name"], "type_name": r["type_name"]} for r in rows])
+    keys = ("name", "section", "loadable", "class", "reason", "fix")
+    return [dict({k: r[k] for k in keys}, role=roles.get(r["name"], "optional")) for r in rows]
+
+
+def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list, toolchain: bool = True,
+           programs: bool = True) -> dict:
     errors: list = []
     facts = {"kernel": kernel_facts(), "toolchain": toolchain_facts(module, errors) if toolchain else {},
              "build_root": build_root, "spec_name": spec["name"]}
@@ -331,6 +356,7 @@ def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list,
     facts["deployed"] = deployed if isinstance(deployed, dict) else None
     facts["attached"] = [interface_facts(i, spec, facts["deployed"]) for i in interfaces]
     facts["pins"] = pin_facts(pin_root, spec, build["object"]["path"] if build else None)
+    facts["programs"] = program_facts(spec, build["object"]["path"] if build else None, errors) if programs else None
     facts["errors"] = errors
     facts["problems"] = problems(facts)
     return facts

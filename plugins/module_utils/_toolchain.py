@@ -337,6 +337,19 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
             "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
 
 
+def object_preflight(spec: dict | None, obj_path: str) -> dict:
+    """Only the object's checks (``checks: object``): what every program and map type of a built object
+    needs from this kernel, for a host that passed the toolchain preflight already."""
+    with open("/sys/devices/system/cpu/possible") as fh:
+        possible = count_cpu_list(fh.read())
+    checks, programs, map_types = object_checks(spec, obj_path, possible)
+    problems = [c for c in checks if not c["ok"] and c["required"]]
+    warnings = [c for c in checks if not c["ok"] and not c["required"]]
+    return {"toolchain": {}, "libbpf": {}, "kernel": {"possible_cpus": possible}, "checks": checks,
+            "programs": programs, "map_types": map_types, "problems": problems, "warnings_found": warnings,
+            "ok": not problems}
+
+
 def summary(problems: list) -> str:
     lines = ["preflight found %d problem(s) on this host:" % len(problems)]
     for row in problems:

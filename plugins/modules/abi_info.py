@@ -54,6 +54,13 @@ options:
     description: Report the build chain's tool versions (runs each tool's version command once).
     type: bool
     default: true
+  programs:
+    description:
+      - Trial-load every program of the current build alone on this kernel (nothing is pinned or attached) and
+        report in RV(programs) which load and why the others do not. A V(required) program that cannot load is a
+        problem.
+    type: bool
+    default: true
 notes:
   - Needs root (CAP_SYS_ADMIN or CAP_BPF) to read program and map information.
 seealso:
@@ -88,6 +95,16 @@ toolchain:
   returned: always
   type: dict
   sample: {clang: "14.0.6", llc: "14.0.6", bpftool: "7.1.0", bindgen: "0.60.1", ar: "2.40", libbpf: "1.1"}
+programs:
+  description:
+    - With O(programs), every program of the current build with its role and whether this kernel loads it;
+      C(class), C(reason) and C(fix) say why one does not (see lqos.bpf.toolchain_info). Null without a build.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: flow_reader, section: iter/bpf_map_elem, role: optional, loadable: false, class: kernel_policy,
+       reason: "the kernel refused program flow_reader ... before verifying it: ...", fix: "..."}
 spec_name:
   description: The spec's name.
   returned: always
@@ -177,6 +194,7 @@ def argument_spec() -> dict:
             xdp_mode=dict(type="str", choices=["auto", "hw", "native", "skb"]),
         )),
         toolchain=dict(type="bool", default=True),
+        programs=dict(type="bool", default=True),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)
@@ -187,7 +205,8 @@ def run(module) -> dict:
     params = module.params
     spec = validate_spec(params["spec"])
     build_root = params["build_root"] or default_build_root(spec["name"])
-    facts = gather(module, spec, build_root, params["pin_root"], params["interfaces"], params["toolchain"])
+    facts = gather(module, spec, build_root, params["pin_root"], params["interfaces"], params["toolchain"],
+                   params["programs"])
     return dict(changed=False, **facts)
 
 

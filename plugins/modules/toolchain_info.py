@@ -44,6 +44,13 @@ options:
       - A refused V(required) program (one the spec attaches, or spec C(programs) says so) is a problem; a refused
         V(optional) one is a warning, because lqos.bpf.attach leaves it out.
     type: path
+  checks:
+    description:
+      - V(all) runs every check; V(object) only the checks of O(object) (programs and map types), for a host
+        whose toolchain was checked already (the build role does this right after a build).
+    type: str
+    choices: [all, object]
+    default: all
   fail_on_missing:
     description: Fail with one summary of every required check that did not pass.
     type: bool
@@ -131,9 +138,9 @@ kernel:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import PIN_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, PIN_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import preflight, require
+from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight, preflight, require
 
 
 def argument_spec() -> dict:
@@ -142,6 +149,7 @@ def argument_spec() -> dict:
         src=dict(type="path"),
         minimum_versions=dict(type="dict", default={}),
         object=dict(type="path"),
+        checks=dict(type="str", choices=["all", "object"], default="all"),
         fail_on_missing=dict(type="bool", default=False),
     )
     spec.update(PIN_ARGS)
@@ -153,7 +161,12 @@ def run(module) -> dict:
     spec = validate_spec(params["spec"]) if params["spec"] is not None else None
     minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
     minimums.update({str(k): str(v) for k, v in params["minimum_versions"].items()})
-    result = preflight(module, params["pin_root"], minimums, spec, params["src"], params["object"])
+    if params["checks"] == "object":
+        if not params["object"]:
+            raise LqosError("checks: object needs the object option.", "name the built .o file in object.")
+        result = object_preflight(spec, params["object"])
+    else:
+        result = preflight(module, params["pin_root"], minimums, spec, params["src"], params["object"])
     if params["fail_on_missing"]:
         require(result)
     for row in result["warnings_found"]:

@@ -252,3 +252,29 @@ def test_preflight_of_the_reference_object(objs):
     assert res["map_types"] == {"array": True, "cpumap": True, "hash": True, "lpm_trie": True, "lru_hash": True,
                                 "percpu_hash": True}
     assert res["ok"] is True
+
+
+def test_object_only_preflight_stops_on_a_refused_required_program(objs):
+    spec = dict(SPEC, programs={"probe_fentry": "required"})
+    res = run_module("toolchain_info", dict(spec=spec, object=objs["progs"], checks="object", fail_on_missing=True))
+    assert res["_rc"] == 1
+    assert res["msg"].startswith("preflight found 1 problem(s) on this host:\n- program:probe_fentry: required program "
+                                 "probe_fentry cannot load here (attach_target): "), res["msg"]
+    assert "toolchain" not in res or not res.get("checks")
+    ok = run_module("toolchain_info", dict(spec=SPEC, object=objs["progs"], checks="object", fail_on_missing=True))
+    assert ok["_rc"] == 0 and ok["ok"] is True
+    assert [c["name"] for c in ok["checks"]] == ["program:probe_xdp", "program:probe_tc", "program:probe_iter",
+                                                 "program:probe_fentry", "program:probe_kprobe"]
+
+
+def test_the_fleet_audit_carries_each_program(objs, bpffs):
+    build_root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(objs["reference"])))),
+                              "ref-out")
+    assert os.path.isdir(os.path.join(build_root, "current")), build_root
+    res = run_module("abi_info", dict(spec="reference", build_root=build_root, pin_root=bpffs, toolchain=False))
+    assert res["_rc"] == 0, res.get("msg")
+    rows = {r["name"]: r for r in res["programs"]}
+    assert set(rows) == {"xdp_shaper", "tc_classify", "tc_bridge_redirect", "flow_reader"}
+    assert rows["xdp_shaper"]["role"] == "required" and rows["xdp_shaper"]["loadable"] is True
+    assert rows["flow_reader"]["role"] == "optional"
+    assert not any(p.startswith("required program") for p in res["problems"])
