@@ -323,7 +323,8 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.lqos.bpf.plugins.module_utils._attach import DEFAULT_STATE_DIR, run_attach, XDP_MODES
+from ansible_collections.lqos.bpf.plugins.module_utils._attach import run_attach
+from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import DEFAULT_STATE_DIR, XDP_MODES
 from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module, SPEC_ARGS
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec

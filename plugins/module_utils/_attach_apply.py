@@ -1,0 +1,380 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this module_util is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""Applying an attach plan to the kernel (lqos.bpf.attach): load the object, swap the
+XDP and TC programs atomically, pin them, roll back what this run changed when a step
+fails, and write the state record. Mixed into ``_attach.Attacher``, which observes and
+plans; nothing here runs without approval."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    atomic_write, LqosError,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
+    ADOPT,
+    ATTACH,
+    DETACH,
+    NEW_SUFFIX,
+    NO_FALLBACK_ERRNOS,
+    REATTACH,
+    REPLACE,
+    REPLACE_FOREIGN,
+    REPLACE_LINK,
+    STATE_VERSION,
+    VERIFY,
+    XDP_WALK,
+    pin_component,
+    slot_id,
+)
+
+
+def _lib_error(exc) -> LqosError:
+    return LqosError(getattr(exc, "msg", None) or str(exc))
+
+
+class _Lock(object):
+    """flock on the state folder itself: one applying attach run at a time (no lock file left behind)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
+def _attached_globals(prog_id: int, sections: set) -> dict:
+    """{section: bytes} of the internal maps (.rodata, .data, .bss) of an attached program."""
+    out = {}
+    for map_id in _bpf_maps.prog_info_by_id(prog_id)["map_ids"]:
+        info = _bpf_maps.map_info_by_id(map_id)
+        name = info["name"]
+        dot = name.find(".")
+        if dot < 0 or name[dot:] not in sections or info["type_name"] != "array" or info["key_size"] != 4:
+            continue
+        try:
+            fd = _bpf_maps.map_fd_by_id(map_id)
+        except _libbpf.LibbpfError:
+            continue  # freed since prog_info was read
+        try:
+            value = _bpf_maps.map_lookup(fd, b"\0\0\0\0")
+        finally:
+            os.close(fd)
+        if value is not None:
+            out[name[dot:]] = value
+    return out
+
+
+
+class ApplyMixin(object):
+    """The applying half of Attacher (see _attach.py for the attributes it reads)."""
+
+    # -- applying ---------------------------------------------------------------
+    def load(self):
+        """Load the object without the disabled programs; an optional program the real load refuses is left out
+        and the load retried. A refused required program, or any other failure, changes nothing."""
+        while True:
+            try:
+                return _bpf_object.load_object(self.object, pin_root=self.pin_root, resize=self.params["resize"],
+                                               rodata=self.params["rodata"], data=self.params["data"],
+                                               disabled=sorted(self.disabled))
+            except _bpf_object.LoadError as exc:
+                if self.roles.get(exc.program) == "optional" and exc.program not in self.disabled:
+                    self.leave_out(exc.refusal)
+                    continue
+                raise LqosError("%s; %s program %s was refused, so nothing was attached or changed on %s."
+                                % (exc.msg.rstrip("."), self.roles.get(exc.program, "required"), exc.program,
+                                   self.ifname), "%s, then attach again." % exc.refusal["fix"])
+            except _libbpf.LibbpfError as exc:
+                if "pinned_maps" in exc.msg:
+                    raise LqosError(exc.msg, "run lqos.bpf.pinned_maps (state: clean) for those pins, then attach "
+                                             "again; nothing was attached or changed on %s." % self.ifname)
+                raise LqosError("%s; nothing was attached or changed on %s." % (exc.msg, self.ifname))
+
+    def same_program(self, lo, name: str, old_id: int) -> bool:
+        """True when the attached program has the new program's tag and the load-time values the spec sets
+        (in the .rodata/.data/.bss maps the program uses; the tag does not cover them)."""
+        new = lo.prog_info(name)
+        old = _bpf_maps.prog_info_by_id(old_id)
+        if new["tag"] != old["tag"]:
+            return False
+        want_vars = list(self.params["rodata"]) + list(self.params["data"])
+        if not want_vars:
+            return True
+        with _bpf_btf.Btf.from_file(self.object) as btf:
+            infos = {v: btf.var_info(v) for v in want_vars}
+        if any(vi is None for vi in infos.values()):
+            return False
+        sections = {vi["section"] for vi in infos.values()}
+        new_vals = _attached_globals(new["id"], sections)
+        old_vals = _attached_globals(old_id, sections)
+        for vi in infos.values():
+            new_blob, old_blob = new_vals.get(vi["section"]), old_vals.get(vi["section"])
+            if new_blob is None and old_blob is None:
+                continue   # this program does not use that section
+            if new_blob is None or old_blob is None:
+                return False
+            lo_, hi = vi["offset"], vi["offset"] + vi["size"]
+            if new_blob[lo_:hi] != old_blob[lo_:hi]:
+                return False
+        return True
+
+    def xdp_walk(self, fd: int) -> tuple:
+        """Attach in the wanted mode, or walk hw -> native -> skb for auto. Returns (mode, tried)."""
+        modes = XDP_WALK if self.xdp_plan["mode"] == "auto" else (self.xdp_plan["mode"],)
+        tried = []
+        for i, mode in enumerate(modes):
+            try:
+                _bpf_hooks.xdp_attach(self.ifindex, fd, mode, only_if_none=True)
+                return mode, tried
+            except _libbpf.LibbpfError as exc:
+                tried.append({"mode": mode, "error": exc.msg, "errno": exc.errno})
+                if exc.errno in NO_FALLBACK_ERRNOS or i == len(modes) - 1:
+                    if len(modes) == 1:
+                        raise LqosError("attaching XDP program %s to %s in %s mode failed: %s."
+                                        % (self.xdp_prog, self.ifname, mode, exc.msg),
+                                        "use xdp_mode: auto (falls back to skb) or a mode the driver supports.")
+                    raise LqosError("attaching XDP program %s to %s failed in every mode: %s."
+                                    % (self.xdp_prog, self.ifname,
+                                       "; ".join("%s: %s" % (t["mode"], t["error"]) for t in tried)),
+                                    "check the interface and its driver (dmesg).")
+        raise LqosError("no XDP mode to try")  # not reached
+
+    def apply_present(self) -> None:
+        undo = []         # callables that restore the previous hook state, newest last
+        new_pins = []     # (temporary pin, final pin) of the programs attached in this run
+        held = []         # fds of replaced programs, kept open so a rollback can put them back
+        lo = self.load() if self.needs_load() else None
+        try:
+            if lo is not None:
+                os.makedirs(self.pin_dir, exist_ok=True)
+            if self.xdp_prog or self.xdp_plan["kind"] == DETACH:
+                self.apply_xdp(lo, undo, held, new_pins)
+            self.apply_tc(lo, undo, held, new_pins)
+            for dummy, map_id, path in self.repin:
+                fd = _bpf_maps.map_fd_by_id(map_id)
+                try:
+                    _libbpf.obj_pin(fd, path)
+                finally:
+                    os.close(fd)
+        except (LqosError, _libbpf.LibbpfError, OSError) as exc:
+            err = exc if isinstance(exc, LqosError) else _lib_error(exc)
+            rolled = self.rollback(undo, new_pins)
+            if rolled:
+                err.msg = "%s Rolled back what this run had changed: %s." % (err.msg.rstrip(), "; ".join(rolled))
+            raise err
+        finally:
+            for fd in held:
+                os.close(fd)
+            if lo is not None:
+                lo.close()
+        for tmp, final in new_pins:
+            os.rename(tmp, final)     # bpffs rename replaces the old pin atomically
+        self.cleanup_pins()
+        self.write_state()
+
+    @staticmethod
+    def rollback(undo: list, new_pins: list) -> list:
+        rolled = []
+        for step in reversed(undo):
+            try:
+                rolled.append(step())
+            except Exception as exc:  # pylint: disable=broad-except
+                rolled.append("FAILED (%s)" % exc)
+        for tmp, dummy in new_pins:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        return rolled
+
+    def _pin_new(self, lo, name: str, new_pins: list) -> None:
+        final = os.path.join(self.pin_dir, pin_component(name))
+        if any(f == final for dummy, f in new_pins):
+            return
+        tmp = final + NEW_SUFFIX
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        lo.pin_program(name, tmp)
+        new_pins.append((tmp, final))
+
+    def apply_xdp(self, lo, undo: list, held: list, new_pins: list) -> None:
+        d = self.xdp_plan
+        kind = d["kind"]
+        old_id = d.get("old_id")
+        old_info = self.xdp_now["info"].get(old_id) or {}
+        name = self.xdp_prog or old_info.get("name")
+        res = {"program": name, "id": old_id, "tag": old_info.get("tag"), "mode": d.get("old_mode"),
+               "previous_id": None, "previous_tag": None, "action": kind, "tried": []}
+        if kind == VERIFY:
+            kind = ADOPT if self.same_program(lo, self.xdp_prog, old_id) else REPLACE
+            res["action"] = kind
+        if kind in (REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH):
+            old_fd = _bpf_maps.prog_fd_by_id(old_id)
+            held.append(old_fd)
+            res.update(previous_id=old_id, previous_tag=old_info.get("tag"))
+        if kind in (REPLACE, REPLACE_FOREIGN):
+            new_fd = lo.prog_fd(self.xdp_prog)
+            self._pin_new(lo, self.xdp_prog, new_pins)
+            mode = d["mode"]
+            _bpf_hooks.xdp_attach(self.ifindex, new_fd, mode, replace_prog_fd=old_fd)
+            undo.append(lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
+                _bpf_hooks.xdp_attach(self.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
+            res["mode"] = mode
+        elif kind in (ATTACH, REATTACH, REPLACE_LINK):
+            new_fd = lo.prog_fd(self.xdp_prog)
+            self._pin_new(lo, self.xdp_prog, new_pins)
+            if kind == REPLACE_LINK:
+                link_id, old_mode = d["link"]["id"], d["old_mode"]
+                _bpf_hooks.link_detach(link_id)
+                undo.append(lambda m=old_mode, o=old_fd, i=old_id, lid=link_id: (
+                    _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True),
+                    "XDP id %d re-attached through netlink (its bpf_link %d stays detached)" % (i, lid))[1])
+            if kind == REATTACH:
+                old_mode = d["old_mode"]
+                _bpf_hooks.xdp_detach(self.ifindex, old_mode, expected_prog_fd=old_fd)
+                undo.append(lambda m=old_mode, o=old_fd, i=old_id: (
+                    _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+            mode, tried = self.xdp_walk(new_fd)
+            undo.append(lambda m=mode, n=new_fd: (
+                _bpf_hooks.xdp_detach(self.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
+            res.update(mode=mode, tried=tried)
+        elif kind == DETACH:
+            mode = d["mode"]
+            _bpf_hooks.xdp_detach(self.ifindex, mode, expected_prog_fd=old_fd)
+            undo.append(lambda m=mode, o=old_fd, i=old_id: (
+                _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+            res.update(id=None, tag=None, mode=None)
+        if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH, REPLACE_LINK):
+            info = lo.prog_info(self.xdp_prog)
+            res.update(id=info["id"], tag=info["tag"])
+        self.result_xdp = res
+
+    def apply_tc(self, lo, undo: list, held: list, new_pins: list) -> None:
+        created = set()
+        if self.replace_ingress and lo is not None:
+            _bpf_hooks.qdisc_delete_ingress(self.ifindex)   # not restorable: the plan and a warning said so
+        for slot, td in self.tc_plan:
+            kind = td["kind"]
+            sid = slot_id(slot)
+            now = self.tc_now[sid]
+            old_id = now["id"]
+            direction, handle, prio = slot["direction"], slot["handle"], slot["priority"]
+            res = {"program": slot["program"], "direction": direction, "handle": handle, "priority": prio,
+                   "id": old_id, "tag": (now["info"] or {}).get("tag"), "previous_id": None, "previous_tag": None,
+                   "action": kind}
+            if kind == VERIFY:
+                kind = ADOPT if self.same_program(lo, slot["program"], old_id) else REPLACE
+                res["action"] = kind
+            if kind in (ATTACH, REPLACE, REPLACE_FOREIGN):
+                new_fd = lo.prog_fd(slot["program"])
+                self._pin_new(lo, slot["program"], new_pins)
+                if kind == ATTACH:
+                    if direction not in created:
+                        _bpf_hooks.tc_hook_create(self.ifindex, direction)
+                        created.add(direction)
+                    _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio)
+                    undo.append(lambda dr=direction, h=handle, p=prio: (
+                        _bpf_hooks.tc_detach(self.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
+                else:
+                    old_fd = _bpf_maps.prog_fd_by_id(old_id)
+                    held.append(old_fd)
+                    _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
+                    undo.append(lambda dr=direction, h=handle, p=prio, fd=old_fd, oid=old_id: (
+                        _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p, replace=True),
+                        "TC %s back to id %d" % (dr, oid))[1])
+                    res.update(previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
+                info = lo.prog_info(slot["program"])
+                res.update(id=info["id"], tag=info["tag"])
+            elif kind == DETACH:
+                old_fd = _bpf_maps.prog_fd_by_id(old_id)
+                held.append(old_fd)
+                _bpf_hooks.tc_detach(self.ifindex, direction, handle, prio)
+                undo.append(lambda dr=direction, h=handle, p=prio, fd=old_fd: (
+                    _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
+                res.update(id=None, tag=None, previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
+            self.result_tc.append(res)
+
+    def cleanup_pins(self) -> None:
+        """Unpin our programs that no hook we manage holds any more (and leftover __new pins)."""
+        live = set()
+        q = _bpf_hooks.xdp_query(self.ifindex)
+        live.update(i for i in (q["drv_prog_id"], q["skb_prog_id"], q["hw_prog_id"]) if i)
+        slots = {slot_id(s): s for s in self.tc_slots}
+        slots.update(self.recorded_tc())
+        for slot in slots.values():
+            cur = _bpf_hooks.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
+            if cur:
+                live.add(cur)
+        if not os.path.isdir(self.pin_dir):
+            return
+        for entry in os.listdir(self.pin_dir):
+            path = os.path.join(self.pin_dir, entry)
+            if _libbpf.pinned_kind(path) != "prog":
+                continue
+            if entry.endswith(NEW_SUFFIX) or _bpf_maps.prog_info_by_path(path)["id"] not in live:
+                os.unlink(path)
+
+    def write_state(self) -> None:
+        record = {"version": STATE_VERSION, "pin_root": self.pin_root, "netns": self.netns,
+                  "interface": self.ifname, "ifindex": self.ifindex, "object": self.object,
+                  "object_sha256": self.object_sha256, "fingerprint": self.fp, "params": self.params,
+                  "left_out": self.left_out}
+        x = self.result_xdp
+        if x and x["id"]:
+            record["xdp"] = {"program": x["program"], "id": x["id"], "tag": x["tag"], "mode": x["mode"],
+                             "requested_mode": self.want_mode, "fingerprint": self.fp}
+        tc = []
+        if self.with_tc:
+            for t in self.result_tc:
+                if t["id"]:
+                    tc.append({"program": t["program"], "direction": t["direction"], "handle": t["handle"],
+                               "priority": t["priority"], "id": t["id"], "tag": t["tag"], "fingerprint": self.fp})
+        else:
+            tc = [s for s in self.record.get("tc") or [] if isinstance(s, dict)]
+        record["tc"] = tc
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        atomic_write(self.state_path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+    def apply_absent(self) -> None:
+        undo, held, new_pins = [], [], []
+        try:
+            if self.xdp_plan:
+                self.apply_xdp(None, undo, held, new_pins)
+            self.apply_tc(None, undo, held, new_pins)
+        finally:
+            for fd in held:
+                os.close(fd)
+        for pin in self.pins.values():
+            if os.path.lexists(pin["path"]):
+                os.unlink(pin["path"])
+        # remove our now-empty folders: <ifname>, <netns>, lqos_bpf
+        path = self.pin_dir
+        for dummy in range(3):
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+            path = os.path.dirname(path)
+        if os.path.exists(self.state_path):
+            os.unlink(self.state_path)
