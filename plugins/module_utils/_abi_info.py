@@ -151,8 +151,8 @@ def problems(facts: dict) -> list:
                 out.append(text)
     for prog in facts.get("programs") or []:
         if prog.get("role") == "required" and not prog.get("loadable"):
-            out.append("required program %s cannot load on this kernel (%s): %s" % (prog.get("name"), prog.get("class"),
-                                                                                 prog.get("reason")))
+            out.append("required program %s cannot load on this kernel (%s): %s"
+                       % (prog.get("name"), prog.get("class"), prog.get("reason")))
     pins = facts.get("pins") or {}
     if pins.get("error"):
         out.append("pins: %s" % pins["error"])

@@ -87,7 +87,6 @@ def _attached_globals(prog_id: int, sections: set) -> dict:
     return out
 
 
-
 class ApplyMixin(object):
     """The applying half of Attacher (see _attach.py for the attributes it reads)."""
 

@@ -36,6 +36,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import _kernel_b
 # Map and program info
 # --------------------------------------------------------------------------
 
+
 def _map_info_struct(fd: int, what: str):
     ffi, lib = _STATE["ffi"], _STATE["lib"]
     info = ffi.new("struct bpf_map_info *")

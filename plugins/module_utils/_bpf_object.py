@@ -41,6 +41,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._programs import classify
 SHRINKABLE_MAP_TYPES = frozenset(MAP_TYPES[n] for n in (
     "hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "lpm_trie", "hash_of_maps", "devmap_hash", "sockhash"))
 
+
 def object_info(path: str, pin_root: str | None = None) -> dict:
     """Programs and maps of a BPF object file, without loading it.
 
@@ -386,7 +387,15 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
         finally:
             lib.bpf_object__close(obj)
         sym = kprobe_target(p["section"])
-        if row["loadable"] and sym and not kernel_has_symbol(sym):
+        config = kernel.get("config") or {}
+        if row["loadable"] and sym and config and config.get("CONFIG_KPROBES") not in ("y", "m"):
+            row.update(loadable=False, errno=None, log_tail=None, **{
+                "class": "kernel_policy",
+                "reason": "program %s (SEC(\"%s\")) is a kprobe and this kernel is built without CONFIG_KPROBES=y: "
+                          "it loads but can never be attached" % (p["name"], p["section"]),
+                "fix": "boot a kernel with CONFIG_KPROBES=y, or leave it out (spec programs: {%s: optional or "
+                       "disabled})" % p["name"]})
+        elif row["loadable"] and sym and not kernel_has_symbol(sym):
             row.update(loadable=False, errno=None, log_tail=None, **{
                 "class": "attach_target",
                 "reason": "program %s (SEC(\"%s\")) probes kernel function %s, which this kernel does not have "

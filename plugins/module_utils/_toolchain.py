@@ -211,9 +211,9 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
         checks.append(_check("program:" + row["name"], row["loadable"], msg, row["fix"], required=required,
                              program=row["name"], role=row["role"], refusal=row["class"]))
     for tname, ok in sorted(map_types.items()):
-        checks.append(_check("map-type:" + tname, ok, "%s maps %s (libbpf probe)" % (tname, "supported" if ok
-                                                                                      else "not supported"),
-                             "boot a kernel that supports %s maps" % tname, map_type=tname))
+        text = "%s maps %s (libbpf probe)" % (tname, "supported" if ok else "not supported")
+        checks.append(_check("map-type:" + tname, ok, text, "boot a kernel that supports %s maps" % tname,
+                             map_type=tname))
     return checks, rows, map_types
 
 

@@ -21,6 +21,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -144,8 +145,15 @@ def test_probe_classifies_each_program_by_its_cause(objs):
     assert rows["probe_fentry"]["reason"] == (
         'program probe_fentry (SEC("fentry/%s"), tracing) attaches to %s, which this kernel does not have (no such '
         'kernel function or BTF id)' % (MISSING, MISSING))
-    assert rows["probe_kprobe"]["class"] == "attach_target"
-    assert "not in /proc/kallsyms" in rows["probe_kprobe"]["reason"]
+    config = kernel_facts()["config"]
+    kprobes = not config or config.get("CONFIG_KPROBES") in ("y", "m")
+    if kprobes:
+        assert rows["probe_kprobe"]["class"] == "attach_target"
+        assert "not in /proc/kallsyms" in rows["probe_kprobe"]["reason"]
+    else:   # this kernel: a kprobe can never attach, whatever its symbol
+        assert rows["probe_kprobe"]["class"] == "kernel_policy"
+        assert "this kernel is built without CONFIG_KPROBES=y: it loads but can never be attached" in \
+            rows["probe_kprobe"]["reason"]
     if not rows["probe_iter"]["loadable"]:
         assert rows["probe_iter"]["class"] == "kernel_policy", rows["probe_iter"]
 
@@ -161,6 +169,7 @@ def test_optional_programs_the_kernel_refuses_are_left_out(objs, netns_pair, bpf
     expected = {"probe_fentry", "probe_kprobe"} | (set() if iterators_load_here(objs["progs"]) else {"probe_iter"})
     assert set(left) == expected
     assert left["probe_fentry"]["class"] == "attach_target"
+    assert left["probe_kprobe"]["class"] in ("attach_target", "kernel_policy")
     assert left["probe_fentry"]["feature"] == "kernel function tracing (fentry)"
     warned = [w for w in res.get("warnings", []) if "was left out" in w]
     assert len(warned) == len(expected)
@@ -236,11 +245,12 @@ def test_preflight_reports_each_program_with_its_role(objs):
     checks = {c["name"]: c for c in res["checks"]}
     assert checks["program:probe_fentry"]["required"] is False and checks["program:probe_fentry"]["ok"] is False
     assert res["map_types"] == {}
-    required = run_module("toolchain_info", dict(spec=dict(SPEC, programs={"probe_kprobe": "required"}),
-                                                  object=objs["progs"], fail_on_missing=True))
+    spec = dict(SPEC, programs={"probe_kprobe": "required"})
+    required = run_module("toolchain_info", dict(spec=spec, object=objs["progs"], fail_on_missing=True))
     assert required["_rc"] == 1
-    assert "- program:probe_kprobe: required program probe_kprobe cannot load here (attach_target): program " \
-           "probe_kprobe (SEC(\"kprobe/%s\")) probes kernel function %s" % (MISSING, MISSING) in required["msg"]
+    row = {r["name"]: r for r in O.probe_programs(objs["progs"], names=["probe_kprobe"])}["probe_kprobe"]
+    assert "- program:probe_kprobe: required program probe_kprobe cannot load here (%s): %s. Fix: %s" \
+        % (row["class"], row["reason"], row["fix"]) in required["msg"], required["msg"]
 
 
 def test_preflight_of_the_reference_object(objs):
