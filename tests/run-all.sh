@@ -20,7 +20,7 @@ ansible-lint --offline
 
 stage "pytest: unit and functional (real toolchain, real kernel, private namespaces)"
 set +e
-python -m pytest -p no:cacheprovider tests/unit tests/functional
+python -m pytest -p no:cacheprovider -rs tests/unit tests/functional
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then
