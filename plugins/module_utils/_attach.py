@@ -44,6 +44,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_apply import ApplyMixin, _lib_error, _Lock
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     ATTACH,
+    DEFAULT_STATE_DIR,
     DETACH,
     KEEP,
     LEAVE,
@@ -96,6 +97,9 @@ class Attacher(ApplyMixin):
         self.pin_root = require_bpffs(p["pin_root"])
         self.object = p["object"] or default_object(spec)
         self.state_dir = p["state_dir"]
+        if os.path.lexists(self.state_dir) and not os.path.isdir(self.state_dir):
+            raise LqosError("state_dir %s is not a folder." % self.state_dir,
+                            "point state_dir at a folder (default %s) or remove what is there." % DEFAULT_STATE_DIR)
         self.state_path = os.path.join(self.state_dir, state_file_name(self.pin_root, self.netns, self.ifname))
         self.pin_dir = confine_pin(self.pin_root, pin_rel_dir(self.netns, self.ifname))
         self.record = read_state(self.state_path)

@@ -166,8 +166,13 @@ class ApplyMixin(object):
         new_pins = []     # (temporary pin, final pin) of the programs attached in this run
         held = []         # fds of replaced programs, kept open so a rollback can put them back
         lo = self.load() if self.needs_load() else None
+        made = []         # pin folders this run created, removed again when it fails
         try:
             if lo is not None:
+                path = self.pin_dir
+                while not os.path.isdir(path) and path != self.pin_root:
+                    made.append(path)
+                    path = os.path.dirname(path)
                 os.makedirs(self.pin_dir, exist_ok=True)
             if self.xdp_prog or self.xdp_plan["kind"] == DETACH:
                 self.apply_xdp(lo, undo, held, new_pins)
@@ -181,6 +186,11 @@ class ApplyMixin(object):
         except (LqosError, _libbpf.LibbpfError, OSError) as exc:
             err = exc if isinstance(exc, LqosError) else _lib_error(exc)
             rolled = self.rollback(undo, new_pins)
+            for path in made:          # deepest first
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    break
             if rolled:
                 err.msg = "%s Rolled back what this run had changed: %s." % (err.msg.rstrip(), "; ".join(rolled))
             raise err

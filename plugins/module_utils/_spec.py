@@ -80,9 +80,11 @@ class _Checker:
                         "use the name as it is written in the C source")
         return value
 
-    def integer(self, key: str, value, minimum: int = 0) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _fail(self.name, "`%s`" % key, "must be an integer >= %d, got %r" % (minimum, value),
+    def integer(self, key: str, value, minimum: int = 0, maximum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
+                (maximum is not None and value > maximum):
+            bounds = ">= %d" % minimum if maximum is None else "from %d to 0x%X" % (minimum, maximum)
+            raise _fail(self.name, "`%s`" % key, "must be an integer %s, got %r" % (bounds, value),
                         "write a number (hex like 0xC02F is fine in YAML)")
         return value
 
@@ -198,8 +200,9 @@ def validate_spec(raw) -> dict:
         tc.append({
             "program": c.ident(key + ".program", item.get("program")),
             "direction": direction,
-            "handle": c.integer(key + ".handle", item.get("handle", 1), 1),
-            "priority": c.integer(key + ".priority", item.get("priority", 0xC02F), 1),
+            # cls_bpf: the filter handle is a u32, the priority the upper 16 bits of tcm_info
+            "handle": c.integer(key + ".handle", item.get("handle", 1), 1, 0xFFFFFFFF),
+            "priority": c.integer(key + ".priority", item.get("priority", 0xC02F), 1, 0xFFFF),
             "optional": bool(item.get("optional", False)),
         })
     variables = {}
