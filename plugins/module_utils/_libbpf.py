@@ -16,7 +16,11 @@
 from __future__ import annotations
 
 import errno as _errno
+import hashlib
+import importlib.util
 import os
+import stat
+import sys
 import traceback
 
 try:
@@ -426,12 +430,62 @@ def _capture_print(level, fmt, ap):
     return 0
 
 
+CFFI_CACHE_DIR = "/var/cache/lqos-bpf/cffi"
+
+
+def _trusted(path: str) -> bool:
+    """A cache file (and its folder) that only this user could have written."""
+    try:
+        for p in (os.path.dirname(path), path):
+            st = os.lstat(p)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return False
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _cached_ffi(cache_dir: str = CFFI_CACHE_DIR):
+    """The FFI of CDEF from a cffi out-of-line ABI module cached on this host, or None.
+
+    Parsing CDEF costs about 150 ms at every module start (pycparser); cffi's
+    out-of-line ABI mode writes the parsed declarations as a small Python
+    module once (no compiler), which later starts import in about 1 ms. The
+    file name carries a hash of CDEF, the cffi and the Python version, so a
+    change of any makes a new one. Only a file owned by this user and writable
+    by nobody else is imported."""
+    key = hashlib.sha256(("%s|%d.%d|%s" % (cffi.__version__, sys.version_info[0], sys.version_info[1],
+                                           CDEF)).encode("utf-8")).hexdigest()[:16]
+    name = "_lqos_bpf_cffi_%s" % key
+    path = os.path.join(cache_dir, name + ".py")
+    try:
+        if not _trusted(path):
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+            builder = cffi.FFI()
+            builder.cdef(CDEF)
+            builder.set_source(name, None, compiler_verbose=0)   # cffi prints "generating" otherwise
+            tmp = "%s.%d.tmp" % (path, os.getpid())
+            builder.emit_python_code(tmp)
+            os.chmod(tmp, 0o600)
+            os.rename(tmp, path)
+            if not _trusted(path):
+                return None
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.ffi
+    except Exception:  # pylint: disable=broad-except
+        return None    # a cache is only an optimisation: parse CDEF in the process instead
+
+
 def _init():
     if not HAS_CFFI:
         raise LibbpfError("python cffi is not installed: install the Debian package python3-cffi "
                           "(or `pip install cffi`)\n%s" % CFFI_IMP_ERR)
-    ffi = cffi.FFI()
-    ffi.cdef(CDEF)
+    ffi = _cached_ffi()
+    if ffi is None:
+        ffi = cffi.FFI()
+        ffi.cdef(CDEF)
     try:
         lib = ffi.dlopen("libbpf.so.1")
     except OSError as exc:

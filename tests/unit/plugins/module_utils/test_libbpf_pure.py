@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import importlib.util
 import sys
 
@@ -130,6 +131,37 @@ def test_missing_libbpf_names_the_package(monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(cffi.FFI, "dlopen", no_lib)
+    monkeypatch.setattr(mod, "_cached_ffi", lambda: None)   # declarations parsed in process: cffi.FFI
     with pytest.raises(mod.LibbpfError) as ei:
         mod.possible_cpus()
     assert ei.value.msg.startswith("libbpf.so.1 not found: install the Debian package libbpf1")
+
+
+def test_cffi_declarations_are_parsed_once_per_host(tmp_path):
+    cache = str(tmp_path / "cffi")
+    ffi = L._cached_ffi(cache)
+    (name,) = os.listdir(cache)
+    path = os.path.join(cache, name)
+    assert name.startswith("_lqos_bpf_cffi_") and name.endswith(".py")
+    assert os.stat(path).st_mode & 0o777 == 0o600 and os.stat(cache).st_mode & 0o777 == 0o700
+    parsed = __import__("cffi").FFI()
+    parsed.cdef(L.CDEF)
+    for struct in ("struct bpf_map_info", "struct bpf_prog_info", "struct bpf_link_info", "struct bpf_tc_opts"):
+        assert ffi.sizeof(struct) == parsed.sizeof(struct)
+    mtime = os.stat(path).st_mtime_ns
+    assert L._cached_ffi(cache).sizeof("struct bpf_tc_opts") == ffi.sizeof("struct bpf_tc_opts")
+    assert os.stat(path).st_mtime_ns == mtime            # imported, not written again
+
+
+def test_a_cache_file_others_could_write_is_never_imported(tmp_path):
+    cache = str(tmp_path / "cffi")
+    L._cached_ffi(cache)
+    (name,) = os.listdir(cache)
+    path = os.path.join(cache, name)
+    with open(path, "w") as fh:
+        fh.write("raise SystemExit('imported an untrusted file')\n")
+    os.chmod(path, 0o666)
+    ffi = L._cached_ffi(cache)                           # written again, then imported
+    assert ffi is not None and os.stat(path).st_mode & 0o777 == 0o600
+    with open(path) as fh:
+        assert "untrusted" not in fh.read()
