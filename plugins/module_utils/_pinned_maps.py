@@ -21,7 +21,7 @@ import os
 import time
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, STATE_ROOT, atomic_write, is_bpffs, require_bpffs, sha256_bytes,
+    LqosError, STATE_ROOT, atomic_write, check_bpf_object, errno_name, is_bpffs, require_bpffs, sha256_bytes,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -34,7 +34,7 @@ DEFAULT_BACKUP_DIR = os.path.join(STATE_ROOT, "map-backups")
 BACKUP_FORMAT = "lqos.bpf.map-backup/1"
 # What libbpf compares before it reuses a pin, in report order.
 ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")
-STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished")
+STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished", "unreadable")
 SOURCE_OBJECT = "object"
 SOURCE_SPEC_LIST = "spec.pinned_maps"
 SOURCE_SPEC_NAMES = "spec.expect.maps"
@@ -182,8 +182,10 @@ def normalise_names(pin_root: str, names, option: str = "maps") -> list | None:
 def walk_pins(pin_root: str, keep_dirs=()) -> list:
     """[(name, path, hint)] of every entry under pin_root, depth first and sorted.
 
-    ``hint`` is "symlink", "dir" or "file"; symlinks are never followed.
+    ``hint`` is "symlink", "dir", "file" or "unreadable: <why>" (a folder that
+    cannot be listed; reported, not fatal); symlinks are never followed.
     Directories are returned only when their name is in ``keep_dirs``.
+    Raises LqosError only when pin_root itself cannot be listed.
     """
     out = []
     stack = [("", pin_root, 0)]
@@ -194,6 +196,12 @@ def walk_pins(pin_root: str, keep_dirs=()) -> list:
                 entries = sorted(it, key=lambda e: e.name)
         except FileNotFoundError:
             continue  # a directory that vanished mid-walk
+        except OSError as exc:
+            if not rel_dir:
+                raise LqosError("cannot list pin_root %s: %s (%s)." % (pin_root, exc.strerror, errno_name(exc.errno)),
+                                "run the task as root (become: true) with CAP_SYS_ADMIN/CAP_BPF.")
+            out.append((rel_dir, directory, "unreadable: %s (%s)" % (exc.strerror, errno_name(exc.errno))))
+            continue
         subdirs = []
         for entry in entries:
             rel = entry.name if not rel_dir else rel_dir + "/" + entry.name
@@ -221,6 +229,11 @@ def _base(name: str, path: str, kind, status: str, reason: str = "") -> dict:
             "expected": None, "differences": [], "used_by": []}
 
 
+def _unreadable(name: str, path: str, kind, why: str) -> dict:
+    return _base(name, path, kind, "unreadable", "%s; run the task as root (become: true, with CAP_DAC_OVERRIDE) "
+                 "or fix the permissions of %s" % (why, path))
+
+
 def _vanished(name: str, path: str) -> dict:
     return _base(name, path, None, "vanished", "the pin disappeared while it was being audited")
 
@@ -242,6 +255,9 @@ def inspect_pin(name: str, path: str, hint: str, pin_root: str, hook=None) -> di
         return pin
     if hint == "dir":
         return _base(name, path, "directory", "not_a_map", "a directory, not a pinned object")
+    if hint.startswith("unreadable"):
+        return _unreadable(name, path, "directory", "cannot list this folder: %s; the pins inside it were not "
+                           "audited" % hint.split(": ", 1)[1])
     if hook is not None:
         hook(path)
     try:
@@ -255,6 +271,8 @@ def inspect_pin(name: str, path: str, hint: str, pin_root: str, hook=None) -> di
             return _base(name, path, "other", "not_a_map",
                          "not a pinned BPF object (bpf_obj_get fails), like the kernel's preload "
                          "iterators maps.debug/progs.debug; never touched")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return _unreadable(name, path, None, "cannot open this pin: %s (%s)" % (exc.msg, errno_name(exc.errno)))
         if exc.errno != errno.EINVAL:
             raise
         return _inspect_non_map(name, path)
@@ -295,6 +313,8 @@ def classify(pin: dict, expectations: dict) -> dict:
             pin["reason"] = "not among the expected maps"
         return pin
     pin["expected"] = expected_view(entry)
+    if pin["status"] == "unreadable":
+        return pin
     if pin["kind"] != "map":
         if pin["status"] == "not_a_map":
             pin["reason"] = ("expected map %s, but %s; libbpf cannot pin the map here, remove or move it "
@@ -448,9 +468,13 @@ def decode_backup(doc, path: str) -> dict:
     layout = doc.get("layout")
     if not isinstance(layout, dict) or not isinstance(doc.get("pin"), str) or not isinstance(doc.get("entries"), list):
         raise bad("lacks pin, layout or entries")
-    ksz, vlen = layout.get("key_size"), layout.get("value_bytes")
-    if not isinstance(ksz, int) or not isinstance(vlen, int):
-        raise bad("has no key_size/value_bytes in its layout")
+    for field in ("key_size", "value_size", "value_bytes"):
+        value = layout.get(field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if field == "key_size" else 1):
+            raise bad("has %s layout.%s, not a byte count" % ("no" if value is None else "%r as" % (value,), field))
+    if not isinstance(layout.get("percpu", False), bool):
+        raise bad("has %r as layout.percpu, not true or false" % (layout["percpu"],))
+    ksz, vlen = layout["key_size"], layout["value_bytes"]
     entries = []
     for i, item in enumerate(doc["entries"]):
         try:
@@ -654,9 +678,7 @@ def build_expectations(module, pin_root: str, spec: dict | None) -> dict:
     tables = [expectations_from_spec(spec)]
     obj = params.get("object")
     if obj and params.get("derive_from_object", True):
-        if not os.path.isfile(obj):
-            raise LqosError("object %s does not exist." % obj,
-                            "build it with lqos.bpf.pipeline and pass outputs.object.path, or leave object unset.")
+        check_bpf_object(obj)
         info = L.object_info(obj, pin_root)
         cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])] if spec else []
         tables.append(expectations_from_object(info, cpu_sized, L.possible_cpus() if cpu_sized else None))

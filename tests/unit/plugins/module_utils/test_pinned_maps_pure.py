@@ -150,7 +150,7 @@ def test_summary_and_listing():
             {"name": "maps.debug", "path": "/r/maps.debug", "kind": "other", "status": "not_a_map"},
             {"name": "gone", "path": "/r/gone", "kind": None, "status": "missing"}]
     assert P.summarise(pins) == {"compatible": 1, "incompatible": 0, "unknown": 1, "missing": 1,
-                                 "not_a_map": 1, "vanished": 0, "total": 4}
+                                 "not_a_map": 1, "vanished": 0, "unreadable": 0, "total": 4}
     assert P.listing(pins) == ("map_traffic: percpu_hash key_size=16 value_size=128 max_entries=128000 flags=0x0 "
                                "id=7 [compatible]\n"
                                "maps.debug: other [not_a_map]\n"
@@ -193,9 +193,9 @@ def test_backup_round_trip_plain_and_percpu():
 @pytest.mark.parametrize("doc,message", [
     ([], "backup f is not a pinned-map backup (format is not lqos.bpf.map-backup/1)."),
     ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "entries": []}, "backup f lacks pin, layout or entries."),
-    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_bytes": 4},
+    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_size": 4, "value_bytes": 4},
       "entries": [{"key": "zz", "value": "00"}]}, "backup f entry 0 is not a {key, value} pair of hex strings."),
-    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_bytes": 4},
+    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_size": 4, "value_bytes": 4},
       "entries": [{"key": "00", "value": "00000000"}]},
      "backup f entry 0 has a 1-byte key and 4-byte value, not 4 and 4 as its layout says."),
 ])
