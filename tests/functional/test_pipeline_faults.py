@@ -283,3 +283,49 @@ def test_an_internal_error_carries_its_traceback(crate, dest, tmp_path):
     assert result["exception"].startswith("Traceback (most recent call last):")
     assert 'in run_pipeline\n' in result["exception"]
     assert result["exception"].rstrip().endswith("KeyError: 'injected'")
+
+
+@pytest.mark.parametrize("display", ["never", "error"])
+def test_an_internal_error_traceback_reaches_the_playbook(crate, dest, tmp_path, display):
+    """Through ansible-playbook (2.19): the traceback is in the registered result's `exception`
+    and printed with ANSIBLE_DISPLAY_TRACEBACK=error; -vvv alone no longer hides it silently."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    collections = os.environ["ANSIBLE_COLLECTIONS_PATH"]
+    (inject / "sitecustomize.py").write_text(
+        "import sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from ansible_collections.lqos.bpf.plugins.module_utils import _pipeline\n"
+        "def plan(self, *args):\n"
+        "    raise KeyError('injected')\n"
+        "_pipeline.Pipeline.plan = plan\n"
+        "sys.path.remove(%r)\n" % (collections, collections))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text("""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - lqos.bpf.pipeline:
+        spec: reference
+        src: %s
+        dest: %s
+      environment:
+        PYTHONPATH: %s
+      register: build
+      ignore_errors: true
+    - ansible.builtin.copy:
+        content: "{{ build | to_json }}"
+        dest: %s
+""" % (crate, dest, inject, tmp_path / "result.json"))
+    env = dict(os.environ, ANSIBLE_DISPLAY_TRACEBACK=display)
+    proc = subprocess.run(["ansible-playbook", "-vvv", "-i", "localhost,", "-c", "local", "-e",
+                           "ansible_python_interpreter=" + sys.executable, str(playbook)],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(tmp_path / "result.json") as fh:
+        result = json.load(fh)
+    assert result["failed"] is True
+    assert "KeyError: 'injected'. This is a bug in lqos.bpf" in result["msg"]
+    printed = "KeyError: 'injected'\n" in proc.stdout + proc.stderr and "Traceback" in proc.stdout + proc.stderr
+    assert printed is (display == "error")
+    assert "ANSIBLE_DISPLAY_TRACEBACK=error prints it" in proc.stdout + proc.stderr
