@@ -281,6 +281,28 @@ def check_bpf_object(path: str, option: str = "object") -> str:
     return path
 
 
+def normalise_names(pin_root: str, names, option: str = "maps") -> list | None:
+    """An option's pin names (``option``: maps, pin) as paths relative to ``pin_root``: a list of
+    str, or None when ``names`` is empty. Refuses (LqosError) absolute paths outside the root and '..'."""
+    if not names:
+        return None
+    out = []
+    root = pin_root.rstrip("/") or "/"
+    for name in names:
+        rel = name
+        if os.path.isabs(name):
+            norm = os.path.normpath(name)
+            if not norm.startswith(root + "/"):
+                raise LqosError("%s entry %r is outside pin_root %s." % (option, name, pin_root),
+                                "name pins relative to pin_root, e.g. map_traffic.")
+            rel = norm[len(root) + 1:]
+        if not rel or ".." in rel.split("/"):
+            raise LqosError("%s entry %r leaves the pin root %s." % (option, name, pin_root),
+                            "name pins relative to pin_root, without '..'.")
+        out.append(os.path.normpath(rel))
+    return out
+
+
 def default_build_root(spec_name: str) -> str:
     """The pipeline's output folder for a spec when none is given (its ``current`` is the build in use)."""
     return os.path.join(STATE_ROOT, spec_name)
