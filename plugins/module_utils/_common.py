@@ -268,8 +268,8 @@ def check_bpf_object(path: str, option: str = "object") -> str:
     order = "little" if head[5] == 1 else "big"
     machine = int.from_bytes(head[18:20], order)
     if machine != EM_BPF:
-        raise LqosError("%s %s is an ELF object for machine %d, not BPF (EM_BPF = %d)." % (option, path, machine,
-                                                                                              EM_BPF), fix)
+        raise LqosError("%s %s is an ELF object for machine %d, not BPF (EM_BPF = %d)."
+                        % (option, path, machine, EM_BPF), fix)
     shoff = int.from_bytes(head[40:48], order)
     shentsize, shnum = int.from_bytes(head[58:60], order), int.from_bytes(head[60:62], order)
     end = shoff + shentsize * shnum

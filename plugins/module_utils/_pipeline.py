@@ -218,8 +218,8 @@ class Pipeline:
         if output is not None:
             if _fs_full(output):
                 raise LqosError("build step %s failed: %s exited with 0, but the filesystem of the build folder %s is "
-                                "full (ENOSPC), so %s may be truncated." % (step, tool, self.dest,
-                                                                           os.path.basename(output)),
+                                "full (ENOSPC), so %s may be truncated."
+                                % (step, tool, self.dest, os.path.basename(output)),
                                 ENV_FIXES[errno.ENOSPC].format(path=self.dest), **details)
             if not os.path.isfile(output) or not os.path.getsize(output):
                 raise LqosError("build step %s failed: %s exited with 0 but left %s %s." % (

@@ -16,7 +16,6 @@ import yaml
 from lqos_testlib import REPO, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_backup as B
 from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 

@@ -85,7 +85,7 @@ def test_forced_builds_never_hide_the_current_object(crate, dest):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for _ in range(4):
+        for _round in range(4):
             forced = build(crate, dest, force=True)
             assert forced["_rc"] == 0, forced
             assert forced["rebuild_reasons"] == ["forced rebuild (force=true)"]
@@ -134,7 +134,7 @@ def test_a_file_name_that_is_not_utf8_fails_before_anything_is_published(crate, 
     bad = os.path.join(os.fsencode(crate), b"src/bpf/common/y\xfe.h")
     with open(bad, "wb") as fh:
         fh.write(b"/* latin-1 name */\n")
-    for _ in range(2):
+    for _attempt in range(2):
         result = build(crate, dest)
         assert result["failed"] is True
         assert result["msg"] == (
@@ -253,9 +253,8 @@ def test_full_disk_while_writing_an_output_names_the_folder(crate, tmp_path):
 
 
 def test_spec_name_dot_dot_never_reaches_the_filesystem(crate):
-    result = run_module("pipeline", dict(spec={"name": "..", "sources": {"kern": "shaper_kern.c",
-                                                                       "workdir": "src/bpf"}, "outputs": {}},
-                                         src=crate), resolve_spec=False)
+    spec = {"name": "..", "sources": {"kern": "shaper_kern.c", "workdir": "src/bpf"}, "outputs": {}}
+    result = run_module("pipeline", dict(spec=spec, src=crate), resolve_spec=False)
     assert result["failed"] is True
     assert result["msg"] == ("pipeline spec: `name` must match [a-z0-9_-]+ (it names the build folder), got '..'. "
                              "Fix: add e.g. `name: reference` at the top of the spec.")

@@ -64,7 +64,7 @@ def put(tree, path, value):
     node[path[-1]] = value
 
 
-ALL_NODES = [p for p, _ in nodes(BASE)]
+ALL_NODES = [p for p, _value in nodes(BASE)]
 ALL_MAPPINGS = [p for p in mappings(BASE) if p not in OPEN_MAPPINGS]
 
 SCALARS = {
@@ -173,7 +173,7 @@ YAMLISH = st.recursive(
 @st.composite
 def garbled_specs(draw):
     spec = copy.deepcopy(BASE)
-    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+    for _fault in range(draw(st.integers(min_value=1, max_value=3))):
         path = draw(st.sampled_from(ALL_NODES))
         try:
             put(spec, path, draw(YAMLISH))
