@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -67,23 +66,30 @@ def tree(path):
     return out
 
 
-def test_forced_builds_never_hide_the_current_object(crate, dest):
+# A reader in its own process: opens and hashes current/<object> in a tight loop until the stop file
+# exists, then prints {"reads": n, "misses": [errors], "seen": [distinct sha256]}.
+READER = r'''
+import hashlib, json, os, sys
+path, stop = sys.argv[1], sys.argv[2]
+reads, misses, seen = 0, [], set()
+while not os.path.exists(stop):
+    try:
+        with open(path, "rb") as fh:
+            seen.add(hashlib.sha256(fh.read()).hexdigest())
+        reads += 1
+    except OSError as exc:
+        misses.append(exc.strerror)
+print(json.dumps({"reads": reads, "misses": misses, "seen": sorted(seen)}))
+'''
+
+
+def test_forced_builds_never_hide_the_current_object(crate, dest, tmp_path):
     first = build(crate, dest)
     assert first["_rc"] == 0, first
     objects = {first["outputs"]["object"]["sha256"]}
-    seen, misses, stop = [], [], threading.Event()
-
-    def reader():
-        path = os.path.join(dest, "current", OBJECT)
-        while not stop.is_set():
-            try:
-                with open(path, "rb") as fh:
-                    seen.append(hashlib.sha256(fh.read()).hexdigest())
-            except OSError as exc:
-                misses.append(exc.strerror)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
+    stop = tmp_path / "stop-reader"
+    reader = subprocess.Popen([sys.executable, "-c", READER, os.path.join(dest, "current", OBJECT), str(stop)],
+                              stdout=subprocess.PIPE, text=True)
     try:
         for _round in range(4):
             forced = build(crate, dest, force=True)
@@ -91,10 +97,11 @@ def test_forced_builds_never_hide_the_current_object(crate, dest):
             assert forced["rebuild_reasons"] == ["forced rebuild (force=true)"]
             objects.add(forced["outputs"]["object"]["sha256"])
     finally:
-        stop.set()
-        thread.join()
-    assert misses == []
-    assert seen and set(seen) <= objects
+        stop.write_text("")
+        out, _err = reader.communicate()
+    polled = json.loads(out)
+    assert polled["misses"] == []
+    assert polled["reads"] > 0 and set(polled["seen"]) <= objects
     # The build in use and the one kept for rollback are the only folders left.
     links = {os.path.realpath(os.path.join(dest, n)) for n in ("current", "previous")}
     assert {os.path.join(dest, "builds", n) for n in os.listdir(os.path.join(dest, "builds"))} == links
