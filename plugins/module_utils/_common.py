@@ -141,7 +141,9 @@ def fsync_dir(path: str) -> None:
 
 
 def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
-    """Write ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``path`` so that readers see the old file or the new one, never half.
+
+    An OSError (ENOSPC while writing, say) carries ``path`` as its filename."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
@@ -153,9 +155,11 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = path
         raise
     fsync_dir(directory)
 

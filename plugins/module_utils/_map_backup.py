@@ -129,6 +129,9 @@ def prepare_backup_dir(backup_dir: str) -> None:
     if not os.path.isabs(backup_dir):
         raise LqosError("backup_dir %r is not an absolute path." % backup_dir,
                         "give a folder on a persistent filesystem, e.g. %s." % DEFAULT_BACKUP_DIR)
+    if os.path.lexists(backup_dir) and not os.path.isdir(backup_dir):
+        raise LqosError("backup_dir %s is a file, not a folder; nothing was removed." % backup_dir,
+                        "give a folder on a persistent filesystem, e.g. %s." % DEFAULT_BACKUP_DIR)
     try:
         os.makedirs(backup_dir, mode=0o700, exist_ok=True)
     except OSError as exc:

@@ -155,8 +155,9 @@ def _fmt(attribute: str, value) -> str:
 def walk_pins(pin_root: str, keep_dirs=()) -> list:
     """[(name, path, hint)] of every entry under pin_root, depth first and sorted.
 
-    ``hint`` is "symlink", "dir", "file" or "unreadable: <why>" (a folder that
-    cannot be listed; reported, not fatal); symlinks are never followed.
+    ``hint`` is "symlink", "dir", "file", "unreadable: <why>" (a folder that
+    cannot be listed; reported, not fatal) or "badname" (a name that is not
+    UTF-8, given with \\x escapes; not descended into); symlinks are never followed.
     Directories are returned only when their name is in ``keep_dirs``.
     Raises LqosError only when pin_root itself cannot be listed.
     """
@@ -178,6 +179,10 @@ def walk_pins(pin_root: str, keep_dirs=()) -> list:
         subdirs = []
         for entry in entries:
             rel = entry.name if not rel_dir else rel_dir + "/" + entry.name
+            if not _is_text(entry.name):
+                # Its name cannot travel back to the controller as text: report it escaped, never touch it.
+                out.append((_escaped(rel), _escaped(entry.path), "badname"))
+                continue
             try:
                 if entry.is_symlink():
                     out.append((rel, entry.path, "symlink"))
@@ -195,6 +200,19 @@ def walk_pins(pin_root: str, keep_dirs=()) -> list:
                 out.append((rel, entry.path, "file"))
         stack.extend(reversed(subdirs))
     return out
+
+
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(name: str) -> str:
+    """A file name that is not UTF-8, as text with \\x escapes for the bad bytes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _base(name: str, path: str, kind, status: str, reason: str = "") -> dict:
@@ -228,6 +246,9 @@ def inspect_pin(name: str, path: str, hint: str, pin_root: str, hook=None) -> di
         return pin
     if hint == "dir":
         return _base(name, path, "directory", "not_a_map", "a directory, not a pinned object")
+    if hint == "badname":
+        return _base(name, path, "other", "not_a_map", "its name is not valid UTF-8 (shown with \\x escapes); never "
+                     "touched: rename or remove it by hand if it is yours")
     if hint.startswith("unreadable"):
         return _unreadable(name, path, "directory", "cannot list this folder: %s; the pins inside it were not "
                            "audited" % hint.split(": ", 1)[1])

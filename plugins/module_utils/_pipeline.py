@@ -286,8 +286,8 @@ class Pipeline:
                 timings, warnings, names = self._build_into(staging, manifest)
             _builds.publish(self.dest, staging, manifest["hash"][:16], plan["reuse"], previous_dir)
         except OSError as exc:
-            raise os_fault(exc, "writing the build into %s failed, nothing was published" % self.dest,
-                           exc.filename or self.dest)
+            # Every file of a build is under dest (staging folders vanish): name dest, where space is freed.
+            raise os_fault(exc, "writing the build into %s failed, nothing was published" % self.dest, self.dest)
         finally:
             if staging and os.path.isdir(staging):
                 shutil.rmtree(staging, ignore_errors=True)

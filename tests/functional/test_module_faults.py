@@ -197,3 +197,39 @@ def test_an_abi_check_that_compares_nothing_is_not_a_pass(built, fail_on_drift):
         assert result["_rc"] == 0
         warnings = [w["event"]["msg"] if isinstance(w, dict) else w for w in result["warnings"]]
         assert warnings == [problem]
+
+
+def test_pins_whose_names_are_not_utf8_are_reported_escaped_and_never_touched(bpffs, tmp_path):
+    pin_map(os.path.join(bpffs, "plain"))
+    named = pin_map(os.path.join(bpffs, "m"))
+    os.rename(named, os.path.join(os.fsencode(bpffs), b"y\xfe"))
+    os.mkdir(os.path.join(os.fsencode(bpffs), b"d\xff"))
+    pin_map(os.path.join(bpffs, "inner"))
+    os.rename(os.path.join(bpffs, "inner"), os.path.join(os.fsencode(bpffs), b"d\xff/inner"))
+    result = run_module("pinned_maps", dict(pin_root=bpffs, state="clean", approve=True,
+                                            backup_dir=str(tmp_path / "b")))
+    assert result["_rc"] == 0, result
+    pins = by_name(result)
+    reason = ("its name is not valid UTF-8 (shown with \\x escapes); never touched: rename or remove it by hand if "
+              "it is yours")
+    for name in ("y\\xfe", "d\\xff"):
+        assert (pins[name]["status"], pins[name]["kind"], pins[name]["reason"]) == ("not_a_map", "other", reason)
+        assert pins[name]["path"] == os.path.join(bpffs, name)
+    assert pins["plain"]["status"] == "unknown"
+    assert result["changed"] is False and result["removed"] == []
+    assert L.pinned_kind(os.path.join(os.fsencode(bpffs), b"y\xfe").decode("utf-8", "surrogateescape")) == "map"
+
+
+def test_backup_dir_that_is_a_file(bpffs, tmp_path):
+    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
+        raw = yaml.safe_load(fh)
+    raw["expect"]["maps"] = ["m"]
+    raw["pinned_maps"] = [{"name": "m", "key_size": 4, "value_size": 8}]
+    path = pin_map(os.path.join(bpffs, "m"), 4, 4)
+    blocker = tmp_path / "backups"
+    blocker.write_text("x")
+    result = run_module("pinned_maps", dict(pin_root=bpffs, state="clean", approve=True, spec=raw,
+                                            backup_dir=str(blocker)))
+    assert result["msg"] == ("backup_dir %s is a file, not a folder; nothing was removed. Fix: give a folder on a "
+                             "persistent filesystem, e.g. /var/lib/lqos-bpf/map-backups." % blocker)
+    assert L.pinned_kind(path) == "map"
