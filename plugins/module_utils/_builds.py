@@ -142,6 +142,16 @@ def free_build_dir(dest: str, build_id: str) -> str:
     return path
 
 
+def builds_of(dest: str, build_id: str) -> list:
+    """The existing folders of builds with this id: ``builds/<id>`` and ``builds/<id>.<n>``."""
+    builds = os.path.join(dest, "builds")
+    if not os.path.isdir(builds):
+        return []
+    names = [n for n in os.listdir(builds) if n == build_id or (n.startswith(build_id + ".")
+                                                                and n[len(build_id) + 1:].isdigit())]
+    return [os.path.join(builds, n) for n in sorted(names, key=lambda n: (len(n), n))]
+
+
 def _fsync_tree(folder: str) -> None:
     for name in os.listdir(folder):
         fd = os.open(os.path.join(folder, name), os.O_RDONLY)

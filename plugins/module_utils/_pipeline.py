@@ -185,12 +185,13 @@ class Pipeline:
             elif not reasons:
                 reasons.append("build manifest format changed")
         reuse = None
-        if reasons:
-            candidate = os.path.join(self.dest, "builds", manifest["hash"][:16])
-            recorded = self.read_build(candidate)
-            if (not force and recorded and recorded["manifest"]["hash"] == manifest["hash"]
-                    and not self.verify_outputs(candidate, recorded)):
-                reuse = candidate
+        if reasons and not force:
+            for candidate in _builds.builds_of(self.dest, manifest["hash"][:16]):
+                recorded = self.read_build(candidate)
+                if (recorded and recorded["manifest"]["hash"] == manifest["hash"]
+                        and not self.verify_outputs(candidate, recorded)):
+                    reuse = candidate
+                    break
         return {"manifest": manifest, "reasons": reasons, "changed_inputs": changed_inputs,
                 "current_dir": current_dir, "current": current, "reuse": reuse}
 

@@ -335,3 +335,28 @@ def test_an_internal_error_traceback_reaches_the_playbook(crate, dest, tmp_path,
     printed = "KeyError: 'injected'\n" in proc.stdout + proc.stderr and "Traceback" in proc.stdout + proc.stderr
     assert printed is (display == "error")
     assert "ANSIBLE_DISPLAY_TRACEBACK=error prints it" in proc.stdout + proc.stderr
+
+
+def test_a_forced_build_folder_is_reused_when_its_inputs_return(crate, dest, tmp_path):
+    header = os.path.join(crate, "src", "bpf", "common", "maximums.h")
+    with open(header) as fh:
+        original = fh.read()
+    log = str(tmp_path / "calls.log")
+    env = _shim(tmp_path, "clang", 'echo "$@" >> %s' % log)  # the same clang path for every build
+    first = build(crate, dest, env=env)
+    forced = build(crate, dest, force=True, env=env)
+    assert forced["build_id"] == first["build_id"] + ".1"
+    assert forced["previous_build_dir"] == first["build_dir"]
+    edit(header, "#define", "/* v6 */\n#define")
+    changed = build(crate, dest, env=env)
+    assert changed["previous_build_dir"] == forced["build_dir"]
+    assert sorted(os.listdir(os.path.join(dest, "builds"))) == sorted([forced["build_id"], changed["build_id"]])
+    with open(header, "w") as fh:
+        fh.write(original)
+    os.unlink(log)
+    back = build(crate, dest, env=env)
+    assert back["_rc"] == 0, back
+    assert back["changed"] is True and back["reused_build"] is True, back["rebuild_reasons"]
+    assert back["build_dir"] == forced["build_dir"]
+    assert not os.path.exists(log), "a reused build ran clang"
+    assert_current_is_complete(dest)
