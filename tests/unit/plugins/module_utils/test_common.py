@@ -8,7 +8,7 @@ import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_symlink, atomic_write, check_bpf_object, confine_pin, count_cpu_list, LqosError, os_fault,
-    require_bpffs,
+    require_bpffs, run_module,
 )
 
 
@@ -126,3 +126,66 @@ def test_pin_root_that_is_a_file(tmp_path):
         require_bpffs(str(path))
     assert str(err.value) == ("pin_root %s is a file, not a folder. Fix: give the bpffs mount point (e.g. "
                               "/sys/fs/bpf), not a pin in it." % path)
+
+
+class FakeModule:
+    """What run_module uses of AnsibleModule; fail_json drops a string traceback like
+    ansible-core 2.19 does when ANSIBLE_DISPLAY_TRACEBACK is not set."""
+
+    _name = "pipeline"
+
+    def __init__(self):
+        self.result = None
+        self.rc = None
+
+    def exit_json(self, **kw):
+        self.result = kw
+        raise SystemExit(0)
+
+    def fail_json(self, msg, exception=None, **kw):
+        self.result = dict(kw, failed=True, msg=msg)
+        raise SystemExit(1)
+
+
+def _run(fn):
+    module = FakeModule()
+    with pytest.raises(SystemExit) as done:
+        run_module(module, fn)
+    module.rc = done.value.code
+    return module
+
+
+def test_an_internal_error_always_returns_its_traceback():
+    def broken(module):
+        return {}["missing"]
+
+    module = _run(broken)
+    assert module.rc == 1
+    assert module.result["failed"] is True
+    assert module.result["msg"] == (
+        "internal error in pipeline: KeyError: 'missing'. This is a bug in lqos.bpf: please report it with the "
+        "traceback in this result's `exception` (ANSIBLE_DISPLAY_TRACEBACK=error prints it).")
+    assert module.result["exception"].startswith("Traceback (most recent call last):")
+    assert "in broken\n" in module.result["exception"]
+
+
+@pytest.mark.parametrize("num,fix", [
+    (errno.ENOSPC, "free space on the filesystem holding /var/lib/x (df -h /var/lib/x) and run again."),
+    (errno.EROFS, "/var/lib/x is on a read-only filesystem: remount it read-write or choose another folder."),
+])
+def test_an_environment_oserror_is_not_an_internal_error(num, fix):
+    def full(module):
+        raise OSError(num, os.strerror(num), "/var/lib/x")
+
+    module = _run(full)
+    assert module.rc == 1
+    assert module.result["msg"] == "%s (%s) on /var/lib/x. Fix: %s" % (os.strerror(num), errno.errorcode[num], fix)
+    assert module.result["errno"] == errno.errorcode[num]
+
+
+def test_a_known_error_is_one_message():
+    def refused(module):
+        raise LqosError("dest /x is a file, not a folder.", "move it.", step="dest")
+
+    module = _run(refused)
+    assert module.result == {"failed": True, "msg": "dest /x is a file, not a folder. Fix: move it.", "step": "dest"}

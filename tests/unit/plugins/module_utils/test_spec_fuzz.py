@@ -25,7 +25,7 @@ with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as _fh:
 OPEN_MAPPINGS = {("expect", "programs"), ("attach", "rodata"), ("attach", "data"), ("toolchain", "minimum_versions")}
 # Variables: their values are integers or special words.
 VARIABLES = {("attach", "rodata"), ("attach", "data")}
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def key_path(path: tuple) -> str:
