@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object, is_bpffs, LqosError, possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    check_bpf_object, is_bpffs, LqosError, possible_cpus, require_bpffs,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import CHAIN_TOOLS, MANIFEST
 
 ABI_CHECK_FILE = "abi-check.json"
@@ -283,6 +285,8 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
         return out
     root = os.path.realpath(pin_root)
     try:
+        if not os.path.isdir(root):
+            require_bpffs(pin_root)  # a pin given as pin_root: its own message
         tables = [P.expectations_from_spec(spec)]
         if object_path and os.path.isfile(object_path):
             check_bpf_object(object_path, "the current build's object")

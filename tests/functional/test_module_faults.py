@@ -233,3 +233,24 @@ def test_backup_dir_that_is_a_file(bpffs, tmp_path):
     assert result["msg"] == ("backup_dir %s is a file, not a folder; nothing was removed. Fix: give a folder on a "
                              "persistent filesystem, e.g. /var/lib/lqos-bpf/map-backups." % blocker)
     assert L.pinned_kind(path) == "map"
+
+
+def test_abi_info_names_a_pin_given_as_pin_root_and_an_unreadable_folder(bpffs, tmp_path):
+    pin = pin_map(os.path.join(bpffs, "map_traffic"))
+    facts = run_module("abi_info", dict(spec="reference", pin_root=pin, build_root=str(tmp_path / "none"),
+                                        toolchain=False))
+    assert facts["_rc"] == 0, facts
+    assert facts["pins"]["error"] == ("pin_root %s is a pinned object inside a bpffs, not a folder. Fix: give the "
+                                      "bpffs mount point (e.g. %s), not a pin in it." % (pin, bpffs))
+    assert "pins: " + facts["pins"]["error"] in facts["problems"]
+    locked = os.path.join(bpffs, "locked")
+    os.mkdir(locked)
+    os.chmod(locked, 0)
+    facts = run_without_dac_override("abi_info", dict(spec="reference", pin_root=bpffs,
+                                                      build_root=str(tmp_path / "none"), toolchain=False))
+    assert facts["_rc"] == 0, facts
+    assert facts["pins"]["error"] is None
+    assert [p["status"] for p in facts["pins"]["maps"] if p["name"] == "locked"] == ["unreadable"]
+    assert ("pin locked could not be audited: cannot list this folder: Permission denied (EACCES); the pins inside "
+            "it were not audited; run the task as root (become: true, with CAP_DAC_OVERRIDE) or fix the permissions "
+            "of %s" % locked) in facts["problems"]
