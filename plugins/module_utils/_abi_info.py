@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import is_bpffs, possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    check_bpf_object, is_bpffs, LqosError, possible_cpus, require_bpffs,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import CHAIN_TOOLS, MANIFEST
 
 ABI_CHECK_FILE = "abi-check.json"
@@ -161,6 +163,8 @@ def problems(facts: dict) -> list:
     for pin in pins.get("maps") or []:
         if pin.get("status") == "incompatible":
             out.append("pinned map %s is incompatible: %s" % (pin.get("name"), pin.get("reason")))
+        elif pin.get("status") == "unreadable":
+            out.append("pin %s could not be audited: %s" % (pin.get("name"), pin.get("reason")))
         elif pin.get("status") == "missing" and attached:
             out.append("pinned map %s is missing while programs are attached: the map they use is reachable by "
                        "no pin (run the deploy again: lqos.bpf.attach pins it again)" % pin.get("name"))
@@ -288,14 +292,20 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
         return out
     root = os.path.realpath(pin_root)
     try:
+        if not os.path.isdir(root):
+            require_bpffs(pin_root)  # a pin given as pin_root: its own message
         tables = [P.expectations_from_spec(spec)]
         if object_path and os.path.isfile(object_path):
+            check_bpf_object(object_path, "the current build's object")
             cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])]
             tables.append(P.expectations_from_object(O.object_info(object_path, root), cpu_sized,
                                                      L.possible_cpus() if cpu_sized else None))
         pins = P.audit(root, P.merge_expectations(*tables))
     except L.LibbpfError as exc:
         out["error"] = exc.msg
+        return out
+    except LqosError as exc:
+        out["error"] = str(exc)
         return out
     keep = ("name", "path", "kind", "status", "reason", "differences", "id", "type", "key_size", "value_size",
             "max_entries", "used_by")

@@ -60,8 +60,12 @@ class LqosError(Exception):
 def run_module(module, run) -> None:
     """Call ``run(module)`` and turn its outcome into exit_json/fail_json.
 
-    Every known failure becomes one ``msg``; an unexpected exception is still
-    reported as one line, with the traceback kept for ``-vvv``.
+    Every known failure becomes one ``msg``. An OSError that escaped with an
+    environment errno (no space, read-only, permission) is reported as that
+    fault with the path and its fix. Anything else is a bug: one line in
+    ``msg`` and the full traceback always in the result's ``exception``
+    (ansible-core 2.19 drops a traceback string unless ANSIBLE_DISPLAY_TRACEBACK
+    is set, so it is returned here without that filter).
     """
     module.run_command_environ_update = dict(C_LOCALE)
     try:
@@ -73,12 +77,43 @@ def run_module(module, run) -> None:
         lib_msg = getattr(exc, "msg", None)
         if lib_msg and exc.__class__.__name__ == "LibbpfError":
             module.fail_json(msg=lib_msg, errno=getattr(exc, "errno", None))
-        module.fail_json(
-            msg="internal error in %s: %s: %s (please report this with the -vvv output)"
+        if isinstance(exc, OSError) and exc.errno in ENV_FIXES:
+            module.fail_json(msg=str(os_fault(exc)), errno=errno_name(exc.errno))
+        fail_with_traceback(
+            module,
+            "internal error in %s: %s: %s. This is a bug in lqos.bpf: please report it with the traceback in "
+            "this result's `exception` (ANSIBLE_DISPLAY_TRACEBACK=error prints it)."
             % (module._name, exc.__class__.__name__, exc),
-            exception=traceback.format_exc(),
-        )
+            traceback.format_exc())
     module.exit_json(**result)
+
+
+def fail_with_traceback(module, msg: str, formatted_traceback: str):
+    """fail_json that keeps ``exception`` (the traceback text) whatever the traceback settings."""
+    try:
+        module.exit_json(failed=True, msg=msg, exception=formatted_traceback)
+    except SystemExit:
+        pass
+    raise SystemExit(1)
+
+
+# errno -> how to fix the environment (``{path}`` is the file or folder concerned).
+ENV_FIXES = {
+    errno.ENOSPC: "free space on the filesystem holding {path} (df -h {path}) and run again.",
+    errno.EDQUOT: "raise the disk quota of the filesystem holding {path} or free space in it, and run again.",
+    errno.EROFS: "{path} is on a read-only filesystem: remount it read-write or choose another folder.",
+    errno.EACCES: "run the task as root (become: true) or fix the permissions of {path}.",
+    errno.EPERM: "run the task as root (become: true) with CAP_SYS_ADMIN/CAP_BPF, or fix {path}.",
+    errno.EIO: "the device holding {path} reports I/O errors: check it (dmesg) before running again.",
+}
+
+
+def os_fault(exc: OSError, doing: str = "", path: str | None = None) -> LqosError:
+    """An OSError as one operator-facing error: what failed, on which path, and the fix."""
+    path = path or exc.filename or "?"
+    what = "%s: " % doing if doing else ""
+    fix = ENV_FIXES.get(exc.errno, "check {path} and run again.").format(path=path)
+    return LqosError("%s%s (%s) on %s." % (what, exc.strerror or exc, errno_name(exc.errno), path), fix)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -106,7 +141,9 @@ def fsync_dir(path: str) -> None:
 
 
 def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
-    """Write ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``path`` so that readers see the old file or the new one, never half.
+
+    An OSError (ENOSPC while writing, say) carries ``path`` as its filename."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
@@ -118,9 +155,11 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = path
         raise
     fsync_dir(directory)
 
@@ -158,6 +197,12 @@ def require_bpffs(pin_root: str) -> str:
         raise LqosError("pin_root %r is not an absolute path." % pin_root,
                         "give the bpffs mount point, e.g. /sys/fs/bpf.")
     real = os.path.realpath(pin_root)
+    if os.path.exists(real) and not os.path.isdir(real):
+        inside = is_bpffs(os.path.dirname(real))
+        raise LqosError("pin_root %s is %s, not a folder." % (pin_root, "a pinned object inside a bpffs" if inside
+                                                              else "a file"),
+                        "give the bpffs mount point (e.g. %s), not a pin in it." % (
+                            _mount_point(real) if inside else DEFAULT_PIN_ROOT))
     if not os.path.isdir(real):
         raise LqosError("pin_root %s does not exist." % pin_root,
                         "mount bpffs there: mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root))
@@ -165,6 +210,14 @@ def require_bpffs(pin_root: str) -> str:
         raise LqosError("pin_root %s is not a bpffs mount (statfs magic is not BPF_FS_MAGIC)." % pin_root,
                         "mount bpffs there: mount -t bpf bpf %s" % pin_root)
     return real
+
+
+def _mount_point(path: str) -> str:
+    """The closest ancestor of ``path`` that is a mount point."""
+    path = os.path.dirname(path)
+    while path != "/" and not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def confine_pin(pin_root: str, name: str) -> str:
@@ -185,6 +238,73 @@ def confine_pin(pin_root: str, name: str) -> str:
             raise LqosError("pin path %s is a symlink (-> %s); symlinks are never followed under the pin root."
                             % (probe, os.readlink(probe)), "remove the symlink or name the real pin.")
     return norm
+
+
+ELF_MAGIC = b"\x7fELF"
+EM_BPF = 247
+ELF_CLASSES = {1: "32-bit", 2: "64-bit"}
+
+
+def check_bpf_object(path: str, option: str = "object") -> str:
+    """Return ``path`` if it is a complete 64-bit ELF BPF object; otherwise raise
+    LqosError saying what it is instead (missing, a folder, not ELF, another
+    machine, truncated) before libbpf sees it."""
+    fix = ("give the BPF object built by lqos.bpf.pipeline (its outputs.object.path, e.g. "
+           "<dest>/current/<spec outputs.object>); rebuild it if it was damaged.")
+    if not os.path.lexists(path):
+        raise LqosError("%s %s does not exist." % (option, path), fix)
+    if os.path.isdir(path):
+        raise LqosError("%s %s is a folder, not a BPF object file." % (option, path), fix)
+    if not os.path.isfile(path):
+        raise LqosError("%s %s is not a regular file." % (option, path), fix)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise os_fault(exc, "cannot read %s" % option, path)
+    if head[:4] != ELF_MAGIC:
+        raise LqosError("%s %s is not an ELF object (it starts with %r)." % (option, path, head[:8]), fix)
+    if len(head) < 64 or head[4] != 2 or head[5] not in (1, 2):
+        raise LqosError("%s %s is not a 64-bit ELF object (%s, %d bytes), as BPF objects are."
+                        % (option, path, ELF_CLASSES.get(head[4], "class %d" % head[4]) if len(head) > 4 else
+                           "no class", size), fix)
+    order = "little" if head[5] == 1 else "big"
+    machine = int.from_bytes(head[18:20], order)
+    if machine != EM_BPF:
+        raise LqosError("%s %s is an ELF object for machine %d, not BPF (EM_BPF = %d)."
+                        % (option, path, machine, EM_BPF), fix)
+    shoff = int.from_bytes(head[40:48], order)
+    shentsize, shnum = int.from_bytes(head[58:60], order), int.from_bytes(head[60:62], order)
+    end = shoff + shentsize * shnum
+    if not shnum:
+        raise LqosError("%s %s has no section headers, so it holds no BPF programs or maps." % (option, path), fix)
+    if end > size:
+        raise LqosError("%s %s is truncated: its section headers end at byte %d, but the file has %d bytes."
+                        % (option, path, end, size), fix)
+    return path
+
+
+def normalise_names(pin_root: str, names, option: str = "maps") -> list | None:
+    """An option's pin names (``option``: maps, pin) as paths relative to ``pin_root``: a list of
+    str, or None when ``names`` is empty. Refuses (LqosError) absolute paths outside the root and '..'."""
+    if not names:
+        return None
+    out = []
+    root = pin_root.rstrip("/") or "/"
+    for name in names:
+        rel = name
+        if os.path.isabs(name):
+            norm = os.path.normpath(name)
+            if not norm.startswith(root + "/"):
+                raise LqosError("%s entry %r is outside pin_root %s." % (option, name, pin_root),
+                                "name pins relative to pin_root, e.g. map_traffic.")
+            rel = norm[len(root) + 1:]
+        if not rel or ".." in rel.split("/"):
+            raise LqosError("%s entry %r leaves the pin root %s." % (option, name, pin_root),
+                            "name pins relative to pin_root, without '..'.")
+        out.append(os.path.normpath(rel))
+    return out
 
 
 def default_build_root(spec_name: str) -> str:

@@ -8,20 +8,21 @@
 object (and the spec) expect, remove incompatible map pins only with approval
 and only after a verified backup, and restore such a backup.
 
-Pure logic (expectations, comparison, plans, backup encoding) is kept apart
-from the few functions that touch the kernel (``audit``, ``write_backup``,
-``remove_pin``, ``restore``), so it can be unit-tested with plain data.
+Pure logic (expectations, comparison, plans) is kept apart from the few
+functions that touch the kernel (``audit``), so it can be unit-tested with
+plain data. Backup files and restores live in ``_map_backup.py``.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import time
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, STATE_ROOT, atomic_write, is_bpffs, require_bpffs, sha256_bytes,
+    LqosError, check_bpf_object, errno_name, normalise_names, require_bpffs,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import (  # noqa: F401 pylint: disable=unused-import
+    DEFAULT_BACKUP_DIR, prepare_backup_dir, read_backup, remove_pin, restore, write_backup,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -32,20 +33,13 @@ try:
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
-DEFAULT_BACKUP_DIR = os.path.join(STATE_ROOT, "map-backups")
-BACKUP_FORMAT = "lqos.bpf.map-backup/1"
 # What libbpf compares before it reuses a pin, in report order.
 ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")
-STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished")
+STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished", "unreadable")
 SOURCE_OBJECT = "object"
 SOURCE_SPEC_LIST = "spec.pinned_maps"
 SOURCE_SPEC_NAMES = "spec.expect.maps"
-PERCPU_TYPES = frozenset(("percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"))
-ARRAY_LIKE_TYPES = frozenset(("array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",
-                              "array_of_maps", "devmap", "cpumap", "xskmap", "reuseport_sockarray", "sockmap"))
 MAX_DEPTH = 64
-MAP_INFO_KEYS = ("id", "map_name", "type", "key_size", "value_size", "max_entries", "flags", "map_extra", "btf_id",
-                 "key_type", "value_type")
 
 
 # --------------------------------------------------------------------------
@@ -75,7 +69,7 @@ def expectations_from_spec(spec: dict | None) -> dict:
 
 
 def expectations_from_object(info: dict, cpu_sized: list | tuple = (), possible_cpus: int | None = None) -> dict:
-    """The same table from ``_libbpf.object_info``: every map the object pins by name.
+    """The same table from ``_bpf_object.object_info``: every map the object pins by name.
 
     Maps named in ``cpu_sized`` are resized to the possible CPUs at load, so their
     expected max_entries is min(object value, possible CPUs).
@@ -156,27 +150,6 @@ def _fmt(attribute: str, value) -> str:
     return str(value)
 
 
-def normalise_names(pin_root: str, names, option: str = "maps") -> list | None:
-    """The ``maps`` (or ``pin``) option as pin names relative to pin_root; refuses anything that leaves it."""
-    if not names:
-        return None
-    out = []
-    root = pin_root.rstrip("/") or "/"
-    for name in names:
-        rel = name
-        if os.path.isabs(name):
-            norm = os.path.normpath(name)
-            if not norm.startswith(root + "/"):
-                raise LqosError("%s entry %r is outside pin_root %s." % (option, name, pin_root),
-                                "name pins relative to pin_root, e.g. map_traffic.")
-            rel = norm[len(root) + 1:]
-        if not rel or ".." in rel.split("/"):
-            raise LqosError("%s entry %r leaves the pin root %s." % (option, name, pin_root),
-                            "name pins relative to pin_root, without '..'.")
-        out.append(os.path.normpath(rel))
-    return out
-
-
 # --------------------------------------------------------------------------
 # Audit (kernel)
 # --------------------------------------------------------------------------
@@ -184,8 +157,11 @@ def normalise_names(pin_root: str, names, option: str = "maps") -> list | None:
 def walk_pins(pin_root: str, keep_dirs=()) -> list:
     """[(name, path, hint)] of every entry under pin_root, depth first and sorted.
 
-    ``hint`` is "symlink", "dir" or "file"; symlinks are never followed.
+    ``hint`` is "symlink", "dir", "file", "unreadable: <why>" (a folder that
+    cannot be listed; reported, not fatal) or "badname" (a name that is not
+    UTF-8, given with \\x escapes; not descended into); symlinks are never followed.
     Directories are returned only when their name is in ``keep_dirs``.
+    Raises LqosError only when pin_root itself cannot be listed.
     """
     out = []
     stack = [("", pin_root, 0)]
@@ -196,9 +172,19 @@ def walk_pins(pin_root: str, keep_dirs=()) -> list:
                 entries = sorted(it, key=lambda e: e.name)
         except FileNotFoundError:
             continue  # a directory that vanished mid-walk
+        except OSError as exc:
+            if not rel_dir:
+                raise LqosError("cannot list pin_root %s: %s (%s)." % (pin_root, exc.strerror, errno_name(exc.errno)),
+                                "run the task as root (become: true) with CAP_SYS_ADMIN/CAP_BPF.")
+            out.append((rel_dir, directory, "unreadable: %s (%s)" % (exc.strerror, errno_name(exc.errno))))
+            continue
         subdirs = []
         for entry in entries:
             rel = entry.name if not rel_dir else rel_dir + "/" + entry.name
+            if not _is_text(entry.name):
+                # Its name cannot travel back to the controller as text: report it escaped, never touch it.
+                out.append((_escaped(rel), _escaped(entry.path), "badname"))
+                continue
             try:
                 if entry.is_symlink():
                     out.append((rel, entry.path, "symlink"))
@@ -218,9 +204,27 @@ def walk_pins(pin_root: str, keep_dirs=()) -> list:
     return out
 
 
+def _is_text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(name: str) -> str:
+    """A file name that is not UTF-8, as text with \\x escapes for the bad bytes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _base(name: str, path: str, kind, status: str, reason: str = "") -> dict:
     return {"name": name, "path": path, "kind": kind, "status": status, "reason": reason,
             "expected": None, "differences": [], "used_by": []}
+
+
+def _unreadable(name: str, path: str, kind, why: str) -> dict:
+    return _base(name, path, kind, "unreadable", "%s; run the task as root (become: true, with CAP_DAC_OVERRIDE) "
+                 "or fix the permissions of %s" % (why, path))
 
 
 def _vanished(name: str, path: str) -> dict:
@@ -244,6 +248,12 @@ def inspect_pin(name: str, path: str, hint: str, pin_root: str, hook=None) -> di
         return pin
     if hint == "dir":
         return _base(name, path, "directory", "not_a_map", "a directory, not a pinned object")
+    if hint == "badname":
+        return _base(name, path, "other", "not_a_map", "its name is not valid UTF-8 (shown with \\x escapes); never "
+                     "touched: rename or remove it by hand if it is yours")
+    if hint.startswith("unreadable"):
+        return _unreadable(name, path, "directory", "cannot list this folder: %s; the pins inside it were not "
+                           "audited" % hint.split(": ", 1)[1])
     if hook is not None:
         hook(path)
     try:
@@ -257,6 +267,8 @@ def inspect_pin(name: str, path: str, hint: str, pin_root: str, hook=None) -> di
             return _base(name, path, "other", "not_a_map",
                          "not a pinned BPF object (bpf_obj_get fails), like the kernel's preload "
                          "iterators maps.debug/progs.debug; never touched")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return _unreadable(name, path, None, "cannot open this pin: %s (%s)" % (exc.msg, errno_name(exc.errno)))
         if exc.errno != errno.EINVAL:
             raise
         return _inspect_non_map(name, path)
@@ -297,6 +309,8 @@ def classify(pin: dict, expectations: dict) -> dict:
             pin["reason"] = "not among the expected maps"
         return pin
     pin["expected"] = expected_view(entry)
+    if pin["status"] == "unreadable":
+        return pin
     if pin["kind"] != "map":
         if pin["status"] == "not_a_map":
             pin["reason"] = ("expected map %s, but %s; libbpf cannot pin the map here, remove or move it "
@@ -406,247 +420,6 @@ def plan_cleanup(pins: list, backup_dir: str) -> list:
     return actions
 
 
-def timestamp(now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + ".%06dZ" % int((now % 1) * 1e6)
-
-
-def backup_file_name(name: str, stamp: str) -> str:
-    return "%s.%s.json" % (name.replace("/", "__"), stamp)
-
-
-def encode_backup(pin: dict, entries: list, possible_cpus: int, created: str, reason: str = "") -> dict:
-    """The backup document: where the map was pinned, its layout, every entry hex-encoded."""
-    percpu = pin["type"] in PERCPU_TYPES
-    stride = (pin["value_size"] + 7) // 8 * 8
-    return {
-        "format": BACKUP_FORMAT,
-        "created": created,
-        "pin": pin["path"],
-        "name": pin["name"],
-        "reason": reason,
-        "map": {a: pin.get(a) for a in MAP_INFO_KEYS},
-        "layout": {
-            "key_size": pin["key_size"],
-            "value_size": pin["value_size"],
-            "percpu": percpu,
-            "value_stride": stride if percpu else pin["value_size"],
-            "possible_cpus": possible_cpus if percpu else None,
-            "value_bytes": stride * possible_cpus if percpu else pin["value_size"],
-        },
-        "entry_count": len(entries),
-        "entries": [{"key": k.hex(), "value": v.hex()} for k, v in entries],
-    }
-
-
-def decode_backup(doc, path: str) -> dict:
-    """Validate a backup document; entries become (key bytes, value bytes)."""
-    def bad(problem):
-        return LqosError("backup %s %s." % (path, problem),
-                         "give a file written by lqos.bpf.pinned_maps state=clean (format %s)." % BACKUP_FORMAT)
-
-    if not isinstance(doc, dict) or doc.get("format") != BACKUP_FORMAT:
-        raise bad("is not a pinned-map backup (format is not %s)" % BACKUP_FORMAT)
-    layout = doc.get("layout")
-    if not isinstance(layout, dict) or not isinstance(doc.get("pin"), str) or not isinstance(doc.get("entries"), list):
-        raise bad("lacks pin, layout or entries")
-    ksz, vlen = layout.get("key_size"), layout.get("value_bytes")
-    if not isinstance(ksz, int) or not isinstance(vlen, int):
-        raise bad("has no key_size/value_bytes in its layout")
-    entries = []
-    for i, item in enumerate(doc["entries"]):
-        try:
-            key, value = bytes.fromhex(item["key"]), bytes.fromhex(item["value"])
-        except (TypeError, KeyError, ValueError):
-            raise bad("entry %d is not a {key, value} pair of hex strings" % i)
-        if len(key) != ksz or len(value) != vlen:
-            raise bad("entry %d has a %d-byte key and %d-byte value, not %d and %d as its layout says"
-                      % (i, len(key), len(value), ksz, vlen))
-        entries.append((key, value))
-    out = dict(doc)
-    out["entries"] = entries
-    out["file"] = path
-    return out
-
-
-def read_backup(path: str) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        raise LqosError("backup file %s does not exist." % path,
-                        "give a file from the `backups` list of a state=clean run (default folder %s)."
-                        % DEFAULT_BACKUP_DIR)
-    except OSError as exc:
-        raise LqosError("cannot read backup file %s: %s." % (path, exc.strerror), "check its permissions.")
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
-        raise LqosError("backup file %s is not valid JSON (%s)." % (path, exc),
-                        "give an intact backup; a truncated file was never written by this module (writes are atomic).")
-    return decode_backup(doc, path)
-
-
-def prepare_backup_dir(backup_dir: str) -> None:
-    if not os.path.isabs(backup_dir):
-        raise LqosError("backup_dir %r is not an absolute path." % backup_dir,
-                        "give a folder on a persistent filesystem, e.g. %s." % DEFAULT_BACKUP_DIR)
-    try:
-        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise LqosError("cannot create backup_dir %s: %s; nothing was removed." % (backup_dir, exc.strerror),
-                        "give a writable folder on a persistent filesystem.")
-    if is_bpffs(backup_dir):
-        raise LqosError("backup_dir %s is on a bpffs, which cannot hold backup files; nothing was removed."
-                        % backup_dir, "give a folder on a persistent filesystem, e.g. %s." % DEFAULT_BACKUP_DIR)
-
-
-def _still_same_map(pin: dict) -> None:
-    try:
-        now = M.map_info_by_path(pin["path"])
-    except L.LibbpfError as exc:
-        raise LqosError("pin %s changed since the audit (%s); nothing was removed." % (pin["path"], exc.msg),
-                        "run the task again to audit the current pins.")
-    if now["id"] != pin["id"] or os.path.islink(pin["path"]):
-        raise LqosError("pin %s now holds map id %d, not the audited id %d; nothing was removed."
-                        % (pin["path"], now["id"], pin["id"]), "run the task again to audit the current pins.")
-
-
-def write_backup(pin: dict, backup_dir: str, now: float | None = None) -> dict:
-    """Dump the pinned map's entries to a new, verified, timestamped backup file."""
-    _still_same_map(pin)
-    try:
-        entries = M.map_entries(pin["path"])
-    except L.LibbpfError as exc:
-        raise LqosError("backing up %s failed: %s; the pin was NOT removed." % (pin["path"], exc.msg),
-                        "save what you need from it yourself, then remove the pin by hand (rm %s)." % pin["path"])
-    stamp = timestamp(now)
-    doc = encode_backup(pin, entries, L.possible_cpus() if pin["type"] in PERCPU_TYPES else 0, stamp,
-                        pin.get("reason", ""))
-    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-    path = os.path.join(backup_dir, backup_file_name(pin["name"], stamp))
-    n = 0
-    while os.path.lexists(path):
-        n += 1
-        path = os.path.join(backup_dir, backup_file_name(pin["name"], "%s-%d" % (stamp, n)))
-    try:
-        atomic_write(path, text, mode=0o600)
-        check = read_backup(path)
-    except (OSError, LqosError) as exc:
-        raise LqosError("writing backup %s of %s failed (%s); the pin was NOT removed."
-                        % (path, pin["path"], getattr(exc, "strerror", None) or exc),
-                        "give a writable backup_dir with free space.")
-    if check["entries"] != entries:
-        raise LqosError("backup %s of %s does not read back as written; the pin was NOT removed."
-                        % (path, pin["path"]), "check the filesystem of backup_dir.")
-    return {"pin": pin["path"], "name": pin["name"], "file": path, "entries": len(entries),
-            "sha256": sha256_bytes(text.encode("utf-8"))}
-
-
-def remove_pin(pin: dict) -> None:
-    """Unlink one map pin after checking it still is the audited map."""
-    _still_same_map(pin)
-    try:
-        os.unlink(pin["path"])
-    except OSError as exc:
-        raise LqosError("removing pin %s failed: %s (its backup is kept)." % (pin["path"], exc.strerror),
-                        "check that pin_root is writable (root, CAP_SYS_ADMIN).")
-
-
-# --------------------------------------------------------------------------
-# Restore
-# --------------------------------------------------------------------------
-
-def restore_target(pin_root: str, backup: dict, pin_option: str | None) -> tuple:
-    """(name, path) of the map to restore into: O(pin) or the backup's own pin, under pin_root."""
-    root = pin_root.rstrip("/") or "/"
-    wanted = pin_option or backup["pin"]
-    rel = normalise_names(pin_root, [wanted], "pin")[0] if (pin_option or backup["pin"].startswith(root + "/")) else None
-    if rel is None:
-        raise LqosError("the backup's pin %s is outside pin_root %s." % (backup["pin"], pin_root),
-                        "give pin: NAME (relative to pin_root) to restore into another map.")
-    path = os.path.join(root, rel)
-    probe = root
-    for part in rel.split("/"):
-        probe = os.path.join(probe, part)
-        if os.path.islink(probe):
-            raise LqosError("pin path %s is a symlink (-> %s); symlinks are never followed under the pin root."
-                            % (probe, os.readlink(probe)), "name the real pin.")
-    return rel, path
-
-
-def plan_restore(backup: dict, target: dict, current: dict) -> list:
-    """The entries of ``backup`` whose value differs in the target map (pure).
-
-    Raises when the layouts differ or the map cannot hold them.
-    """
-    layout = backup["layout"]
-    tpercpu = target["type"] in PERCPU_TYPES
-    if layout["key_size"] != target["key_size"] or layout["value_size"] != target["value_size"]:
-        raise LqosError("backup %s holds key_size %d / value_size %d, but map %s has key_size %d / value_size %d; "
-                        "nothing was written." % (backup["file"], layout["key_size"], layout["value_size"],
-                                                  target["path"], target["key_size"], target["value_size"]),
-                        "restore into a map with the same key and value layout (pin: NAME).")
-    if bool(layout.get("percpu")) != tpercpu:
-        raise LqosError("backup %s is of a %sper-CPU map, but map %s (%s) is %sper-CPU; nothing was written."
-                        % (backup["file"], "" if layout.get("percpu") else "non-", target["path"], target["type"],
-                           "" if tpercpu else "not "),
-                        "restore into a map of the same kind.")
-    todo = [(k, v) for k, v in backup["entries"] if current.get(k) != v]
-    if target["type"] not in ARRAY_LIKE_TYPES:
-        new_keys = sum(1 for entry in todo if entry[0] not in current)
-        if len(current) + new_keys > target["max_entries"]:
-            raise LqosError("map %s (max_entries %d, %d entries in use) cannot take the %d new entries of backup %s; "
-                            "nothing was written." % (target["path"], target["max_entries"], len(current), new_keys,
-                                                      backup["file"]),
-                            "grow the map or delete stale entries first.")
-    else:
-        for entry in todo:
-            key = entry[0]
-            index = int.from_bytes(key[:4], "little") if len(key) >= 4 else int.from_bytes(key, "little")
-            if index >= target["max_entries"]:
-                raise LqosError("backup %s has index %d, beyond map %s (max_entries %d); nothing was written."
-                                % (backup["file"], index, target["path"], target["max_entries"]),
-                                "restore into a map with at least %d entries." % (index + 1))
-    return todo
-
-
-def restore(pin_root: str, backup: dict, pin_option: str | None, write: bool) -> dict:
-    """Compare, and with ``write`` load, a backup into its compatible pinned map."""
-    name, path = restore_target(pin_root, backup, pin_option)
-    try:
-        info = M.map_info_by_path(path)
-    except L.LibbpfError as exc:
-        if exc.errno == errno.ENOENT:
-            raise LqosError("no map is pinned at %s to restore backup %s into." % (path, backup["file"]),
-                            "load the new object first so it pins the map, or name another map with pin:.")
-        if exc.errno == errno.EINVAL:
-            raise LqosError("%s is not a map pin (%s); nothing was written." % (path, exc.msg),
-                            "name a pinned map with pin:.")
-        raise
-    target = {"path": path, "type": info["type_name"], "key_size": info["key_size"],
-              "value_size": info["value_size"], "max_entries": info["max_entries"]}
-    current = dict(M.map_entries(path))
-    todo = plan_restore(backup, target, current)
-    result = {"pin": path, "name": name, "backup": backup["file"], "entries_total": len(backup["entries"]),
-              "entries_to_write": len(todo), "entries_written": 0, "todo": todo}
-    if write and todo:
-        for key, value in todo:
-            try:
-                M.map_update(path, key, value)
-            except L.LibbpfError as exc:
-                raise LqosError("restoring backup %s into %s failed after %d of %d entries: %s."
-                                % (backup["file"], path, result["entries_written"], len(todo), exc.msg),
-                                "fix the cause and run again; entries already equal are skipped.")
-            result["entries_written"] += 1
-        after = dict(M.map_entries(path))
-        wrong = sum(1 for k, v in todo if after.get(k) != v)
-        if wrong:
-            raise LqosError("after restoring backup %s, %d entries of %s still differ (a program is writing them?)."
-                            % (backup["file"], wrong, path), "stop the writer and run again.")
-    return result
-
-
 # --------------------------------------------------------------------------
 # The module's run
 # --------------------------------------------------------------------------
@@ -656,9 +429,7 @@ def build_expectations(module, pin_root: str, spec: dict | None) -> dict:
     tables = [expectations_from_spec(spec)]
     obj = params.get("object")
     if obj and params.get("derive_from_object", True):
-        if not os.path.isfile(obj):
-            raise LqosError("object %s does not exist." % obj,
-                            "build it with lqos.bpf.pipeline and pass outputs.object.path, or leave object unset.")
+        check_bpf_object(obj)
         info = O.object_info(obj, pin_root)
         cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])] if spec else []
         tables.append(expectations_from_object(info, cpu_sized, L.possible_cpus() if cpu_sized else None))

@@ -11,19 +11,12 @@ compiled against the skeleton, ar, bindgen. Idempotent by content (a manifest
 of input hashes decides), atomic (staging folder, then a symlink swap), locked
 (one build per output folder), and the previous build is kept for rollback.
 
-Layout of ``dest``::
-
-    dest/.lock                 flock held during a build
-    dest/builds/<id>/          one complete build (outputs + manifest.json)
-    dest/current -> builds/<id>
-    dest/previous -> builds/<id>   the build that was current before
-    dest/.staging-*            a build in progress (removed on failure)
+The layout of ``dest`` and how a build is published: ``_builds.py``.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import shlex
@@ -31,8 +24,9 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.lqos.bpf.plugins.module_utils import _builds
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_symlink, atomic_write, canonical_json, LqosError, sha256_bytes, sha256_file,
+    atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, sha256_bytes, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import TOOL_CACHE, tool_versions
 
@@ -68,41 +62,6 @@ def _read_json(path: str):
         return None
 
 
-class BuildLock:
-    """An exclusive flock on ``dest/.lock``; waits up to ``timeout`` seconds."""
-
-    def __init__(self, dest: str, timeout: float):
-        self.path = os.path.join(dest, ".lock")
-        self.timeout = timeout
-        self.fd = None
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                    os.close(self.fd)
-                    raise LqosError("another build of %s is running (pid %s holds %s) and did not finish within "
-                                    "%ss." % (os.path.dirname(self.path), holder, self.path, self.timeout),
-                                    "wait for it, or raise lock_timeout.")
-                time.sleep(0.05)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
-        return self
-
-    def __exit__(self, *exc):
-        os.ftruncate(self.fd, 0)
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-
-
 class Pipeline:
     def __init__(self, module, spec: dict, src: str, dest: str):
         self.module = module
@@ -115,16 +74,21 @@ class Pipeline:
     # ----- inputs and manifest -------------------------------------------------
     def _check_sources(self) -> None:
         if not os.path.isdir(self.src):
+            if os.path.lexists(self.src):
+                raise LqosError("src %s is a file, not the crate folder." % self.src,
+                                "give the crate root (the folder holding src/bpf, e.g. .../src/rust/lqos_sys).")
             raise LqosError("src %s does not exist on the target." % self.src,
                             "sync the crate to the target first (role lqos.bpf.build does) or fix `src`.")
         if not os.path.isdir(self.workdir):
-            raise LqosError("sources.workdir %s does not exist under src %s." % (self.spec["sources"]["workdir"], self.src),
+            what = "is a file, not a folder" if os.path.lexists(self.workdir) else "does not exist"
+            raise LqosError("sources.workdir %s %s under src %s." % (self.spec["sources"]["workdir"], what, self.src),
                             "check that `src` is the crate root (e.g. .../src/rust/lqos_sys) for spec %r."
                             % self.spec["name"])
         for key in ("kern", "wrapper_c", "wrapper_h"):
             path = os.path.join(self.workdir, self.spec["sources"][key])
             if not os.path.isfile(path):
-                raise LqosError("sources.%s %s is missing." % (key, path),
+                what = "is a folder, not a file" if os.path.isdir(path) else "is missing"
+                raise LqosError("sources.%s %s %s." % (key, path, what),
                                 "check the spec's sources section against the crate.")
 
     def input_files(self) -> list:
@@ -145,12 +109,15 @@ class Pipeline:
                                 "remove it from the spec or fix the path (relative to sources.workdir).")
         for key in ("kern", "wrapper_c", "wrapper_h"):
             files.add(os.path.normpath(os.path.join(self.workdir, self.spec["sources"][key])))
+        for path in files:
+            _require_utf8_name(self.src, path)
         return sorted(files)
 
     def manifest(self) -> dict:
         self._check_sources()
         inputs = {os.path.relpath(p, self.src): sha256_file(p) for p in self.input_files()}
-        tools = tool_versions(self.module, CHAIN_TOOLS, cache_path=TOOL_CACHE)
+        # The version cache is written when it misses: check mode probes without it.
+        tools = tool_versions(self.module, CHAIN_TOOLS, cache_path=None if self.module.check_mode else TOOL_CACHE)
         missing = [name for name, info in tools.items() if not info["found"]]
         if missing:
             raise LqosError("build tool(s) not found in PATH: %s." % ", ".join(missing),
@@ -169,11 +136,7 @@ class Pipeline:
         return manifest
 
     def link(self, name: str) -> str | None:
-        path = os.path.join(self.dest, name)
-        if not os.path.islink(path):
-            return None
-        target = os.path.realpath(path)
-        return target if os.path.isdir(target) else None
+        return _builds.link(self.dest, name)
 
     def read_build(self, build_dir: str | None) -> dict | None:
         if not build_dir:
@@ -190,9 +153,9 @@ class Pipeline:
                 bad.append(name)
         return bad
 
-    def plan(self, force: bool = False) -> dict:
+    def plan(self, force: bool = False, manifest: dict | None = None) -> dict:
         """What a build would do and why, without running any tool."""
-        manifest = self.manifest()
+        manifest = manifest or self.manifest()
         current_dir = self.link("current")
         current = self.read_build(current_dir)
         reasons, changed_inputs = [], []
@@ -222,28 +185,47 @@ class Pipeline:
             elif not reasons:
                 reasons.append("build manifest format changed")
         reuse = None
-        if reasons:
-            candidate = os.path.join(self.dest, "builds", manifest["hash"][:16])
-            recorded = self.read_build(candidate)
-            if (not force and recorded and recorded["manifest"]["hash"] == manifest["hash"]
-                    and not self.verify_outputs(candidate, recorded)):
-                reuse = candidate
+        if reasons and not force:
+            for candidate in _builds.builds_of(self.dest, manifest["hash"][:16]):
+                recorded = self.read_build(candidate)
+                if (recorded and recorded["manifest"]["hash"] == manifest["hash"]
+                        and not self.verify_outputs(candidate, recorded)):
+                    reuse = candidate
+                    break
         return {"manifest": manifest, "reasons": reasons, "changed_inputs": changed_inputs,
                 "current_dir": current_dir, "current": current, "reuse": reuse}
 
     # ----- the chain -----------------------------------------------------------
     def _run(self, step: str, argv: list, cwd: str, stderr_fatal: bool, timings: dict, warnings: list,
-             stdout_to: str | None = None) -> None:
+             stdout_to: str | None = None, output: str | None = None) -> None:
+        """Run one step; it fails on a non-zero exit, on stderr when ``stderr_fatal``, and when its
+        ``output`` file is missing, empty or possibly truncated because the build folder filled up."""
         started = time.monotonic()
         rc, out, err = self.module.run_command(argv, cwd=cwd)
         timings[step] = round(time.monotonic() - started, 4)
         cmd = shlex.join(argv)
+        tool = argv[0].rsplit("/", 1)[-1]
+        details = dict(step=step, cmd=cmd, rc=rc, stderr=err, stdout=out if stdout_to is None else "")
         if rc != 0 or (stderr_fatal and err.strip()):
             why = "exited with %d" % rc if rc != 0 else "wrote to stderr (fatal, as in build.rs)"
             message = (err.strip() or out.strip() or "(no output)")
-            raise LqosError("build step %s failed: %s %s in %s:\n%s" % (step, argv[0].rsplit("/", 1)[-1], why, cwd, message),
-                            _STEP_FIX.get(step, "fix the error above and run again."),
-                            step=step, cmd=cmd, rc=rc, stderr=err, stdout=out if stdout_to is None else "")
+            fault = environment_fault(message) or (errno.ENOSPC if output and _fs_full(output) else None)
+            fix = _STEP_FIX.get(step, "fix the error above and run again.")
+            if fault:
+                why += ", because the filesystem of the build folder %s %s (%s)" % (
+                    self.dest, _FAULT_WORDS[fault], errno.errorcode[fault])
+                fix = ENV_FIXES[fault].format(path=self.dest)
+            raise LqosError("build step %s failed: %s %s in %s:\n%s" % (step, tool, why, cwd, message), fix, **details)
+        if output is not None:
+            if _fs_full(output):
+                raise LqosError("build step %s failed: %s exited with 0, but the filesystem of the build folder %s is "
+                                "full (ENOSPC), so %s may be truncated."
+                                % (step, tool, self.dest, os.path.basename(output)),
+                                ENV_FIXES[errno.ENOSPC].format(path=self.dest), **details)
+            if not os.path.isfile(output) or not os.path.getsize(output):
+                raise LqosError("build step %s failed: %s exited with 0 but left %s %s." % (
+                    step, tool, output, "empty" if os.path.isfile(output) else "unwritten"),
+                    _STEP_FIX.get(step, "fix the error above and run again."), **details)
         # `ar r` announces "creating <archive>" on stderr; that is not a warning.
         warnings.extend("%s: %s" % (step, line) for line in err.strip().splitlines()
                         if line and not (step == "ar" and ": creating " in line))
@@ -257,9 +239,9 @@ class Pipeline:
         path = {k: os.path.join(out, v) for k, v in o.items()}
         kern = spec["sources"]["kern"]
         self._run("clang", [tools["clang"]] + flags["clang"] + ["-o", path["ir"], kern],
-                  self.workdir, True, timings, warnings)
+                  self.workdir, True, timings, warnings, output=path["ir"])
         self._run("llc", [tools["llc"]] + flags["llc"] + ["-o", path["object"], path["ir"]],
-                  self.workdir, True, timings, warnings)
+                  self.workdir, True, timings, warnings, output=path["object"])
         self._run("skeleton", [tools["bpftool"], "gen", "skeleton", path["object"]],
                   self.workdir, False, timings, warnings, stdout_to=path["skeleton"])
         started = time.monotonic()
@@ -271,87 +253,67 @@ class Pipeline:
 
         def wrapper_and_archive():
             self._run("wrapper", [tools["clang"], "-c", spec["sources"]["wrapper_c"], "-I", out] + flags["wrapper"]
-                      + ["-o", path["wrapper_object"]], self.workdir, False, timings, warnings)
+                      + ["-o", path["wrapper_object"]], self.workdir, False, timings, warnings,
+                      output=path["wrapper_object"])
             self._run("ar", [tools["ar"], "r", path["archive"], path["wrapper_object"]],
-                      self.workdir, False, timings, warnings)
+                      self.workdir, False, timings, warnings, output=path["archive"])
 
         def bindings():
             self._run("bindgen", [tools["bindgen"], wrapper_h, "-o", path["bindings"]] + flags["bindgen"]
-                      + ["--", "-I", out] + flags["bindgen_clang"], self.workdir, False, timings, warnings)
+                      + ["--", "-I", out] + flags["bindgen_clang"], self.workdir, False, timings, warnings,
+                      output=path["bindings"])
 
         # wrapper.c and bindgen both need the skeleton, not each other: run them side by side.
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(wrapper_and_archive), pool.submit(bindings)]
             errors = [f.exception() for f in futures]
-        for exc in errors:
-            if exc is not None:
-                raise exc
+        # When both sides failed, report the step that exited non-zero before one that only found the disk full.
+        failures = sorted((e for e in errors if e is not None),
+                          key=lambda e: 0 if getattr(e, "details", {}).get("rc") else 1)
+        if failures:
+            raise failures[0]
         return timings, warnings
 
     def build(self, plan: dict, previous_dir: str | None) -> dict:
+        """Run the chain into a staging folder (unless an intact build is reused) and publish it."""
         manifest = plan["manifest"]
-        build_id = manifest["hash"][:16]
-        builds = os.path.join(self.dest, "builds")
-        os.makedirs(builds, exist_ok=True)
-        final = os.path.join(builds, build_id)
-        timings, warnings, names = {}, [], None
+        timings, warnings, names, staging = {}, [], None, None
         if plan["reuse"]:
             recorded = self.read_build(plan["reuse"])
-            timings, warnings, names = {}, recorded.get("warnings", []), recorded.get("skeleton", {})
-        else:
-            staging = os.path.join(self.dest, ".staging-%d-%d" % (os.getpid(), time.monotonic_ns()))
-            os.makedirs(staging)
-            try:
-                started = time.monotonic()
-                tools = {n: t["path"] for n, t in manifest["tools"].items()}
-                timings, warnings = self._chain(staging, tools)
-                with open(os.path.join(staging, self.outputs["skeleton"])) as fh:
-                    names = skeleton_names(fh.read())
-                outputs = {}
-                for key, name in self.outputs.items():
-                    p = os.path.join(staging, name)
-                    outputs[key] = {"name": name, "sha256": sha256_file(p), "size": os.path.getsize(p)}
-                timings["total"] = round(time.monotonic() - started, 4)
-                record = {"manifest": manifest, "outputs": outputs, "skeleton": names, "timings": timings,
-                          "warnings": warnings, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                atomic_write(os.path.join(staging, MANIFEST), canonical_json(record))
-                if os.path.isdir(final):
-                    shutil.rmtree(final)
-                os.rename(staging, final)
-            finally:
-                if os.path.isdir(staging):
-                    shutil.rmtree(staging, ignore_errors=True)
-        if previous_dir and previous_dir != final:
-            atomic_symlink(os.path.relpath(previous_dir, self.dest), os.path.join(self.dest, "previous"))
-        atomic_symlink(os.path.relpath(final, self.dest), os.path.join(self.dest, "current"))
-        self.prune()
+            warnings, names = recorded.get("warnings", []), recorded.get("skeleton", {})
+        try:
+            if not plan["reuse"]:
+                staging = _builds.new_staging(self.dest)
+                timings, warnings, names = self._build_into(staging, manifest)
+            _builds.publish(self.dest, staging, manifest["hash"][:16], plan["reuse"], previous_dir)
+        except OSError as exc:
+            # Every file of a build is under dest (staging folders vanish): name dest, where space is freed.
+            raise os_fault(exc, "writing the build into %s failed, nothing was published" % self.dest, self.dest)
+        finally:
+            if staging and os.path.isdir(staging):
+                shutil.rmtree(staging, ignore_errors=True)
         return {"timings": timings, "tool_warnings": warnings, "skeleton": names}
 
-    def prune(self) -> None:
-        keep = {self.link(n) for n in ("current", "previous", "failed")}
-        builds = os.path.join(self.dest, "builds")
-        for name in os.listdir(builds):
-            path = os.path.join(builds, name)
-            if path not in keep:
-                shutil.rmtree(path, ignore_errors=True)
-
-    def clean_staging(self) -> None:
-        for name in os.listdir(self.dest):
-            if name.startswith(".staging-"):
-                shutil.rmtree(os.path.join(self.dest, name), ignore_errors=True)
+    def _build_into(self, staging: str, manifest: dict) -> tuple:
+        started = time.monotonic()
+        tools = {n: t["path"] for n, t in manifest["tools"].items()}
+        timings, warnings = self._chain(staging, tools)
+        with open(os.path.join(staging, self.outputs["skeleton"])) as fh:
+            names = skeleton_names(fh.read())
+        outputs = {}
+        for key, name in self.outputs.items():
+            p = os.path.join(staging, name)
+            outputs[key] = {"name": name, "sha256": sha256_file(p), "size": os.path.getsize(p)}
+        timings["total"] = round(time.monotonic() - started, 4)
+        record = {"manifest": manifest, "outputs": outputs, "skeleton": names, "timings": timings,
+                  "warnings": warnings, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write(os.path.join(staging, MANIFEST), canonical_json(record))
+        return timings, warnings, names
 
     def rollback(self, check_mode: bool) -> dict:
         """Make the previous build current again; the build it replaces is kept as ``failed``."""
-        previous, current = self.link("previous"), self.link("current")
-        if not previous:
-            return {"changed": False, "msg": "no previous build to roll back to in %s" % self.dest}
-        if not check_mode:
-            if current:
-                atomic_symlink(os.path.relpath(current, self.dest), os.path.join(self.dest, "failed"))
-            atomic_symlink(os.path.relpath(previous, self.dest), os.path.join(self.dest, "current"))
-            os.unlink(os.path.join(self.dest, "previous"))
-        return {"changed": True, "msg": "rolled back %s to %s" % (self.dest, os.path.basename(previous)),
-                "rolled_back_from": current, "build_dir": previous}
+        _builds.check_dest(self.dest)
+        return _builds.rollback(self.dest, check_mode)
 
     def describe(self, build_dir: str) -> dict:
         record = self.read_build(build_dir) or {}
@@ -373,30 +335,60 @@ _STEP_FIX = {
 }
 
 
-def prepare_dest(dest: str) -> None:
+_FAULT_WORDS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over quota", errno.EROFS: "is read-only"}
+_FAULTS = {os.strerror(e): e for e in _FAULT_WORDS}
+
+
+def _fs_full(path: str) -> bool:
+    """True when no block is left for this process on the filesystem holding ``path``'s folder."""
     try:
-        os.makedirs(dest, exist_ok=True)
-        probe = os.path.join(dest, ".write-test-%d" % os.getpid())
-        with open(probe, "w"):
-            pass
-        os.unlink(probe)
-    except OSError as exc:
-        raise LqosError("cannot write the build folder %s: %s." % (dest, exc.strerror),
-                        "choose a writable `dest` or fix its permissions/mount.")
+        st = os.statvfs(os.path.dirname(path))
+    except OSError:
+        return False
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) == 0
+
+
+def environment_fault(text: str) -> int | None:
+    """The errno of a full, over-quota or read-only filesystem named in a tool's output (C locale), if any."""
+    for words, num in _FAULTS.items():
+        if words in text:
+            return num
+    return None
+
+
+def _require_utf8_name(src: str, path: str) -> None:
+    """File names travel back to the controller as JSON text: refuse one that is not UTF-8 before anything runs."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        rel = os.fsencode(os.path.relpath(path, src))
+        raise LqosError("the crate holds a file whose name is not valid UTF-8: %s under %s; nothing was built."
+                        % (repr(rel)[2:-1], src),
+                        "rename or remove it (its bytes are shown with \\x escapes); file names must be UTF-8.")
 
 
 def run_pipeline(module, spec: dict, src: str, dest: str, force: bool, lock_timeout: float) -> dict:
+    """Plan and, unless nothing changed or in check mode, build and publish.
+
+    Check mode reads ``dest`` only: no lock file, no write probe, no staging.
+    """
     pipeline = Pipeline(module, spec, src, dest)
-    if module.check_mode and not os.path.isdir(pipeline.dest):
-        plan = {"reasons": ["no previous build in %s" % pipeline.dest], "changed_inputs": [],
-                "manifest": pipeline.manifest(), "current_dir": None, "reuse": None}
+    _builds.check_dest(pipeline.dest)
+    # Every input is read (and every bad one refused) before dest is touched.
+    manifest = pipeline.manifest()
+    if module.check_mode:
+        if not os.path.isdir(pipeline.dest):
+            plan = {"reasons": ["no previous build in %s" % pipeline.dest], "changed_inputs": [],
+                    "manifest": manifest, "current_dir": None, "reuse": None}
+        else:
+            plan = pipeline.plan(force, manifest)
         return _result(module, pipeline, plan, None)
-    prepare_dest(pipeline.dest)
-    with BuildLock(pipeline.dest, lock_timeout):
-        if not module.check_mode:
-            pipeline.clean_staging()
-        plan = pipeline.plan(force)
-        if not plan["reasons"] or module.check_mode:
+    _builds.prepare_dest(pipeline.dest)
+    with _builds.BuildLock(pipeline.dest, lock_timeout):
+        _builds.clean_staging(pipeline.dest)
+        _builds.prune(pipeline.dest)
+        plan = pipeline.plan(force, manifest)
+        if not plan["reasons"]:
             return _result(module, pipeline, plan, None)
         built = pipeline.build(plan, plan["current_dir"])
         return _result(module, pipeline, plan, built)

@@ -9,6 +9,11 @@
 The YAML is read on the controller (plugin_utils/_spec_loader.py); modules
 receive a mapping and validate it here, so a malformed spec fails with one
 message that names the key and the fix, whichever side reads it first.
+
+Every value is checked for its type before it is used: a scalar where a list
+or mapping belongs, a key nobody reads (a typo) or a value out of range is an
+``LqosError`` naming the key path (``attach.tc[0].handle``), never a Python
+exception.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import os
 import re
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+# Re-exported: header constants lived here before they got their own file.
+from ansible_collections.lqos.bpf.plugins.module_utils._cexpr import (  # noqa: F401 pylint: disable=unused-import
+    eval_int_expr, header_constants,
+)
 
 DEFAULT_CLANG_FLAGS = [
     "-S", "-target", "bpf", "-Wall", "-Wno-unused-value", "-Wno-pointer-sign",
@@ -27,86 +36,176 @@ OUTPUT_KEYS = ("ir", "object", "skeleton", "wrapper_object", "archive", "binding
 TC_DIRECTIONS = ("egress", "ingress")
 SPECIAL_VALUES = ("possible_cpus", "ifindex")
 PROGRAM_ROLES = ("required", "optional", "disabled")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
+            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs")
+SECTION_KEYS = {
+    "sources": ("workdir", "kern", "wrapper_c", "wrapper_h", "inputs"),
+    "outputs": OUTPUT_KEYS,
+    "flags": ("clang", "llc", "wrapper", "bindgen", "bindgen_clang"),
+    "expect": ("programs", "maps"),
+    "rust": ("roots",),
+    "attach": ("xdp", "tc", "rodata", "data"),
+    "toolchain": ("minimum_versions",),
+}
+ITEM_KEYS = {
+    "cpu_sized_maps": ("map", "constant", "header"),
+    "mirrors": ("rust", "c"),
+    "constants": ("name", "header", "rust", "rust_name"),
+    "pinned_maps": ("name", "key_size", "value_size"),
+    "attach.tc": ("program", "direction", "handle", "priority", "optional"),
+}
+# The spec name is a folder name (the default build root is /var/lib/lqos-bpf/<name>).
+NAME_PATTERN = "[a-z0-9_-]+"
+_NAME = re.compile(r"^%s$" % NAME_PATTERN)
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RUST_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*$")
+U16_MAX = 0xFFFF
+U32_MAX = 0xFFFFFFFF
 
 
 def _fail(spec_name: str, key: str, problem: str, fix: str) -> LqosError:
     return LqosError("pipeline spec %r: %s %s." % (spec_name, key, problem), fix)
 
 
+def _kind(value) -> str:
+    """A YAML-ish name for a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class _Checker:
-    def __init__(self, raw: dict, name: str):
-        self.raw = raw
+    """Type checks that name the key path in their one error."""
+
+    def __init__(self, name: str):
         self.name = name
 
-    def section(self, key: str, required: bool = True) -> dict:
-        value = self.raw.get(key)
+    def fail(self, key: str, problem: str, fix: str) -> LqosError:
+        return _fail(self.name, "`%s`" % key, problem, fix)
+
+    def mapping(self, key: str, value, keys=None, required: bool = False) -> dict:
+        """``value`` as a dict (None -> {} unless required); with ``keys``, unknown keys are refused."""
         if value is None:
             if required:
-                raise _fail(self.name, "`%s`" % key, "is missing", "add the `%s:` mapping (see docs/pipeline-spec.md)" % key)
+                raise self.fail(key, "is missing", "add the `%s:` mapping (see docs/pipeline-spec.md)" % key)
             return {}
         if not isinstance(value, dict):
-            raise _fail(self.name, "`%s`" % key, "must be a mapping, got %s" % type(value).__name__,
-                        "write `%s:` as key: value pairs" % key)
+            raise self.fail(key, "must be a mapping, got %s %s" % (_kind(value), _show(value)),
+                            "write `%s:` as key: value pairs" % key)
+        if keys is not None:
+            for k in value:
+                if k not in keys:
+                    raise self.fail("%s.%s" % (key, k), "is not a known key",
+                                    "remove it or fix the spelling; known keys under `%s`: %s" % (key, ", ".join(keys)))
         return value
 
-    def rel_path(self, key: str, value, allow_dirs: bool = True) -> str:
-        if not isinstance(value, str) or not value:
-            raise _fail(self.name, "`%s`" % key, "must be a non-empty path string, got %r" % (value,),
-                        "give a path relative to the crate root")
+    def items(self, key: str, value) -> list:
+        """``value`` as a list (None -> [])."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, "must be a list, got %s %s" % (_kind(value), _show(value)),
+                            "write it as a YAML list (`- item` lines or [a, b]), or leave it out")
+        return value
+
+    def item(self, list_key: str, i: int, value) -> dict:
+        key = "%s[%d]" % (list_key, i)
+        if not isinstance(value, dict):
+            raise self.fail(key, "must be a mapping, got %s %s" % (_kind(value), _show(value)),
+                            "give its keys: %s" % ", ".join(ITEM_KEYS[list_key]))
+        return self.mapping(key, value, ITEM_KEYS[list_key])
+
+    def rel_path(self, key: str, value) -> str:
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise self.fail(key, "must be a non-empty path string, got %s" % _show(value),
+                            "give a path relative to the crate root")
         if os.path.isabs(value):
-            raise _fail(self.name, "`%s`" % key, "must be relative, got %r" % value,
-                        "give it relative to the crate root (the module's `src`)")
+            raise self.fail(key, "must be relative, got %r" % value,
+                            "give it relative to the crate root (the module's `src`)")
         return os.path.normpath(value)
 
     def file_name(self, key: str, value) -> str:
-        if not isinstance(value, str) or not _NAME.match(value):
-            raise _fail(self.name, "`%s`" % key, "must be a plain file name (letters, digits, _ . -), got %r" % (value,),
-                        "outputs are file names inside the build folder, without '/'")
+        if not isinstance(value, str) or not _FILE_NAME.match(value) or value in (".", ".."):
+            raise self.fail(key, "must be a plain file name (letters, digits, _ . -), got %s" % _show(value),
+                            "outputs are file names inside the build folder, without '/'")
         return value
 
     def str_list(self, key: str, value) -> list:
         if value is None:
             return []
-        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-            raise _fail(self.name, "`%s`" % key, "must be a list of strings, got %r" % (value,),
-                        "write it as a YAML list, one flag or name per item")
+        if not isinstance(value, list) or not all(isinstance(v, str) or _is_int(v) for v in value):
+            raise self.fail(key, "must be a list of strings, got %s" % _show(value),
+                            "write it as a YAML list, one flag or name per item")
         return [str(v) for v in value]
 
     def ident(self, key: str, value) -> str:
         if not isinstance(value, str) or not _IDENT.match(value):
-            raise _fail(self.name, "`%s`" % key, "must be a C identifier, got %r" % (value,),
-                        "use the name as it is written in the C source")
+            raise self.fail(key, "must be a C identifier, got %s" % _show(value),
+                            "use the name as it is written in the C source")
+        return value
+
+    def text(self, key: str, value) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "must be a non-empty string, got %s" % _show(value), "quote it if YAML reads it as "
+                            "something else")
+        return value
+
+    def boolean(self, key: str, value) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false, got %s" % _show(value), "write true or false")
         return value
 
     def integer(self, key: str, value, minimum: int = 0, maximum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or \
-                (maximum is not None and value > maximum):
-            bounds = ">= %d" % minimum if maximum is None else "from %d to 0x%X" % (minimum, maximum)
-            raise _fail(self.name, "`%s`" % key, "must be an integer %s, got %r" % (bounds, value),
-                        "write a number (hex like 0xC02F is fine in YAML)")
+        if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+            bound = ">= %d" % minimum if maximum is None else "from %d to %d (0x%x)" % (minimum, maximum, maximum)
+            raise self.fail(key, "must be an integer %s, got %s" % (bound, _show(value)),
+                            "write a number in that range (hex like 0xC02F is fine in YAML)")
         return value
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate_spec(raw) -> dict:
-    """Return a normalised copy of ``raw`` with defaults filled, or raise LqosError."""
+    """Return a normalised copy of ``raw`` (a mapping, as loaded from YAML) with
+    defaults filled in; raise LqosError naming the first bad key otherwise."""
     if not isinstance(raw, dict):
         raise LqosError("pipeline spec must be a mapping, got %s." % type(raw).__name__,
                         "pass a built-in name (reference, libreqos), a YAML file path, or a mapping.")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise LqosError("pipeline spec: `name` must be a short identifier, got %r." % (name,),
+        raise LqosError("pipeline spec: `name` must match %s (it names the build folder), got %s."
+                        % (NAME_PATTERN, _show(name)),
                         "add e.g. `name: reference` at the top of the spec.")
-    known = {"name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-             "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs"}
-    unknown = sorted(set(raw) - known)
+    unknown = [k for k in raw if k not in TOP_KEYS]
     if unknown:
-        raise _fail(name, "key(s) %s" % ", ".join("`%s`" % k for k in unknown), "are not known",
-                    "remove them or fix the spelling; known keys: %s" % ", ".join(sorted(known)))
-    c = _Checker(raw, name)
+        raise _fail(name, "key(s) %s" % ", ".join("`%s`" % (k,) for k in unknown), "are not known",
+                    "remove them or fix the spelling; known keys: %s" % ", ".join(sorted(TOP_KEYS)))
+    c = _Checker(name)
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise c.fail("description", "must be a string, got %s" % _show(description), "quote it")
 
-    src = c.section("sources")
+    src = c.mapping("sources", raw.get("sources"), SECTION_KEYS["sources"], required=True)
     sources = {
         "workdir": c.rel_path("sources.workdir", src.get("workdir", ".")),
         "kern": c.rel_path("sources.kern", src.get("kern")),
@@ -115,7 +214,7 @@ def validate_spec(raw) -> dict:
         "inputs": [c.rel_path("sources.inputs", p) for p in c.str_list("sources.inputs", src.get("inputs"))],
     }
 
-    out = c.section("outputs")
+    out = c.mapping("outputs", raw.get("outputs"), SECTION_KEYS["outputs"], required=True)
     stem = os.path.splitext(os.path.basename(sources["kern"]))[0]
     defaults = {"ir": stem + ".ll", "object": stem + ".o", "skeleton": stem + "_skel.h",
                 "wrapper_object": "libwrapper.o", "archive": "libwrapper.a", "bindings": "bindings.rs"}
@@ -123,7 +222,7 @@ def validate_spec(raw) -> dict:
     if len(set(outputs.values())) != len(outputs):
         raise _fail(name, "`outputs`", "name the same file twice", "give each output its own file name")
 
-    fl = c.section("flags", required=False)
+    fl = c.mapping("flags", raw.get("flags"), SECTION_KEYS["flags"])
     flags = {
         "clang": c.str_list("flags.clang", fl.get("clang", DEFAULT_CLANG_FLAGS)),
         "llc": c.str_list("flags.llc", fl.get("llc", DEFAULT_LLC_FLAGS)),
@@ -135,108 +234,110 @@ def validate_spec(raw) -> dict:
         if bad in flags["clang"]:
             raise _fail(name, "`flags.clang`", "contains %s" % bad, "leave output and mode flags to the module")
 
-    ex = c.section("expect", required=False)
-    programs = ex.get("programs") or {}
-    if not isinstance(programs, dict):
-        raise _fail(name, "`expect.programs`", "must map program name -> section type", "e.g. `xdp_shaper: xdp`")
+    ex = c.mapping("expect", raw.get("expect"), SECTION_KEYS["expect"])
+    programs = c.mapping("expect.programs", ex.get("programs"))
     expect = {
-        "programs": {c.ident("expect.programs", k): str(v) for k, v in programs.items()},
+        "programs": {c.ident("expect.programs", k): c.text("expect.programs.%s" % k, v) for k, v in programs.items()},
         "maps": [c.ident("expect.maps", m) for m in c.str_list("expect.maps", ex.get("maps"))],
     }
 
     cpu_sized = []
-    for i, item in enumerate(raw.get("cpu_sized_maps") or []):
+    for i, item in enumerate(c.items("cpu_sized_maps", raw.get("cpu_sized_maps"))):
         key = "cpu_sized_maps[%d]" % i
-        if not isinstance(item, dict):
-            raise _fail(name, "`%s`" % key, "must be a mapping", "give map, constant and header")
+        item = c.item("cpu_sized_maps", i, item)
         cpu_sized.append({
             "map": c.ident(key + ".map", item.get("map")),
             "constant": c.ident(key + ".constant", item.get("constant")),
             "header": c.rel_path(key + ".header", item.get("header")),
         })
 
-    rust_raw = c.section("rust", required=False)
+    rust_raw = c.mapping("rust", raw.get("rust"), SECTION_KEYS["rust"])
     rust = {"roots": [c.rel_path("rust.roots", p) for p in c.str_list("rust.roots", rust_raw.get("roots", ["src"]))]}
 
     mirrors = []
-    for i, item in enumerate(raw.get("mirrors") or []):
+    for i, item in enumerate(c.items("mirrors", raw.get("mirrors"))):
         key = "mirrors[%d]" % i
-        if not isinstance(item, dict) or not item.get("rust") or not item.get("c"):
-            raise _fail(name, "`%s`" % key, "must have both `rust` and `c`", "e.g. `{rust: IpHashData, c: ip_hash_info}`")
-        mirrors.append({"rust": str(item["rust"]), "c": c.ident(key + ".c", item["c"])})
+        item = c.item("mirrors", i, item)
+        if not item.get("rust") or not item.get("c"):
+            raise c.fail(key, "must have both `rust` and `c`", "e.g. `{rust: IpHashData, c: ip_hash_info}`")
+        rust_type = item["rust"]
+        if not isinstance(rust_type, str) or not _RUST_PATH.match(rust_type):
+            raise c.fail(key + ".rust", "must be a Rust type name, got %s" % _show(rust_type),
+                         "use the struct's name as written after `struct` in the Rust source")
+        mirrors.append({"rust": rust_type, "c": c.ident(key + ".c", item["c"])})
 
     constants = []
-    for i, item in enumerate(raw.get("constants") or []):
+    for i, item in enumerate(c.items("constants", raw.get("constants"))):
         key = "constants[%d]" % i
-        if not isinstance(item, dict):
-            raise _fail(name, "`%s`" % key, "must be a mapping", "give name, header and rust")
+        item = c.item("constants", i, item)
         constants.append({
             "name": c.ident(key + ".name", item.get("name")),
             "header": c.rel_path(key + ".header", item.get("header")),
-            "rust": c.rel_path(key + ".rust", item.get("rust")) if item.get("rust") else None,
+            "rust": c.rel_path(key + ".rust", item["rust"]) if item.get("rust") is not None else None,
             "rust_name": c.ident(key + ".rust_name", item.get("rust_name", item.get("name"))),
         })
 
     pinned = []
-    for i, item in enumerate(raw.get("pinned_maps") or []):
+    for i, item in enumerate(c.items("pinned_maps", raw.get("pinned_maps"))):
         key = "pinned_maps[%d]" % i
-        if not isinstance(item, dict):
-            raise _fail(name, "`%s`" % key, "must be a mapping", "give name, key_size and value_size")
-        entry = {"name": c.ident(key + ".name", item.get("name")),
-                 "key_size": c.integer(key + ".key_size", item.get("key_size"), 1),
-                 "value_size": c.integer(key + ".value_size", item.get("value_size"), 1)}
-        pinned.append(entry)
+        item = c.item("pinned_maps", i, item)
+        pinned.append({"name": c.ident(key + ".name", item.get("name")),
+                       "key_size": c.integer(key + ".key_size", item.get("key_size"), 1, U32_MAX),
+                       "value_size": c.integer(key + ".value_size", item.get("value_size"), 1, U32_MAX)})
 
-    at = c.section("attach", required=False)
+    at = c.mapping("attach", raw.get("attach"), SECTION_KEYS["attach"])
     tc = []
-    for i, item in enumerate(at.get("tc") or []):
+    for i, item in enumerate(c.items("attach.tc", at.get("tc"))):
         key = "attach.tc[%d]" % i
-        if not isinstance(item, dict):
-            raise _fail(name, "`%s`" % key, "must be a mapping", "give program, direction, handle and priority")
+        item = c.item("attach.tc", i, item)
         direction = item.get("direction", "egress")
         if direction not in TC_DIRECTIONS:
-            raise _fail(name, "`%s.direction`" % key, "must be egress or ingress, got %r" % (direction,),
-                        "use egress for the classifier, ingress for a bridge redirector")
+            raise c.fail(key + ".direction", "must be egress or ingress, got %s" % _show(direction),
+                         "use egress for the classifier, ingress for a bridge redirector")
         tc.append({
             "program": c.ident(key + ".program", item.get("program")),
             "direction": direction,
-            # cls_bpf: the filter handle is a u32, the priority the upper 16 bits of tcm_info
-            "handle": c.integer(key + ".handle", item.get("handle", 1), 1, 0xFFFFFFFF),
-            "priority": c.integer(key + ".priority", item.get("priority", 0xC02F), 1, 0xFFFF),
-            "optional": bool(item.get("optional", False)),
+            # A tc filter handle is a u32, its priority a u16 (the kernel's tcm_info halves).
+            "handle": c.integer(key + ".handle", item.get("handle", 1), 1, U32_MAX),
+            "priority": c.integer(key + ".priority", item.get("priority", 0xC02F), 1, U16_MAX),
+            "optional": c.boolean(key + ".optional", item.get("optional", False)),
         })
     variables = {}
     for section in ("rodata", "data"):
-        values = at.get(section) or {}
-        if not isinstance(values, dict):
-            raise _fail(name, "`attach.%s`" % section, "must map variable -> value", "e.g. `num_cpus: possible_cpus`")
+        values = c.mapping("attach.%s" % section, at.get(section))
         for var, value in values.items():
             c.ident("attach.%s" % section, var)
-            if not (isinstance(value, int) and not isinstance(value, bool)) and value not in SPECIAL_VALUES:
-                raise _fail(name, "`attach.%s.%s`" % (section, var),
-                            "must be an integer or one of %s, got %r" % (", ".join(SPECIAL_VALUES), value),
-                            "write a number or a special word")
+            if not _is_int(value) and value not in SPECIAL_VALUES:
+                raise c.fail("attach.%s.%s" % (section, var),
+                             "must be an integer or one of %s, got %s" % (", ".join(SPECIAL_VALUES), _show(value)),
+                             "write a number or a special word")
         variables[section] = dict(values)
-    attach = {"xdp": c.ident("attach.xdp", at["xdp"]) if at.get("xdp") else None, "tc": tc,
+    xdp = at.get("xdp")
+    attach = {"xdp": c.ident("attach.xdp", xdp) if xdp is not None else None, "tc": tc,
               "rodata": variables["rodata"], "data": variables["data"]}
 
     roles = {}
-    for prog, role in c.section("programs", required=False).items():
+    for prog, role in c.mapping("programs", raw.get("programs")).items():
         c.ident("programs", prog)
         if role not in PROGRAM_ROLES:
-            raise _fail(name, "`programs.%s`" % prog, "must be one of %s, got %r" % (", ".join(PROGRAM_ROLES), role),
-                        "required: the host fails without it; optional: left out with a warning when the kernel "
-                        "refuses it; disabled: never loaded")
+            raise c.fail("programs.%s" % prog, "must be one of %s, got %s" % (", ".join(PROGRAM_ROLES), _show(role)),
+                         "required: the host fails without it; optional: left out with a warning when the kernel "
+                         "refuses it; disabled: never loaded")
         roles[prog] = role
 
-    tool = c.section("toolchain", required=False)
-    minimums = tool.get("minimum_versions") or {}
-    if not isinstance(minimums, dict):
-        raise _fail(name, "`toolchain.minimum_versions`", "must map tool -> version", "e.g. `clang: '11'`")
+    tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
+    minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))
+    for tool_name, version in minimums.items():
+        if not isinstance(tool_name, str) or not _FILE_NAME.match(tool_name):
+            raise c.fail("toolchain.minimum_versions", "must map tool name -> version, got key %s" % _show(tool_name),
+                         "e.g. `clang: '11'`")
+        if isinstance(version, bool) or not isinstance(version, (str, int, float)):
+            raise c.fail("toolchain.minimum_versions.%s" % tool_name, "must be a version, got %s" % _show(version),
+                         "e.g. `clang: '11'` (quote dotted versions)")
 
     return {
         "name": name,
-        "description": str(raw.get("description", "")),
+        "description": description,
         "sources": sources,
         "outputs": outputs,
         "flags": flags,
@@ -250,91 +351,3 @@ def validate_spec(raw) -> dict:
         "programs": roles,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
     }
-
-
-_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.+?)\s*(?://.*|/\*.*)?$", re.M)
-
-
-def header_constants(text: str) -> dict:
-    """Integer ``#define``s of a header, with simple arithmetic on earlier ones
-    (``#define MAX_FLOWS (MAX_TRACKED_IPS * 2)``). Non-integer defines are skipped."""
-    values: dict = {}
-    for match in _DEFINE.finditer(text):
-        name, expr = match.group(1), match.group(2)
-        value = eval_int_expr(expr, values)
-        if value is not None:
-            values[name] = value
-    return values
-
-
-_TOKEN = re.compile(r"\s*(0[xX][0-9a-fA-F]+|\d+|[A-Za-z_][A-Za-z0-9_]*|<<|>>|[-+*/()%|&])")
-
-
-def eval_int_expr(expr: str, names: dict):
-    """Evaluate a small C integer expression (literals with U/L suffixes, + - * / % << >> | &,
-    parentheses, known names). Returns None for anything else; never calls eval()."""
-    expr = re.sub(r"(?<=[0-9a-fA-F])[uUlL]+\b", "", expr.strip())
-    tokens = []
-    pos = 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if not m:
-            return None
-        tokens.append(m.group(1))
-        pos = m.end()
-    try:
-        value, rest = _parse_or(tokens, names)
-    except (ValueError, KeyError, ZeroDivisionError, IndexError):
-        return None
-    return value if not rest else None
-
-
-def _parse_or(t, n):
-    v, t = _parse_shift(t, n)
-    while t and t[0] in ("|", "&"):
-        op = t[0]
-        r, t = _parse_shift(t[1:], n)
-        v = v | r if op == "|" else v & r
-    return v, t
-
-
-def _parse_shift(t, n):
-    v, t = _parse_add(t, n)
-    while t and t[0] in ("<<", ">>"):
-        op = t[0]
-        r, t = _parse_add(t[1:], n)
-        v = v << r if op == "<<" else v >> r
-    return v, t
-
-
-def _parse_add(t, n):
-    v, t = _parse_mul(t, n)
-    while t and t[0] in ("+", "-"):
-        op = t[0]
-        r, t = _parse_mul(t[1:], n)
-        v = v + r if op == "+" else v - r
-    return v, t
-
-
-def _parse_mul(t, n):
-    v, t = _parse_atom(t, n)
-    while t and t[0] in ("*", "/", "%"):
-        op = t[0]
-        r, t = _parse_atom(t[1:], n)
-        v = v * r if op == "*" else (v // r if op == "/" else v % r)
-    return v, t
-
-
-def _parse_atom(t, n):
-    tok = t[0]
-    if tok == "(":
-        v, rest = _parse_or(t[1:], n)
-        if not rest or rest[0] != ")":
-            raise ValueError("unbalanced")
-        return v, rest[1:]
-    if tok == "-":
-        v, rest = _parse_atom(t[1:], n)
-        return -v, rest
-    if tok[0].isdigit():
-        return int(tok, 0), t[1:]
-    return n[tok], t[1:]

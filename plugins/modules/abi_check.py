@@ -29,6 +29,10 @@ description:
     the skeleton); missing ones are listed in RV(skipped).
   - Read-only; C(changed) is always false. Every finding names the struct or file, the field or name, and what to
     change.
+  - Comparing nothing is not a pass - when no mirror pair was compared (C(mirrors) empty, or none found) the result
+    is C(ok=false) with that problem.
+  - An O(object) that is a folder, not an ELF file, truncated, or built for another machine is named as such before
+    libbpf reads it.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
   - lqos.bpf.common.spec
@@ -343,7 +347,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi import check_build, failure_message
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    default_build_root, LqosError, SPEC_ARGS, run_module,
+    check_bpf_object, default_build_root, LqosError, SPEC_ARGS, run_module,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -369,8 +373,20 @@ def run(module) -> dict:
         build_dir = (os.path.dirname(params["object"]) if params["object"]
                      else os.path.join(default_build_root(spec["name"]), "current"))
     obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
+    if os.path.lexists(obj):
+        check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
     result = check_build(spec, build_dir, obj, params["_rust"])
     result["changed"] = False
+    if not result["pairs"]:
+        # Comparing nothing proves nothing: an empty check is a problem, not a pass.
+        why = ("the spec's `mirrors` list is empty" if not spec["mirrors"]
+               else "none of the spec's %d mirror pair(s) was found" % len(spec["mirrors"]))
+        result["problems"].append(
+            "no mirror pair was compared (%s), so Rust/C ABI parity is unproven: list the Rust types that mirror "
+            "C types under `mirrors:` in the spec (see docs/pipeline-spec.md)" % why)
+        result["ok"] = False
+        result["summary"] = "spec %r: ABI parity NOT checked: 0 mirror pairs compared (%s), %d chain drift finding(s)" % (
+            spec["name"], why, len(result["drift"]))
     if not result["ok"]:
         if params["fail_on_drift"]:
             raise LqosError(failure_message(spec["name"], result["problems"]), None, **result)

@@ -20,8 +20,9 @@ description:
     max_entries = min(object value, possible CPUs), as they are resized at load.
   - Each pin is reported as V(compatible), V(incompatible) (with every differing attribute), V(unknown) (not
     expected), V(missing) (expected but absent), V(not_a_map) (a program or link pin, a symlink, a directory, or a
-    bpffs entry that is no pinned object such as C(maps.debug)/C(progs.debug); never touched) or V(vanished)
-    (removed while the audit ran). Each map pin lists the loaded programs that use it.
+    bpffs entry that is no pinned object such as C(maps.debug)/C(progs.debug); never touched), V(vanished)
+    (removed while the audit ran) or V(unreadable) (a folder that cannot be listed or a pin that cannot be opened;
+    the rest of the audit goes on). Each map pin lists the loaded programs that use it.
   - O(state=clean) removes only incompatible map pins, and only with O(approve=true); before each removal the
     map's entries are dumped to a timestamped JSON backup in O(backup_dir), and a pin whose backup failed is never
     removed. O(state=restored) loads such a backup back into a compatible map.
@@ -143,7 +144,7 @@ pins:
       type: str
       sample: map
     status:
-      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map) or V(vanished).
+      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map), V(vanished) or V(unreadable).
       type: str
       sample: incompatible
     reason:
@@ -177,7 +178,7 @@ summary:
   description: How many pins have each status, and C(total).
   returned: always
   type: dict
-  sample: {total: 15, compatible: 12, incompatible: 1, unknown: 0, missing: 0, not_a_map: 2, vanished: 0}
+  sample: {total: 15, compatible: 12, incompatible: 1, unknown: 0, missing: 0, not_a_map: 2, vanished: 0, unreadable: 0}
 actions:
   description:
     - What this run does or would do. For O(state=clean) one C(remove) per incompatible map pin with C(pin),

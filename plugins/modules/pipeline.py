@@ -18,10 +18,17 @@ description:
     and the compiler's own message with file:line.
   - Idempotent by content - a manifest of hashes of every input (sources, headers, spec, flags, tool versions)
     decides. An unchanged tree returns C(changed=false) without running any tool.
-  - Outputs land atomically - each build goes to a staging folder and is then published by renaming it into
-    C(dest/builds/) and swapping the C(dest/current) symlink. A failed or killed build leaves the previous
-    outputs intact. The build that was current before is kept as C(dest/previous) for rollback.
+  - Outputs land atomically - each build goes to a staging folder and is then published by renaming it to a
+    folder name no link uses (C(dest/builds/<id>), or C(<id>.<n>) when a forced rebuild has the same id) and
+    swapping the C(dest/current) symlink; old folders are pruned only after C(current) has left them. A reader of
+    C(dest/current/<output>) always finds a complete build, even during O(force=true) rebuilds, and a failed or
+    killed build leaves the previous outputs in use. The build that was current before is kept as
+    C(dest/previous) for rollback.
+  - Every input is read first; a source of the wrong type, a file name that is not UTF-8 or a missing tool fails
+    before O(dest) is touched. A tool that fails because the build folder's filesystem is full, over quota or
+    read-only (or succeeds while it filled up) is reported as that, with the folder to free.
   - A lock (C(dest/.lock)) keeps two builds of the same output folder from running at once.
+  - Check mode reads O(dest) only - no lock file, no write probe, no tool version cache.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
   - lqos.bpf.common.spec
@@ -97,7 +104,8 @@ build_dir:
   type: str
   sample: /var/lib/lqos-bpf/reference/builds/3f2a9c0d1e4b5a6c
 build_id:
-  description: The current build's id (first 16 hex digits of its manifest hash).
+  description: The current build's folder name - the first 16 hex digits of its manifest hash, with a C(.<n>) suffix
+    when a forced rebuild of the same inputs was published next to the build it replaces.
   returned: when a build exists
   type: str
 manifest_hash:

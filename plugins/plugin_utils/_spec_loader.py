@@ -27,18 +27,28 @@ def builtin_specs() -> list:
 
 
 def load_spec_file(path: str) -> dict:
+    """Read, parse and validate one YAML spec file; every failure names ``path``."""
     import yaml  # the controller always has PyYAML (ansible-core depends on it)
 
     try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise LqosError("cannot read pipeline spec %s: %s." % (path, exc.strerror),
                         "check the path; built-in specs are: %s." % ", ".join(builtin_specs()))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise LqosError("pipeline spec %s is not UTF-8 text: byte 0x%02x at line %d (offset %d) is not valid UTF-8."
+                        % (path, data[exc.start], line, exc.start),
+                        "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).")
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = " at line %d column %d" % (mark.line + 1, mark.column + 1) if mark else ""
-        raise LqosError("pipeline spec %s is not valid YAML%s: %s." % (path, where, getattr(exc, "problem", exc)),
+        raise LqosError("pipeline spec %s is not valid YAML%s: %s." % (path, where, getattr(exc, "problem", None) or exc),
                         "fix the YAML syntax there.")
     return validate_spec(raw)
 

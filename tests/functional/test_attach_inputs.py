@@ -47,13 +47,13 @@ def test_a_state_dir_that_is_a_file_is_named(reference, netns_pair, bpffs, tmp_p
         assert "exception" not in res or "Traceback" not in res.get("exception", "")
 
 
-@pytest.mark.parametrize("key,value,bounds", [("handle", 1 << 40, "from 1 to 0xFFFFFFFF"),
-                                              ("priority", 0x10000, "from 1 to 0xFFFF"),
-                                              ("handle", 0, "from 1 to 0xFFFFFFFF")])
+@pytest.mark.parametrize("key,value,bounds", [("handle", 1 << 40, "from 1 to 4294967295 (0xffffffff)"),
+                                              ("priority", 0x10000, "from 1 to 65535 (0xffff)"),
+                                              ("handle", 0, "from 1 to 4294967295 (0xffffffff)")])
 def test_tc_handle_and_priority_out_of_range_are_spec_errors(reference, netns_pair, bpffs, tmp_path, key, value, bounds):
     spec = {"name": "wide", "sources": {"kern": "shaper_kern.c"}, "outputs": {"object": "shaper_kern.o"},
             "attach": {"xdp": "xdp_shaper", "tc": [{"program": "tc_classify", "direction": "egress", key: value}]}}
     res = attach(netns_pair, bpffs, str(tmp_path / "state"), reference, spec=spec, resolve_spec=False)
     assert res["_rc"] == 1
     assert res["msg"] == ("pipeline spec 'wide': `attach.tc[0].%s` must be an integer %s, got %d. Fix: write a number "
-                          "(hex like 0xC02F is fine in YAML)" % (key, bounds, value))
+                          "in that range (hex like 0xC02F is fine in YAML)" % (key, bounds, value))

@@ -118,7 +118,7 @@ def test_fresh_bpffs_debug_entries_are_not_maps(bpffs):
     for pin in pins.values():
         assert pin["status"] == "not_a_map" and pin["kind"] == "other"
     assert result["summary"] == {"total": 2, "compatible": 0, "incompatible": 0, "unknown": 0, "missing": 0,
-                                 "not_a_map": 2, "vanished": 0}
+                                 "not_a_map": 2, "vanished": 0, "unreadable": 0}
     result = pinned_maps(bpffs, state="clean", approve=True)
     assert result["changed"] is False and result["removed"] == [] and result["actions"] == []
     assert snapshot(bpffs) == before
@@ -195,7 +195,7 @@ def test_wrong_layouts_are_incompatible(bpffs, reference):
         assert pins[name]["status"] == "missing" and pins[name]["kind"] is None
         assert pins[name]["expected"]["key_size"] == m[name]["key_size"]
     assert result["summary"] == {"total": 11, "compatible": 1, "incompatible": 4, "unknown": 1, "missing": 3,
-                                 "not_a_map": 2, "vanished": 0}
+                                 "not_a_map": 2, "vanished": 0, "unreadable": 0}
     assert snapshot(bpffs) == before   # an audit changes nothing
 
 

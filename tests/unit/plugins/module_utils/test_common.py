@@ -1,12 +1,14 @@
 """Shared helpers: pin confinement, CPU lists, atomic writes, errors."""
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_symlink, atomic_write, confine_pin, count_cpu_list, LqosError,
+    atomic_symlink, atomic_write, check_bpf_object, confine_pin, count_cpu_list, LqosError, os_fault,
+    require_bpffs, run_module,
 )
 
 
@@ -56,3 +58,134 @@ def test_atomic_write_and_symlink(tmp_path):
     atomic_symlink("a", str(tmp_path / "link"))
     atomic_symlink("b", str(tmp_path / "link"))
     assert os.readlink(tmp_path / "link") == "b"
+
+
+def _elf(machine=247, cls=2, data=1, shoff=64, shnum=2, shentsize=64, size=None) -> bytes:
+    order = "little" if data == 1 else "big"
+    head = bytearray(64)
+    head[0:4] = b"\x7fELF"
+    head[4], head[5], head[6] = cls, data, 1
+    head[16:18] = (1).to_bytes(2, order)          # ET_REL
+    head[18:20] = machine.to_bytes(2, order)
+    head[40:48] = shoff.to_bytes(8, order)
+    head[58:60] = shentsize.to_bytes(2, order)
+    head[60:62] = shnum.to_bytes(2, order)
+    body = bytes(head) + b"\0" * (shnum * shentsize)
+    return body if size is None else body[:size]
+
+
+FIX = (" Fix: give the BPF object built by lqos.bpf.pipeline (its outputs.object.path, e.g. "
+       "<dest>/current/<spec outputs.object>); rebuild it if it was damaged.")
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"SEC(\"xdp\") int prog(void) { return 2; }\n", "is not an ELF object (it starts with b'SEC(\"xdp')."),
+    (bytes(range(200, 256)) * 3, "is not an ELF object (it starts with b'\\xc8\\xc9\\xca\\xcb\\xcc\\xcd\\xce\\xcf')."),
+    (b"", "is not an ELF object (it starts with b'')."),
+    (_elf(machine=62), "is an ELF object for machine 62, not BPF (EM_BPF = 247)."),
+    (_elf(cls=1), "is not a 64-bit ELF object (32-bit, 192 bytes), as BPF objects are."),
+    (_elf(size=40), "is not a 64-bit ELF object (64-bit, 40 bytes), as BPF objects are."),
+    (_elf(size=100), "is truncated: its section headers end at byte 192, but the file has 100 bytes."),
+    (_elf(shnum=0), "has no section headers, so it holds no BPF programs or maps."),
+])
+def test_check_bpf_object_says_what_the_file_is_instead(tmp_path, content, problem):
+    path = tmp_path / "shaper_kern.o"
+    path.write_bytes(content)
+    with pytest.raises(LqosError) as err:
+        check_bpf_object(str(path))
+    assert str(err.value) == "object %s %s%s" % (path, problem, FIX)
+
+
+def test_check_bpf_object_accepts_both_byte_orders_and_names_folders(tmp_path):
+    for data in (1, 2):
+        path = tmp_path / ("ok%d.o" % data)
+        path.write_bytes(_elf(data=data))
+        assert check_bpf_object(str(path)) == str(path)
+    with pytest.raises(LqosError) as err:
+        check_bpf_object(str(tmp_path), "object")
+    assert str(err.value) == "object %s is a folder, not a BPF object file.%s" % (tmp_path, FIX)
+    with pytest.raises(LqosError) as err:
+        check_bpf_object(str(tmp_path / "none.o"), "object")
+    assert str(err.value) == "object %s/none.o does not exist.%s" % (tmp_path, FIX)
+
+
+@pytest.mark.parametrize("num,fix", [
+    (errno.ENOSPC, "free space on the filesystem holding /d (df -h /d) and run again."),
+    (errno.EROFS, "/d is on a read-only filesystem: remount it read-write or choose another folder."),
+    (errno.EACCES, "run the task as root (become: true) or fix the permissions of /d."),
+])
+def test_os_fault_names_path_errno_and_fix(num, fix):
+    err = os_fault(OSError(num, os.strerror(num)), "writing /d failed", "/d")
+    assert str(err) == "writing /d failed: %s (%s) on /d. Fix: %s" % (os.strerror(num), errno.errorcode[num], fix)
+
+
+def test_pin_root_that_is_a_file(tmp_path):
+    path = tmp_path / "pin"
+    path.write_text("")
+    with pytest.raises(LqosError) as err:
+        require_bpffs(str(path))
+    assert str(err.value) == ("pin_root %s is a file, not a folder. Fix: give the bpffs mount point (e.g. "
+                              "/sys/fs/bpf), not a pin in it." % path)
+
+
+class FakeModule:
+    """What run_module uses of AnsibleModule; fail_json drops a string traceback like
+    ansible-core 2.19 does when ANSIBLE_DISPLAY_TRACEBACK is not set."""
+
+    _name = "pipeline"
+
+    def __init__(self):
+        self.result = None
+        self.rc = None
+
+    def exit_json(self, **kw):
+        self.result = kw
+        raise SystemExit(0)
+
+    def fail_json(self, msg, exception=None, **kw):
+        self.result = dict(kw, failed=True, msg=msg)
+        raise SystemExit(1)
+
+
+def _run(fn):
+    module = FakeModule()
+    with pytest.raises(SystemExit) as done:
+        run_module(module, fn)
+    module.rc = done.value.code
+    return module
+
+
+def test_an_internal_error_always_returns_its_traceback():
+    def broken(module):
+        return {}["missing"]
+
+    module = _run(broken)
+    assert module.rc == 1
+    assert module.result["failed"] is True
+    assert module.result["msg"] == (
+        "internal error in pipeline: KeyError: 'missing'. This is a bug in lqos.bpf: please report it with the "
+        "traceback in this result's `exception` (ANSIBLE_DISPLAY_TRACEBACK=error prints it).")
+    assert module.result["exception"].startswith("Traceback (most recent call last):")
+    assert "in broken\n" in module.result["exception"]
+
+
+@pytest.mark.parametrize("num,fix", [
+    (errno.ENOSPC, "free space on the filesystem holding /var/lib/x (df -h /var/lib/x) and run again."),
+    (errno.EROFS, "/var/lib/x is on a read-only filesystem: remount it read-write or choose another folder."),
+])
+def test_an_environment_oserror_is_not_an_internal_error(num, fix):
+    def full(module):
+        raise OSError(num, os.strerror(num), "/var/lib/x")
+
+    module = _run(full)
+    assert module.rc == 1
+    assert module.result["msg"] == "%s (%s) on /var/lib/x. Fix: %s" % (os.strerror(num), errno.errorcode[num], fix)
+    assert module.result["errno"] == errno.errorcode[num]
+
+
+def test_a_known_error_is_one_message():
+    def refused(module):
+        raise LqosError("dest /x is a file, not a folder.", "move it.", step="dest")
+
+    module = _run(refused)
+    assert module.result == {"failed": True, "msg": "dest /x is a file, not a folder. Fix: move it.", "step": "dest"}

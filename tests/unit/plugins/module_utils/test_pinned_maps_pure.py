@@ -6,6 +6,7 @@ import json
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_backup as B
 from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -150,7 +151,7 @@ def test_summary_and_listing():
             {"name": "maps.debug", "path": "/r/maps.debug", "kind": "other", "status": "not_a_map"},
             {"name": "gone", "path": "/r/gone", "kind": None, "status": "missing"}]
     assert P.summarise(pins) == {"compatible": 1, "incompatible": 0, "unknown": 1, "missing": 1,
-                                 "not_a_map": 1, "vanished": 0, "total": 4}
+                                 "not_a_map": 1, "vanished": 0, "unreadable": 0, "total": 4}
     assert P.listing(pins) == ("map_traffic: percpu_hash key_size=16 value_size=128 max_entries=128000 flags=0x0 "
                                "id=7 [compatible]\n"
                                "maps.debug: other [not_a_map]\n"
@@ -169,39 +170,39 @@ def test_plan_cleanup_only_incompatible_maps():
 
 
 def test_timestamp_and_file_name():
-    assert P.timestamp(1767268800.25) == "20260101T120000.250000Z"
-    assert P.backup_file_name("tc/globals/m", "S") == "tc__globals__m.S.json"
+    assert B.timestamp(1767268800.25) == "20260101T120000.250000Z"
+    assert B.backup_file_name("tc/globals/m", "S") == "tc__globals__m.S.json"
 
 
 def test_backup_round_trip_plain_and_percpu():
     pin = actual(type="hash", key_size=4, value_size=3)
     entries = [(b"\x01\x00\x00\x00", b"abc"), (b"\x02\x00\x00\x00", b"\x00\xff\x10")]
-    doc = P.encode_backup(pin, entries, 0, "T", "why")
+    doc = B.encode_backup(pin, entries, 0, "T", "why")
     assert doc["layout"] == {"key_size": 4, "value_size": 3, "percpu": False, "value_stride": 3,
                              "possible_cpus": None, "value_bytes": 3}
     assert doc["entries"][1] == {"key": "02000000", "value": "00ff10"}
-    back = P.decode_backup(json.loads(json.dumps(doc)), "/b/f.json")
+    back = B.decode_backup(json.loads(json.dumps(doc)), "/b/f.json")
     assert back["entries"] == entries and back["file"] == "/b/f.json"
 
     pin = actual(type="percpu_hash", key_size=4, value_size=12)
     blob = bytes(range(32))
-    doc = P.encode_backup(pin, [(b"\0" * 4, blob)], 2, "T")
+    doc = B.encode_backup(pin, [(b"\0" * 4, blob)], 2, "T")
     assert doc["layout"]["value_stride"] == 16 and doc["layout"]["value_bytes"] == 32
-    assert P.decode_backup(doc, "f")["entries"] == [(b"\0" * 4, blob)]
+    assert B.decode_backup(doc, "f")["entries"] == [(b"\0" * 4, blob)]
 
 
 @pytest.mark.parametrize("doc,message", [
     ([], "backup f is not a pinned-map backup (format is not lqos.bpf.map-backup/1)."),
     ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "entries": []}, "backup f lacks pin, layout or entries."),
-    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_bytes": 4},
+    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_size": 4, "value_bytes": 4},
       "entries": [{"key": "zz", "value": "00"}]}, "backup f entry 0 is not a {key, value} pair of hex strings."),
-    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_bytes": 4},
+    ({"format": "lqos.bpf.map-backup/1", "pin": "/x", "layout": {"key_size": 4, "value_size": 4, "value_bytes": 4},
       "entries": [{"key": "00", "value": "00000000"}]},
      "backup f entry 0 has a 1-byte key and 4-byte value, not 4 and 4 as its layout says."),
 ])
 def test_decode_backup_errors(doc, message):
     with pytest.raises(LqosError) as ei:
-        P.decode_backup(doc, "f")
+        B.decode_backup(doc, "f")
     assert ei.value.msg == message
 
 
@@ -213,8 +214,8 @@ def _backup(entries, key_size=4, value_size=4, percpu=False):
 def test_plan_restore_skips_equal_entries():
     target = {"path": "/r/m", "type": "hash", "key_size": 4, "value_size": 4, "max_entries": 4}
     entries = [(b"\1\0\0\0", b"aaaa"), (b"\2\0\0\0", b"bbbb")]
-    assert P.plan_restore(_backup(entries), target, {b"\1\0\0\0": b"aaaa"}) == [(b"\2\0\0\0", b"bbbb")]
-    assert P.plan_restore(_backup(entries), target, dict(entries)) == []
+    assert B.plan_restore(_backup(entries), target, {b"\1\0\0\0": b"aaaa"}) == [(b"\2\0\0\0", b"bbbb")]
+    assert B.plan_restore(_backup(entries), target, dict(entries)) == []
 
 
 @pytest.mark.parametrize("target,backup,message", [
@@ -231,18 +232,18 @@ def test_plan_restore_skips_equal_entries():
 def test_plan_restore_refuses(target, backup, message):
     target = dict(target, path="/r/m")
     with pytest.raises(LqosError) as ei:
-        P.plan_restore(backup, target, {})
+        B.plan_restore(backup, target, {})
     assert ei.value.msg == message
 
 
 def test_restore_target_confinement():
     backup = {"pin": "/r/m", "file": "f"}
-    assert P.restore_target("/r", backup, None) == ("m", "/r/m")
-    assert P.restore_target("/r", backup, "sub/n") == ("sub/n", "/r/sub/n")
+    assert B.restore_target("/r", backup, None) == ("m", "/r/m")
+    assert B.restore_target("/r", backup, "sub/n") == ("sub/n", "/r/sub/n")
     with pytest.raises(LqosError) as ei:
-        P.restore_target("/r", {"pin": "/other/m", "file": "f"}, None)
+        B.restore_target("/r", {"pin": "/other/m", "file": "f"}, None)
     assert str(ei.value) == ("the backup's pin /other/m is outside pin_root /r. Fix: give pin: NAME (relative "
                              "to pin_root) to restore into another map.")
     with pytest.raises(LqosError) as ei:
-        P.restore_target("/r", backup, "../x")
+        B.restore_target("/r", backup, "../x")
     assert ei.value.msg == "pin entry '../x' leaves the pin root /r."

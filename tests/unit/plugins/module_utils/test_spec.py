@@ -23,22 +23,35 @@ def test_minimal_spec_gets_lqos_sys_defaults():
 
 
 @pytest.mark.parametrize("patch,message", [
-    ({"name": "a b"}, "pipeline spec: `name` must be a short identifier, got 'a b'. Fix: add e.g. `name: reference`"),
+    ({"name": "a b"}, "pipeline spec: `name` must match [a-z0-9_-]+ (it names the build folder), got 'a b'. "
+                      "Fix: add e.g. `name: reference`"),
     ({"sources": None}, "pipeline spec 'mini': `sources` is missing. Fix: add the `sources:` mapping"),
-    ({"sources": ["x"]}, "pipeline spec 'mini': `sources` must be a mapping, got list."),
+    ({"sources": ["x"]}, "pipeline spec 'mini': `sources` must be a mapping, got a list ['x']."),
     ({"sources": {"kern": "../../etc/k.c", "workdir": "/abs"}}, "`sources.workdir` must be relative, got '/abs'"),
     ({"outputs": {"object": "x/y.o"}}, "`outputs.object` must be a plain file name"),
     ({"outputs": {"object": "same", "ir": "same"}}, "pipeline spec 'mini': `outputs` name the same file twice."),
     ({"flags": {"clang": ["-O2", "-o"]}}, "pipeline spec 'mini': `flags.clang` contains -o."),
     ({"flags": {"llc": "-march=bpf"}}, "`flags.llc` must be a list of strings, got '-march=bpf'"),
     ({"pinned_maps": [{"name": "m", "key_size": 0, "value_size": 4}]},
-     "`pinned_maps[0].key_size` must be an integer >= 1, got 0"),
+     "`pinned_maps[0].key_size` must be an integer from 1 to 4294967295 (0xffffffff), got 0."),
     ({"attach": {"tc": [{"program": "p", "direction": "sideways"}]}},
      "`attach.tc[0].direction` must be egress or ingress, got 'sideways'"),
     ({"attach": {"rodata": {"num_cpus": "lots"}}},
      "`attach.rodata.num_cpus` must be an integer or one of possible_cpus, ifindex, got 'lots'"),
     ({"mirrors": [{"rust": "A"}]}, "`mirrors[0]` must have both `rust` and `c`"),
     ({"colour": 1}, "pipeline spec 'mini': key(s) `colour` are not known."),
+    ({"sources": {"kern": "k.c", "kernn": "k.c"}},
+     "pipeline spec 'mini': `sources.kernn` is not a known key. Fix: remove it or fix the spelling; known keys "
+     "under `sources`: workdir, kern, wrapper_c, wrapper_h, inputs"),
+    ({"attach": {"tc": [{"program": "p", "handle": 2 ** 40}]}},
+     "`attach.tc[0].handle` must be an integer from 1 to 4294967295 (0xffffffff), got 1099511627776."),
+    ({"attach": {"tc": [{"program": "p", "priority": 0x10000}]}},
+     "`attach.tc[0].priority` must be an integer from 1 to 65535 (0xffff), got 65536."),
+    ({"attach": {"tc": [{"program": "p", "optional": "yes please"}]}},
+     "`attach.tc[0].optional` must be true or false, got 'yes please'."),
+    ({"expect": {"programs": {"xdp_shaper": ["xdp"]}}},
+     "`expect.programs.xdp_shaper` must be a non-empty string, got ['xdp']."),
+    ({"mirrors": [{"rust": ["A"], "c": "a"}]}, "`mirrors[0].rust` must be a Rust type name, got ['A']."),
 ])
 def test_bad_specs_name_the_key_and_the_fix(patch, message):
     raw = dict(MINIMAL)
@@ -74,3 +87,46 @@ def test_header_constants_follow_earlier_defines():
                                         ("sizeof(int)", None), ("(1", None), ("1 2", None)])
 def test_eval_int_expr(expr, value):
     assert eval_int_expr(expr, {"A": 4}) == value
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a.b", "Ref", "a/b", "", "x" * 0 + "-/"])
+def test_name_is_a_folder_name_as_documented(name):
+    raw = dict(MINIMAL, name=name)
+    with pytest.raises(LqosError) as err:
+        validate_spec(raw)
+    assert str(err.value) == ("pipeline spec: `name` must match [a-z0-9_-]+ (it names the build folder), got %r. "
+                              "Fix: add e.g. `name: reference` at the top of the spec." % name)
+
+
+@pytest.mark.parametrize("patch,key", [
+    ({"cpu_sized_maps": 5}, "cpu_sized_maps"),
+    ({"pinned_maps": 5}, "pinned_maps"),
+    ({"mirrors": 5}, "mirrors"),
+    ({"constants": "MAX_CPUS"}, "constants"),
+    ({"attach": {"tc": 5}}, "attach.tc"),
+])
+def test_a_scalar_where_a_list_belongs_names_the_key(patch, key):
+    raw = dict(MINIMAL)
+    raw.update(patch)
+    with pytest.raises(LqosError) as err:
+        validate_spec(raw)
+    value = patch.get(key, (patch.get("attach") or {}).get("tc"))
+    assert str(err.value) == ("pipeline spec 'mini': `%s` must be a list, got %s %r. Fix: write it as a YAML list "
+                              "(`- item` lines or [a, b]), or leave it out"
+                              % (key, "an integer" if isinstance(value, int) else "a string", value))
+
+
+def test_a_scalar_list_item_names_its_index():
+    raw = dict(MINIMAL, pinned_maps=[{"name": "m", "key_size": 4, "value_size": 4}, 7])
+    with pytest.raises(LqosError) as err:
+        validate_spec(raw)
+    assert str(err.value) == ("pipeline spec 'mini': `pinned_maps[1]` must be a mapping, got an integer 7. "
+                              "Fix: give its keys: name, key_size, value_size")
+
+
+@pytest.mark.parametrize("builtin", ["reference", "libreqos"])
+def test_a_validated_spec_validates_to_itself(builtin):
+    """The action plugin validates on the controller, the module again on the target."""
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+    spec = resolve_spec_option(builtin)
+    assert validate_spec(spec) == spec
