@@ -6,6 +6,7 @@ so a throwaway collections folder holding a symlink to this checkout is put on
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -14,7 +15,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _collections_root() -> str:
-    root = os.path.join(tempfile.gettempdir(), "lqos-bpf-collections-%d" % os.getuid())
+    # One folder per checkout: two checkouts tested at once on one machine must not
+    # retarget each other's link.
+    tag = hashlib.sha256(REPO.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    root = os.path.join(tempfile.gettempdir(), "lqos-bpf-collections-%d-%s" % (os.getuid(), tag))
     link = os.path.join(root, "ansible_collections", "lqos", "bpf")
     os.makedirs(os.path.dirname(link), exist_ok=True)
     if os.path.realpath(link) != REPO:

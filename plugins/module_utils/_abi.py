@@ -299,7 +299,8 @@ def compare_pair(entry: dict, c_layout: dict | None, c_fields: list | None, c_er
     where = "%s:%d" % (lay["file"], lay["line"]) if lay else None
     head = "%s (Rust%s) vs %s (C BTF)" % (rust, ", " + where if where else "", c_name)
     report = {
-        "rust": rust, "c": c_name, "rust_file": where,
+        "rust": rust, "c": c_name, "rust_file": where, "origin": entry.get("origin", "spec"),
+        "maps": list(entry.get("maps", [])),
         "btf_size": c_layout["size"] if c_layout else None,
         "rust_size": lay["size"] if lay else None,
         "btf_align": c_layout["align"] if c_layout else None,
@@ -712,6 +713,35 @@ def failure_message(spec_name: str, problems: list) -> str:
         spec_name, len(problems), " ".join("%d) %s" % (i + 1, p) for i, p in enumerate(problems)))
 
 
+def _derive(spec: dict, libbpf, obj_path: str, info: dict | None, derived: dict) -> tuple:
+    """(pair entries, derivation report, drift) of the derivation (``_abi_derive``)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
+
+    maps = (info or {}).get("maps", [])
+    with libbpf.Btf.from_file(obj_path) as btf:
+        map_types = dv.btf_map_types(btf, [m["name"] for m in maps])
+        structs = dv.resolvable_structs(btf, map_types)
+    found = dv.derive_pairs(spec, maps, map_types, structs, derived)
+    entries = []
+    for p in found["pairs"]:
+        t = derived["types"].get(p["rust"]) or {"layout": None, "asserted": [],
+                                                 "error": "the controller computed no layout for %s" % p["rust"]}
+        entries.append({"rust": p["rust"], "c": p["c"], "layout": t["layout"], "error": t["error"],
+                        "asserted": t.get("asserted", []), "origin": p["origin"], "maps": p["maps"]})
+    drift = list(found["drift"])
+    for u in derived.get("unsupported", []):
+        drift.append(_drift("unsupported", u["construct"],
+                            "%s:%d: the ABI derivation does not understand this construct: %s (`%s`)"
+                            % (u["file"], u["line"], u["message"], u["construct"]), u["fix"]))
+    drift.extend(dv.explicit_pin_drift(maps, derived))
+    report = {"pairs": [{k: p[k] for k in ("rust", "c", "origin", "maps")} for p in found["pairs"]],
+              "map_sizes": found["sizes"], "notes": found["notes"],
+              "pinned_maps": dv.pinned_table(maps, derived),
+              "map_types": map_types, "bindings_module": derived.get("bindings_module"),
+              "calls": len(derived.get("calls", [])), "skeleton_uses": len(derived.get("skeleton_uses", []))}
+    return entries, report, drift
+
+
 def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) -> dict:
     """The whole check; returns the module result (without changed/failed)."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
@@ -727,7 +757,20 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         not_computed = ("the Rust layout was not computed on the controller; run this module through "
                         "its action plugin (a normal lqos.bpf.abi_check task) with src or rust_src set")
         entries = [dict(m, error=not_computed) for m in spec["mirrors"]]
+    info = None
+    try:
+        info = _libbpf.object_info(obj_path)
+    except _libbpf.LibbpfError as exc:
+        skipped.append("object programs and maps: %s" % exc.msg)
+    derived = (rust or {}).get("derived")
+    derivation, derive_drift = None, []
+    if derived is not None:
+        derived_entries, derivation, derive_drift = _derive(spec, _libbpf, obj_path, info, derived)
+        entries.extend(derived_entries)
+    elif spec.get("derive", {}).get("mirrors"):
+        skipped.append("derivation: the Rust side was not read on the controller (no src/rust_src)")
     rust_names = {p["c"]: p["rust"] for p in spec["mirrors"]}
+    rust_names.update({e["c"]: e["rust"] for e in entries if e.get("origin")})
     c_side = btf_side(_libbpf, obj_path, entries) if entries else {}
     pairs = []
     for e in entries:
@@ -746,20 +789,23 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     wrapper_h = chain_file(os.path.basename(spec["sources"]["wrapper_h"]))
     bindings = chain_file("bindings")
     skel = skeleton_names(skel_text) if skel_text is not None else None
-    sections = None
-    try:
-        sections = {p["name"]: p["section"] for p in _libbpf.object_info(obj_path)["programs"]}
-    except _libbpf.LibbpfError as exc:
-        skipped.append("program sections: %s" % exc.msg)
+    sections = {p["name"]: p["section"] for p in info["programs"]} if info else None
     files = {"skeleton": outputs["skeleton"], "wrapper_c": os.path.basename(spec["sources"]["wrapper_c"]),
              "wrapper_h": os.path.basename(spec["sources"]["wrapper_h"]), "bindings": outputs["bindings"]}
     drift = chain_drift(spec, skel, skeleton_variables(skel_text) if skel_text else None, sections,
                         wrapper_c, wrapper_h, bindings, files)
+    drift.extend(derive_drift)
+    if derived is not None:
+        from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
+        drift.extend(dv.skeleton_use_drift(derived.get("skeleton_uses", []), skel, files["skeleton"]))
+        if bindings is not None:
+            drift.extend(dv.call_drift(derived.get("calls", []), bindings_functions(bindings), files["bindings"]))
     constants, const_drift = constants_report((rust or {}).get("constants", []))
     if rust is None and any(c.get("rust") for c in spec["constants"]):
         skipped.append("constants: not read on the controller (no src/rust_src)")
     drift.extend(const_drift)
-    drift.extend(assertion_drift((rust or {}).get("assertions", [])))
+    paired = {e["layout"]["name"] for e in entries if e.get("layout")}
+    drift.extend(assertion_drift([a for a in (rust or {}).get("assertions", []) if a["type"] not in paired]))
     problems = [p for pair in pairs for p in pair["problems"]]
     problems.extend("%s: %s" % (d["message"], d["fix"]) for d in drift)
     return {
@@ -772,5 +818,6 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         "object": obj_path,
         "build_dir": build_dir,
         "skeleton": skel,
+        "derivation": derivation,
         "summary": summarize(spec["name"], pairs, drift, problems),
     }

@@ -31,6 +31,7 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.lqos.bpf.plugins.module_utils._buildrs import apply_build_rs_flags
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_symlink, atomic_write, canonical_json, LqosError, sha256_bytes, sha256_file,
 )
@@ -41,6 +42,7 @@ MANIFEST_VERSION = 1
 CHAIN_TOOLS = ("clang", "llc", "bpftool", "bindgen", "ar")
 SOURCE_SUFFIXES = (".c", ".h")
 INTERNAL_MAP = re.compile(r"^(rodata|data|bss|kconfig)(_|$)")
+_DIAGNOSTIC = re.compile(r"^([^\s:]+\.[ch]):(\d+):\d+: ((?:warning|error): [^\n]*)", re.M)
 
 
 def skeleton_names(text: str) -> dict:
@@ -241,6 +243,9 @@ class Pipeline:
         if rc != 0 or (stderr_fatal and err.strip()):
             why = "exited with %d" % rc if rc != 0 else "wrote to stderr (fatal, as in build.rs)"
             message = (err.strip() or out.strip() or "(no output)")
+            first = _DIAGNOSTIC.search(err)
+            if first:  # name the first diagnostic's file:line up front
+                why += " at %s:%s (%s)" % (first.group(1), first.group(2), first.group(3).strip())
             raise LqosError("build step %s failed: %s %s in %s:\n%s" % (step, argv[0].rsplit("/", 1)[-1], why, cwd, message),
                             _STEP_FIX.get(step, "fix the error above and run again."),
                             step=step, cmd=cmd, rc=rc, stderr=err, stdout=out if stdout_to is None else "")
@@ -270,8 +275,9 @@ class Pipeline:
         wrapper_h = os.path.join(out, os.path.basename(spec["sources"]["wrapper_h"]))
 
         def wrapper_and_archive():
+            # build.rs checks this step's stderr with the same panicking helper as clang and llc.
             self._run("wrapper", [tools["clang"], "-c", spec["sources"]["wrapper_c"], "-I", out] + flags["wrapper"]
-                      + ["-o", path["wrapper_object"]], self.workdir, False, timings, warnings)
+                      + ["-o", path["wrapper_object"]], self.workdir, True, timings, warnings)
             self._run("ar", [tools["ar"], "r", path["archive"], path["wrapper_object"]],
                       self.workdir, False, timings, warnings)
 
@@ -386,6 +392,7 @@ def prepare_dest(dest: str) -> None:
 
 
 def run_pipeline(module, spec: dict, src: str, dest: str, force: bool, lock_timeout: float) -> dict:
+    spec = apply_build_rs_flags(spec, src)  # derive.flags: the flags as build.rs passes them
     pipeline = Pipeline(module, spec, src, dest)
     if module.check_mode and not os.path.isdir(pipeline.dest):
         plan = {"reasons": ["no previous build in %s" % pipeline.dest], "changed_inputs": [],
@@ -406,7 +413,8 @@ def _result(module, pipeline: Pipeline, plan: dict, built: dict | None) -> dict:
     changed = bool(plan["reasons"])
     result = {"changed": changed, "rebuild_reasons": plan["reasons"], "manifest_hash": plan["manifest"]["hash"],
               "build_root": pipeline.dest, "spec_name": pipeline.spec["name"], "src": pipeline.src,
-              "reused_build": bool(plan["reuse"])}
+              "reused_build": bool(plan["reuse"]), "flags": pipeline.spec["flags"],
+              "flags_source": pipeline.spec.get("flags_source", "spec")}
     current = pipeline.link("current")
     if current:
         result.update(pipeline.describe(current))

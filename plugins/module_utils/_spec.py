@@ -25,6 +25,8 @@ DEFAULT_CLANG_FLAGS = [
 DEFAULT_LLC_FLAGS = ["-march=bpf", "-filetype=obj"]
 OUTPUT_KEYS = ("ir", "object", "skeleton", "wrapper_object", "archive", "bindings")
 TC_DIRECTIONS = ("egress", "ingress")
+# What abi_check/pipeline derive from the tree and its object (docs/pipeline-spec.md, `derive`).
+DERIVE_DEFAULTS = {"mirrors": True, "constants": True, "calls": True, "flags": False}
 SPECIAL_VALUES = ("possible_cpus", "ifindex")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -96,7 +98,7 @@ def validate_spec(raw) -> dict:
         raise LqosError("pipeline spec: `name` must be a short identifier, got %r." % (name,),
                         "add e.g. `name: reference` at the top of the spec.")
     known = {"name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-             "mirrors", "constants", "pinned_maps", "attach", "toolchain"}
+             "mirrors", "constants", "pinned_maps", "attach", "toolchain", "derive"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(name, "key(s) %s" % ", ".join("`%s`" % k for k in unknown), "are not known",
@@ -216,6 +218,19 @@ def validate_spec(raw) -> dict:
     attach = {"xdp": c.ident("attach.xdp", at["xdp"]) if at.get("xdp") else None, "tc": tc,
               "rodata": variables["rodata"], "data": variables["data"]}
 
+    dv = c.section("derive", required=False)
+    derive = {}
+    for key, default in DERIVE_DEFAULTS.items():
+        value = dv.get(key, default)
+        if not isinstance(value, bool):
+            raise _fail(name, "`derive.%s`" % key, "must be true or false, got %r" % (value,),
+                        "write `%s: true` or `%s: false`" % (key, key))
+        derive[key] = value
+    unknown = sorted(set(dv) - set(DERIVE_DEFAULTS))
+    if unknown:
+        raise _fail(name, "`derive` key(s) %s" % ", ".join(unknown), "are not known",
+                    "known keys: %s" % ", ".join(DERIVE_DEFAULTS))
+
     tool = c.section("toolchain", required=False)
     minimums = tool.get("minimum_versions") or {}
     if not isinstance(minimums, dict):
@@ -235,6 +250,7 @@ def validate_spec(raw) -> dict:
         "pinned_maps": pinned,
         "attach": attach,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
+        "derive": derive,
     }
 
 
