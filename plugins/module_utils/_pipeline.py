@@ -243,8 +243,8 @@ class Pipeline:
         if rc != 0 or (stderr_fatal and err.strip()):
             why = "exited with %d" % rc if rc != 0 else "wrote to stderr (fatal, as in build.rs)"
             message = (err.strip() or out.strip() or "(no output)")
-            first = _DIAGNOSTIC.search(err)
-            if first:  # name the first diagnostic's file:line up front
+            first = _DIAGNOSTIC.search(err) if rc == 0 else None
+            if first:  # a warning made fatal: name its file:line up front
                 why += " at %s:%s (%s)" % (first.group(1), first.group(2), first.group(3).strip())
             raise LqosError("build step %s failed: %s %s in %s:\n%s" % (step, argv[0].rsplit("/", 1)[-1], why, cwd, message),
                             _STEP_FIX.get(step, "fix the error above and run again."),

@@ -437,19 +437,17 @@ def test_through_the_action_plugin_with_ansible_playbook(tmp_path, reference):
 
 @needs_libreqos
 def test_libreqos_checkout_with_the_builtin_spec(tmp_path):
+    """Release-agnostic: every derived pair matches, asserted sizes agree, and what
+    the Rust side uses of the skeleton is there (test_abi_derive.py has more)."""
     crate = libreqos_crate()
     build_dir = build(crate, str(tmp_path / "out"), spec="libreqos")
     result = abi(crate, build_dir, spec="libreqos")
     assert result["_rc"] == 0, result.get("msg")
     assert result["ok"] is True and result["drift"] == [] and result["skipped"] == []
     sizes = {p["rust"]: (p["c"], p["btf_size"], p["rust_size"]) for p in result["pairs"]}
-    assert sizes["HostCounter"] == ("host_counter", 128, 128)
     assert sizes["IpHashKey"] == ("ip_hash_key", 20, 20)
-    assert sizes["IpHashData"] == ("ip_hash_info", 24, 24)
-    assert sizes["FlowbeeKey"] == ("flow_key_t", 40, 40)
-    assert sizes["FlowbeeData"] == ("flow_data_t", 240, 240)
+    assert sizes["XdpIpAddress"] == ("in6_addr", 16, 16)
     for p in result["pairs"]:
         assert p["status"] == "ok"
         assert all(a["size"] == p["btf_size"] for a in p["asserted"])
-    assert {a["size"] for a in pair(result, "FlowbeeData")["asserted"]} == {240}
-    assert set(result["skeleton"]["programs"]) == set(resolve_spec_option("libreqos")["expect"]["programs"])
+    assert "xdp_prog" in result["skeleton"]["programs"]
