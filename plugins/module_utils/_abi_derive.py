@@ -97,6 +97,7 @@ def derive_pairs(spec: dict, maps: list, map_types: dict, structs: set, derived:
     explicit_c = {m["c"] for m in spec.get("mirrors", [])}
     types = derived.get("types", {})
     missing_maps = {}
+    seen_sizes = set()
     for opening in derived.get("maps", []):
         where = "%s:%d" % (opening["file"], opening["line"])
         m = by_name.get(opening["map"])
@@ -118,6 +119,9 @@ def derive_pairs(spec: dict, maps: list, map_types: dict, structs: set, derived:
             info = types.get(rust) or {}
             lay = info.get("layout")
             want = m["%s_size" % side]
+            if (m["name"], side, rust) in seen_sizes:
+                continue  # one row per map side and Rust type, at its first opening
+            seen_sizes.add((m["name"], side, rust))
             row = {"map": m["name"], "side": side, "rust": rust, "c": c_type or "(%d bytes)" % want,
                    "rust_size": lay["size"] if lay else None, "c_size": want, "where": where}
             sizes.append(row)
