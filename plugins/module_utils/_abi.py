@@ -724,8 +724,8 @@ def _derive(spec: dict, libbpf, obj_path: str, info: dict | None, derived: dict)
     found = dv.derive_pairs(spec, maps, map_types, structs, derived)
     entries = []
     for p in found["pairs"]:
-        t = derived["types"].get(p["rust"]) or {"layout": None, "asserted": [],
-                                                 "error": "the controller computed no layout for %s" % p["rust"]}
+        missing = {"layout": None, "asserted": [], "error": "the controller computed no layout for %s" % p["rust"]}
+        t = derived["types"].get(p["rust"]) or missing
         entries.append({"rust": p["rust"], "c": p["c"], "layout": t["layout"], "error": t["error"],
                         "asserted": t.get("asserted", []), "origin": p["origin"], "maps": p["maps"]})
     drift = list(found["drift"])

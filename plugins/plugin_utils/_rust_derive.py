@@ -145,7 +145,7 @@ class RustDerivation:
             alt = node.child_by_field_name("alternative")
             out = self._literals(cons, fn) if cons is not None else []
             if alt is not None:
-                inner = [c for c in alt.named_children]
+                inner = list(alt.named_children)
                 out += self._literals(inner[0], fn) if inner else []
             return out
         if node.type == "identifier":
