@@ -260,11 +260,14 @@ def prepare_args(args: dict, basedir: str | None) -> dict:
                         "remove it from the task.")
     spec = args["spec"]
     rust_src = args.get("rust_src") or args.get("src")
-    wanted = bool(spec["mirrors"] or spec["constants"])
+    derive = spec.get("derive", {})
+    wanted = bool(spec["mirrors"] or spec["constants"] or derive.get("mirrors") or derive.get("constants"))
     if not rust_src:
         if wanted:
-            raise LqosError("spec %r has %d mirror pair(s) and %d constant(s) to compare, but neither rust_src nor "
-                            "src is given." % (spec["name"], len(spec["mirrors"]), len(spec["constants"])),
+            derived = " and derives the rest from the Rust code (derive)" if derive.get("mirrors") else ""
+            raise LqosError("spec %r has %d mirror pair(s) and %d constant(s) to compare%s, but neither rust_src "
+                            "nor src is given." % (spec["name"], len(spec["mirrors"]), len(spec["constants"]),
+                                                   derived),
                             "set rust_src to the crate root on the controller (or src, when the crate is at the "
                             "same path there).")
         return args

@@ -104,7 +104,6 @@ def release_tree(tmp_path) -> str:
         fh.write(MAPS_RS)
     with open(os.path.join(crate, "build.rs"), "w") as fh:
         fh.write(BUILD_RS)
-    edit(os.path.join(crate, "src/lib.rs"), "pub mod control;", "pub mod control;\npub mod maps;")
     return crate
 
 
