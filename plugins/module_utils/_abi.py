@@ -713,38 +713,11 @@ def failure_message(spec_name: str, problems: list) -> str:
         spec_name, len(problems), " ".join("%d) %s" % (i + 1, p) for i, p in enumerate(problems)))
 
 
-def _derive(spec: dict, libbpf, obj_path: str, info: dict | None, derived: dict) -> tuple:
-    """(pair entries, derivation report, drift) of the derivation (``_abi_derive``)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
-
-    maps = (info or {}).get("maps", [])
-    with libbpf.Btf.from_file(obj_path) as btf:
-        map_types = dv.btf_map_types(btf, [m["name"] for m in maps])
-        structs = dv.resolvable_structs(btf, map_types)
-    found = dv.derive_pairs(spec, maps, map_types, structs, derived)
-    entries = []
-    for p in found["pairs"]:
-        missing = {"layout": None, "asserted": [], "error": "the controller computed no layout for %s" % p["rust"]}
-        t = derived["types"].get(p["rust"]) or missing
-        entries.append({"rust": p["rust"], "c": p["c"], "layout": t["layout"], "error": t["error"],
-                        "asserted": t.get("asserted", []), "origin": p["origin"], "maps": p["maps"]})
-    drift = list(found["drift"])
-    for u in derived.get("unsupported", []):
-        drift.append(_drift("unsupported", u["construct"],
-                            "%s:%d: the ABI derivation does not understand this construct: %s (`%s`)"
-                            % (u["file"], u["line"], u["message"], u["construct"]), u["fix"]))
-    drift.extend(dv.explicit_pin_drift(maps, derived))
-    report = {"pairs": [{k: p[k] for k in ("rust", "c", "origin", "maps")} for p in found["pairs"]],
-              "map_sizes": found["sizes"], "notes": found["notes"],
-              "pinned_maps": dv.pinned_table(maps, derived),
-              "map_types": map_types, "bindings_module": derived.get("bindings_module"),
-              "calls": len(derived.get("calls", [])), "skeleton_uses": len(derived.get("skeleton_uses", []))}
-    return entries, report, drift
-
-
 def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) -> dict:
     """The whole check; returns the module result (without changed/failed)."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+    from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
+    from ansible_collections.lqos.bpf.plugins.module_utils._abi_derive import derive_from_object
     from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names
 
     if not os.path.isfile(obj_path):
@@ -765,7 +738,7 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     derived = (rust or {}).get("derived")
     derivation, derive_drift = None, []
     if derived is not None:
-        derived_entries, derivation, derive_drift = _derive(spec, _libbpf, obj_path, info, derived)
+        derived_entries, derivation, derive_drift = derive_from_object(spec, _libbpf, obj_path, info, derived)
         entries.extend(derived_entries)
     elif spec.get("derive", {}).get("mirrors"):
         skipped.append("derivation: the Rust side was not read on the controller (no src/rust_src)")
@@ -796,7 +769,6 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
                         wrapper_c, wrapper_h, bindings, files)
     drift.extend(derive_drift)
     if derived is not None:
-        from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
         drift.extend(dv.skeleton_use_drift(derived.get("skeleton_uses", []), skel, files["skeleton"]))
         if bindings is not None:
             drift.extend(dv.call_drift(derived.get("calls", []), bindings_functions(bindings), files["bindings"]))

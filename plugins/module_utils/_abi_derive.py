@@ -235,3 +235,33 @@ def skeleton_use_drift(uses: list, skel: dict | None, skel_file: str) -> list:
                           "update the Rust code to the skeleton's name, or restore `%s` in the BPF source"
                           % u["name"]))
     return out
+
+
+def derive_from_object(spec: dict, libbpf, obj_path: str, info: dict | None, derived: dict) -> tuple:
+    """(pair entries for ``_abi.compare_pair``, the ``derivation`` report, drift) of the derivation.
+
+    Reads the object's BTF (``libbpf.Btf.from_file``); ``info`` is
+    ``libbpf.object_info(obj_path)`` (None when it could not be read)."""
+    maps = (info or {}).get("maps", [])
+    with libbpf.Btf.from_file(obj_path) as btf:
+        map_types = btf_map_types(btf, [m["name"] for m in maps])
+        structs = resolvable_structs(btf, map_types)
+    found = derive_pairs(spec, maps, map_types, structs, derived)
+    entries = []
+    for p in found["pairs"]:
+        missing = {"layout": None, "asserted": [], "error": "the controller computed no layout for %s" % p["rust"]}
+        t = derived["types"].get(p["rust"]) or missing
+        entries.append({"rust": p["rust"], "c": p["c"], "layout": t["layout"], "error": t["error"],
+                        "asserted": t.get("asserted", []), "origin": p["origin"], "maps": p["maps"]})
+    drift = list(found["drift"])
+    for u in derived.get("unsupported", []):
+        drift.append(_d("unsupported", u["construct"],
+                            "%s:%d: the ABI derivation does not understand this construct: %s (`%s`)"
+                            % (u["file"], u["line"], u["message"], u["construct"]), u["fix"]))
+    drift.extend(explicit_pin_drift(maps, derived))
+    report = {"pairs": [{k: p[k] for k in ("rust", "c", "origin", "maps")} for p in found["pairs"]],
+              "map_sizes": found["sizes"], "notes": found["notes"],
+              "pinned_maps": pinned_table(maps, derived),
+              "map_types": map_types, "bindings_module": derived.get("bindings_module"),
+              "calls": len(derived.get("calls", [])), "skeleton_uses": len(derived.get("skeleton_uses", []))}
+    return entries, report, drift
