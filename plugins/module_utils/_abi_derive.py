@@ -256,8 +256,8 @@ def derive_from_object(spec: dict, libbpf, obj_path: str, info: dict | None, der
     drift = list(found["drift"])
     for u in derived.get("unsupported", []):
         drift.append(_d("unsupported", u["construct"],
-                            "%s:%d: the ABI derivation does not understand this construct: %s (`%s`)"
-                            % (u["file"], u["line"], u["message"], u["construct"]), u["fix"]))
+                        "%s:%d: the ABI derivation does not understand this construct: %s (`%s`)"
+                        % (u["file"], u["line"], u["message"], u["construct"]), u["fix"]))
     drift.extend(explicit_pin_drift(maps, derived))
     report = {"pairs": [{k: p[k] for k in ("rust", "c", "origin", "maps")} for p in found["pairs"]],
               "map_sizes": found["sizes"], "notes": found["notes"],
