@@ -57,7 +57,8 @@ options:
     description:
       - The crate root on the controller, when it differs from O(src). C(rust.roots), C(constants[].rust) and
         C(constants[].header) of the spec are relative to it (headers through C(sources.workdir)).
-      - Required (or O(src)) when the spec has C(mirrors) or C(constants).
+      - Required (or O(src)) when the spec has C(mirrors) or C(constants), or derives them (C(derive.mirrors),
+        C(derive.constants), on by default).
     type: path
   build_dir:
     description:
@@ -133,7 +134,9 @@ summary:
   type: str
   sample: "spec 'reference': ABI parity holds: 4 mirror pair(s) match their C BTF layout, no chain drift"
 pairs:
-  description: One three-way report per mirror pair of the spec, in spec order.
+  description: >-
+    One three-way report per mirror pair - the spec's C(mirrors) in spec order, then the derived pairs (each with
+    C(origin) V(map) or V(name) and C(maps), the openings that made it; spec pairs have C(origin) V(spec)).
   returned: always
   type: list
   elements: dict
