@@ -261,6 +261,7 @@ def derive_from_object(spec: dict, libbpf, obj_path: str, info: dict | None, der
     drift.extend(explicit_pin_drift(maps, derived))
     report = {"pairs": [{k: p[k] for k in ("rust", "c", "origin", "maps")} for p in found["pairs"]],
               "map_sizes": found["sizes"], "notes": found["notes"],
+              "programs": [{k: p[k] for k in ("name", "section", "type_name")} for p in (info or {}).get("programs", [])],
               "pinned_maps": pinned_table(maps, derived),
               "map_types": map_types, "bindings_module": derived.get("bindings_module"),
               "calls": len(derived.get("calls", [])), "skeleton_uses": len(derived.get("skeleton_uses", []))}

@@ -122,8 +122,9 @@ derivation:
     - What was derived (spec C(derive.mirrors)); null when the Rust side was not read.
     - C(pairs) [{rust, c, origin (V(map) or V(name)), maps}] - the derived pairs and the map openings (file:line)
       that made them; C(map_sizes) [{map, side, rust, c, rust_size, c_size, where}] - primitive keys/values,
-      compared by size; C(pinned_maps) [{name, type, key_size, value_size, max_entries, flags, explicit}] - every
-      map the object pins, with the file:line of C(lqos_kernel.rs) that lists it (or null); C(map_types)
+      compared by size; C(programs) [{name, section, type_name}] - the object's programs; C(pinned_maps)
+      [{name, type, key_size, value_size, max_entries, flags, explicit}] - every map the object pins, with the
+      file:line of C(lqos_kernel.rs) that lists it (or null); C(map_types)
       (per map, its C key and value type from BTF); C(notes) - what was not checked and why; C(bindings_module),
       C(calls), C(skeleton_uses) - the bindings module found and how many calls and skeleton uses were checked.
   returned: always

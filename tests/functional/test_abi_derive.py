@@ -139,6 +139,8 @@ def test_release_shaped_tree_passes_with_nothing_listed(tmp_path):
     assert d["bindings_module"] == "src/maps.rs:39 (mod bindings)" and d["calls"] == 3
     assert {(s["map"], s["side"], s["rust_size"], s["c_size"]) for s in d["map_sizes"]} == {
         ("cpus_available", "key", 4, 4), ("cpus_available", "value", 4, 4)}
+    assert [(p["name"], p["section"]) for p in d["programs"]] == [
+        ("xdp_shaper", "xdp"), ("tc_classify", "tc"), ("tc_bridge_redirect", "tc"), ("flow_reader", "iter/bpf_map_elem")]
     assert {p["name"] for p in d["pinned_maps"]} == {"ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table",
                                                      "cpu_map", "cpus_available", "shaper_control", "bridge_redirect"}
     # maxima restated in src/lib.rs are found by name and checked
