@@ -259,6 +259,18 @@ def derive_from_object(spec: dict, libbpf, obj_path: str, info: dict | None, der
                         "%s:%d: the ABI derivation does not understand this construct: %s (`%s`)"
                         % (u["file"], u["line"], u["message"], u["construct"]), u["fix"]))
     drift.extend(explicit_pin_drift(maps, derived))
+    typed = sorted(m for m, t in map_types.items() if any(c_struct_name(x) in structs for x in t.values()))
+    if typed and not spec.get("mirrors") and not any(p["origin"] == "map" for p in found["pairs"]):
+        drift.append(_d("unsupported", "map openings",
+                        "the ABI derivation found no Rust code under rust.roots that opens the object's maps (no "
+                        "`Map::<K, V>::...(\"/sys/fs/bpf/NAME\")` and no iterator reader `Iter::new(skel.progs.P, "
+                        "skel.maps.M)`), so the struct-typed maps %s were not compared with any Rust type"
+                        % ", ".join(typed),
+                        "point rust.roots at the Rust code that opens the pinned maps, or add mirrors entries "
+                        "(Rust type <-> C type) to the spec"))
+    if derived.get("calls") == [] and derived.get("bindings_module") is None:
+        found["notes"].append("no Rust module includes bindings.rs under rust.roots: calls through the bindings "
+                              "were not checked")
     report = {"pairs": [{k: p[k] for k in ("rust", "c", "origin", "maps")} for p in found["pairs"]],
               "map_sizes": found["sizes"], "notes": found["notes"],
               "programs": [{k: p[k] for k in ("name", "section", "type_name")} for p in (info or {}).get("programs", [])],

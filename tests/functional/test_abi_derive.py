@@ -203,6 +203,20 @@ def test_unsupported_pin_path_is_named_never_guessed(tmp_path):
         "to the spec"]
 
 
+def test_no_map_openings_found_is_said_plainly(tmp_path):
+    crate = release_tree(tmp_path)
+    os.unlink(os.path.join(crate, "src/maps.rs"))
+    _p, result = built(tmp_path, crate)
+    assert result["problems"] == [
+        "the ABI derivation found no Rust code under rust.roots that opens the object's maps (no "
+        "`Map::<K, V>::...(\"/sys/fs/bpf/NAME\")` and no iterator reader `Iter::new(skel.progs.P, skel.maps.M)`), "
+        "so the struct-typed maps bridge_redirect, flow_table, host_traffic, ip_to_shaper, shaper_control, "
+        "shaper_hotcache were not compared with any Rust type: point rust.roots at the Rust code that opens the "
+        "pinned maps, or add mirrors entries (Rust type <-> C type) to the spec"]
+    assert "no Rust module includes bindings.rs under rust.roots: calls through the bindings were not checked" \
+        in result["derivation"]["notes"]
+
+
 def test_explicit_mirror_overrides_a_derived_pair(tmp_path):
     crate = release_tree(tmp_path)
     spec = derive_spec(mirrors=[{"rust": "RateWindow", "c": "rate_window"}, {"rust": "FlowKey", "c": "flow_key"}])
