@@ -148,6 +148,24 @@ def test_release_shaped_tree_passes_with_nothing_listed(tmp_path):
         ("MAX_TRACKED_IPS", "ok"), ("MAX_CPUS", "ok"), ("HOT_CACHE_SIZE", "ok")]
 
 
+def test_older_shape_other_file_names_and_an_if_else_pin_path(tmp_path):
+    """Like an older release: the host counter lives in another file and the IP map is opened from a
+    `let` bound to an if/else of two pin paths (one of which the object does not define)."""
+    crate = release_tree(tmp_path)
+    os.rename(os.path.join(crate, "src/throughput.rs"), os.path.join(crate, "src/tracking.rs"))
+    edit(os.path.join(crate, "src/maps.rs"),
+         'let _a = PinnedMap::<IpHashKey, IpHashData>::from_path("/sys/fs/bpf/ip_to_shaper");',
+         'let p = if hot { "/sys/fs/bpf/ip_to_shaper_recip" } else { "/sys/fs/bpf/ip_to_shaper" };\n'
+         '    let _a = PinnedMap::<IpHashKey, IpHashData>::from_path(p);')
+    edit(os.path.join(crate, "src/maps.rs"), "pub fn open_all() {", "pub fn open_all(hot: bool) {")
+    _p, result = built(tmp_path, crate)
+    assert result["ok"] is True, result["problems"]
+    assert {(p["rust"], p["c"], p["origin"]) for p in result["pairs"]} == EXPECTED_PAIRS
+    assert next(p for p in result["pairs"] if p["rust"] == "HostCounter")["rust_file"] == "src/tracking.rs:10"
+    assert "src/maps.rs:21 opens pin ip_to_shaper_recip, which the object does not define (legacy or optional " \
+        "map): not checked" in result["derivation"]["notes"]
+
+
 def test_map_type_change_on_the_rust_side(tmp_path):
     crate = release_tree(tmp_path)
     edit(os.path.join(crate, "src/maps.rs"), "PinnedMap::<XdpIpAddress, HostCounter>", "PinnedMap::<XdpIpAddress, FlowData>")
