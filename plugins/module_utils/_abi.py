@@ -299,7 +299,8 @@ def compare_pair(entry: dict, c_layout: dict | None, c_fields: list | None, c_er
     where = "%s:%d" % (lay["file"], lay["line"]) if lay else None
     head = "%s (Rust%s) vs %s (C BTF)" % (rust, ", " + where if where else "", c_name)
     report = {
-        "rust": rust, "c": c_name, "rust_file": where,
+        "rust": rust, "c": c_name, "rust_file": where, "origin": entry.get("origin", "spec"),
+        "maps": list(entry.get("maps", [])),
         "btf_size": c_layout["size"] if c_layout else None,
         "rust_size": lay["size"] if lay else None,
         "btf_align": c_layout["align"] if c_layout else None,
@@ -719,6 +720,8 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     """The whole check; returns the module result (without changed/failed)."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
+    from ansible_collections.lqos.bpf.plugins.module_utils._abi_derive import derive_from_object
     from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names
 
     if not os.path.isfile(obj_path):
@@ -731,7 +734,20 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         not_computed = ("the Rust layout was not computed on the controller; run this module through "
                         "its action plugin (a normal lqos.bpf.abi_check task) with src or rust_src set")
         entries = [dict(m, error=not_computed) for m in spec["mirrors"]]
+    info = None
+    try:
+        info = _bpf_object.object_info(obj_path)
+    except _libbpf.LibbpfError as exc:
+        skipped.append("object programs and maps: %s" % exc.msg)
+    derived = (rust or {}).get("derived")
+    derivation, derive_drift = None, []
+    if derived is not None:
+        derived_entries, derivation, derive_drift = derive_from_object(spec, obj_path, info, derived)
+        entries.extend(derived_entries)
+    elif spec.get("derive", {}).get("mirrors"):
+        skipped.append("derivation: the Rust side was not read on the controller (no src/rust_src)")
     rust_names = {p["c"]: p["rust"] for p in spec["mirrors"]}
+    rust_names.update({e["c"]: e["rust"] for e in entries if e.get("origin")})
     c_side = btf_side(obj_path, entries) if entries else {}
     pairs = []
     for e in entries:
@@ -750,20 +766,22 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     wrapper_h = chain_file(os.path.basename(spec["sources"]["wrapper_h"]))
     bindings = chain_file("bindings")
     skel = skeleton_names(skel_text) if skel_text is not None else None
-    sections = None
-    try:
-        sections = {p["name"]: p["section"] for p in _bpf_object.object_info(obj_path)["programs"]}
-    except _libbpf.LibbpfError as exc:
-        skipped.append("program sections: %s" % exc.msg)
+    sections = {p["name"]: p["section"] for p in info["programs"]} if info else None
     files = {"skeleton": outputs["skeleton"], "wrapper_c": os.path.basename(spec["sources"]["wrapper_c"]),
              "wrapper_h": os.path.basename(spec["sources"]["wrapper_h"]), "bindings": outputs["bindings"]}
     drift = chain_drift(spec, skel, skeleton_variables(skel_text) if skel_text else None, sections,
                         wrapper_c, wrapper_h, bindings, files)
+    drift.extend(derive_drift)
+    if derived is not None:
+        drift.extend(dv.skeleton_use_drift(derived.get("skeleton_uses", []), skel, files["skeleton"]))
+        if bindings is not None:
+            drift.extend(dv.call_drift(derived.get("calls", []), bindings_functions(bindings), files["bindings"]))
     constants, const_drift = constants_report((rust or {}).get("constants", []))
     if rust is None and any(c.get("rust") for c in spec["constants"]):
         skipped.append("constants: not read on the controller (no src/rust_src)")
     drift.extend(const_drift)
-    drift.extend(assertion_drift((rust or {}).get("assertions", [])))
+    paired = {e["layout"]["name"] for e in entries if e.get("layout")}
+    drift.extend(assertion_drift([a for a in (rust or {}).get("assertions", []) if a["type"] not in paired]))
     problems = [p for pair in pairs for p in pair["problems"]]
     problems.extend("%s: %s" % (d["message"], d["fix"]) for d in drift)
     return {
@@ -776,5 +794,6 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         "object": obj_path,
         "build_dir": build_dir,
         "skeleton": skel,
+        "derivation": derivation,
         "summary": summarize(spec["name"], pairs, drift, problems),
     }

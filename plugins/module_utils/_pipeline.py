@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _builds
+from ansible_collections.lqos.bpf.plugins.module_utils._buildrs import apply_build_rs_flags
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, sha256_bytes, sha256_file,
 )
@@ -35,6 +36,7 @@ MANIFEST_VERSION = 1
 CHAIN_TOOLS = ("clang", "llc", "bpftool", "bindgen", "ar")
 SOURCE_SUFFIXES = (".c", ".h")
 INTERNAL_MAP = re.compile(r"^(rodata|data|bss|kconfig)(_|$)")
+_DIAGNOSTIC = re.compile(r"^([^\s:]+\.[ch]):(\d+):\d+: ((?:warning|error): [^\n]*)", re.M)
 
 
 def skeleton_names(text: str) -> dict:
@@ -209,6 +211,9 @@ class Pipeline:
         if rc != 0 or (stderr_fatal and err.strip()):
             why = "exited with %d" % rc if rc != 0 else "wrote to stderr (fatal, as in build.rs)"
             message = (err.strip() or out.strip() or "(no output)")
+            first = _DIAGNOSTIC.search(err) if rc == 0 else None
+            if first:  # a warning made fatal: name its file:line up front
+                why += " at %s:%s (%s)" % (first.group(1), first.group(2), first.group(3).strip())
             fault = environment_fault(message) or (errno.ENOSPC if output and _fs_full(output) else None)
             fix = _STEP_FIX.get(step, "fix the error above and run again.")
             if fault:
@@ -252,8 +257,9 @@ class Pipeline:
         wrapper_h = os.path.join(out, os.path.basename(spec["sources"]["wrapper_h"]))
 
         def wrapper_and_archive():
+            # build.rs checks this step's stderr with the same panicking helper as clang and llc.
             self._run("wrapper", [tools["clang"], "-c", spec["sources"]["wrapper_c"], "-I", out] + flags["wrapper"]
-                      + ["-o", path["wrapper_object"]], self.workdir, False, timings, warnings,
+                      + ["-o", path["wrapper_object"]], self.workdir, True, timings, warnings,
                       output=path["wrapper_object"])
             self._run("ar", [tools["ar"], "r", path["archive"], path["wrapper_object"]],
                       self.workdir, False, timings, warnings, output=path["archive"])
@@ -372,6 +378,7 @@ def run_pipeline(module, spec: dict, src: str, dest: str, force: bool, lock_time
 
     Check mode reads ``dest`` only: no lock file, no write probe, no staging.
     """
+    spec = apply_build_rs_flags(spec, src)  # derive.flags: the flags as build.rs passes them
     pipeline = Pipeline(module, spec, src, dest)
     _builds.check_dest(pipeline.dest)
     # Every input is read (and every bad one refused) before dest is touched.
@@ -398,7 +405,8 @@ def _result(module, pipeline: Pipeline, plan: dict, built: dict | None) -> dict:
     changed = bool(plan["reasons"])
     result = {"changed": changed, "rebuild_reasons": plan["reasons"], "manifest_hash": plan["manifest"]["hash"],
               "build_root": pipeline.dest, "spec_name": pipeline.spec["name"], "src": pipeline.src,
-              "reused_build": bool(plan["reuse"])}
+              "reused_build": bool(plan["reuse"]), "flags": pipeline.spec["flags"],
+              "flags_source": pipeline.spec.get("flags_source", "spec")}
     current = pipeline.link("current")
     if current:
         result.update(pipeline.describe(current))

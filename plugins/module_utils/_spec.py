@@ -34,10 +34,12 @@ DEFAULT_CLANG_FLAGS = [
 DEFAULT_LLC_FLAGS = ["-march=bpf", "-filetype=obj"]
 OUTPUT_KEYS = ("ir", "object", "skeleton", "wrapper_object", "archive", "bindings")
 TC_DIRECTIONS = ("egress", "ingress")
+# What abi_check/pipeline derive from the tree and its object (docs/pipeline-spec.md, `derive`).
+DERIVE_DEFAULTS = {"mirrors": True, "constants": True, "calls": True, "flags": False}
 SPECIAL_VALUES = ("possible_cpus", "ifindex")
 PROGRAM_ROLES = ("required", "optional", "disabled")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs")
+            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive")
 SECTION_KEYS = {
     "sources": ("workdir", "kern", "wrapper_c", "wrapper_h", "inputs"),
     "outputs": OUTPUT_KEYS,
@@ -316,6 +318,11 @@ def validate_spec(raw) -> dict:
     attach = {"xdp": c.ident("attach.xdp", xdp) if xdp is not None else None, "tc": tc,
               "rodata": variables["rodata"], "data": variables["data"]}
 
+    dv = c.mapping("derive", raw.get("derive"), tuple(DERIVE_DEFAULTS))
+    derive = {}
+    for key, default in DERIVE_DEFAULTS.items():
+        derive[key] = c.boolean("derive.%s" % key, dv.get(key, default))
+
     roles = {}
     for prog, role in c.mapping("programs", raw.get("programs")).items():
         c.ident("programs", prog)
@@ -350,4 +357,5 @@ def validate_spec(raw) -> dict:
         "attach": attach,
         "programs": roles,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
+        "derive": derive,
     }

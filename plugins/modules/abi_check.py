@@ -25,6 +25,19 @@ description:
     skeleton, every function declared in C(wrapper.h) against C(bindings.rs) (present, same number of parameters),
     the sizing constants of the spec's C(constants) between the C header and the Rust const that restates them, and
     size assertions on other Rust types against their computed layout.
+  - Derivation (spec C(derive), on by default) - mirror pairs come from the code and the object as well as from
+    C(mirrors). On the controller the Rust sources are read for maps opened through a generic map type with key and
+    value on a pin path (C(BpfMap::<IpHashKey, IpHashData>::from_path("/sys/fs/bpf/map_ip_to_cpu_and_tc")), the path
+    a literal, a C(const) or a local C(let)), iterator readers (C(Iter::new(skel.progs.P, skel.maps.M)) with the key
+    and value of the C(static) the function uses), calls through the bindings module, skeleton uses
+    (C(X.progs.NAME), C(X.maps.NAME)), the pins C(lqos_kernel.rs) lists, and C(#[repr(C)]) structs. On the target
+    the object gives each map's C key and value type (BTF of C(.maps)); they pair by map name, then by name
+    (C(TcClassifyControl) with C(tc_classify_control)). Explicit C(mirrors) win. A construct the derivation cannot
+    follow is reported with file, line and construct, never guessed.
+  - Non-circular drift - every function the Rust side calls through the bindings is checked against C(bindings.rs)
+    (name and number of arguments, naming the calling file:line), every skeleton program/map the Rust side uses
+    against the skeleton, and every pin C(lqos_kernel.rs) lists against the maps the object pins. Rust consts named
+    like a C(#define) of a C(maximums.h) are checked against it without configuration (C(derive.constants)).
   - Chain files are read from the build folder (the copies of C(wrapper.c) and C(wrapper.h) the pipeline made next to
     the skeleton); missing ones are listed in RV(skipped).
   - Read-only; C(changed) is always false. Every finding names the struct or file, the field or name, and what to
@@ -48,7 +61,8 @@ options:
     description:
       - The crate root on the controller, when it differs from O(src). C(rust.roots), C(constants[].rust) and
         C(constants[].header) of the spec are relative to it (headers through C(sources.workdir)).
-      - Required (or O(src)) when the spec has C(mirrors) or C(constants).
+      - Required (or O(src)) when the spec has C(mirrors) or C(constants), or derives them (C(derive.mirrors),
+        C(derive.constants), on by default).
     type: path
   build_dir:
     description:
@@ -107,13 +121,27 @@ ok:
   returned: always
   type: bool
   sample: true
+derivation:
+  description:
+    - What was derived (spec C(derive.mirrors)); null when the Rust side was not read.
+    - C(pairs) [{rust, c, origin (V(map) or V(name)), maps}] - the derived pairs and the map openings (file:line)
+      that made them; C(map_sizes) [{map, side, rust, c, rust_size, c_size, where}] - primitive keys/values,
+      compared by size; C(programs) [{name, section, type_name}] - the object's programs; C(pinned_maps)
+      [{name, type, key_size, value_size, max_entries, flags, explicit}] - every map the object pins, with the
+      file:line of C(lqos_kernel.rs) that lists it (or null); C(map_types)
+      (per map, its C key and value type from BTF); C(notes) - what was not checked and why; C(bindings_module),
+      C(calls), C(skeleton_uses) - the bindings module found and how many calls and skeleton uses were checked.
+  returned: always
+  type: dict
 summary:
   description: One line on the outcome.
   returned: always
   type: str
   sample: "spec 'reference': ABI parity holds: 4 mirror pair(s) match their C BTF layout, no chain drift"
 pairs:
-  description: One three-way report per mirror pair of the spec, in spec order.
+  description: >-
+    One three-way report per mirror pair - the spec's C(mirrors) in spec order, then the derived pairs (each with
+    C(origin) V(map) or V(name) and C(maps), the openings that made it; spec pairs have C(origin) V(spec)).
   returned: always
   type: list
   elements: dict

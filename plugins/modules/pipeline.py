@@ -14,8 +14,12 @@ description:
     flags, working directory C(sources.workdir)), llc to a BPF object, C(bpftool gen skeleton), C(wrapper.h)
     and C(wrapper.c) copied to the output folder, the wrapper compiled against the skeleton and archived with
     C(ar), and bindgen on C(wrapper.h). The wrapper compile and bindgen run side by side.
-  - Anything clang or llc write to stderr is fatal (as in C(build.rs)); the error names the step, the command
-    and the compiler's own message with file:line.
+  - Anything clang, llc or the wrapper compile write to stderr is fatal (as in C(build.rs), which checks all three
+    with the same panicking helper); the error names the step, the command, the first diagnostic's file:line and
+    the compiler's own message.
+  - With the spec's C(derive.flags) (the built-in C(libreqos) spec sets it) the clang, llc and wrapper flags are read
+    from the crate's own C(build.rs) argument lists, so every release builds with its own flags (LibreQoS v1.4's
+    clang step also passes C(-c)); RV(flags_source) says which lines they came from.
   - Idempotent by content - a manifest of hashes of every input (sources, headers, spec, flags, tool versions)
     decides. An unchanged tree returns C(changed=false) without running any tool.
   - Outputs land atomically - each build goes to a staging folder and is then published by renaming it to a
@@ -137,8 +141,17 @@ timings:
   returned: when a build exists
   type: dict
   sample: {clang: 0.21, llc: 0.09, skeleton: 0.02, wrapper: 0.05, ar: 0.01, bindgen: 0.3, total: 0.68}
+flags:
+  description: The flags the chain ran with (C(clang), C(llc), C(wrapper), C(bindgen), C(bindgen_clang)).
+  returned: always
+  type: dict
+flags_source:
+  description: V(spec), or C(build.rs:L1,L2,L3) - the lines of the clang, llc and wrapper argument lists read with C(derive.flags).
+  returned: always
+  type: str
+  sample: build.rs:76,100,133
 tool_warnings:
-  description: What bpftool, the wrapper compile, ar or bindgen wrote to stderr without failing.
+  description: What bpftool, ar or bindgen wrote to stderr without failing.
   returned: when a build exists
   type: list
   elements: str

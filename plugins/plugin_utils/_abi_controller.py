@@ -19,6 +19,7 @@ import re
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_derive import RustDerivation, restated_constants
 from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_layout import RustCrate, RustLayoutError
 
 MAX_NESTING = 8
@@ -98,7 +99,8 @@ def constants_data(spec: dict, root: str, crate: RustCrate | None, paths: _Paths
     for c in spec["constants"]:
         header_rel = os.path.normpath(os.path.join(spec["sources"]["workdir"], c["header"]))
         entry = {"name": c["name"], "header": header_rel, "c_value": None, "c_error": None,
-                 "rust": c["rust"], "rust_name": c["rust_name"], "rust_value": None, "rust_error": None}
+                 "rust": c["rust"], "rust_name": c["rust_name"], "rust_value": None, "rust_error": None,
+                 "origin": c.get("origin", "spec")}
         path = os.path.join(workdir, c["header"])
         if path not in headers:
             try:
@@ -132,12 +134,74 @@ def constants_data(spec: dict, root: str, crate: RustCrate | None, paths: _Paths
     return out
 
 
+def _find_headers(workdir: str, name: str) -> list:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(workdir):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if name in filenames:
+            found.append(os.path.join(dirpath, name))
+    return sorted(found)
+
+
+def derived_constants(spec: dict, root: str, crate: RustCrate, paths: _Paths) -> list:
+    """Constants entries for every Rust integer const named like a ``#define``
+    of a ``maximums.h`` under sources.workdir (spec ``derive.constants``).
+    Explicit ``constants`` entries of the same name win."""
+    workdir = os.path.join(root, spec["sources"]["workdir"])
+    explicit = {c["rust_name"] for c in spec["constants"]}
+    out = []
+    for header in _find_headers(workdir, "maximums.h"):
+        try:
+            with open(header) as fh:
+                values = header_constants(fh.read())
+        except OSError:
+            continue
+        for item in restated_constants(crate, values, paths.rel):
+            if item["name"] in explicit:
+                continue
+            explicit.add(item["name"])
+            out.append({"name": item["name"], "header": os.path.relpath(header, workdir), "rust": item["file"],
+                        "rust_name": item["name"], "origin": "derived (%s:%d)" % (item["file"], item["line"])})
+    return out
+
+
+def _type_entry(crate: RustCrate, rust: str, paths: _Paths) -> dict:
+    try:
+        return {"layout": layout_data(crate, crate.layout(rust), paths), "error": None, "asserted": []}
+    except RustLayoutError as exc:
+        return {"layout": None, "error": paths.text(str(exc)), "asserted": []}
+
+
+def derived_side(crate: RustCrate, spec: dict, paths: _Paths) -> dict:
+    """The controller half of the derivation (``_rust_derive``), plus the
+    layout of every Rust type it may pair: map keys/values and ``#[repr(C)]``
+    structs (generic ones need their arguments and are left out)."""
+    data = RustDerivation(crate, paths.rel).derive()
+    types = {}
+    for m in data["maps"]:
+        for side in ("key", "value"):
+            if m[side] not in types:
+                types[m[side]] = _type_entry(crate, m[side], paths)
+    for r in data["repr_c"]:
+        if r["name"] not in types and not crate.type_params(r["name"]):
+            entry = _type_entry(crate, r["name"], paths)
+            if entry["layout"] is not None:
+                types[r["name"]] = entry
+    data["repr_c"] = [r for r in data["repr_c"] if r["name"] in types]
+    data["types"] = types
+    if not spec["derive"]["calls"]:
+        data["calls"] = []
+    return data
+
+
 def rust_side(spec: dict, root: str) -> dict:
     """Everything the module needs from the Rust side, as plain data."""
     paths = _Paths(root)
     crate = None
     crate_error = None
-    if spec["mirrors"] or any(c["rust"] for c in spec["constants"]):
+    derive = spec.get("derive", {})
+    if spec["mirrors"] or any(c["rust"] for c in spec["constants"]) or derive.get("mirrors") \
+            or derive.get("constants"):
         roots = [os.path.normpath(os.path.join(paths.root, r)) for r in spec["rust"]["roots"]]
         try:
             crate = RustCrate(roots)
@@ -146,6 +210,9 @@ def rust_side(spec: dict, root: str) -> dict:
             if "tree-sitter" in message:
                 raise LqosError(message.split(":")[0] + ".", "pip install tree-sitter tree-sitter-rust on the controller.")
             crate_error = message
+    derived = None
+    if crate is not None and derive.get("mirrors"):
+        derived = derived_side(crate, spec, paths)
     pairs = []
     labels = {}
     for m in spec["mirrors"]:
@@ -160,6 +227,10 @@ def rust_side(spec: dict, root: str) -> dict:
             except RustLayoutError as exc:
                 entry["error"] = paths.text(str(exc))
         pairs.append(entry)
+    if derived is not None:
+        for rust, entry in derived["types"].items():
+            if entry["layout"] is not None:
+                labels.setdefault(entry["layout"]["name"], []).append(entry)
     assertions = []
     if crate is not None:
         for a in crate.size_assertions():
@@ -168,14 +239,17 @@ def rust_side(spec: dict, root: str) -> dict:
                 lay = crate.layout(a.type)
             except RustLayoutError:
                 continue  # not a type this crate defines (e.g. a generic parameter): nothing to check
+            item["rust_size"] = lay.size
             if lay.name in labels:
                 for entry in labels[lay.name]:
                     entry["asserted"].append({k: item[k] for k in ("size", "style", "file", "line")})
-            else:
-                item["rust_size"] = lay.size
-                assertions.append(item)
-    return {"root": paths.root, "pairs": pairs, "assertions": assertions,
-            "constants": constants_data(spec, paths.root, crate, paths)}
+            if not any(lay.name == e["layout"]["name"] for e in pairs if e.get("layout")):
+                assertions.append(item)  # checked against the Rust layout unless a mirror pair reports it
+    constants = list(spec["constants"])
+    if crate is not None and derive.get("constants"):
+        constants += derived_constants(spec, paths.root, crate, paths)
+    return {"root": paths.root, "pairs": pairs, "assertions": assertions, "derived": derived,
+            "constants": constants_data(dict(spec, constants=constants), paths.root, crate, paths)}
 
 
 def prepare_args(args: dict, basedir: str | None) -> dict:
@@ -186,11 +260,14 @@ def prepare_args(args: dict, basedir: str | None) -> dict:
                         "remove it from the task.")
     spec = args["spec"]
     rust_src = args.get("rust_src") or args.get("src")
-    wanted = bool(spec["mirrors"] or spec["constants"])
+    derive = spec.get("derive", {})
+    wanted = bool(spec["mirrors"] or spec["constants"] or derive.get("mirrors") or derive.get("constants"))
     if not rust_src:
         if wanted:
-            raise LqosError("spec %r has %d mirror pair(s) and %d constant(s) to compare, but neither rust_src nor "
-                            "src is given." % (spec["name"], len(spec["mirrors"]), len(spec["constants"])),
+            derived = " and derives the rest from the Rust code (derive)" if derive.get("mirrors") else ""
+            raise LqosError("spec %r has %d mirror pair(s) and %d constant(s) to compare%s, but neither rust_src "
+                            "nor src is given." % (spec["name"], len(spec["mirrors"]), len(spec["constants"]),
+                                                   derived),
                             "set rust_src to the crate root on the controller (or src, when the crate is at the "
                             "same path there).")
         return args

@@ -475,6 +475,35 @@ class RustCrate:
         return Layout(name=res.text, size=res.size, align=res.align, fields=[], file="", line=0,
                       packed=False, repr_align=None)
 
+    def sources(self) -> list:
+        """[(path, tree-sitter root node)] of every parsed file, in scan order."""
+        return [(f.path, f.tree.root_node) for f in self._files]
+
+    def type_params(self, name: str) -> int | None:
+        """Number of generic type parameters of a struct/union/enum the crate
+        defines once under ``name``; None when it is not defined (or twice)."""
+        defs = [d for d in self._types.get(name, []) if d.kind != "alias"]
+        if len(defs) != 1:
+            return None
+        return sum(1 for p in defs[0].params if p.kind == "type")
+
+    def repr_c_structs(self) -> list:
+        """[(name, path, line)] of the ``#[repr(C)]`` structs the crate defines."""
+        out = []
+        for name, defs in sorted(self._types.items()):
+            for d in defs:
+                try:
+                    is_c = d.kind == "struct" and _parse_repr(d).c
+                except RustLayoutError:
+                    is_c = False  # reported when the layout itself is asked for
+                if is_c:
+                    out.append((name, d.file.path, d.line))
+        return out
+
+    def constant_defs(self) -> list:
+        """[(name, path, line)] of the integer ``const`` items (module level)."""
+        return [(c.name, c.file.path, c.line) for defs in self._consts.values() for c in defs]
+
     def size_assertions(self) -> list[SizeAssertion]:
         """Compile-time and test size assertions found in the sources:
         ``const _: [(); N] = [(); size_of::<T>()];`` (either side, any array

@@ -9,6 +9,7 @@
 pub mod control;
 pub mod flow_data;
 pub mod ip_mapping;
+pub mod maps;
 pub mod throughput;
 
 pub use control::{BridgeTarget, ShaperControl};
