@@ -100,8 +100,12 @@ class BuildLock:
                                     "%ss." % (os.path.dirname(self.path), holder, self.path, self.timeout),
                                     "wait for it, or raise lock_timeout.")
                 time.sleep(0.05)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:
+            self.__exit__()
+            raise os_fault(exc, "cannot write the build lock %s" % self.path, os.path.dirname(self.path))
         return self
 
     def __exit__(self, *exc):

@@ -108,10 +108,24 @@ ENV_FIXES = {
 }
 
 
+# The same, when the OSError names no path.
+ENV_FIXES_NO_PATH = {
+    errno.ENOSPC: "free space on the target (df -h shows the full filesystem) and run again.",
+    errno.EDQUOT: "raise the disk quota or free space on the target, and run again.",
+    errno.EROFS: "remount the read-only filesystem read-write (mount shows it) or choose another folder.",
+    errno.EACCES: "run the task as root (become: true) or fix the permissions.",
+    errno.EPERM: "run the task as root (become: true) with CAP_SYS_ADMIN/CAP_BPF.",
+    errno.EIO: "check the target's disks (dmesg) before running again.",
+}
+
+
 def os_fault(exc: OSError, doing: str = "", path: str | None = None) -> LqosError:
-    """An OSError as one operator-facing error: what failed, on which path, and the fix."""
-    path = path or exc.filename or "?"
+    """An OSError as one operator-facing error: what failed, on which path (when known), and the fix."""
+    path = path or exc.filename
     what = "%s: " % doing if doing else ""
+    if path is None:
+        return LqosError("%s%s (%s)." % (what, exc.strerror or exc, errno_name(exc.errno)),
+                         ENV_FIXES_NO_PATH.get(exc.errno, "check the target's filesystems (df -h, mount) and run again."))
     fix = ENV_FIXES.get(exc.errno, "check {path} and run again.").format(path=path)
     return LqosError("%s%s (%s) on %s." % (what, exc.strerror or exc, errno_name(exc.errno), path), fix)
 

@@ -189,3 +189,9 @@ def test_a_known_error_is_one_message():
 
     module = _run(refused)
     assert module.result == {"failed": True, "msg": "dest /x is a file, not a folder. Fix: move it.", "step": "dest"}
+
+
+def test_os_fault_without_a_path():
+    err = os_fault(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "writing the lock")
+    assert str(err) == ("writing the lock: No space left on device (ENOSPC). Fix: free space on the target (df -h "
+                        "shows the full filesystem) and run again.")
