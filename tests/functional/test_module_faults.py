@@ -254,3 +254,11 @@ def test_abi_info_names_a_pin_given_as_pin_root_and_an_unreadable_folder(bpffs, 
     assert ("pin locked could not be audited: cannot list this folder: Permission denied (EACCES); the pins inside "
             "it were not audited; run the task as root (become: true, with CAP_DAC_OVERRIDE) or fix the permissions "
             "of %s" % locked) in facts["problems"]
+
+
+def test_abi_check_build_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "build"
+    path.write_text("x")
+    result = run_module("abi_check", dict(spec="reference", build_dir=str(path)))
+    assert result["msg"] == ("build_dir %s is a file, not a build folder. Fix: give the folder lqos.bpf.pipeline "
+                             "built (its build_dir, or <dest>/current)." % path)

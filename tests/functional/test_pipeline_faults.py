@@ -177,6 +177,12 @@ def test_dest_that_is_a_file(crate, tmp_path, check_mode):
     assert dest.read_text() == "not a folder"
     under = build(crate, str(dest / "sub"), check_mode=check_mode)
     assert under["msg"].startswith("dest %s/sub lies under %s, which is a file, not a folder." % (dest, dest))
+    dangling = tmp_path / "dangling"
+    os.symlink(str(tmp_path / "gone"), str(dangling))
+    result = build(crate, str(dangling), check_mode=check_mode)
+    assert result["msg"] == ("dest %s is a symlink to %s/gone, which does not exist. Fix: create the folder it "
+                             "points to, or give another dest." % (dangling, tmp_path))
+    assert not os.path.exists(tmp_path / "gone")
 
 
 def test_src_that_is_a_file_and_sources_of_the_wrong_type(crate, dest, tmp_path):
