@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from lqos_testlib import REPO, copy_bpf, module_args_file, run_module
+from lqos_testlib import REPO, copy_bpf, module_args_file, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 
@@ -294,3 +294,19 @@ def test_toolchain_info_does_not_take_a_pin_for_the_bpffs(bpffs):
     result = run_module("toolchain_info", dict(pin_root=pin))
     row = [c for c in result["checks"] if c["name"] == "bpffs"][0]
     assert row["ok"] is False and "mkdir -p" not in (row["fix"] or "")
+
+
+def test_attach_refuses_a_tc_handle_beyond_u32_before_touching_anything(bpffs, netns_pair, built):
+    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
+        raw = yaml.safe_load(fh)
+    raw["attach"]["tc"][0]["handle"] = 2 ** 40
+    before = sorted(os.listdir(bpffs))
+    result = run_module("attach", dict(spec=raw, object=built[1], interface=netns_pair.if_a, netns=netns_pair.ns_a,
+                                       pin_root=bpffs, approve=True), resolve_spec=False)
+    assert result["failed"] is True
+    assert result["msg"] == ("pipeline spec 'reference': `attach.tc[0].handle` must be an integer from 1 to 4294967295 "
+                             "(0xffffffff), got 1099511627776. Fix: write a number in that range (hex like 0xC02F is "
+                             "fine in YAML)")
+    assert sorted(os.listdir(bpffs)) == before
+    link = sh("ip", "-n", netns_pair.ns_a, "-d", "link", "show", "dev", netns_pair.if_a).stdout
+    assert "xdp" not in link and "prog/xdp" not in link
