@@ -310,3 +310,13 @@ def test_attach_refuses_a_tc_handle_beyond_u32_before_touching_anything(bpffs, n
     assert sorted(os.listdir(bpffs)) == before
     link = sh("ip", "-n", netns_pair.ns_a, "-d", "link", "show", "dev", netns_pair.if_a).stdout
     assert "xdp" not in link and "prog/xdp" not in link
+
+
+def test_attach_state_dir_that_is_a_file_is_named(bpffs, netns_pair, built, tmp_path):
+    state = tmp_path / "state"
+    state.write_text("")
+    result = run_module("attach", dict(spec="reference", object=built[1], interface=netns_pair.if_a,
+                                       netns=netns_pair.ns_a, pin_root=bpffs, approve=True, state_dir=str(state)))
+    assert result["failed"] is True
+    assert result["msg"] == ("File exists (EEXIST) on %s. Fix: %s exists but is not a folder: remove it or give "
+                             "another folder." % (state, state))
