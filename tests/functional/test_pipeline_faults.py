@@ -4,6 +4,7 @@ file types, a file name that is not UTF-8, check mode on an existing build
 folder, and an internal error's traceback."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -366,3 +367,22 @@ def test_a_forced_build_folder_is_reused_when_its_inputs_return(crate, dest, tmp
     assert back["build_dir"] == forced["build_dir"]
     assert not os.path.exists(log), "a reused build ran clang"
     assert_current_is_complete(dest)
+
+
+def test_rollback_waits_for_a_running_build(crate, dest):
+    build(crate, dest)
+    edit(os.path.join(crate, "src", "bpf", "common", "maximums.h"), "#define", "/* v7 */\n#define")
+    second = build(crate, dest)
+    fd = os.open(os.path.join(dest, ".lock"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"4343", 0)
+    try:
+        refused = run_module("pipeline", dict(spec="reference", src=crate, dest=dest, state="rolled_back",
+                                              lock_timeout=1))
+    finally:
+        os.close(fd)
+    assert refused["msg"] == ("another build of %s is running (pid 4343 holds %s/.lock) and did not finish within 1s. "
+                              "Fix: wait for it, or raise lock_timeout." % (dest, dest))
+    assert os.path.realpath(os.path.join(dest, "current")) == second["build_dir"]
+    back = run_module("pipeline", dict(spec="reference", src=crate, dest=dest, state="rolled_back"))
+    assert back["changed"] is True and back["build_dir"] == second["previous_build_dir"]
