@@ -35,7 +35,7 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    confine_pin, LqosError, require_bpffs, sha256_file,
+    check_bpf_object, confine_pin, LqosError, require_bpffs, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
@@ -158,10 +158,11 @@ class Attacher(ApplyMixin):
         return True
 
     def inspect_object(self) -> None:
-        if not os.path.isfile(self.object):
+        if not os.path.lexists(self.object):
             raise LqosError("BPF object %s does not exist." % self.object,
                             "build it first with lqos.bpf.pipeline (spec %s), or point the object option at the "
                             "built .o file." % self.spec["name"])
+        check_bpf_object(self.object)
         try:
             info = _bpf_object.object_info(self.object, self.pin_root)
         except _libbpf.LibbpfError as exc:

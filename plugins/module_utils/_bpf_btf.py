@@ -44,6 +44,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
 )
 
 
+BTF_MAGIC_LE, BTF_MAGIC_BE = b"\x9f\xeb", b"\xeb\x9f"   # 0xEB9F in either byte order (linux/btf.h)
 _KERNEL_BTF_NAMES: dict = {}   # btf_id -> {type_id: readable name}
 
 
@@ -68,19 +69,21 @@ class Btf(_Closable):
         if not os.path.exists(path):
             _fail("BTF source %s does not exist: build the object first" % path, _errno.ENOENT)
         mark = _log_mark()
-        is_elf = False
         try:
             with open(path, "rb") as fh:
-                is_elf = fh.read(4) == b"\x7fELF"
+                head = fh.read(8)
         except OSError as exc:
             _fail("cannot read %s" % path, exc.errno)
-        if is_elf:
-            obj = _open_object(path, None, raise_on_error=False)
-            if obj is not None:
-                btf = lib.bpf_object__btf(obj)
-                if btf != ffi.NULL:
-                    return cls(btf, path, obj=obj, owned=False)
-                lib.bpf_object__close(obj)
+        if head[:4] == b"\x7fELF":
+            obj = _open_object(path, None)          # an ELF libbpf cannot open: its own error, not a BTF guess
+            btf = lib.bpf_object__btf(obj)
+            if btf != ffi.NULL:
+                return cls(btf, path, obj=obj, owned=False)
+            lib.bpf_object__close(obj)
+            _fail("%s is a BPF object without BTF: compile it with clang -g (and -target bpf)" % path, _errno.ENODATA)
+        if head[:2] not in (BTF_MAGIC_LE, BTF_MAGIC_BE):
+            _fail("%s is neither a BPF ELF object nor raw BTF (it starts with %r): give the object built by "
+                  "lqos.bpf.pipeline" % (path, head), _errno.EINVAL)
         btf = lib.btf__parse(_b(path), ffi.NULL)
         if btf == ffi.NULL:
             err = ffi.errno

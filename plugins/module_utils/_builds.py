@@ -52,6 +52,10 @@ def check_dest(dest: str) -> None:
     probe = dest
     while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
+    if os.path.islink(probe) and not os.path.exists(probe):
+        raise LqosError("dest %s%s is a symlink to %s, which does not exist." % (
+            dest, "" if probe == dest else " lies under %s, which" % probe, os.readlink(probe)),
+            "create the folder it points to, or give another dest.")
     if not os.path.isdir(probe):
         what = "dest %s is" % dest if probe == dest else "dest %s lies under %s, which is" % (dest, probe)
         raise LqosError("%s a file, not a folder." % what,
@@ -100,8 +104,12 @@ class BuildLock:
                                     "%ss." % (os.path.dirname(self.path), holder, self.path, self.timeout),
                                     "wait for it, or raise lock_timeout.")
                 time.sleep(0.05)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:
+            self.__exit__()
+            raise os_fault(exc, "cannot write the build lock %s" % self.path, os.path.dirname(self.path))
         return self
 
     def __exit__(self, *exc):

@@ -61,8 +61,8 @@ def run_module(module, run) -> None:
     """Call ``run(module)`` and turn its outcome into exit_json/fail_json.
 
     Every known failure becomes one ``msg``. An OSError that escaped with an
-    environment errno (no space, read-only, permission) is reported as that
-    fault with the path and its fix. Anything else is a bug: one line in
+    environment errno (no space, read-only, permission, a file where a folder
+    belongs) is reported as that fault with the path and its fix. Anything else is a bug: one line in
     ``msg`` and the full traceback always in the result's ``exception``
     (ansible-core 2.19 drops a traceback string unless ANSIBLE_DISPLAY_TRACEBACK
     is set, so it is returned here without that filter).
@@ -105,13 +105,34 @@ ENV_FIXES = {
     errno.EACCES: "run the task as root (become: true) or fix the permissions of {path}.",
     errno.EPERM: "run the task as root (become: true) with CAP_SYS_ADMIN/CAP_BPF, or fix {path}.",
     errno.EIO: "the device holding {path} reports I/O errors: check it (dmesg) before running again.",
+    # Wrong file types: a folder was needed where a file is, or the other way round.
+    errno.EEXIST: "{path} exists but is not a folder: remove it or give another folder.",
+    errno.ENOTDIR: "a part of {path} is a file, not a folder: give a path made of folders.",
+    errno.EISDIR: "{path} is a folder where a file was expected: give the file's path.",
+}
+
+
+# The same, when the OSError names no path.
+ENV_FIXES_NO_PATH = {
+    errno.ENOSPC: "free space on the target (df -h shows the full filesystem) and run again.",
+    errno.EDQUOT: "raise the disk quota or free space on the target, and run again.",
+    errno.EROFS: "remount the read-only filesystem read-write (mount shows it) or choose another folder.",
+    errno.EACCES: "run the task as root (become: true) or fix the permissions.",
+    errno.EPERM: "run the task as root (become: true) with CAP_SYS_ADMIN/CAP_BPF.",
+    errno.EIO: "check the target's disks (dmesg) before running again.",
+    errno.EEXIST: "a path that must be a folder is a file: give another folder.",
+    errno.ENOTDIR: "a path that must be a folder is a file: give another folder.",
+    errno.EISDIR: "a path that must be a file is a folder: give the file's path.",
 }
 
 
 def os_fault(exc: OSError, doing: str = "", path: str | None = None) -> LqosError:
-    """An OSError as one operator-facing error: what failed, on which path, and the fix."""
-    path = path or exc.filename or "?"
+    """An OSError as one operator-facing error: what failed, on which path (when known), and the fix."""
+    path = path or exc.filename
     what = "%s: " % doing if doing else ""
+    if path is None:
+        return LqosError("%s%s (%s)." % (what, exc.strerror or exc, errno_name(exc.errno)),
+                         ENV_FIXES_NO_PATH.get(exc.errno, "check the target's filesystems (df -h, mount) and run again."))
     fix = ENV_FIXES.get(exc.errno, "check {path} and run again.").format(path=path)
     return LqosError("%s%s (%s) on %s." % (what, exc.strerror or exc, errno_name(exc.errno), path), fix)
 

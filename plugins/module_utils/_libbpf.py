@@ -145,6 +145,7 @@ int libbpf_probe_bpf_map_type(int map_type, const void *opts);
 __u32 libbpf_major_version(void);
 __u32 libbpf_minor_version(void);
 int libbpf_num_possible_cpus(void);
+int libbpf_strerror(int err, char *buf, size_t size);
 const char *libbpf_bpf_map_type_str(int t);
 const char *libbpf_bpf_prog_type_str(int t);
 
@@ -538,6 +539,10 @@ def libbpf_messages(limit: int = 50) -> list:
 def _strerror(err: int) -> str:
     if err == ENOTSUPP:
         return "operation not supported (ENOTSUPP)"
+    if err >= 4000 and "lib" in _STATE:   # libbpf's own codes (LIBBPF_ERRNO__*): only libbpf can name them
+        buf = _STATE["ffi"].new("char[]", 256)
+        if _STATE["lib"].libbpf_strerror(err, buf, 256) == 0:
+            return "libbpf: %s" % _STATE["ffi"].string(buf).decode("utf-8", "replace")
     try:
         return os.strerror(err)
     except (ValueError, OverflowError):

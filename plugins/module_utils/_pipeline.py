@@ -316,10 +316,14 @@ class Pipeline:
         atomic_write(os.path.join(staging, MANIFEST), canonical_json(record))
         return timings, warnings, names
 
-    def rollback(self, check_mode: bool) -> dict:
-        """Make the previous build current again; the build it replaces is kept as ``failed``."""
+    def rollback(self, check_mode: bool, lock_timeout: float = 300) -> dict:
+        """Make the previous build current again; the build it replaces is kept as ``failed``.
+        Holds the build lock (never created in check mode) so no build publishes meanwhile."""
         _builds.check_dest(self.dest)
-        return _builds.rollback(self.dest, check_mode)
+        if check_mode or not os.path.isdir(self.dest):
+            return _builds.rollback(self.dest, check_mode)
+        with _builds.BuildLock(self.dest, lock_timeout):
+            return _builds.rollback(self.dest, False)
 
     def describe(self, build_dir: str) -> dict:
         record = self.read_build(build_dir) or {}

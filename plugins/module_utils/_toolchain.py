@@ -266,16 +266,21 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
     checks.append(_check("btf", kernel["btf"], "kernel BTF at /sys/kernel/btf/vmlinux" if kernel["btf"]
                          else "/sys/kernel/btf/vmlinux is missing", "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
 
-    mounted = is_bpffs(pin_root)
+    mounted = os.path.isdir(pin_root) and is_bpffs(pin_root)   # statfs of a pin also says bpffs
     with open("/proc/filesystems") as fh:
         mountable = "\tbpf\n" in fh.read()
     kernel["bpffs"] = {"pin_root": pin_root, "mounted": mounted, "mountable": mountable}
-    checks.append(_check("bpffs", mounted,
-                         "bpffs mounted at %s" % pin_root if mounted else
-                         ("bpffs not mounted at %s (the kernel supports it)" % pin_root if mountable
-                          else "the kernel has no bpf filesystem"),
-                         "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable
-                         else "boot a kernel with CONFIG_BPF_SYSCALL=y"))
+    if os.path.lexists(pin_root) and not os.path.isdir(pin_root):
+        checks.append(_check("bpffs", False, "pin_root %s is a %s, not a folder" % (
+            pin_root, "pinned BPF object" if is_bpffs(pin_root) else "file"),
+            "set pin_root to the bpffs folder that holds it (e.g. %s)" % (os.path.dirname(pin_root) or "/")))
+    else:
+        checks.append(_check("bpffs", mounted,
+                             "bpffs mounted at %s" % pin_root if mounted else
+                             ("bpffs not mounted at %s (the kernel supports it)" % pin_root if mountable
+                              else "the kernel has no bpf filesystem"),
+                             "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable
+                             else "boot a kernel with CONFIG_BPF_SYSCALL=y"))
 
     caps = effective_caps()
     have = {name: bool(caps & (1 << bit)) for name, bit in CAPS.items()}

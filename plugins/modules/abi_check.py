@@ -400,6 +400,9 @@ def run(module) -> dict:
     if not build_dir:
         build_dir = (os.path.dirname(params["object"]) if params["object"]
                      else os.path.join(default_build_root(spec["name"]), "current"))
+    if os.path.lexists(build_dir) and not os.path.isdir(build_dir):
+        raise LqosError("build_dir %s is a file, not a build folder." % build_dir,
+                        "give the folder lqos.bpf.pipeline built (its build_dir, or <dest>/current).")
     obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
     if os.path.lexists(obj):
         check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does

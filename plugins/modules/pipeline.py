@@ -63,7 +63,7 @@ options:
     type: bool
     default: false
   lock_timeout:
-    description: Seconds to wait for another build of the same O(dest) to finish.
+    description: Seconds to wait for another build (or rollback) of the same O(dest) to finish.
     type: int
     default: 300
 """
@@ -185,7 +185,7 @@ def run(module) -> dict:
     spec = validate_spec(params["spec"])
     dest = params["dest"] or default_build_root(spec["name"])
     if params["state"] == "rolled_back":
-        return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode)
+        return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode, params["lock_timeout"])
     return run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
 
 

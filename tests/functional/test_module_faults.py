@@ -13,9 +13,10 @@ import sys
 import pytest
 import yaml
 
-from lqos_testlib import REPO, copy_bpf, module_args_file, run_module
+from lqos_testlib import REPO, copy_bpf, module_args_file, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -255,3 +256,54 @@ def test_abi_info_names_a_pin_given_as_pin_root_and_an_unreadable_folder(bpffs, 
     assert ("pin locked could not be audited: cannot list this folder: Permission denied (EACCES); the pins inside "
             "it were not audited; run the task as root (become: true, with CAP_DAC_OVERRIDE) or fix the permissions "
             "of %s" % locked) in facts["problems"]
+
+
+def test_abi_check_build_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "build"
+    path.write_text("x")
+    result = run_module("abi_check", dict(spec="reference", build_dir=str(path)))
+    assert result["msg"] == ("build_dir %s is a file, not a build folder. Fix: give the folder lqos.bpf.pipeline "
+                             "built (its build_dir, or <dest>/current)." % path)
+
+
+def test_attach_names_an_object_that_is_no_bpf_elf(bpffs, netns_pair, tmp_path):
+    text = tmp_path / "text.o"
+    text.write_text("int main(void) { return 0; }\n")
+    result = run_module("attach", dict(spec="reference", object=str(text), interface=netns_pair.if_a,
+                                       netns=netns_pair.ns_a, pin_root=bpffs))
+    assert result["msg"] == "object %s is not an ELF object (it starts with b'int main').%s" % (text, FIX)
+
+
+@pytest.mark.parametrize("content", [b"int main(void) { return 0; }\n", b"\x7fELF\x02\x01\x01" + b"\0" * 40])
+def test_libbpf_btf_of_a_non_object_says_what_it_is(tmp_path, content):
+    path = tmp_path / "thing.o"
+    path.write_bytes(content)
+    with pytest.raises(L.LibbpfError) as err:
+        B.Btf.from_file(str(path))
+    assert str(path) in err.value.msg
+    assert "Unknown error 4001" not in err.value.msg and "compile with clang -g" not in err.value.msg
+
+
+def test_toolchain_info_does_not_take_a_pin_for_the_bpffs(bpffs):
+    pin = pin_map(os.path.join(bpffs, "map_traffic"))
+    result = run_module("toolchain_info", dict(pin_root=pin))
+    row = [c for c in result["checks"] if c["name"] == "bpffs"][0]
+    assert row["ok"] is False and "mkdir -p" not in (row["fix"] or "")
+
+
+def test_attach_refuses_a_tc_handle_beyond_u32_before_touching_anything(bpffs, netns_pair, built):
+    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
+        raw = yaml.safe_load(fh)
+    raw["attach"]["tc"][0]["handle"] = 2 ** 40
+    before = sorted(os.listdir(bpffs))
+    result = run_module("attach", dict(spec=raw, object=built[1], interface=netns_pair.if_a, netns=netns_pair.ns_a,
+                                       pin_root=bpffs, approve=True), resolve_spec=False)
+    assert result["failed"] is True
+    assert result["msg"] == ("pipeline spec 'reference': `attach.tc[0].handle` must be an integer from 1 to 4294967295 "
+                             "(0xffffffff), got 1099511627776. Fix: write a number in that range (hex like 0xC02F is "
+                             "fine in YAML)")
+    assert sorted(os.listdir(bpffs)) == before
+    link = sh("ip", "-n", netns_pair.ns_a, "-d", "link", "show", "dev", netns_pair.if_a).stdout
+    assert "xdp" not in link and "prog/xdp" not in link
+
+

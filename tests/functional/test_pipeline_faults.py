@@ -4,6 +4,7 @@ file types, a file name that is not UTF-8, check mode on an existing build
 folder, and an internal error's traceback."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -177,6 +178,12 @@ def test_dest_that_is_a_file(crate, tmp_path, check_mode):
     assert dest.read_text() == "not a folder"
     under = build(crate, str(dest / "sub"), check_mode=check_mode)
     assert under["msg"].startswith("dest %s/sub lies under %s, which is a file, not a folder." % (dest, dest))
+    dangling = tmp_path / "dangling"
+    os.symlink(str(tmp_path / "gone"), str(dangling))
+    result = build(crate, str(dangling), check_mode=check_mode)
+    assert result["msg"] == ("dest %s is a symlink to %s/gone, which does not exist. Fix: create the folder it "
+                             "points to, or give another dest." % (dangling, tmp_path))
+    assert not os.path.exists(tmp_path / "gone")
 
 
 def test_src_that_is_a_file_and_sources_of_the_wrong_type(crate, dest, tmp_path):
@@ -360,3 +367,22 @@ def test_a_forced_build_folder_is_reused_when_its_inputs_return(crate, dest, tmp
     assert back["build_dir"] == forced["build_dir"]
     assert not os.path.exists(log), "a reused build ran clang"
     assert_current_is_complete(dest)
+
+
+def test_rollback_waits_for_a_running_build(crate, dest):
+    build(crate, dest)
+    edit(os.path.join(crate, "src", "bpf", "common", "maximums.h"), "#define", "/* v7 */\n#define")
+    second = build(crate, dest)
+    fd = os.open(os.path.join(dest, ".lock"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"4343", 0)
+    try:
+        refused = run_module("pipeline", dict(spec="reference", src=crate, dest=dest, state="rolled_back",
+                                              lock_timeout=1))
+    finally:
+        os.close(fd)
+    assert refused["msg"] == ("another build of %s is running (pid 4343 holds %s/.lock) and did not finish within 1s. "
+                              "Fix: wait for it, or raise lock_timeout." % (dest, dest))
+    assert os.path.realpath(os.path.join(dest, "current")) == second["build_dir"]
+    back = run_module("pipeline", dict(spec="reference", src=crate, dest=dest, state="rolled_back"))
+    assert back["changed"] is True and back["build_dir"] == second["previous_build_dir"]

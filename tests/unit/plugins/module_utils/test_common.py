@@ -189,3 +189,21 @@ def test_a_known_error_is_one_message():
 
     module = _run(refused)
     assert module.result == {"failed": True, "msg": "dest /x is a file, not a folder. Fix: move it.", "step": "dest"}
+
+
+def test_os_fault_without_a_path():
+    err = os_fault(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "writing the lock")
+    assert str(err) == ("writing the lock: No space left on device (ENOSPC). Fix: free space on the target (df -h "
+                        "shows the full filesystem) and run again.")
+
+
+def test_a_file_where_a_folder_belongs_is_not_an_internal_error(tmp_path):
+    blocker = tmp_path / "state"
+    blocker.write_text("")
+
+    def makes_state_dir(module):
+        os.makedirs(str(blocker), exist_ok=True)
+
+    module = _run(makes_state_dir)
+    assert module.result["msg"] == ("File exists (EEXIST) on %s. Fix: %s exists but is not a folder: remove it or give "
+                                    "another folder." % (blocker, blocker))

@@ -163,8 +163,10 @@ def test_an_unknown_key_anywhere_names_itself(case):
         assert "`%s` is not a known key" % key_path(path) in text, text
 
 
+# Everything yaml.safe_load can return: also dates, timestamps, !!binary bytes, NaN.
 YAMLISH = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | st.dates() | st.datetimes()
+    | st.binary(max_size=4),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(
         st.one_of(st.text(max_size=6), st.integers()), children, max_size=3),
     max_leaves=12)
