@@ -49,6 +49,8 @@ def is_load_value(value) -> bool:
     if not isinstance(value, str) or not _SPECIAL_VALUE.match(value):
         return False
     return not value.startswith("be16:") or int(value[5:], 0) <= 0xFFFF
+
+
 PROGRAM_ROLES = ("required", "optional", "disabled")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
             "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive")

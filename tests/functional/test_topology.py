@@ -71,9 +71,9 @@ def test_two_interfaces_share_the_maps_and_each_counts_its_direction(reference, 
     results = {}
     for ifname, direction in (("wan0", 1), ("lan0", 2)):   # 1: faces the Internet, 2: faces the customers
         data = {"direction": direction, "attach_ifindex": "ifindex:%s" % ifname}
-        results[ifname] = run_module("attach", dict(spec="reference", object=reference, pin_root=bpffs,
-                                                     interface=ifname, netns=ns, state_dir=str(tmp_path / "state"),
-                                                     data=data, approve=True))
+        args = dict(spec="reference", object=reference, pin_root=bpffs, interface=ifname, netns=ns,
+                    state_dir=str(tmp_path / "state"), data=data, approve=True)
+        results[ifname] = run_module("attach", args)
         assert results[ifname]["_rc"] == 0, results[ifname].get("msg")
     with H.netns(ns):
         wan, lan = H.ifindex("wan0"), H.ifindex("lan0")
