@@ -65,10 +65,8 @@ attributes:
   action:
     support: full
     description: Runs entirely on the controller as an action plugin.
-notes:
-  - Requires the C(jmespath) Python library on the controller.
 requirements:
-  - jmespath (controller)
+  - jmespath on the controller
 seealso:
   - module: lqos.bpf.abi_info
 """
