@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -162,3 +163,59 @@ def test_modules_run_by_fqcn_from_the_installed_collection(installed, tmp_path, 
                           capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "changed=1" in proc.stdout and "failed=0" in proc.stdout
+
+
+def test_a_fresh_project_runs_the_fqcn_playbooks_from_the_installed_tarball(installed, tmp_path, tools):
+    """The README's path for fleet users: nothing but the installed collection, run by FQCN."""
+    from test_playbooks import Run, xdp_on  # pylint: disable=import-outside-toplevel
+
+    project, sbx, scratch = tmp_path / "project", tmp_path / "sbx", tmp_path / "controller-tmp"
+    project.mkdir()
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_COLLECTIONS_PATH=installed, ANSIBLE_INVENTORY=str(project / "none.yml"),
+               ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_CALLBACK_FORMAT_PRETTY="false", ANSIBLE_NOCOLOR="1",
+               TMPDIR=str(scratch))
+    # A fresh project has no inventory: Ansible's configured source does not exist, so the embedded default runs.
+    extra = ["-e", "lqos_bpf_state_dir=%s/state" % sbx, "-e", "lqos_bpf_attach_state_dir=%s/attach" % sbx,
+             "-e", "lqos_bpf_sandbox_pin_root=%s/bpffs" % sbx, "-e", "lqos_bpf_sandbox_netns=lqfp-a",
+             "-e", "lqos_bpf_sandbox_peer_netns=lqfp-b", "-e", "ansible_python_interpreter=" + sys.executable]
+
+    def play(name, *args):
+        proc = subprocess.run(["ansible-playbook", name] + extra + list(args), cwd=str(project), env=env,
+                              capture_output=True, text=True, timeout=900, check=False)
+        return Run(proc)
+
+    def summary(run):
+        found = [d["msg"] for status, h, item, d in run.results if h == "localhost" and item == "sandbox"]
+        assert len(found) == 1, run
+        return found[0]
+
+    root = os.path.join(installed, "ansible_collections", "lqos", "bpf")
+    try:
+        check = play("lqos.bpf.deploy", "--check", "--diff")
+        assert check.rc == 0, check
+        assert not sbx.exists()
+        assert summary(check)[0].startswith("check mode: nothing was changed"), check
+        plan = play("lqos.bpf.deploy")
+        assert plan.rc == 0, plan
+        assert summary(plan)[0] == "plan only (lqos_bpf_approve is false): no live change was made"
+        assert xdp_on("lqfp-a", "lqsbx0")["id"] == 0
+        audit = play("lqos.bpf.audit")
+        assert audit.rc == 0, audit
+        report = json.load(open(str(project / "reports" / "fleet-abi-report.json")))
+        assert report["hosts"]["sandbox"]["status"] == "built", report["hosts"]["sandbox"]
+        live = play("lqos.bpf.deploy", "-e", "lqos_bpf_approve=true")
+        assert live.rc == 0, live
+        assert xdp_on("lqfp-a", "lqsbx0")["name"] == "xdp_shaper"
+        audit = play("lqos.bpf.audit")
+        assert audit.rc == 0, audit
+        report = json.load(open(str(project / "reports" / "fleet-abi-report.json")))
+        assert report["hosts"]["sandbox"]["status"] == "deployed", report["hosts"]["sandbox"]
+    finally:
+        down = play("lqos.bpf.deploy", "-e", "lqos_bpf_sandbox_state=absent")
+    assert down.rc == 0, down
+    # Nothing was written into the installed collection, nothing left in the controller's temp folder.
+    assert not os.path.exists(os.path.join(root, "reports"))
+    assert sorted(os.listdir(str(project))) == ["reports"]
+    assert os.listdir(str(scratch)) == []

@@ -276,7 +276,10 @@ def test_audit_flags_the_stale_pin_and_exits_non_zero(fleet):
     assert report["ok"] is False
     assert report["drifted_hosts"] == ["stale"]
     status = {h: row["status"] for h, row in report["hosts"].items()}
-    assert status == {"good": "ok", "stale": "drift", "flaky": "ok", "nochain": "not_built"}
+    # Before the deploy: built and checked, nothing attached - not "ok".
+    assert status == {"good": "built", "stale": "drift", "flaky": "built", "nochain": "not_built"}
+    assert report["spec"] == "reference" and report["collection"]["name"] == "lqos.bpf"
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", report["generated_at"]), report["generated_at"]
     [drift] = report["drift"]
     assert drift["host"] == "stale" and drift["kind"] == "pin" and drift["subject"] == "host_traffic"
     assert "value_size" in drift["detail"] and str(STALE_VALUE_SIZE) in drift["detail"]
@@ -382,7 +385,8 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
         audit = playbook("audit.yml", None, *extra, env=env)
         assert audit.rc == 0, audit
         report = json.load(open(os.path.join(sbx, "report", "fleet-abi-report.json")))
-        assert report["status_counts"]["ok"] == 1 and report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
+        assert report["status_counts"]["deployed"] == 1
+        assert report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
     finally:
         down = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_sandbox_state=absent", env=env)
     assert down.rc == 0, down
