@@ -13,7 +13,8 @@ fi
 cd "$here"
 stage() { printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
-stage "ansible-test sanity ($(ansible --version | head -1))"
+core_version() { "$1" -c 'from ansible.release import __version__ as v; print("ansible-core " + v)'; }
+stage "ansible-test sanity ($(core_version python))"
 bash tests/sanity.sh
 
 stage "ansible-lint"
@@ -21,11 +22,11 @@ ansible-lint --offline
 
 # The oldest ansible-core the collection declares (meta/runtime.yml): sanity, lint and unit tests.
 oldest=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
-stage "oldest ansible-core: sanity, lint, unit ($("$oldest/bin/ansible" --version | head -1))"
+stage "oldest ansible-core: sanity, lint, unit ($(core_version "$oldest/bin/python"))"
 PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" bash tests/sanity.sh
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" ansible-lint --offline
+PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/ansible-lint" --offline
 set +e
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" python -m pytest -p no:cacheprovider tests/unit
+PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/python" -m pytest -p no:cacheprovider tests/unit
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then
