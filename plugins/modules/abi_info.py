@@ -24,6 +24,7 @@ description:
     root that is not a bpffs) is reported in RV(errors) or in the part's own C(error), never as a failure.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.attributes_info
