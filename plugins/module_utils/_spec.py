@@ -53,7 +53,7 @@ def is_load_value(value) -> bool:
 
 PROGRAM_ROLES = ("required", "optional", "disabled")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive")
+            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive", "health")
 SECTION_KEYS = {
     "sources": ("workdir", "kern", "wrapper_c", "wrapper_h", "inputs"),
     "outputs": OUTPUT_KEYS,
@@ -62,7 +62,9 @@ SECTION_KEYS = {
     "rust": ("roots",),
     "attach": ("xdp", "tc", "rodata", "data"),
     "toolchain": ("minimum_versions",),
+    "health": ("map", "down", "up"),
 }
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 ITEM_KEYS = {
     "cpu_sized_maps": ("map", "constant", "header"),
     "mirrors": ("rust", "c"),
@@ -346,6 +348,16 @@ def validate_spec(raw) -> dict:
                          "refuses it; disabled: never loaded")
         roles[prog] = role
 
+    hv = c.mapping("health", raw.get("health"), SECTION_KEYS["health"])
+    health = None
+    if hv:
+        health = {"map": c.ident("health.map", hv.get("map"))}
+        for key in ("down", "up"):
+            if not isinstance(hv.get(key), str) or not _FIELD_PATH.match(hv[key]):
+                raise c.fail("health.%s" % key, "must be a field path of the map's value, got %s" % _show(hv.get(key)),
+                             "name the counter field, e.g. `icmp_packets.down` or `icmp_download_packets`")
+            health[key] = hv[key]
+
     tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
     minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))
     for tool_name, version in minimums.items():
@@ -369,6 +381,7 @@ def validate_spec(raw) -> dict:
         "constants": constants,
         "pinned_maps": pinned,
         "attach": attach,
+        "health": health,
         "programs": roles,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
         "derive": derive,

@@ -91,6 +91,12 @@ def test_two_interfaces_share_the_maps_and_each_counts_its_direction(reference, 
     # requests enter the ISP-facing lan0 (client sends: up), replies enter the Internet-facing wan0 (down)
     assert counters(bpffs, shaper["ips"]["client"]) == (PINGS, PINGS)
     assert counters(bpffs, shaper["ips"]["upstream"]) is None
+    # the same, as the deploy role's health check reads it (spec health: the map's own BTF decodes it)
+    facts = run_module("abi_info", dict(spec="reference", pin_root=bpffs, toolchain=False, programs=False,
+                                        build_root=str(tmp_path / "no-build"),
+                                        counters=[shaper["ips"]["client"], shaper["ips"]["upstream"]]))
+    assert facts["_rc"] == 0, facts.get("msg")
+    assert facts["counters"] == {shaper["ips"]["client"]: {"down": PINGS, "up": PINGS}, shaper["ips"]["upstream"]: None}
 
 
 def test_an_override_for_a_variable_the_object_lacks_is_an_error(reference, shaper, bpffs, tmp_path):
