@@ -407,6 +407,52 @@ def counter_facts(pin_root: str, spec: dict, addresses: list) -> dict:
                         "check that the programs are attached and pin_root is where they pin their maps.")
 
 
+def probe_source(target: str, netns: str | None) -> str:
+    """The local address this host sends from to reach ``target`` (inside ``netns``): a connected UDP
+    socket asks the routing table without sending anything."""
+    import socket
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
+
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    ctx = _bpf_hooks.netns(netns) if netns else None
+    try:
+        if ctx:
+            ctx.__enter__()
+        with socket.socket(family, socket.SOCK_DGRAM) as sk:
+            sk.connect((target, 9))
+            return sk.getsockname()[0]
+    except OSError as exc:
+        raise LqosError("no route to probe target %s%s: %s." % (target, " in netns %s" % netns if netns else "",
+                                                                 exc.strerror or exc),
+                        "fix probe_target, or the interface's addresses and routes.")
+    finally:
+        if ctx:
+            ctx.__exit__(None, None, None)
+
+
+def probe_facts(pin_root: str, spec: dict, probes: list) -> list:
+    """Where each traffic probe is counted, and the count now: [{target, netns, direction, address, field,
+    count}]; count is None when the spec names no counter map (``health``). Direction 1 (the interface faces the Internet): the replies come in towards this host, counted
+    ``down`` on its own address; 2 (faces the customers): they come in from the target, counted ``up`` on the
+    target's address. (Both the reference pipeline and LibreQoS count a host on ingress this way.)"""
+    rows = []
+    for p in probes:
+        direction = int(p.get("direction") or 1)
+        if direction not in (1, 2):
+            raise LqosError("probe direction %r: only 1 (faces the Internet) and 2 (faces the customers) count a "
+                            "ping's replies." % (p.get("direction"),), "probe an interface with direction 1 or 2.")
+        if direction == 1:
+            address, field = probe_source(p["target"], p.get("netns")), "down"
+        else:
+            address, field = p["target"], "up"
+        rows.append({"target": p["target"], "netns": p.get("netns"), "direction": direction, "address": address,
+                     "field": field})
+    counts = counter_facts(pin_root, spec, sorted({r["address"] for r in rows})) if rows and spec.get("health") else {}
+    for r in rows:
+        r["count"] = (counts.get(r["address"]) or {}).get(r["field"], 0) if spec.get("health") else None
+    return rows
+
+
 def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list, toolchain: bool = True,
            programs: bool = True) -> dict:
     errors: list = []

@@ -391,6 +391,15 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
         report = json.load(open(os.path.join(sbx, "report", "fleet-abi-report.json")))
         assert report["status_counts"]["deployed"] == 1
         assert report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
+        # Programs that pass traffic but do not see it (bound to another ifindex) fail the health check:
+        # an answered ping is not enough, the programs' own counters must show the replies.
+        blind = json.dumps({"lqos_bpf_interfaces": [{"name": "lqsbx0", "netns": "lqos-sbx-a",
+                                                     "data": {"attach_ifindex": 999}}]})
+        run = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_approve=true", "-e", blind, env=env)
+        assert run.rc == 2, run
+        msg = " ".join(run.failures("sandbox")[-1]["msg"].split())
+        assert ("the attached programs did not count the probe's replies: the down count of 10.253.0.1 rose by 0 "
+                "for 3 replies from 10.253.0.2") in msg, msg
     finally:
         down = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_sandbox_state=absent", env=env)
     assert down.rc == 0, down
