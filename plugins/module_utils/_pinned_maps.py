@@ -26,6 +26,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import (  # n
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
+ASIDE_DIR = "lqos_bpf_aside"  # where _map_replace moves replaced pins (kept equal to _map_replace.ASIDE_DIR)
+
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -35,7 +37,7 @@ except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
 
 # What libbpf compares before it reuses a pin, in report order.
 ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")
-STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished", "unreadable")
+STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished", "unreadable", "aside")
 SOURCE_OBJECT = "object"
 SOURCE_SPEC_LIST = "spec.pinned_maps"
 SOURCE_SPEC_NAMES = "spec.expect.maps"
@@ -302,6 +304,12 @@ def _inspect_non_map(name: str, path: str) -> dict:
 
 def classify(pin: dict, expectations: dict) -> dict:
     """Attach ``expected``/``differences``/``status`` to an inspected pin (pure)."""
+    if pin["name"].startswith(ASIDE_DIR + "/") and pin["kind"] == "map":
+        pin["status"] = "aside"
+        pin["reason"] = ("old map of %s, moved aside by a replacement that is not finished: the programs attached "
+                         "before it still use it; commit (state: committed) or roll back (state: rolled_back)"
+                         % pin["name"][len(ASIDE_DIR) + 1:])
+        return pin
     entry = expectations.get(pin["name"])
     if entry is None:
         if pin["kind"] == "map":
@@ -527,6 +535,15 @@ def run_pinned_maps(module) -> dict:
                 "after": "%s: all %d backup entries present\n" % (outcome["name"], outcome["entries_total"]),
                 "before_header": outcome["pin"], "after_header": outcome["pin"],
             }
+    elif state in ("migrated", "committed", "rolled_back"):
+        from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
+        pins = audit(pin_root, expectations)
+        if state == "migrated":
+            result.update(S.run_migrated(module, pin_root, spec, pins, found_conflicts))
+        elif state == "committed":
+            result.update(S.run_committed(module, pin_root, pins))
+        else:
+            result.update(S.run_rolled_back(module, pin_root, pins))
     else:
         pins = audit(pin_root, expectations, names)
         if state == "clean":

@@ -52,11 +52,40 @@ options:
       - V(audited) only reports; it never changes anything.
       - V(clean) removes the incompatible map pins (with O(approve=true)), each after a verified backup.
       - V(restored) writes the entries of the backup O(backup) into the map pinned at the backup's pin path (or
-        O(pin)), after checking that key and value sizes match. Entries already equal are skipped; entries the
-        map holds that the backup lacks are kept.
+        O(pin)), after checking that key and value sizes match; a backup that stored the BTF of its key and value
+        (every backup since state V(migrated) exists) is migrated into a newer layout field by field instead.
+        Entries already equal are skipped; entries the map holds that the backup lacks are kept.
+      - V(migrated) replaces each incompatible map pin the new O(object) makes without losing its entries (with
+        O(approve=true)): the old pin is renamed to C(lqos_bpf_aside/NAME) in the same bpffs (the programs using it
+        keep running), the object is loaded with no program so libbpf creates and pins the new map, and every entry
+        is copied into it field by field by name, using the BTF of both layouts (new fields zero or O(defaults),
+        integers widened, dropped fields reported, narrowing refused unless O(allow_narrowing)). Attach the new
+        programs next (M(lqos.bpf.attach) swaps them atomically). A rerun finishes an interrupted replacement.
+      - V(committed) (after the health check) backs each moved-aside map up to O(backup_dir), with the BTF of its key
+        and value, and unpins it.
+      - V(rolled_back) (on failure) unpins the new maps and puts the moved-aside ones back at their names; re-attach
+        the previous build next and it reuses them, entries and all.
     type: str
-    choices: [audited, clean, restored]
+    choices: [audited, clean, restored, migrated, committed, rolled_back]
     default: audited
+  state_dir:
+    description:
+      - Folder of the replacement record (which new map was filled from which moved-aside map), so a rerun never
+        overwrites entries the new programs wrote. Lives in C(/run), like the pins it describes.
+    type: path
+    default: /run/lqos-bpf/maps
+  defaults:
+    description:
+      - For O(state=migrated), values of fields the new layout adds, per map and dotted field path, for example
+        C({flow_table: {retransmits: 0}}). Fields without a default start at zero.
+    type: dict
+    default: {}
+  allow_narrowing:
+    description:
+      - For O(state=migrated), truncate integer fields that became narrower even when a value does not fit. By
+        default such an entry refuses the whole migration before anything changes.
+    type: bool
+    default: false
   backup_dir:
     description:
       - Folder on the target for the backups written by O(state=clean). Created (mode 0700) when missing. Must not
@@ -232,6 +261,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import DEFAULT_BACKUP_DIR, run_pinned_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import DEFAULT_STATE_DIR
 
 
 def argument_spec() -> dict:
@@ -239,7 +269,11 @@ def argument_spec() -> dict:
         spec=dict(type="raw"),
         object=dict(type="path"),
         derive_from_object=dict(type="bool", default=True),
-        state=dict(type="str", choices=["audited", "clean", "restored"], default="audited"),
+        state=dict(type="str", choices=["audited", "clean", "restored", "migrated", "committed", "rolled_back"],
+                   default="audited"),
+        state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+        defaults=dict(type="dict", default={}),
+        allow_narrowing=dict(type="bool", default=False),
         backup_dir=dict(type="path", default=DEFAULT_BACKUP_DIR),
         backup=dict(type="path"),
         pin=dict(type="str"),
@@ -256,7 +290,7 @@ def run(module) -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           required_if=[("state", "restored", ["backup"])])
+                           required_if=[("state", "restored", ["backup"]), ("state", "migrated", ["object"])])
     run_module(module, run)
 
 
