@@ -53,7 +53,8 @@ def _fmt_int(shape: dict) -> str:
 def plan_fields(old: dict | None, new: dict | None, defaults: dict | None = None, path: str = "") -> dict:
     """{"ops": [...], "copied", "widened", "narrowed", "defaulted", "zeroed", "lost", "refused"}.
 
-    ``old``/``new``: shapes (``raw_plan`` covers a side without BTF). ops are (how, src_off, src_size, dst_off, dst_size,
+    ``old``/``new``: shapes (``raw_plan`` covers a side without BTF). ops are
+    (how, src_off, src_size, dst_off, dst_size,
     signed, path) with how in copy/widen/narrow, or ("const", dst_off,
     dst_size, value bytes) for defaults; offsets and sizes in bytes."""
     report = {"ops": [], "copied": [], "widened": [], "narrowed": [], "defaulted": [], "zeroed": [], "lost": [],
@@ -326,9 +327,9 @@ def convert_entries(plan: dict, old: dict, new: dict, entries: list, ncpus: int,
         except TruncationError as exc:
             bad.append("key %s: %s" % (key.hex(), exc.msg))
             continue
-        if new["type"] in ARRAY_KINDS and int.from_bytes(nk, order) >= new["max_entries"]:
-            bad.append("key %s: index %d is beyond max_entries %d" % (key.hex(), int.from_bytes(nk, order),
-                                                                     new["max_entries"]))
+        index = int.from_bytes(nk, order)
+        if new["type"] in ARRAY_KINDS and index >= new["max_entries"]:
+            bad.append("key %s: index %d is beyond max_entries %d" % (key.hex(), index, new["max_entries"]))
             continue
         out.append((nk, nv))
     if bad:

@@ -44,7 +44,7 @@ try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O  # noqa: E741
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
@@ -211,7 +211,8 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         if a["action"] != "replace":
             continue
         if _pinned_id(a["pin"]) != a["old_id"]:
-            raise LqosError("pin %s no longer holds the audited map id %d; nothing was moved." % (a["pin"], a["old_id"]),
+            raise LqosError("pin %s no longer holds the audited map id %d; nothing was moved."
+                            % (a["pin"], a["old_id"]),
                             "run the task again to audit the current pins.")
         os.makedirs(os.path.dirname(a["aside"]), exist_ok=True)
         if os.path.lexists(a["aside"]):
@@ -231,14 +232,15 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
     for a in actions:
         old, new_path = a["old"], a["pin"]
         new = kernel_side(new_path)
-        if a["old"]["type"] not in G.MIGRATABLE:
+        if a["old"]["type"] not in G.MIGRATABLE or a.get("empty"):
             journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
             write_journal(state_dir, pin_root, journal)
             done.append({"name": a["name"], "entries_total": None, "entries_written": 0, "new_id": new["id"]})
             continue
         entries = M.map_entries(a["aside"])
         try:
-            converted = G.convert_entries(a["plan"], old, new, entries, L.possible_cpus(), allow_narrowing=allow_narrowing)
+            converted = G.convert_entries(a["plan"], old, new, entries, L.possible_cpus(),
+                                          allow_narrowing=allow_narrowing)
         except G.MigrationError as exc:
             raise LqosError(exc.msg + " The old map stays moved aside at %s." % a["aside"],
                             "roll back with state: rolled_back, or fix the new layout and run again.")

@@ -31,10 +31,19 @@ def _why_not(module) -> str | None:
     return None
 
 
-def _public(action: dict) -> dict:
+def _public(action: dict, backup_dir: str) -> dict:
     out = {k: v for k, v in action.items() if k not in ("plan", "old")}
     out["migration"] = G.public_plan(action["plan"])
     out["reason"] = G.describe(action["plan"])
+    plan = action["plan"]
+    if action.get("empty") or action["old"]["type"] not in G.MIGRATABLE:
+        why = "; ".join(plan["refused"]) or "%s maps are not copied" % action["old"]["type"]
+        how = "the new map starts empty (%s)" % why
+    else:
+        how = "migrating its %s entries" % ("?" if plan["entries"] is None else plan["entries"])
+    out["change"] = ("%s map pin %s, %s; the old map stays pinned aside until the health check passes, then is "
+                     "backed up to %s" % ("replace incompatible" if action["action"] == "replace" else
+                                          "finish the replacement of", action["pin"], how, backup_dir))
     return out
 
 
@@ -55,18 +64,26 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
         raise LqosError("the spec and the object disagree about %s; refusing to replace pins while the expectations "
                         "contradict each other." % ", ".join(sorted({c["map"] for c in torn})),
                         "fix the spec's pinned_maps (or rebuild the object) so both agree, then run again.")
-    public = [_public(a) for a in actions]
+    refused = R.refusals(actions)
+    if refused and params["unmigratable"] == "start_empty":
+        for a in actions:
+            if a["plan"]["refused"]:
+                a["empty"] = True
+                module.warn("map %s: its entries cannot move to the new layout (%s); the new map starts empty and "
+                            "the old one is backed up at commit" % (a["name"], "; ".join(a["plan"]["refused"])))
+        refused = []
+    public = [_public(a, params["backup_dir"]) for a in actions]
     result = {"actions": public, "changed": bool(actions), "migrated": []}
     if module._diff:
         result["diff"] = {"before": "".join("%s: %s\n" % (a["name"], a["old"]["source"]) for a in actions),
                           "after": "".join(G.describe(a["plan"]) + "\n" for a in actions),
                           "before_header": pin_root, "after_header": pin_root}
-    refused = R.refusals(actions)
     if refused:
         raise LqosError("the entries of %d map(s) cannot move to the new layout, so nothing was changed: %s."
                         % (len(refused), " | ".join(refused)),
-                        "give defaults or allow_narrowing where the plan says so, grow the new map, or remove "
-                        "the pin after a backup (state: clean).", actions=public)
+                        "give defaults or allow_narrowing where the plan says so, grow the new map, or let those "
+                        "maps start empty (unmigratable: start_empty; the old ones are backed up at commit).",
+                        actions=public)
     if not actions:
         result["msg"] = "no incompatible pin and no unfinished replacement under %s; nothing to migrate" % pin_root
         return result

@@ -383,7 +383,7 @@ def audit(pin_root: str, expectations: dict, names=None, hook=None) -> list:
 
 
 def summarise(pins: list) -> dict:
-    counts = {status: 0 for status in STATUSES}
+    counts = {status: 0 for status in STATUSES if status != "aside"}  # "aside" only while a replacement runs
     for pin in pins:
         counts[pin["status"]] = counts.get(pin["status"], 0) + 1
     counts["total"] = len(pins)
@@ -555,7 +555,7 @@ def run_pinned_maps(module) -> dict:
         else:
             counts = summarise(pins)
             result["msg"] = "%d pin(s) under %s: %s" % (
-                counts["total"], pin_root, ", ".join("%d %s" % (counts[s], s) for s in STATUSES if counts[s]))
+                counts["total"], pin_root, ", ".join("%d %s" % (counts[s], s) for s in STATUSES if counts.get(s)))
     result["pins"] = pins
     result["summary"] = summarise(pins)
     result["pin_root"] = pin_root

@@ -80,6 +80,15 @@ options:
         C({flow_table: {retransmits: 0}}). Fields without a default start at zero.
     type: dict
     default: {}
+  unmigratable:
+    description:
+      - For O(state=migrated), what to do with a map whose entries cannot move to the new layout (no BTF and other
+        sizes, a kind change no entry survives, entries that do not fit). V(fail) changes nothing and names each.
+        V(start_empty) still replaces it in two phases, with an empty new map; the old map and its entries are
+        backed up at commit (and put back on rollback).
+    type: str
+    choices: [fail, start_empty]
+    default: fail
   allow_narrowing:
     description:
       - For O(state=migrated), truncate integer fields that became narrower even when a value does not fit. By
@@ -274,6 +283,7 @@ def argument_spec() -> dict:
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         defaults=dict(type="dict", default={}),
         allow_narrowing=dict(type="bool", default=False),
+        unmigratable=dict(type="str", choices=["fail", "start_empty"], default="fail"),
         backup_dir=dict(type="path", default=DEFAULT_BACKUP_DIR),
         backup=dict(type="path"),
         pin=dict(type="str"),

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from lqos_testlib import REPO, build_reference, compile_bpf, edit, module_args_file, run_module, sh
+from lqos_testlib import REPO, build_reference, compile_bpf, edit, module_args_file, run_module
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B

@@ -151,8 +151,7 @@ def test_summary_and_listing():
             {"name": "maps.debug", "path": "/r/maps.debug", "kind": "other", "status": "not_a_map"},
             {"name": "gone", "path": "/r/gone", "kind": None, "status": "missing"}]
     assert P.summarise(pins) == {"compatible": 1, "incompatible": 0, "unknown": 1, "missing": 1,
-                                 "not_a_map": 1, "vanished": 0, "unreadable": 0, "aside": 0,
-                                 "total": 4}
+                                 "not_a_map": 1, "vanished": 0, "unreadable": 0, "total": 4}
     assert P.listing(pins) == ("map_traffic: percpu_hash key_size=16 value_size=128 max_entries=128000 flags=0x0 "
                                "id=7 [compatible]\n"
                                "maps.debug: other [not_a_map]\n"
