@@ -273,9 +273,13 @@ def _fill(path: str, converted: list) -> int:
     try:
         current = dict(M.map_entries(fd))
         written = 0
+        ffi, lib = L._ffi_lib()
+        M.map_info_by_fd(fd)  # checks it is a map once; the sizes were checked by the conversion
         for key, value in converted:
             if current.get(key) != value:
-                M.map_update(fd, key, value)
+                ret = lib.bpf_map_update_elem(fd, ffi.from_buffer(key), ffi.from_buffer(value), 0)
+                if ret < 0:
+                    M.map_update(fd, key, value)  # the same write again, for its error message
                 written += 1
         after = dict(M.map_entries(fd))
     finally:

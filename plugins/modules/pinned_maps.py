@@ -56,7 +56,7 @@ options:
         (every backup since state V(migrated) exists) is migrated into a newer layout field by field instead.
         Entries already equal are skipped; entries the map holds that the backup lacks are kept.
       - V(migrated) replaces each incompatible map pin the new O(object) makes without losing its entries (with
-        O(approve=true)): the old pin is renamed to C(lqos_bpf_aside/NAME) in the same bpffs (the programs using it
+        O(approve=true)). The old pin is renamed to C(lqos_bpf_aside/NAME) in the same bpffs (the programs using it
         keep running), the object is loaded with no program so libbpf creates and pins the new map, and every entry
         is copied into it field by field by name, using the BTF of both layouts (new fields zero or O(defaults),
         integers widened, dropped fields reported, narrowing refused unless O(allow_narrowing)). Attach the new
@@ -76,8 +76,8 @@ options:
     default: /run/lqos-bpf/maps
   defaults:
     description:
-      - For O(state=migrated), values of fields the new layout adds, per map and dotted field path, for example
-        C({flow_table: {retransmits: 0}}). Fields without a default start at zero.
+      - For O(state=migrated), values of fields the new layout adds, per map and dotted field path (map name,
+        then field path, then an integer; see the examples). Fields without a default start at zero.
     type: dict
     default: {}
   unmigratable:
@@ -151,6 +151,24 @@ EXAMPLES = r"""
     backup: "{{ cleanup.backups[0].file }}"
     approve: true
 
+- name: Replace the incompatible pins keeping their entries (old maps moved aside, new ones filled by BTF)
+  lqos.bpf.pinned_maps:
+    spec: reference
+    object: "{{ build.outputs.object.path }}"
+    state: migrated
+    defaults: {flow_table: {retransmits: 0}}
+    approve: true
+
+- name: After the health check passed, back the old maps up and unpin them
+  lqos.bpf.pinned_maps:
+    state: committed
+    approve: true
+
+- name: On failure, put the old maps back at their names (then re-attach the previous build)
+  lqos.bpf.pinned_maps:
+    state: rolled_back
+    approve: true
+
 - name: LibreQoS-style check of a few maps by key/value size only
   lqos.bpf.pinned_maps:
     spec: libreqos
@@ -182,7 +200,8 @@ pins:
       type: str
       sample: map
     status:
-      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map), V(vanished) or V(unreadable).
+      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map), V(vanished),
+        V(unreadable) or V(aside) (an old map moved aside by an unfinished replacement).
       type: str
       sample: incompatible
     reason:
@@ -241,12 +260,27 @@ backups:
   sample: [{pin: /sys/fs/bpf/map_traffic, name: map_traffic, entries: 3, sha256: "5d41...",
             file: /var/lib/lqos-bpf/map-backups/map_traffic.20260101T120000.000001Z.json}]
 restored:
-  description: For O(state=restored), C(pin), C(name), C(backup), C(entries_total), C(entries_to_write) and
-    C(entries_written).
+  description: For O(state=restored), C(pin), C(name), C(backup), C(entries_total), C(entries_to_write),
+    C(entries_written) and C(migration) (the field plan when the backup's layout differed, else null).
   returned: when state is restored
   type: dict
   sample: {pin: /sys/fs/bpf/map_traffic, name: map_traffic, backup: /var/lib/lqos-bpf/map-backups/x.json,
            entries_total: 3, entries_to_write: 3, entries_written: 3}
+migrated:
+  description: For O(state=migrated), one item per map filled by this run, with C(name), C(entries_total),
+    C(entries_written) and C(new_id). RV(actions) carries each map's plan in C(migration) (C(from), C(to), C(entries),
+    C(key)/C(value) with C(copied), C(widened), C(narrowed), C(defaulted), C(zeroed), C(lost), and C(refused)) and a
+    one-line C(change).
+  returned: when state is migrated
+  type: list
+  elements: dict
+  sample: [{name: flow_table, entries_total: 10000, entries_written: 10000, new_id: 52}]
+rolled_back:
+  description: For O(state=rolled_back), the names of the maps put back.
+  returned: when state is rolled_back
+  type: list
+  elements: str
+  sample: [flow_table]
 conflicts:
   description: Attributes on which the expectation sources disagree (each with C(map), C(attribute) and
     C(values) by source). A cleanup of such a map is refused.
