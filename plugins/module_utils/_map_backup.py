@@ -25,6 +25,8 @@ import time
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     LqosError, STATE_ROOT, atomic_write, is_bpffs, normalise_names, sha256_bytes,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
@@ -194,7 +196,6 @@ def write_backup(pin: dict, backup_dir: str, now: float | None = None, types: di
 
 def _kernel_types(path: str) -> dict | None:
     """{key, value, source} shapes from the kernel BTF of a pinned map, or None without BTF."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
     try:
         side = kernel_side(path)
     except L.LibbpfError:
@@ -320,8 +321,6 @@ def _layout_differs(backup: dict, target: dict) -> bool:
 def _migrated_backup(backup: dict, path: str) -> tuple:
     """The backup with its entries converted into the layout of the map at ``path`` (by the BTF shapes
     the backup stored and the map's kernel BTF), and the public migration plan."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
-    from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
     layout, types = backup["layout"], backup["types"] or {}
     old = {"type": (backup.get("map") or {}).get("type") or ("percpu_hash" if layout.get("percpu") else "hash"),
            "key_size": layout["key_size"], "value_size": layout["value_size"],

@@ -24,9 +24,9 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_BACKUP_DIR, prepare_backup_dir, read_backup, remove_pin, restore, write_backup,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import ASIDE_DIR
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-
-ASIDE_DIR = "lqos_bpf_aside"  # where _map_replace moves replaced pins (kept equal to _map_replace.ASIDE_DIR)
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
@@ -536,7 +536,6 @@ def run_pinned_maps(module) -> dict:
                 "before_header": outcome["pin"], "after_header": outcome["pin"],
             }
     elif state in ("migrated", "committed", "rolled_back"):
-        from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
         pins = audit(pin_root, expectations)
         if state == "migrated":
             result.update(S.run_migrated(module, pin_root, spec, pins, found_conflicts))
