@@ -404,3 +404,74 @@ def test_libreqos_style_hash_to_lru_hash_keeps_every_entry(tmp_path, bpffs):
     assert M.map_info_by_path(path)["type_name"] == "lru_hash"
     assert entries(path) == old
     assert not ok(run_module("pinned_maps", args))["changed"]
+
+
+PERCPU_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct counter { %s };
+struct {
+    __uint(type, BPF_MAP_TYPE_%s);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct counter);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+SEC("xdp")
+int count(struct xdp_md *ctx)
+{
+    __u32 k = 0;
+    struct counter *v = bpf_map_lookup_elem(&counters, &k);
+    if (v)
+        v->packets++;
+    return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("old_type,new_type", [("PERCPU_HASH", "LRU_PERCPU_HASH"), ("ARRAY", "HASH")])
+def test_per_cpu_values_migrate_per_cpu_and_arrays_become_hashes(tmp_path, bpffs, old_type, new_type):
+    old_obj = compile_bpf(tmp_path, "c_old", PERCPU_C % ("__u32 packets; __u32 drops;", old_type))
+    new_obj = compile_bpf(tmp_path, "c_new", PERCPU_C % ("__u64 bytes; __u64 packets;", new_type))
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
+    path = os.path.join(bpffs, "counters")
+    percpu = old_type.startswith("PERCPU")
+    for i in range(4096):
+        value = b"".join(struct.pack("<II", i * 10 + cpu, cpu) for cpu in range(NCPUS)) if percpu \
+            else struct.pack("<II", i * 10, 7)
+        M.map_update(path, struct.pack("<I", i), value)
+    args = dict(object=new_obj, pin_root=bpffs, state="migrated", state_dir=str(tmp_path / "s"), approve=True)
+    res = ok(run_module("pinned_maps", args))
+    migration = res["actions"][0]["migration"]
+    assert migration["value"]["widened"] == ["packets: u32 -> u64"]
+    assert migration["value"]["lost"] == ["drops"] and migration["value"]["zeroed"] == ["bytes"]
+    new = entries(path)
+    assert len(new) == 4096
+    for i in range(4096):
+        blob = new[struct.pack("<I", i)]
+        if percpu:
+            assert [struct.unpack_from("<QQ", blob, cpu * 16) for cpu in range(NCPUS)] == \
+                [(0, i * 10 + cpu) for cpu in range(NCPUS)]
+        else:
+            assert struct.unpack("<QQ", blob) == (0, i * 10)
+    assert not ok(run_module("pinned_maps", args))["changed"]
+
+
+def test_entries_that_do_not_fit_the_new_max_entries_are_refused_before_anything_changes(tmp_path, bpffs):
+    old_obj = compile_bpf(tmp_path, "c_old", PERCPU_C % ("__u32 packets; __u32 drops;", "HASH"))
+    new_obj = compile_bpf(tmp_path, "c_new", (PERCPU_C % ("__u64 packets;", "LRU_HASH")).replace(
+        "__uint(max_entries, 4096);", "__uint(max_entries, 1000);"))
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
+    path = os.path.join(bpffs, "counters")
+    for i in range(1001):
+        M.map_update(path, struct.pack("<I", i), struct.pack("<II", i, 0))
+    before = pins(bpffs)
+    args = dict(object=new_obj, pin_root=bpffs, state="migrated", state_dir=str(tmp_path / "s"), approve=True)
+    res = run_module("pinned_maps", args)
+    assert res["_rc"] != 0 and "Traceback" not in res["msg"]
+    assert "counters: 1001 entries do not fit in max_entries 1000" in res["msg"], res["msg"]
+    assert res["msg"].endswith("the old ones are backed up at commit).")
+    assert pins(bpffs) == before and len(entries(path)) == 1001
