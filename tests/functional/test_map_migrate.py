@@ -398,6 +398,11 @@ def test_libreqos_style_hash_to_lru_hash_keeps_every_entry(tmp_path, bpffs):
         M.map_update(path, struct.pack("<IIHH", i, i * 7, i % 65536, 80), struct.pack("<QQ", i * 1500, i))
     old = entries(path)
     args = dict(object=new_obj, pin_root=bpffs, state="migrated", state_dir=str(tmp_path / "s"), approve=True)
+    before = pins(bpffs)
+    check = ok(run_module("pinned_maps", args, check_mode=True, diff=True))
+    assert check["changed"] and "check mode" in check["msg"] and pins(bpffs) == before
+    assert check["diff"]["after"].startswith("flowbee: hash key 12 B value 16 B max_entries 65536 -> lru_hash")
+    assert not os.path.exists(str(tmp_path / "s"))
     res = ok(run_module("pinned_maps", args))
     assert res["actions"][0]["migration"]["from"].startswith("hash ")
     assert res["actions"][0]["migration"]["to"].startswith("lru_hash ")
