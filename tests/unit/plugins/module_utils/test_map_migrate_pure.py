@@ -121,6 +121,6 @@ def test_lpm_key_keeps_its_prefix_length():
 def test_array_index_beyond_new_max_entries_is_refused_before_anything():
     plan = G.plan_map("m", m("hash", 4, 8, 100), m("array", 4, 8, 4), 2)
     with pytest.raises(G.MigrationError) as err:
-        G.convert_entries(plan, m("hash", 4, 8), m("array", 4, 8, 4), [(b"\1\0\0\0", b"\0" * 8),
-                                                                        (b"\x09\0\0\0", b"\0" * 8)], 1)
+        rows = [(b"\1\0\0\0", b"\0" * 8), (b"\x09\0\0\0", b"\0" * 8)]
+        G.convert_entries(plan, m("hash", 4, 8), m("array", 4, 8, 4), rows, 1)
     assert "index 9 is beyond max_entries 4" in err.value.msg
