@@ -244,7 +244,7 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         except G.MigrationError as exc:
             raise LqosError(exc.msg + " The old map stays moved aside at %s." % a["aside"],
                             "roll back with state: rolled_back, or fix the new layout and run again.")
-        written = _fill(new_path, converted)
+        written = _fill(new_path, converted, a["name"])
         journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
         write_journal(state_dir, pin_root, journal)
         done.append({"name": a["name"], "entries_total": len(entries), "entries_written": written,
@@ -267,8 +267,9 @@ def _create_maps(obj: str, pin_root: str, resize: dict) -> None:
     loaded.close()
 
 
-def _fill(path: str, converted: list) -> int:
-    """Write converted entries (skipping those already equal), then read every one back."""
+def _fill(path: str, converted: list, name: str = "") -> int:
+    """Write converted entries (skipping those already equal), then read every one back.
+    Test hook step ``half:<name>``: after half of them."""
     fd = L._obj_get(path)
     try:
         current = dict(M.map_entries(fd))
@@ -281,6 +282,8 @@ def _fill(path: str, converted: list) -> int:
                 if ret < 0:
                     M.map_update(fd, key, value)  # the same write again, for its error message
                 written += 1
+                if written == len(converted) // 2:
+                    step("half:" + name)
         after = dict(M.map_entries(fd))
     finally:
         os.close(fd)

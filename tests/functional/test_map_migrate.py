@@ -319,7 +319,8 @@ def test_narrowing_that_truncates_is_refused_before_anything_changes(world, vers
     assert pins(w.bpffs) == before, res["msg"]
 
 
-STEPS = ["aside:flow_table", "aside:ip_to_shaper", "loaded", "filled:flow_table", "filled:ip_to_shaper"]
+STEPS = ["aside:flow_table", "aside:ip_to_shaper", "loaded", "half:flow_table", "filled:flow_table",
+         "half:ip_to_shaper", "filled:ip_to_shaper"]
 
 
 @pytest.mark.parametrize("kill_at", STEPS)
