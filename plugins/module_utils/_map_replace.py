@@ -314,8 +314,16 @@ def commit(pin_root: str, pins: list, backup_dir: str, state_dir: str, write_bac
             continue
         side = kernel_side(apin["path"])
         apin = dict(apin, name=name, pinned_as=new_path, reason="replaced by a new layout; committed")
-        backup = write_backup(apin, backup_dir, types={"key": side["key_shape"], "value": side["value_shape"],
-                                                       "source": side["source"]})
+        try:
+            backup = write_backup(apin, backup_dir, types={"key": side["key_shape"], "value": side["value_shape"],
+                                                           "source": side["source"]})
+        except LqosError as exc:
+            if side["type"] in G.MIGRATABLE:
+                raise
+            # A map of kernel objects or without walkable entries (ring buffer, queue, perf events): nothing
+            # a file can hold; its loader refills the new map.
+            backup = None
+            out[-1]["note"] = "not backed up: %s" % exc.msg
         out[-1]["backup"] = backup
         step("backed_up:" + name)
         try:

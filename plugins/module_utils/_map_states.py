@@ -108,7 +108,10 @@ def run_committed(module, pin_root: str, pins: list) -> dict:
         prepare_backup_dir(params["backup_dir"])
     done = R.commit(pin_root, pins, params["backup_dir"], params["state_dir"], write_backup, write)
     result = {"actions": done, "changed": bool(done), "removed": [d["aside"] for d in done] if write else [],
-              "backups": [d["backup"] for d in done if "backup" in d]}
+              "backups": [d["backup"] for d in done if d.get("backup")]}
+    for d in done:
+        if d.get("note"):
+            module.warn("moved-aside map %s was unpinned without a backup (%s)" % (d["aside"], d["note"]))
     if not done:
         result["msg"] = "no moved-aside map under %s; nothing to commit" % pin_root
     elif write:

@@ -481,3 +481,38 @@ def test_entries_that_do_not_fit_the_new_max_entries_are_refused_before_anything
     assert "counters: 1001 entries do not fit in max_entries 1000" in res["msg"], res["msg"]
     assert res["msg"].endswith("the old ones are backed up at commit).")
     assert pins(bpffs) == before and len(entries(path)) == 1001
+
+
+RINGBUF_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, %d);
+    __uint(pinning, LIBBPF_PIN_BY_NAME);
+} events SEC(".maps");
+SEC("xdp")
+int emit(struct xdp_md *ctx)
+{
+    bpf_ringbuf_output(&events, &ctx, 8, 0);
+    return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_a_ring_buffer_is_replaced_empty_and_committed_without_a_backup(tmp_path, bpffs):
+    old_obj = compile_bpf(tmp_path, "rb_old", RINGBUF_C % 4096)
+    new_obj = compile_bpf(tmp_path, "rb_new", RINGBUF_C % 8192)
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    O.load_object(old_obj, pin_root=bpffs, disabled=["emit"]).close()
+    old_id = pins(bpffs)["events"]
+    args = dict(object=new_obj, pin_root=bpffs, state_dir=str(tmp_path / "s"), backup_dir=str(tmp_path / "b"),
+                approve=True)
+    res = ok(run_module("pinned_maps", dict(args, state="migrated")))
+    assert "the new map starts empty (ringbuf maps hold kernel objects" in res["actions"][0]["change"]
+    assert pins(bpffs)["lqos_bpf_aside/events"] == old_id
+    assert M.map_info_by_path(os.path.join(bpffs, "events"))["max_entries"] == 8192
+    done = ok(run_module("pinned_maps", dict(args, state="committed")))
+    assert done["backups"] == [] and any("without a backup" in w for w in done["warnings"])
+    assert list(pins(bpffs)) == ["events"]
