@@ -254,7 +254,7 @@ def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
     for name in ("good", "stale", "flaky"):
         assert {t.split(" : ")[0] for t in run.changed_tasks[name]} == {"lqos.bpf.build"}, run.changed_tasks
     # The plan is printed once, by the summary play.
-    assert run.out.count("remove incompatible map pin %s" % stale_pin) == 1, run
+    assert run.out.count("replace incompatible map pin %s" % stale_pin) == 1, run
 
 
 def test_preflight_stops_the_host_without_clang_with_its_own_message(fleet):
