@@ -99,10 +99,13 @@ def main() -> int:
     rng = random.Random(42)
     results = {"shaper%04d" % i: synthetic_host(i, rng) for i in range(args.hosts)}
 
+    templates = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "roles", "audit", "templates")
+
     def whole():
         report = _report.aggregate(results)
-        for _suffix, render in _report.RENDERERS.values():
-            render(report)
+        _report.to_json(report)
+        for name in ("fleet-abi-report.md.j2", "fleet-abi-report.html.j2"):
+            _report.render(report, os.path.join(templates, name))
         return report
 
     report = whole()

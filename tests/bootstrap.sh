@@ -6,12 +6,14 @@
 #   bash tests/bootstrap.sh ansible-playbook deploy.yml
 #
 # Installs: the BPF toolchain (clang, llc, bpftool, libbpf, bindgen, gcc-multilib),
-# iproute2, QEMU + debootstrap for the molecule VMs, and a venv with the pinned
-# controller packages (tests/requirements.txt). Idempotent; safe to rerun.
+# iproute2, QEMU + debootstrap for the molecule VMs, a venv with the pinned
+# controller packages and test stack (tests/requirements.txt), and a second venv with the
+# oldest declared ansible-core (tests/requirements-oldest.txt). Idempotent; safe to rerun.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${LQOS_VENV:-/opt/lqos-bpf/venv}
+oldest_venv=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
 apt_packages=(
   clang llvm bpftool libbpf-dev libbpf1 bindgen gcc-multilib binutils
   iproute2 iputils-ping git ca-certificates openssh-client shellcheck
@@ -44,6 +46,15 @@ if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/
   echo "bootstrap: pip install -r tests/requirements.txt failed" >&2
   exit 1
 fi
+# The oldest ansible-core the collection declares (meta/runtime.yml), for sanity, lint and unit tests on it.
+if [ ! -x "$oldest_venv/bin/python" ]; then
+  echo "bootstrap: creating $oldest_venv"
+  python3 -m venv "$oldest_venv"
+fi
+if ! "$oldest_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements-oldest.txt"; then
+  echo "bootstrap: pip install -r tests/requirements-oldest.txt failed" >&2
+  exit 1
+fi
 
 # ansible-playbook run from the checkout finds lqos.bpf through ansible.cfg's collections_path.
 link="$here/.collections/ansible_collections/lqos/bpf"
@@ -53,8 +64,11 @@ if [ -e "$link" ] && [ ! -L "$link" ]; then rm -rf "$link"; fi
 ln -sfn ../../.. "$link"
 
 # ansible-test fetches its pip bootstrap from a host outside the package registries; use the offline stand-in.
+# (2.19 asks for pip 24.2, 2.16 for pip 23.1.2.)
 mkdir -p "$HOME/.ansible/test/cache"
-cp "$here/tests/sanity/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_24_2.py"
+for v in 24_2 23_1_2; do
+  cp "$here/tests/sanity/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_$v.py"
+done
 
 export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"

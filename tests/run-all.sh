@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what is needed
-# (tests/bootstrap.sh), then runs sanity, lint, unit + functional tests and molecule.
+# (tests/bootstrap.sh), then runs sanity, lint, unit + functional tests and molecule on the newest
+# ansible-core, and sanity, lint and unit tests on the oldest one meta/runtime.yml declares.
 #
 #   bash tests/run-all.sh            # everything
 #   LQOS_SKIP_MOLECULE=1 bash tests/run-all.sh
@@ -12,11 +13,27 @@ fi
 cd "$here"
 stage() { printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
-stage "ansible-test sanity"
+core_version() { "$1" -c 'from ansible.release import __version__ as v; print("ansible-core " + v)'; }
+stage "ansible-test sanity ($(core_version python))"
 bash tests/sanity.sh
 
 stage "ansible-lint"
 ansible-lint --offline
+
+# The oldest ansible-core the collection declares (meta/runtime.yml): sanity, lint and unit tests.
+oldest=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
+stage "oldest ansible-core: sanity, lint, unit ($(core_version "$oldest/bin/python"))"
+PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" bash tests/sanity.sh
+PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/ansible-lint" --offline
+set +e
+PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/python" -m pytest -p no:cacheprovider tests/unit
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then
+  echo "pytest collected no unit tests on the oldest ansible-core: that is a failure, not a pass" >&2
+  exit 1
+fi
+[ $rc -eq 0 ] || exit $rc
 
 stage "pytest: unit and functional (real toolchain, real kernel, private namespaces)"
 set +e

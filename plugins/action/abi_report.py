@@ -6,8 +6,10 @@ and writes the report (JSON, Markdown, HTML). No module runs on any target."""
 
 from __future__ import annotations
 
+import json
 import os
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import atomic_write
@@ -15,6 +17,9 @@ from ansible_collections.lqos.bpf.plugins.modules.abi_report import argument_spe
 from ansible_collections.lqos.bpf.plugins.plugin_utils import _report
 
 ARGUMENT_SPEC = argument_spec()  # one definition, documented in plugins/modules/abi_report.py
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILT_IN_TEMPLATES = {fmt: os.path.join(COLLECTION_ROOT, "roles", "audit", "templates", "fleet-abi-report%s.j2" % suffix)
+                      for fmt, suffix in (("markdown", ".md"), ("html", ".html"))}
 
 
 def _read(path: str):
@@ -22,6 +27,15 @@ def _read(path: str):
         with open(path, "rb") as fh:
             return fh.read()
     except OSError:
+        return None
+
+
+def _previous_time(path: str):
+    """``generated_at`` of the report already at ``path`` (JSON), if any."""
+    data = _read(path)
+    try:
+        return json.loads(data)["generated_at"] if data else None
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -44,8 +58,26 @@ class ActionModule(ActionBase):
             for host in args["hosts"]:
                 hv = hostvars.get(host) if host in hostvars else None
                 results[host] = hv.get(args["result_var"]) if hv is not None else None
-        report = _report.aggregate(results)
-        dest = os.path.expanduser(args["dest"])
+        generated_at = _report.now()
+        report = _report.aggregate(results, {
+            "generated_at": generated_at, "spec": args["spec"],
+            "collection": {"name": "lqos.bpf", "version": _report.collection_version(COLLECTION_ROOT)}})
+        templates = {}
+        for fmt in ("markdown", "html"):
+            given = (args["templates"] or {}).get(fmt)
+            if not given:
+                templates[fmt] = BUILT_IN_TEMPLATES[fmt]
+                continue
+            try:
+                # A relative name is looked up like the template module does: the role's templates/, then
+                # the playbook's.
+                templates[fmt] = self._find_needle("templates", os.path.expanduser(given))
+            except AnsibleError:
+                result.update(failed=True, msg="the %s report template %s was not found (looked in the role's and "
+                                               "the playbook's templates/). Fix: give an existing path in "
+                                               "lqos_bpf_report_templates.%s." % (fmt, given, fmt))
+                return result
+        dest = os.path.abspath(os.path.expanduser(args["dest"]))
         files, changed = {}, False
         if not self._task.check_mode:
             try:
@@ -54,13 +86,22 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg="cannot create the report folder %s: %s. Fix: choose a writable "
                                                "lqos_bpf_report_dir on the controller." % (dest, exc.strerror))
                 return result
+        previous = _previous_time(os.path.join(dest, args["basename"] + _report.SUFFIXES["json"]))
         for fmt in args["formats"]:
-            suffix, render = _report.RENDERERS[fmt]
-            path = os.path.join(dest, args["basename"] + suffix)
-            data = render(report).encode("utf-8")
+            path = os.path.join(dest, args["basename"] + _report.SUFFIXES[fmt])
+            try:
+                text = _report.to_json(report) if fmt == "json" else _report.render(report, templates[fmt])
+            except _report.ReportTemplateError as exc:
+                result.update(failed=True, msg="%s. Fix: correct the template or drop it from "
+                                               "lqos_bpf_report_templates to use the built-in one." % exc)
+                return result
+            data = text.encode("utf-8")
             files[fmt] = path
-            if _read(path) != data:
-                changed = True
+            old = _read(path)
+            if old != data:
+                # A new time alone is no change: the fleet's state is what the report is about.
+                if previous is None or old != text.replace(generated_at, previous).encode("utf-8"):
+                    changed = True
                 if not self._task.check_mode:
                     atomic_write(path, data)
         line = _report.summary_line(report)

@@ -25,6 +25,14 @@ options:
     required: true
 """
 
+    REQUIREMENTS_LIBBPF = r"""
+options: {}
+requirements:
+  - python3-cffi on the target (libbpf is called through cffi in ABI mode; no compiler needed)
+  - libbpf1 (C(libbpf.so.1)) on the target
+  - root on the target (CAP_BPF or CAP_SYS_ADMIN; CAP_NET_ADMIN to attach)
+"""
+
     PIN_ROOT = r"""
 options:
   pin_root:

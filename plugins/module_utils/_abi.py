@@ -243,8 +243,8 @@ def _rust_suggestion(row: dict, rust_names: dict) -> str:
     want = c_rust_spelling(c["type"], c.get("array"), rust_names)
     rtype = row["rust_type"] or ""
     if want is None and c.get("fields"):
-        # A generic mirror of a C struct whose members all share one primitive
-        # type: DownUpOrder<u64> for struct { __u64 down; __u64 up; }.
+        # A generic mirror of a C struct whose members all share one
+        # primitive type: DownUpOrder<u64> for struct { __u64 down; __u64 up; }.
         prims = {c_rust_spelling(f["type"]) for f in c["fields"]}
         m = re.match(r"^([A-Za-z_][\w:]*)<(.+)>$", rtype)
         if m and len(prims) == 1 and None not in prims:

@@ -38,6 +38,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     check_bpf_object, confine_pin, LqosError, require_bpffs, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
@@ -77,6 +78,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     xdp_action,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import is_load_value, SPECIAL_VALUES
 
 
 class Attacher(ApplyMixin):
@@ -129,6 +131,13 @@ class Attacher(ApplyMixin):
         self.disabled = set()  # programs not loaded: spec-disabled, or optional and refused by this kernel
         self.left_out = []    # [{program, section, class, reason, fix, feature}] optional programs refused
         self.probed = False
+        self.overrides = {"rodata": dict(p.get("rodata") or {}), "data": dict(p.get("data") or {})}
+        for section, values in self.overrides.items():
+            for var, value in values.items():
+                if not is_load_value(value):
+                    raise LqosError("%s.%s must be an integer or one of %s, got %r." % (
+                        section, var, ", ".join(SPECIAL_VALUES), value),
+                        "write a number, possible_cpus, ifindex, ifindex:<interface> or be16:<number>.")
         self.replace_ingress = False
 
     # -- observation --------------------------------------------------------
@@ -142,6 +151,15 @@ class Attacher(ApplyMixin):
                 raise LqosError("network namespace %s does not exist (no /run/netns/%s)." % (self.netns, self.netns),
                                 "create it (ip netns add %s) or fix the netns option." % self.netns)
             raise _lib_error(exc)
+
+    def lookup_ifindex(self, name: str) -> int:
+        """The index of another interface in this network namespace (``ifindex:NAME`` values)."""
+        try:
+            return _bpf_hooks.ifindex(name)
+        except _libbpf.LibbpfError:
+            raise LqosError("interface %s (named in a load-time value ifindex:%s) does not exist in %s."
+                            % (name, name, "network namespace %s" % self.netns if self.netns else
+                               "the host's network namespace"), "fix the name in data/rodata.")
 
     def resolve_interface(self, required: bool) -> bool:
         try:
@@ -181,7 +199,11 @@ class Attacher(ApplyMixin):
         self.disabled = {n for n, r in self.roles.items() if r == "disabled"}
         self.object_sha256 = sha256_file(self.object)
         ncpus = _libbpf.possible_cpus()
-        self.params = load_params(self.spec, ncpus, self.ifindex)
+        with _bpf_btf.Btf.from_file(self.object) as btf:
+            known = {v: btf.var_info(v) is not None for s in ("rodata", "data")
+                     for v in list(self.spec["attach"].get(s) or {}) + list(self.overrides.get(s) or {})}
+        self.params = load_params(self.spec, ncpus, self.ifindex, self.overrides, self.lookup_ifindex,
+                                  known.get, self.notes)
         self.fp = fingerprint(self.object_sha256, self.params)
         self.check_pins(info["maps"])
 

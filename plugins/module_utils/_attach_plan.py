@@ -100,26 +100,50 @@ def validate_ifname(ifname: str) -> None:
 # Load parameters and fingerprint
 # ---------------------------------------------------------------------------
 
-def resolve_values(values: dict, ncpus: int, ifindex: int) -> dict:
-    """Replace the special words of attach.rodata/attach.data by their values."""
+def resolve_values(values: dict, ncpus: int, ifindex: int, lookup=None) -> dict:
+    """Replace the special words of attach.rodata/attach.data (and the module's rodata/data) by their values:
+    ``possible_cpus``, ``ifindex``, ``ifindex:NAME`` (``lookup(NAME)``), ``be16:N`` (N byte-swapped into the
+    little-endian integer whose bytes are N in network order: BPF objects here are little-endian)."""
     out = {}
     for var, value in sorted(values.items()):
         if value == "possible_cpus":
             out[var] = ncpus
         elif value == "ifindex":
             out[var] = ifindex
+        elif isinstance(value, str) and value.startswith("ifindex:"):
+            out[var] = lookup(value[len("ifindex:"):]) if lookup else value
+        elif isinstance(value, str) and value.startswith("be16:"):
+            out[var] = int.from_bytes(int(value[5:], 0).to_bytes(2, "big"), "little")
         else:
             out[var] = value
     return out
 
 
-def load_params(spec: dict, ncpus: int, ifindex: int) -> dict:
-    """What load_object gets besides the path: map resizes and global values."""
-    return {
-        "resize": {item["map"]: ncpus for item in spec.get("cpu_sized_maps") or []},
-        "rodata": resolve_values(spec["attach"].get("rodata") or {}, ncpus, ifindex),
-        "data": resolve_values(spec["attach"].get("data") or {}, ncpus, ifindex),
-    }
+def load_params(spec: dict, ncpus: int, ifindex: int, overrides: dict | None = None, lookup=None,
+                has_var=None, notes: list | None = None) -> dict:
+    """What load_object gets besides the path: map resizes and global values.
+
+    overrides: the module's own {"rodata": {}, "data": {}} for this interface, over the spec's. has_var(name):
+    does the object have that global? A spec value for a variable the object lacks (an older release) is left
+    out with a note; an override for one is an error."""
+    values = {}
+    for section in ("rodata", "data"):
+        wanted = dict(spec["attach"].get(section) or {})
+        if has_var is not None:
+            for var in sorted(wanted):
+                if not has_var(var):
+                    del wanted[var]
+                    if notes is not None:
+                        notes.append("spec attach.%s.%s is not set: the object has no such variable" % (section, var))
+        mine = (overrides or {}).get(section) or {}
+        missing = sorted(v for v in mine if has_var is not None and not has_var(v))
+        if missing:
+            raise LqosError("%s %s: the object has no such global variable." % (section, ", ".join(missing)),
+                            "check the names against the BPF source (non-static globals of .rodata, .data, .bss).")
+        wanted.update(mine)
+        values[section] = resolve_values(wanted, ncpus, ifindex, lookup)
+    return {"resize": {item["map"]: ncpus for item in spec.get("cpu_sized_maps") or []},
+            "rodata": values["rodata"], "data": values["data"]}
 
 
 def fingerprint(object_sha256: str, params: dict) -> str:

@@ -500,7 +500,7 @@ def run_pinned_maps(module) -> dict:
     result = {"changed": False, "actions": [], "removed": [], "backups": [], "conflicts": found_conflicts}
 
     if state == "restored":
-        backup = read_backup(params["backup"])
+        backup = read_backup(params["restore_from"])
         write = params["approve"] and not module.check_mode
         outcome = restore(pin_root, backup, params.get("pin"), write)
         todo = outcome.pop("todo")

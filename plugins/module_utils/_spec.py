@@ -36,10 +36,24 @@ OUTPUT_KEYS = ("ir", "object", "skeleton", "wrapper_object", "archive", "binding
 TC_DIRECTIONS = ("egress", "ingress")
 # What abi_check/pipeline derive from the tree and its object (docs/pipeline-spec.md, `derive`).
 DERIVE_DEFAULTS = {"mirrors": True, "constants": True, "calls": True, "flags": False}
-SPECIAL_VALUES = ("possible_cpus", "ifindex")
+SPECIAL_VALUES = ("possible_cpus", "ifindex", "ifindex:NAME", "be16:N")
+_SPECIAL_VALUE = re.compile(r"^(possible_cpus|ifindex|ifindex:[^/:\s]{1,15}|be16:(0x[0-9a-fA-F]{1,4}|[0-9]{1,5}))$")
+
+
+def is_load_value(value) -> bool:
+    """An attach.rodata/attach.data value: an integer, ``possible_cpus``, ``ifindex`` (the interface's
+    own index), ``ifindex:NAME`` (another interface's index in the same netns) or ``be16:N`` (N in
+    network byte order, e.g. a VLAN id)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return True
+    if not isinstance(value, str) or not _SPECIAL_VALUE.match(value):
+        return False
+    return not value.startswith("be16:") or int(value[5:], 0) <= 0xFFFF
+
+
 PROGRAM_ROLES = ("required", "optional", "disabled")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive")
+            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive", "health")
 SECTION_KEYS = {
     "sources": ("workdir", "kern", "wrapper_c", "wrapper_h", "inputs"),
     "outputs": OUTPUT_KEYS,
@@ -48,7 +62,9 @@ SECTION_KEYS = {
     "rust": ("roots",),
     "attach": ("xdp", "tc", "rodata", "data"),
     "toolchain": ("minimum_versions",),
+    "health": ("map", "down", "up"),
 }
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 ITEM_KEYS = {
     "cpu_sized_maps": ("map", "constant", "header"),
     "mirrors": ("rust", "c"),
@@ -309,7 +325,7 @@ def validate_spec(raw) -> dict:
         values = c.mapping("attach.%s" % section, at.get(section))
         for var, value in values.items():
             c.ident("attach.%s" % section, var)
-            if not _is_int(value) and value not in SPECIAL_VALUES:
+            if not is_load_value(value):
                 raise c.fail("attach.%s.%s" % (section, var),
                              "must be an integer or one of %s, got %s" % (", ".join(SPECIAL_VALUES), _show(value)),
                              "write a number or a special word")
@@ -331,6 +347,16 @@ def validate_spec(raw) -> dict:
                          "required: the host fails without it; optional: left out with a warning when the kernel "
                          "refuses it; disabled: never loaded")
         roles[prog] = role
+
+    hv = c.mapping("health", raw.get("health"), SECTION_KEYS["health"])
+    health = None
+    if hv:
+        health = {"map": c.ident("health.map", hv.get("map"))}
+        for key in ("down", "up"):
+            if not isinstance(hv.get(key), str) or not _FIELD_PATH.match(hv[key]):
+                raise c.fail("health.%s" % key, "must be a field path of the map's value, got %s" % _show(hv.get(key)),
+                             "name the counter field, e.g. `icmp_packets.down` or `icmp_download_packets`")
+            health[key] = hv[key]
 
     tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
     minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))
@@ -355,6 +381,7 @@ def validate_spec(raw) -> dict:
         "constants": constants,
         "pinned_maps": pinned,
         "attach": attach,
+        "health": health,
         "programs": roles,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
         "derive": derive,

@@ -102,6 +102,9 @@ options:
       - Internal. Set by the action plugin on the controller (Rust layouts, size assertions and constants); never
         set it in a task.
     type: dict
+requirements:
+  - tree-sitter and tree-sitter-rust on the controller (the Rust mirrors are parsed there)
+  - python3-cffi and libbpf1 (C(libbpf.so.1)) on the target (the object's BTF is read through libbpf)
 notes:
   - The task must run through the action plugin (a normal C(lqos.bpf.abi_check) task does) for the Rust half; run
     without it, every mirror pair is reported as not computed.

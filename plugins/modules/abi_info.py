@@ -24,6 +24,7 @@ description:
     root that is not a bpffs) is reported in RV(errors) or in the part's own C(error), never as a failure.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.attributes_info
@@ -54,6 +55,13 @@ options:
     description: Report the build chain's tool versions (runs each tool's version command once).
     type: bool
     default: true
+  counters:
+    description:
+      - IP addresses whose per-host counters to read from the spec's C(health) map (its pin under O(pin_root),
+        decoded with the map's own BTF, per-CPU values summed). The deploy role reads them before and after its
+        traffic probe to prove the attached programs see the probe's packets, in the right direction.
+    type: list
+    elements: str
   programs:
     description:
       - Trial-load every program of the current build alone on this kernel (nothing is pinned or attached) and
@@ -95,6 +103,11 @@ toolchain:
   returned: always
   type: dict
   sample: {clang: "14.0.6", llc: "14.0.6", bpftool: "7.1.0", bindgen: "0.60.1", ar: "2.40", libbpf: "1.1"}
+counters:
+  description: With O(counters), C(down) and C(up) of each address (null when the map has no entry for it).
+  returned: when O(counters) is given
+  type: dict
+  sample: {"10.0.0.2": {down: 3, up: 3}, "10.0.0.9": null}
 programs:
   description:
     - With O(programs), every program of the current build with its role and whether this kernel loads it;
@@ -178,7 +191,7 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import gather
+from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import counter_facts, gather
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     default_build_root, PIN_ARGS, SPEC_ARGS, run_module,
 )
@@ -195,6 +208,7 @@ def argument_spec() -> dict:
         )),
         toolchain=dict(type="bool", default=True),
         programs=dict(type="bool", default=True),
+        counters=dict(type="list", elements="str"),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)
@@ -207,6 +221,8 @@ def run(module) -> dict:
     build_root = params["build_root"] or default_build_root(spec["name"])
     facts = gather(module, spec, build_root, params["pin_root"], params["interfaces"], params["toolchain"],
                    params["programs"])
+    if params["counters"] is not None:
+        facts["counters"] = counter_facts(params["pin_root"], spec, params["counters"])
     return dict(changed=False, **facts)
 
 

@@ -13,12 +13,15 @@ description:
   - "Runs on the controller only (action plugin); nothing runs on the targets. Call it once for the play
     (C(run_once: true), C(delegate_to: localhost)) after every host ran M(lqos.bpf.abi_info)."
   - Reads each host's abi_info result (from the host variable O(result_var), or O(results)), classifies every host
-    as V(drift), V(ok), V(unchecked) (built, no ABI check recorded for the current build), V(not_built) or
-    V(no_data) (abi_info did not run there), groups the hosts by object hash and ABI status, and lists every drift
-    finding - a failed ABI check of the current build, an incompatible pinned map, or an attached program that is
-    not the one the deploy recorded.
+    as V(drift), V(deployed) (built, checked, its programs attached), V(built) (built and checked, nothing attached),
+    V(unchecked) (built, no ABI check recorded for the current build), V(not_built) or V(no_data) (abi_info did not
+    run there), groups the hosts by object hash and ABI status, and lists every drift finding - a failed ABI check
+    of the current build, an incompatible pinned map, an attached program that is not the one the deploy recorded,
+    or a map pin missing under attached programs.
   - Writes the report to O(dest) as JSON, Markdown and a self-contained HTML page (inline CSS, no script, no
-    external resources). Field extraction uses jmespath on the controller.
+    external resources), the last two from Jinja2 templates (O(templates)). Each carries the time, the spec, the
+    collection version and a legend of the statuses; hashes are shortened in tables (the full one is in the JSON
+    and, in HTML, on hover). Field extraction uses jmespath on the controller.
   - Fails when any host drifts, unless O(fail_on_drift=false); the files are written first.
 author: lqos.bpf maintainers (@lqos-bpf)
 options:
@@ -35,7 +38,8 @@ options:
     description: The results by host name, instead of reading O(result_var) from each host's variables.
     type: dict
   dest:
-    description: Folder on the controller for the report files (created when missing).
+    description: Folder on the controller for the report files (created when missing). A relative path is relative
+      to the folder C(ansible-playbook) runs in.
     type: path
     required: true
   basename:
@@ -52,6 +56,25 @@ options:
     description: Fail the task (after writing the report) when any host drifts.
     type: bool
     default: true
+  spec:
+    description: Name of the pipeline spec the fleet was audited against, shown in the report's header.
+    type: str
+  templates:
+    description:
+      - Jinja2 templates for the Markdown and HTML files, instead of the built-in ones (C(roles/audit/templates/) of
+        this collection). A relative name is looked up like M(ansible.builtin.template) does (the role's, then the
+        playbook's C(templates/)).
+      - "A template gets C(report) (the JSON report as data), C(summary) (the one-line summary) and C(statuses) (in
+        order), and the filters C(short) (a hash's first 12 characters) and C(md) (a Markdown table cell). Files
+        ending in C(.html) or C(.html.j2) are HTML-escaped."
+    type: dict
+    suboptions:
+      markdown:
+        description: Template of the C(.md) file.
+        type: path
+      html:
+        description: Template of the C(.html) file.
+        type: path
 attributes:
   check_mode:
     support: full
@@ -61,14 +84,13 @@ attributes:
     description: No diff is returned.
   idempotent:
     support: full
-    description: The files are rewritten only when their content changes.
+    description: The task reports a change only when the report's content changes; a new time alone is no change
+      (the files are rewritten with it).
   action:
     support: full
     description: Runs entirely on the controller as an action plugin.
-notes:
-  - Requires the C(jmespath) Python library on the controller.
 requirements:
-  - jmespath (controller)
+  - jmespath on the controller
 seealso:
   - module: lqos.bpf.abi_info
 """
@@ -83,7 +105,7 @@ EXAMPLES = r"""
 - name: Write the fleet report and fail on drift
   lqos.bpf.abi_report:
     hosts: "{{ ansible_play_hosts_all }}"
-    dest: "{{ playbook_dir }}/reports"
+    dest: reports
   run_once: true
   delegate_to: localhost
 """
@@ -104,13 +126,13 @@ status_counts:
   description: How many hosts have each ABI status.
   returned: always
   type: dict
-  sample: {drift: 1, ok: 40, unchecked: 0, not_built: 2, no_data: 0}
+  sample: {drift: 1, deployed: 40, built: 0, unchecked: 0, not_built: 2, no_data: 0}
 groups:
   description: Hosts grouped by object sha256 and ABI status, drifted groups first.
   returned: always
   type: list
   elements: dict
-  sample: [{object_sha256: "9b1c...", status: ok, build_ids: [3f2a9c0d1e4b5a6c], hosts: [shaper1, shaper2]}]
+  sample: [{object_sha256: "9b1c...", status: deployed, build_ids: [3f2a9c0d1e4b5a6c], hosts: [shaper1, shaper2]}]
 drift:
   description: Every drift finding, each with C(host), C(kind) (V(abi), V(pin) or V(program)), C(subject) and C(detail).
   returned: always
@@ -132,7 +154,7 @@ msg:
   description: One line summing the report up (and, on failure, every drift finding and the fix).
   returned: always
   type: str
-  sample: "fleet ABI audit: 43 host(s), 2 object hash(es): 1 drift, 40 ok, 2 not_built; 1 drift finding(s) on shaper3"
+  sample: "fleet ABI audit: 43 host(s), 2 object hash(es): 1 drift, 40 deployed, 2 not_built; 1 drift finding(s) on shaper3"
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -148,6 +170,8 @@ def argument_spec() -> dict:
         formats=dict(type="list", elements="str", choices=["html", "json", "markdown"],
                      default=["json", "markdown", "html"]),
         fail_on_drift=dict(type="bool", default=True),
+        spec=dict(type="str"),
+        templates=dict(type="dict", options=dict(markdown=dict(type="path"), html=dict(type="path"))),
     )
 
 

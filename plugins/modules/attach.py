@@ -90,6 +90,23 @@ options:
       - Losing it is harmless - the next run loads the object once to compare tags.
     type: path
     default: /run/lqos-bpf/attach
+  rodata:
+    description:
+      - Load-time values of C(.rodata) variables for this interface, over the spec's C(attach.rodata).
+      - Each value is an integer, V(possible_cpus), V(ifindex) (this interface's index), C(ifindex:NAME) (the index
+        of interface NAME in the same network namespace) or C(be16:N) (N in network byte order, e.g. a VLAN id).
+      - A variable the object does not have is an error here; a spec value for one (an older release) is left out
+        with a note.
+    type: dict
+    default: {}
+  data:
+    description:
+      - Load-time values of C(.data)/C(.bss) variables for this interface, over the spec's C(attach.data); values as
+        for O(rodata). LibreQoS's topologies set C(direction) (1 Internet-facing, 2 ISP-facing, 3 on a stick),
+        C(to_internet_ifindex)/C(to_isp_ifindex) (C(ifindex:NAME)) and, on a stick, C(internet_vlan)/C(isp_vlan)
+        (C(be16:N)) and C(stick_offset) this way.
+    type: dict
+    default: {}
 notes:
   - Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), libbpf1 and python3-cffi on the target.
   - An existing map pin that the object cannot reuse (other type, sizes, max_entries or flags) fails the run before
@@ -99,6 +116,17 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: A LibreQoS-style pair, Internet-facing side (the ISP-facing side passes direction 2)
+  lqos.bpf.attach:
+    spec: libreqos
+    object: /var/lib/lqos-bpf/libreqos/current/lqos_kern.o
+    interface: eth0
+    data:
+      direction: 1
+      to_internet_ifindex: ifindex:eth0
+      to_isp_ifindex: ifindex:eth1
+    approve: true
+
 - name: Show what attaching would do (no approval, nothing changes)
   lqos.bpf.attach:
     spec: reference
@@ -340,6 +368,8 @@ def argument_spec() -> dict:
         tc=dict(type="bool", default=True),
         force=dict(type="bool", default=False),
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+        rodata=dict(type="dict", default={}),
+        data=dict(type="dict", default={}),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)

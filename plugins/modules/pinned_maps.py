@@ -28,6 +28,7 @@ description:
     removed. O(state=restored) loads such a backup back into a compatible map.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.approve
   - lqos.bpf.common.attributes_action
@@ -51,7 +52,7 @@ options:
     description:
       - V(audited) only reports; it never changes anything.
       - V(clean) removes the incompatible map pins (with O(approve=true)), each after a verified backup.
-      - V(restored) writes the entries of the backup O(backup) into the map pinned at the backup's pin path (or
+      - V(restored) writes the entries of the backup O(restore_from) into the map pinned at the backup's pin path (or
         O(pin)), after checking that key and value sizes match. Entries already equal are skipped; entries the
         map holds that the backup lacks are kept.
     type: str
@@ -63,9 +64,13 @@ options:
         be on a bpffs.
     type: path
     default: /var/lib/lqos-bpf/map-backups
-  backup:
-    description: The backup file to load, for O(state=restored) (see RV(backups)).
+  restore_from:
+    description:
+      - The backup file to load, for O(state=restored) (see RV(backups)).
+      - The alias O(backup) is deprecated and will be removed in 1.0.0 (elsewhere in Ansible C(backup) is a
+        boolean that makes a backup, not a file to restore from).
     type: path
+    aliases: [backup]
   pin:
     description:
       - For O(state=restored), the map to restore into, relative to O(pin_root) (or absolute under it). Defaults to
@@ -110,7 +115,7 @@ EXAMPLES = r"""
 - name: Load a backup back into the new, compatible map
   lqos.bpf.pinned_maps:
     state: restored
-    backup: "{{ cleanup.backups[0].file }}"
+    restore_from: "{{ cleanup.backups[0].file }}"
     approve: true
 
 - name: LibreQoS-style check of a few maps by key/value size only
@@ -241,7 +246,8 @@ def argument_spec() -> dict:
         derive_from_object=dict(type="bool", default=True),
         state=dict(type="str", choices=["audited", "clean", "restored"], default="audited"),
         backup_dir=dict(type="path", default=DEFAULT_BACKUP_DIR),
-        backup=dict(type="path"),
+        restore_from=dict(type="path", aliases=["backup"],
+                          deprecated_aliases=[dict(name="backup", version="1.0.0", collection_name="lqos.bpf")]),
         pin=dict(type="str"),
         maps=dict(type="list", elements="str"),
     )
@@ -256,7 +262,7 @@ def run(module) -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           required_if=[("state", "restored", ["backup"])])
+                           required_if=[("state", "restored", ["restore_from"])])
     run_module(module, run)
 
 

@@ -69,6 +69,8 @@ options:
     description: Seconds to wait for another build (or rollback) of the same O(dest) to finish.
     type: int
     default: 300
+requirements:
+  - clang, llc (llvm), bpftool, bindgen, ar (binutils), libbpf-dev and gcc-multilib (the asm headers) on the target
 """
 
 EXAMPLES = r"""

@@ -55,6 +55,9 @@ options:
     description: Fail with one summary of every required check that did not pass.
     type: bool
     default: false
+requirements:
+  - python3 on the target; what it checks (clang, llc, bpftool, bindgen, ar, libbpf1, python3-cffi, kernel BTF,
+    bpffs, capabilities) it reports as problems with their fix, it does not need them to run
 notes:
   - Checks marked not required (CPU-sized maps) are reported under RV(warnings_found) and never fail the task.
 """

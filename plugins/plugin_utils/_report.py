@@ -9,23 +9,31 @@ Pure logic on plain data (no Ansible objects), so it is unit-tested and
 benchmarked without a fleet. Field extraction goes through compiled jmespath
 expressions; grouping is plain Python.
 
-A host's ABI status is one of:
+A host's ABI status is one of (``LEGEND`` says the same to the report's reader):
 
 - ``drift``: the last ABI check of its current build failed, a pinned map is
-  incompatible, or an attached program is not the one the deploy recorded;
-- ``ok``: built, ABI check passed for this build, nothing of the above;
+  incompatible, an attached program is not the one the deploy recorded, or a
+  map pin is missing while programs are attached;
+- ``deployed``: built, ABI check passed for this build, its programs attached,
+  nothing of the above;
+- ``built``: built and ABI-checked, but nothing attached (not deployed, or
+  detached);
 - ``unchecked``: built, but no ABI check recorded for the current build;
 - ``not_built``: no build on the host;
 - ``no_data``: abi_info did not run or failed there (unreachable, error).
 
-Only ``drift`` fails the audit.
+Only ``drift`` fails the audit. The JSON rendering is here; Markdown and HTML
+come from Jinja2 templates (``render``), which a user can replace.
 """
 
 from __future__ import annotations
 
-import html
+import datetime
 import json
+import os
 import traceback
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 try:
     import jmespath
@@ -36,8 +44,18 @@ except ImportError:  # the action plugin reports it as one clear error
     HAS_JMESPATH = False
     JMESPATH_IMP_ERR = traceback.format_exc()
 
-STATUSES = ("drift", "ok", "unchecked", "not_built", "no_data")
-REPORT_VERSION = 1
+STATUSES = ("drift", "deployed", "built", "unchecked", "not_built", "no_data")
+LEGEND = {
+    "drift": "needs action: a failed ABI check of the current build, an incompatible pinned map, a program that "
+             "is not the one the deploy recorded, or a missing map pin under attached programs",
+    "deployed": "built, ABI check passed, the programs attached as the deploy recorded them",
+    "built": "built and ABI-checked, but nothing attached (not deployed yet, or detached)",
+    "unchecked": "built, but no ABI check recorded for the current build",
+    "not_built": "no build on the host",
+    "no_data": "no facts: abi_info failed or the host was unreachable",
+}
+SHORT_HASH = 12  # characters of a sha256 shown in tables; the full hash is in the JSON and on hover
+REPORT_VERSION = 2
 SUMMARY_HOSTS = 10  # drifted hosts named in the one-line summary (the report lists them all)
 
 _EXPRESSIONS = {
@@ -52,6 +70,7 @@ _EXPRESSIONS = {
     "check_summary": "abi_check.summary",
     "check_problems": "abi_check.problems",
     "bad_pins": "pins.maps[?status=='incompatible'].{name: name, reason: reason}",
+    "missing_pins": "pins.maps[?status=='missing'].name",
     "pin_summary": "pins.summary",
     "pin_error": "pins.error",
     "xdp": "attached[?xdp].{interface: interface, netns: netns, hook: 'xdp', program: xdp.name, "
@@ -116,6 +135,10 @@ def host_summary(host: str, result) -> dict:
             else:
                 detail = "nothing attached where %s is expected" % row.get("expected_program")
             drift.append(_drift(host, "program", "%s %s" % (where, row["hook"]), detail))
+    if any(row.get("id") for row in attached):
+        for name in _q("missing_pins", result) or []:
+            drift.append(_drift(host, "pin", name, "map pin missing while programs are attached: the map they use "
+                                                   "is no longer reachable by its path"))
     for row in _q("iface_errors", result) or []:
         warnings.append("interface %s: %s" % (row["interface"], row["error"]))
     warnings.extend(str(e) for e in _q("errors", result) or [])
@@ -125,8 +148,10 @@ def host_summary(host: str, result) -> dict:
         status = "not_built"
     elif not check_current:
         status = "unchecked"
+    elif any(row.get("id") for row in attached):
+        status = "deployed"
     else:
-        status = "ok"
+        status = "built"
     return {
         "host": host, "status": status, "object_sha256": _q("object_sha256", result), "build_id": build_id,
         "skeleton_object": _q("skeleton_object", result), "programs": _q("programs", result) or [],
@@ -138,8 +163,10 @@ def host_summary(host: str, result) -> dict:
     }
 
 
-def aggregate(results: dict) -> dict:
-    """``results``: {host: abi_info result (or None)} -> the report (a JSON-able dict)."""
+def aggregate(results: dict, meta: dict | None = None) -> dict:
+    """``results``: {host: abi_info result (or None)} -> the report (a JSON-able dict).
+
+    ``meta`` (``generated_at``, ``spec``, ``collection``) goes into the report as it is."""
     rows = [host_summary(h, results[h]) for h in sorted(results)]
     counts = {s: 0 for s in STATUSES}
     groups: dict = {}
@@ -160,8 +187,13 @@ def aggregate(results: dict) -> dict:
     ordered = sorted(groups.values(), key=lambda g: (STATUSES.index(g["status"]), -len(g["hosts"]),
                                                      g["object_sha256"] or ""))
     drifted = [r["host"] for r in rows if r["status"] == "drift"]
+    meta = meta or {}
     return {
         "version": REPORT_VERSION,
+        "generated_at": meta.get("generated_at"),
+        "spec": meta.get("spec"),
+        "collection": meta.get("collection") or {"name": "lqos.bpf", "version": None},
+        "legend": LEGEND,
         "hosts_total": len(rows),
         "ok": not drifted,
         "status_counts": counts,
@@ -196,89 +228,56 @@ def to_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=True) + "\n"
 
 
-def _md(text) -> str:
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def collection_version(root: str):
+    """The version of the collection at ``root``: MANIFEST.json when installed, galaxy.yml in a checkout."""
+    try:
+        with open(os.path.join(root, "MANIFEST.json")) as fh:
+            return json.load(fh)["collection_info"]["version"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        with open(os.path.join(root, "galaxy.yml")) as fh:
+            for line in fh:
+                if line.startswith("version:"):
+                    return line.split(":", 1)[1].strip().strip("'\"") or None
+    except OSError:
+        pass
+    return None
+
+
+def short(sha) -> str:
+    return sha[:SHORT_HASH] if sha else "(none)"
+
+
+def md_cell(text) -> str:
+    """A Markdown table cell: pipes escaped, one line."""
     return str("" if text is None else text).replace("|", "\\|").replace("\n", " ")
 
 
-def _short(sha) -> str:
-    return sha[:12] if sha else "(none)"
+class ReportTemplateError(Exception):
+    pass
 
 
-def to_markdown(report: dict) -> str:
-    out = ["# Fleet ABI report", "", summary_line(report), ""]
-    out += ["## Hosts by object hash and ABI status", "",
-            "| status | object sha256 | build ids | hosts |", "|---|---|---|---|"]
-    for g in report["groups"]:
-        out.append("| %s | `%s` | %s | %s |" % (
-            g["status"], _short(g["object_sha256"]), _md(", ".join(g["build_ids"]) or "-"),
-            _md(", ".join(g["hosts"]))))
-    out += ["", "## Drift", ""]
-    if report["drift"]:
-        out += ["| host | kind | subject | detail |", "|---|---|---|---|"]
-        out += ["| %s | %s | %s | %s |" % (_md(d["host"]), d["kind"], _md(d["subject"]), _md(d["detail"]))
-                for d in report["drift"]]
-    else:
-        out.append("No drift.")
-    out += ["", "## Hosts", "", "| host | status | kernel | object | attached | pins | notes |",
-            "|---|---|---|---|---|---|---|"]
-    for name in sorted(report["hosts"]):
-        h = report["hosts"][name]
-        attached = "; ".join("%s %s %s %s" % (a["interface"], a["hook"], a.get("program") or "-", a.get("tag") or "")
-                             for a in h["attached"])
-        pins = ", ".join("%d %s" % (v, k) for k, v in sorted(h["pins"].items()) if v and k != "total")
-        out.append("| %s | %s | %s | `%s` | %s | %s | %s |" % (
-            _md(name), h["status"], _md(h["kernel"] or "-"), _short(h["object_sha256"]), _md(attached or "-"),
-            _md(pins or "-"), _md("; ".join(h["warnings"]) or "-")))
-    return "\n".join(out) + "\n"
+def render(report: dict, template_path: str) -> str:
+    """Render ``report`` with the Jinja2 template at ``template_path`` (HTML-escaped when the
+    template's name ends in .html or .html.j2). Filters: ``short`` (a hash's first characters), ``md``
+    (a Markdown table cell); ``summary`` is the one-line summary."""
+    env = Environment(
+        loader=FileSystemLoader(os.path.dirname(template_path) or "."),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["short"] = short
+    env.filters["md"] = md_cell
+    try:
+        template = env.get_template(os.path.basename(template_path))
+        return template.render(report=report, summary=summary_line(report), statuses=STATUSES)
+    except Exception as exc:  # pylint: disable=broad-exception-caught  # a user's template: any Jinja2 error
+        raise ReportTemplateError("cannot render the report template %s: %s: %s" % (
+            template_path, type(exc).__name__, exc)) from exc
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3} code{font-size:.9em}
-.drift{background:#fde2e1} .ok{background:#e3f6e5} .unchecked,.not_built{background:#fff6d6}
-.no_data{background:#eee}
-"""
-
-
-def _h(text) -> str:
-    return html.escape(str("" if text is None else text))
-
-
-def to_html(report: dict) -> str:
-    """A self-contained page: inline CSS, no script, no external resource."""
-    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             "<title>Fleet ABI report</title><style>%s</style></head><body>" % _CSS,
-             "<h1>Fleet ABI report</h1>", "<p>%s</p>" % _h(summary_line(report)),
-             "<h2>Hosts by object hash and ABI status</h2>",
-             "<table><tr><th>status</th><th>object sha256</th><th>build ids</th><th>hosts</th></tr>"]
-    for g in report["groups"]:
-        parts.append("<tr class=\"%s\"><td>%s</td><td><code>%s</code></td><td>%s</td><td>%s</td></tr>" % (
-            _h(g["status"]), _h(g["status"]), _h(g["object_sha256"] or "(none)"), _h(", ".join(g["build_ids"])),
-            _h(", ".join(g["hosts"]))))
-    parts.append("</table><h2>Drift</h2>")
-    if report["drift"]:
-        parts.append("<table><tr><th>host</th><th>kind</th><th>subject</th><th>detail</th></tr>")
-        parts += ["<tr class=\"drift\"><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
-            _h(d["host"]), _h(d["kind"]), _h(d["subject"]), _h(d["detail"])) for d in report["drift"]]
-        parts.append("</table>")
-    else:
-        parts.append("<p>No drift.</p>")
-    parts.append("<h2>Hosts</h2><table><tr><th>host</th><th>status</th><th>kernel</th><th>object</th>"
-                 "<th>attached</th><th>pins</th><th>notes</th></tr>")
-    for name in sorted(report["hosts"]):
-        h = report["hosts"][name]
-        attached = "<br>".join(_h("%s %s %s %s" % (a["interface"], a["hook"], a.get("program") or "-",
-                                                   a.get("tag") or "")) for a in h["attached"])
-        pins = ", ".join("%d %s" % (v, k) for k, v in sorted(h["pins"].items()) if v and k != "total")
-        parts.append("<tr class=\"%s\"><td>%s</td><td>%s</td><td>%s</td><td><code>%s</code></td><td>%s</td>"
-                     "<td>%s</td><td>%s</td></tr>" % (
-                         _h(h["status"]), _h(name), _h(h["status"]), _h(h["kernel"] or "-"),
-                         _h(_short(h["object_sha256"])), attached or "-", _h(pins or "-"),
-                         "<br>".join(_h(w) for w in h["warnings"]) or "-"))
-    parts.append("</table></body></html>")
-    return "\n".join(parts) + "\n"
-
-
-RENDERERS = {"json": (".json", to_json), "markdown": (".md", to_markdown), "html": (".html", to_html)}
+SUFFIXES = {"json": ".json", "markdown": ".md", "html": ".html"}

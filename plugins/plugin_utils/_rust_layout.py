@@ -878,7 +878,7 @@ class RustCrate:
             kids = _named(node)
             op = _text(node.children[0])
             if op == "-" and len(kids) == 1:
-                return -self._eval(kids[0], ctx)
+                return -self._eval(kids[0], ctx)  # pylint: disable=invalid-unary-operand-type  # pylint 3.0 infers None
             raise self._eval_error(node, ctx)
         if kind == "binary_expression":
             left = self._eval(node.child_by_field_name("left"), ctx)

@@ -305,5 +305,3 @@ def test_attach_refuses_a_tc_handle_beyond_u32_before_touching_anything(bpffs, n
     assert sorted(os.listdir(bpffs)) == before
     link = sh("ip", "-n", netns_pair.ns_a, "-d", "link", "show", "dev", netns_pair.if_a).stdout
     assert "xdp" not in link and "prog/xdp" not in link
-
-

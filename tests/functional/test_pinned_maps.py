@@ -354,7 +354,7 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
     # 5. the new object pins compatible maps; restore the backups into them
     with load_reference(reference, bpffs):
         pass
-    restore = dict(state="restored", backup=files["bridge_redirect"])
+    restore = dict(state="restored", restore_from=files["bridge_redirect"])
     target = os.path.join(bpffs, "bridge_redirect")
     assert M.map_entries(target) == []
     plan = pinned_maps(bpffs, **restore)
@@ -369,16 +369,25 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
     assert done["restored"]["entries_written"] == 3
     assert sorted(M.map_entries(target)) == sorted(bridge_entries)
     assert pinned_maps(bpffs, approve=True, **restore)["changed"] is False
+    # The old option name still works, with a deprecation that names the new one.
+    old = pinned_maps(bpffs, state="restored", backup=files["bridge_redirect"], approve=True)
+    assert old["_rc"] == 0 and old["changed"] is False, old
+    [deprecation] = old["deprecations"]
+    # The raw module result: ansible-core 2.19 nests the message in an event, older ones keep it flat.
+    msg = (deprecation.get("event") or deprecation).get("msg")
+    collection = (deprecation.get("deprecator") or {}).get("resolved_name") or deprecation.get("collection_name")
+    assert msg == "Alias 'backup' is deprecated. See the module docs for more information", deprecation
+    assert deprecation["version"] == "1.0.0" and collection == "lqos.bpf", deprecation
 
     host_target = os.path.join(bpffs, "host_traffic")
-    done = pinned_maps(bpffs, state="restored", backup=files["host_traffic"], approve=True)
+    done = pinned_maps(bpffs, state="restored", restore_from=files["host_traffic"], approve=True)
     assert done["changed"] is True and done["restored"]["entries_written"] == 2
     assert sorted(M.map_entries(host_target)) == sorted(host_entries)
 
     # 6. a backup whose layout does not fit the new map is refused before anything is written
     ctl_target = os.path.join(bpffs, "shaper_control")
     ctl_before = M.map_entries(ctl_target)
-    bad = pinned_maps(bpffs, state="restored", backup=files["shaper_control"], approve=True)
+    bad = pinned_maps(bpffs, state="restored", restore_from=files["shaper_control"], approve=True)
     assert bad["_rc"] == 1
     assert bad["msg"] == ("backup %s holds key_size %d / value_size %d, but map %s has key_size %d / value_size %d; "
                           "nothing was written. Fix: restore into a map with the same key and value layout (pin: NAME)."
@@ -389,28 +398,28 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
 
 def test_restore_errors(bpffs, tmp_path):
     missing = str(tmp_path / "nope.json")
-    result = pinned_maps(bpffs, state="restored", backup=missing, approve=True)
+    result = pinned_maps(bpffs, state="restored", restore_from=missing, approve=True)
     assert result["msg"].startswith("backup file %s does not exist. Fix:" % missing)
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
-    result = pinned_maps(bpffs, state="restored", backup=str(junk), approve=True)
+    result = pinned_maps(bpffs, state="restored", restore_from=str(junk), approve=True)
     assert result["msg"].startswith("backup file %s is not valid JSON" % junk)
     result = pinned_maps(bpffs, state="restored")
-    assert result["msg"] == "state is restored but all of the following are missing: backup"
+    assert result["msg"] == "state is restored but all of the following are missing: restore_from"
     # a valid backup whose map is not pinned (yet)
     path = pin_map(bpffs, "m", "hash", 4, 4, 4, [(b"\1\0\0\0", b"abcd")])
     done = pinned_maps(bpffs, state="clean", approve=True, spec=_spec_with({"m": (4, 8)}),
                        backup_dir=str(tmp_path / "b"))
     assert done["removed"] == [path], done
     backup = done["backups"][0]["file"]
-    result = pinned_maps(bpffs, state="restored", backup=backup, approve=True)
+    result = pinned_maps(bpffs, state="restored", restore_from=backup, approve=True)
     assert result["msg"] == ("no map is pinned at %s to restore backup %s into. Fix: load the new object first so "
                              "it pins the map, or name another map with pin:." % (path, backup))
     # pin: elsewhere, confined to the pin root
     other = pin_map(bpffs, "other", "hash", 4, 4, 4)
-    result = pinned_maps(bpffs, state="restored", backup=backup, pin="other", approve=True)
+    result = pinned_maps(bpffs, state="restored", restore_from=backup, pin="other", approve=True)
     assert result["changed"] is True and M.map_entries(other) == [(b"\1\0\0\0", b"abcd")]
-    result = pinned_maps(bpffs, state="restored", backup=backup, pin="../etc", approve=True)
+    result = pinned_maps(bpffs, state="restored", restore_from=backup, pin="../etc", approve=True)
     assert result["msg"] == ("pin entry '../etc' leaves the pin root %s. Fix: name pins relative to pin_root, "
                              "without '..'." % bpffs)
 

@@ -40,6 +40,7 @@ pytestmark = pytest.mark.usefixtures("tools")
 PLAYBOOK_TIMEOUT = 900
 STALE_VALUE_SIZE = 128   # host_traffic's value was 128 bytes in the "old" layout; the object says 112
 RESULT = re.compile(r"^(ok|changed|fatal|failed|skipping): \[([^\]]+)\](?:: [A-Z!]+)?(?: => \(item=(.*?)\))? => (\{.*\})$")
+TASK = re.compile(r"^TASK \[(.*)\] \**$")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
                    r"\s+rescued=(\d+)\s+ignored=(\d+)")
 
@@ -52,14 +53,22 @@ class Run:
         self.out = proc.stdout + proc.stderr
         self.results = []
         self.recap = {}
+        self.changed_tasks = {}  # host -> names of the tasks that reported changed there
+        task = None
         for line in proc.stdout.splitlines():
+            m = TASK.match(line)
+            if m:
+                task = m.group(1)
             m = RESULT.match(line)
             if m:
                 try:
                     data = json.loads(m.group(4))
                 except ValueError:
                     continue
-                self.results.append((m.group(1), m.group(2).split(" -> ")[0], m.group(3), data))
+                host = m.group(2).split(" -> ")[0]
+                self.results.append((m.group(1), host, m.group(3), data))
+                if m.group(1) == "changed":
+                    self.changed_tasks.setdefault(host, set()).add(task)
             m = RECAP.match(line)
             if m:
                 keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
@@ -227,7 +236,7 @@ def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
     assert state["stale_backups"] is False
     summary = {item: d["msg"] for status, h, item, d in run.results
                if h == "localhost" and item in ("good", "stale", "flaky", "nochain")}
-    plan_line = "plan only (lqos_bpf_approve is false): nothing was changed"
+    plan_line = "plan only (lqos_bpf_approve is false): no live change was made"
     assert summary["good"][0] == plan_line
     assert any(line.startswith("attach XDP program xdp_shaper to %s" % hosts["good"].pair.if_a)
                for line in summary["good"]), summary["good"]
@@ -237,6 +246,11 @@ def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
         stale_pin, hosts["stale"].state_dir) in summary["stale"]
     assert "attach on %s once the incompatible pins are removed" % hosts["stale"].pair.if_a in summary["stale"]
     assert summary["nochain"] == ["no summary: the host failed or was not reached (see its tasks above)"]
+    # changed = changed on the host: the sync and the build really ran; the planned pins and hooks are no change.
+    for name in ("good", "stale", "flaky"):
+        assert {t.split(" : ")[0] for t in run.changed_tasks[name]} == {"lqos.bpf.build"}, run.changed_tasks
+    # The plan is printed once, by the summary play.
+    assert run.out.count("remove incompatible map pin %s" % stale_pin) == 1, run
 
 
 def test_preflight_stops_the_host_without_clang_with_its_own_message(fleet):
@@ -264,7 +278,10 @@ def test_audit_flags_the_stale_pin_and_exits_non_zero(fleet):
     assert report["ok"] is False
     assert report["drifted_hosts"] == ["stale"]
     status = {h: row["status"] for h, row in report["hosts"].items()}
-    assert status == {"good": "ok", "stale": "drift", "flaky": "ok", "nochain": "not_built"}
+    # Before the deploy: built and checked, nothing attached - not "ok".
+    assert status == {"good": "built", "stale": "drift", "flaky": "built", "nochain": "not_built"}
+    assert report["spec"] == "reference" and report["collection"]["name"] == "lqos.bpf"
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", report["generated_at"]), report["generated_at"]
     [drift] = report["drift"]
     assert drift["host"] == "stale" and drift["kind"] == "pin" and drift["subject"] == "host_traffic"
     assert "value_size" in drift["detail"] and str(STALE_VALUE_SIZE) in drift["detail"]
@@ -370,7 +387,8 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
         audit = playbook("audit.yml", None, *extra, env=env)
         assert audit.rc == 0, audit
         report = json.load(open(os.path.join(sbx, "report", "fleet-abi-report.json")))
-        assert report["status_counts"]["ok"] == 1 and report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
+        assert report["status_counts"]["deployed"] == 1
+        assert report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
     finally:
         down = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_sandbox_state=absent", env=env)
     assert down.rc == 0, down
@@ -410,3 +428,87 @@ def test_abi_info_reads_a_deployed_host_and_reports_what_it_cannot_read(fleet):
     assert result["_rc"] == 0, result
     assert result["pins"]["error"] == "pin_root %s is not a bpffs mount" % good.dir
     assert result["toolchain"] == {}
+
+
+# ---------------------------------------------------------------------------
+# Check mode, bad input, a mistyped inventory
+# ---------------------------------------------------------------------------
+
+def _mounts() -> str:
+    with open("/proc/self/mountinfo") as fh:
+        return fh.read()
+
+
+def test_check_mode_on_a_fresh_host_gives_the_plan_and_creates_nothing(tmp_path, tools):
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    sbx, scratch = tmp_path / "sbx", tmp_path / "controller-tmp"
+    scratch.mkdir()
+    netns_before = sh("ip", "netns", "list").stdout
+    extra = ("-e", "lqos_bpf_state_dir=%s/state" % sbx, "-e", "lqos_bpf_attach_state_dir=%s/attach" % sbx,
+             "-e", "lqos_bpf_sandbox_pin_root=%s/bpffs" % sbx, "-e", "lqos_bpf_sandbox_netns=lqchk-a",
+             "-e", "lqos_bpf_sandbox_peer_netns=lqchk-b")
+    run = playbook("deploy.yml", None, *extra, "--check", "--diff",
+                   env={"ANSIBLE_INVENTORY": str(empty), "TMPDIR": str(scratch)})
+    assert run.rc == 0, run
+    assert run.recap["sandbox"]["failed"] == 0, run
+    # Nothing on the host: no folder, no mount, no network namespace; no archive left on the controller.
+    assert not sbx.exists()
+    assert str(sbx) not in _mounts()
+    assert sh("ip", "netns", "list").stdout == netns_before
+    assert os.listdir(str(scratch)) == []
+    [summary] = [d["msg"] for status, h, item, d in run.results if h == "localhost" and item == "sandbox"]
+    assert summary == [
+        "check mode: nothing was changed; a run with lqos_bpf_approve=true would make these live changes",
+        "mount bpffs at %s/bpffs" % sbx,
+        "build reference in %s/state/reference: no sources in %s/state/src/reference/shaper_sys yet (check mode: "
+        "they are copied by a real run)" % (sbx, sbx),
+        "attach on lqsbx0 (the exact pins and hooks are planned once the build and the bpffs exist)",
+    ], summary
+
+
+SERIAL_RULE = ('it must be a positive integer, a percentage "1%".."100%", or a non-empty list of those (the '
+               'default [1, "25%", "100%"] deploys a canary host, then 25 % of the hosts, then the rest).')
+
+
+@pytest.mark.parametrize("value, shown", [
+    ('"abc"', '"abc"'), ("null", "null"), ('{"canary": 1}', '{"canary": 1}'), ("0", "0"), ("-1", "-1"),
+    ("[]", "[]"), ('"0%"', '"0%"'), ('"200%"', '"200%"'), ('[1, "25%", 0]', '[1, "25%", 0]'), ("1.5", "1.5"),
+    ("true", "true"),
+])
+def test_a_bad_lqos_bpf_serial_stops_the_deploy_with_what_is_allowed(tmp_path, value, shown):
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    run = playbook("deploy.yml", None, "--check", "-e", '{"lqos_bpf_serial": %s}' % value,
+                   env={"ANSIBLE_INVENTORY": str(empty)})
+    assert run.rc == 2, run
+    assert "Traceback" not in run.out and "probably a bug" not in run.out, run
+    [failure] = run.failures("localhost")
+    assert failure["msg"] == "lqos_bpf_serial is %s: %s" % (shown, SERIAL_RULE), failure
+    assert "sandbox" not in run.recap
+
+
+@pytest.mark.parametrize("value", ['3', '"3"', '"100%"', '[1, "25%", "100%"]'])
+def test_a_good_lqos_bpf_serial_passes(tmp_path, value):
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    # The sandbox teardown in check mode: the serial check runs, then the play ends without touching anything.
+    run = playbook("deploy.yml", None, "--check", "-e", '{"lqos_bpf_serial": %s}' % value,
+                   "-e", "lqos_bpf_sandbox_state=absent", "-e", "lqos_bpf_sandbox_pin_root=%s/none" % tmp_path,
+                   env={"ANSIBLE_INVENTORY": str(empty)})
+    assert run.rc == 0, run
+
+
+@pytest.mark.parametrize("name", ["deploy.yml", "audit.yml"])
+def test_a_mistyped_inventory_is_an_error_not_the_sandbox(tmp_path, name):
+    missing = str(tmp_path / "inventroy.yml")
+    netns_before = sh("ip", "netns", "list").stdout
+    run = playbook(name, missing, "-e", "lqos_bpf_approve=true")
+    assert run.rc == 2, run
+    [failure] = run.failures("localhost")
+    assert failure["msg"] == (
+        "no host in the inventory %s: a mistyped -i path, or an inventory without hosts? Nothing was run. Fix: "
+        "pass an inventory that lists your shapers (ansible-inventory -i <path> --graph shows what Ansible "
+        "parsed), or leave -i out to run on the embedded sandbox on this machine." % missing), failure
+    assert "sandbox" not in run.recap
+    assert sh("ip", "netns", "list").stdout == netns_before

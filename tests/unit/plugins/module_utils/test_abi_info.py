@@ -114,3 +114,28 @@ def test_no_problems_on_a_healthy_host_and_stale_checks_are_not_problems():
              "attached": [], "pins": {"error": "pin_root /x is not a bpffs mount", "maps": []}}
     assert A.problems(facts) == ["pins: pin_root /x is not a bpffs mount"]
     assert A.problems({"build": None, "abi_check": None, "attached": [], "pins": {}}) == []
+
+
+def test_counter_keys_and_field_offsets():
+    from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import address_key, field_at
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+    assert address_key("10.1.2.3") == b"\0" * 10 + b"\xff\xff\x0a\x01\x02\x03"
+    assert address_key("2001:db8::1")[:2] == b"\x20\x01"
+    with pytest.raises(LqosError) as err:
+        address_key("eth0")
+    assert err.value.msg == "counters: 'eth0' is not an IP address."
+    layouts = {
+        "host_counter": {"c_type": "struct host_counter", "members": [
+            {"name": "bytes", "offset": 0, "size": 16, "kind": "struct", "type": "struct down_up_u64"},
+            {"name": "icmp_packets", "offset": 64, "size": 16, "kind": "struct", "type": "struct down_up_u64"}]},
+        "down_up_u64": {"c_type": "struct down_up_u64", "members": [
+            {"name": "down", "offset": 0, "size": 8, "kind": "int", "type": "__u64"},
+            {"name": "up", "offset": 8, "size": 8, "kind": "int", "type": "__u64"}]},
+    }
+    assert field_at(layouts.__getitem__, "host_counter", "icmp_packets.up") == (72, 8)
+    with pytest.raises(LqosError) as err:
+        field_at(layouts.__getitem__, "host_counter", "tcp_packets.down")
+    assert err.value.msg == ("health field tcp_packets.down: struct host_counter has no member tcp_packets (it has "
+                             "bytes, icmp_packets).")
+    with pytest.raises(LqosError, match="is a struct down_up_u64 of 16 bytes, not a counter"):
+        field_at(layouts.__getitem__, "host_counter", "icmp_packets")

@@ -206,3 +206,20 @@ def test_read_state_ignores_missing_broken_and_foreign_versions(tmp_path):
     assert A.read_state(str(path)) == {}
     path.write_text(json.dumps({"version": A.STATE_VERSION, "xdp": {"id": 1}}))
     assert A.read_state(str(path))["xdp"] == {"id": 1}
+
+
+def test_load_values_resolve_interfaces_and_network_byte_order():
+    out = A.resolve_values({"n": "possible_cpus", "me": "ifindex", "isp": "ifindex:eth1", "vlan": "be16:100",
+                            "hexvlan": "be16:0x0102", "plain": 7}, 4, 2, {"eth1": 9}.get)
+    assert out == {"n": 4, "me": 2, "isp": 9, "vlan": 0x6400, "hexvlan": 0x0201, "plain": 7}
+
+
+def test_spec_values_for_variables_an_older_object_lacks_are_left_out_with_a_note():
+    spec = {"attach": {"rodata": {}, "data": {"direction": 1, "to_isp_ifindex": "ifindex:eth1"}}, "cpu_sized_maps": []}
+    notes = []
+    params = A.load_params(spec, 2, 5, {"data": {"direction": 2}}, {"eth1": 9}.get, {"direction": True}.get, notes)
+    assert params["data"] == {"direction": 2}
+    assert notes == ["spec attach.data.to_isp_ifindex is not set: the object has no such variable"]
+    with pytest.raises(A.LqosError) as err:
+        A.load_params(spec, 2, 5, {"data": {"stick_offset": 4}}, None, {"direction": True}.get, [])
+    assert err.value.msg == "data stick_offset: the object has no such global variable."

@@ -37,7 +37,7 @@ def test_minimal_spec_gets_lqos_sys_defaults():
     ({"attach": {"tc": [{"program": "p", "direction": "sideways"}]}},
      "`attach.tc[0].direction` must be egress or ingress, got 'sideways'"),
     ({"attach": {"rodata": {"num_cpus": "lots"}}},
-     "`attach.rodata.num_cpus` must be an integer or one of possible_cpus, ifindex, got 'lots'"),
+     "`attach.rodata.num_cpus` must be an integer or one of possible_cpus, ifindex, ifindex:NAME, be16:N, got 'lots'"),
     ({"mirrors": [{"rust": "A"}]}, "`mirrors[0]` must have both `rust` and `c`"),
     ({"colour": 1}, "pipeline spec 'mini': key(s) `colour` are not known."),
     ({"sources": {"kern": "k.c", "kernn": "k.c"}},

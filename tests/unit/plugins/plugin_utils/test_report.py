@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.plugin_utils import _report as R
 
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles", "audit",
+                         "templates")
+MD = os.path.join(TEMPLATES, "fleet-abi-report.md.j2")
+HTML = os.path.join(TEMPLATES, "fleet-abi-report.html.j2")
+META = {"generated_at": "2026-11-30T05:00:00Z", "spec": "reference", "collection": {"name": "lqos.bpf",
+                                                                                    "version": "0.1.0"}}
 SHA_A = "a" * 64
 SHA_B = "b" * 64
 
@@ -38,7 +45,8 @@ def xdp(tag="0a0a", expected="0a0a", matches=True, name="xdp_shaper"):
 
 
 @pytest.mark.parametrize("result,status", [
-    (host(), "ok"),
+    (host(), "built"),                              # built and checked, nothing attached
+    (host(pins=[("flow_table", "missing", "")] * 8), "built"),
     (host(check_ok=None), "unchecked"),
     (host(check_build="9999"), "unchecked"),       # the recorded check is for another build
     (host(sha=None, check_ok=None), "not_built"),
@@ -48,9 +56,10 @@ def xdp(tag="0a0a", expected="0a0a", matches=True, name="xdp_shaper"):
     ({"changed": False, "msg": "failed_when: false kept it"}, "no_data"),
     (host(check_ok=False), "drift"),
     (host(pins=[("host_traffic", "incompatible", "value_size: expected 112, pinned 128")]), "drift"),
-    (host(pins=[("maps.debug", "not_a_map", ""), ("flow_table", "missing", "")]), "ok"),
+    (host(pins=[("maps.debug", "not_a_map", "")], xdp=xdp()), "deployed"),
+    (host(pins=[("flow_table", "missing", "")], xdp=xdp()), "drift"),  # missing under attached programs
     (host(xdp=xdp(tag="ffff", matches=False)), "drift"),
-    (host(xdp=xdp(matches=None)), "ok"),            # no deploy record: nothing asserted
+    (host(xdp=xdp(matches=None)), "deployed"),      # no deploy record: nothing asserted
     (host(sha=None, check_ok=None, pins=[("x", "incompatible", "key")]), "drift"),
 ])
 def test_host_status(result, status):
@@ -97,25 +106,26 @@ def test_stale_check_and_interface_errors_are_warnings_not_drift():
 
 def test_aggregate_groups_by_object_hash_and_status():
     results = {
-        "s1": host(), "s2": host(), "s3": host(sha=SHA_B, build_id="bbbb"),
+        "s1": host(xdp=xdp()), "s2": host(xdp=xdp()), "s3": host(sha=SHA_B, build_id="bbbb", xdp=xdp()),
         "s4": host(pins=[("flow_table", "incompatible", "key_size")]),
         "s5": None, "s6": host(sha=None, check_ok=None),
     }
     report = R.aggregate(results)
     assert report["hosts_total"] == 6
     assert report["ok"] is False
-    assert report["status_counts"] == {"drift": 1, "ok": 3, "unchecked": 0, "not_built": 1, "no_data": 1}
+    assert report["status_counts"] == {"drift": 1, "deployed": 3, "built": 0, "unchecked": 0, "not_built": 1,
+                                       "no_data": 1}
     assert report["drifted_hosts"] == ["s4"]
     assert [(g["status"], g["object_sha256"], g["hosts"]) for g in report["groups"]] == [
         ("drift", SHA_A, ["s4"]),
-        ("ok", SHA_A, ["s1", "s2"]),
-        ("ok", SHA_B, ["s3"]),
+        ("deployed", SHA_A, ["s1", "s2"]),
+        ("deployed", SHA_B, ["s3"]),
         ("not_built", None, ["s6"]),
         ("no_data", None, ["s5"]),
     ]
     assert report["by_object"] == {SHA_A: ["s1", "s2", "s4"], SHA_B: ["s3"], "none": ["s5", "s6"]}
     assert report["objects"] == 2
-    assert R.summary_line(report) == ("fleet ABI audit: 6 host(s), 2 object hash(es): 1 drift, 3 ok, 1 not_built, "
+    assert R.summary_line(report) == ("fleet ABI audit: 6 host(s), 2 object hash(es): 1 drift, 3 deployed, 1 not_built, "
                                       "1 no_data; 1 drift finding(s) on s4")
 
 
@@ -132,32 +142,63 @@ def test_aggregate_does_not_modify_its_input():
 
 
 def test_json_rendering_round_trips():
-    report = R.aggregate({"a": host(), "b": host(check_ok=False)})
+    report = R.aggregate({"a": host(), "b": host(check_ok=False)}, META)
     assert json.loads(R.to_json(report)) == json.loads(json.dumps(report))
+    assert report["generated_at"] == META["generated_at"] and report["spec"] == "reference"
+    assert report["collection"] == {"name": "lqos.bpf", "version": "0.1.0"}
+    assert set(report["legend"]) == set(R.STATUSES)
 
 
-def test_markdown_lists_groups_drift_and_escapes_pipes():
-    report = R.aggregate({"a|b": host(pins=[("m", "incompatible", "key_size | value_size")])})
-    md = R.to_markdown(report)
+def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_hashes():
+    report = R.aggregate({"a|b": host(pins=[("m", "incompatible", "key_size | value_size")]),
+                          "c": host(sha=SHA_B, xdp=xdp())}, META)
+    md = R.render(report, MD)
     assert md.startswith("# Fleet ABI report\n")
+    assert "| 2026-11-30T05:00:00Z | reference | lqos.bpf 0.1.0 | 2 |" in md
     assert "| drift | `aaaaaaaaaaaa` | 1111aaaa2222bbbb | a\\|b |" in md
+    assert "| deployed | `bbbbbbbbbbbb` |" in md
     assert "| a\\|b | pin | m | key_size \\| value_size |" in md
+    assert "| c | deployed | 6.1.0-27-amd64 | `bbbbbbbbbbbb` | eth1 xdp xdp_shaper 0a0a |" in md
+    assert "| built | %s |" % R.LEGEND["built"] in md
+    assert SHA_A not in md and SHA_B not in md  # short everywhere
 
 
-def test_html_is_self_contained_and_escaped():
-    report = R.aggregate({"<b>evil</b>": host(pins=[("m", "incompatible", "<script>alert(1)</script>")])})
-    page = R.to_html(report)
+def test_html_template_is_self_contained_escaped_with_full_hashes_on_hover():
+    report = R.aggregate({"<b>evil</b>": host(pins=[("m", "incompatible", "<script>alert(1)</script>")])}, META)
+    page = R.render(report, HTML)
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page and "src=" not in page and "href=" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;b&gt;evil&lt;/b&gt;" in page
     assert "<style>" in page
+    assert '<code title="%s">%s</code>' % (SHA_A, SHA_A[:12]) in page
+    assert "<td>2026-11-30T05:00:00Z</td>" in page and "<td>lqos.bpf 0.1.0</td>" in page
+    assert '<tr class="built"><td>built</td><td>%s</td></tr>' % R.LEGEND["built"] in page
 
 
 def test_no_drift_renders_no_drift():
-    report = R.aggregate({"a": host()})
-    assert "No drift." in R.to_markdown(report)
-    assert "<p>No drift.</p>" in R.to_html(report)
+    report = R.aggregate({"a": host()}, META)
+    assert "No drift." in R.render(report, MD)
+    assert "<p>No drift.</p>" in R.render(report, HTML)
+
+
+def test_a_users_template_replaces_the_built_in_one_and_its_errors_are_one_message(tmp_path):
+    mine = tmp_path / "mine.md.j2"
+    mine.write_text("{{ report.hosts_total }} hosts, {{ report.status_counts.deployed }} deployed\n")
+    report = R.aggregate({"a": host(xdp=xdp()), "b": host()}, META)
+    assert R.render(report, str(mine)) == "2 hosts, 1 deployed\n"
+    mine.write_text("{{ report.no_such_key }}")
+    with pytest.raises(R.ReportTemplateError) as err:
+        R.render(report, str(mine))
+    assert str(err.value).startswith("cannot render the report template %s: UndefinedError: " % mine)
+
+
+def test_collection_version_from_galaxy_yml_or_manifest(tmp_path):
+    (tmp_path / "galaxy.yml").write_text("namespace: lqos\nversion: 1.2.3\n")
+    assert R.collection_version(str(tmp_path)) == "1.2.3"
+    (tmp_path / "MANIFEST.json").write_text('{"collection_info": {"version": "1.2.4"}}')
+    assert R.collection_version(str(tmp_path)) == "1.2.4"
+    assert R.collection_version(str(tmp_path / "nothing")) is None
 
 
 def test_summary_line_names_at_most_ten_drifted_hosts():
