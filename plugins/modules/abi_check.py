@@ -471,7 +471,7 @@ def write_record(path: str, spec_name: str, build_dir: str, obj: str, result: di
     changed."""
     record = {
         "spec": spec_name,
-        "build_id": os.path.basename(os.path.normpath(build_dir)),
+        "build_id": os.path.basename(os.path.realpath(build_dir)),
         "object_sha256": sha256_file(obj) if os.path.isfile(obj) else None,
         "ok": result["ok"],
         "summary": result["summary"],
