@@ -226,8 +226,8 @@ def fleet(tmp: str, env: dict, sizes: list, forks: int, tag: str) -> None:
 
     base = min(sizes)
     print("\nfleet scale, forks=%d, serial [1, 25%%, 100%%] for deploy.yml (CPU in seconds)" % forks)
-    print("%-8s %4s %9s %12s %12s %9s %9s %7s" % ("run", "N", "wall", "ctrl CPU", "ctrl CPU/h", "ideal", "wall/id",
-                                                 "vs N=%d" % base))
+    header = ("run", "N", "wall", "ctrl CPU", "ctrl CPU/h", "ideal", "wall/id", "vs N=%d" % base)
+    print("%-8s %4s %9s %12s %12s %9s %9s %7s" % header)
     for kind in ("deploy", "again", "audit"):
         one = rows[base][kind]
         per_host_base = one.controller_cpu / base
