@@ -8,7 +8,7 @@
 
 The Rust half (tree-sitter layouts of the mirror types, size assertions, Rust
 constants) is computed on the controller by the action plugin and arrives here
-as plain data (the module's internal ``_rust`` option). This file compares it
+as plain data (the module's ``rust_layouts`` option). This file compares it
 with the BTF of the built object, read through libbpf (``_bpf_btf.Btf``), and
 checks the chain around the object: skeleton names against the spec and
 against what ``wrapper.c`` uses, ``wrapper.h`` against ``bindings.rs``, and

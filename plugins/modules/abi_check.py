@@ -97,10 +97,12 @@ options:
         drift, so a failed check is on record too. Role M(lqos.bpf.build) keeps it as C(<build_dir>/abi-check.json).
       - Not written in check mode.
     type: path
-  _rust:
+  rust_layouts:
     description:
-      - Internal. Set by the action plugin on the controller (Rust layouts, size assertions and constants); never
-        set it in a task.
+      - The Rust half of the check as data (mirror layouts, size assertions, constants, derivation facts), as this
+        module's action plugin computes it on the controller from O(rust_src) or O(src).
+      - A normal task leaves it unset. Give it only to check layouts computed elsewhere (for example the
+        C(rust_layouts) of an earlier result); it is then used as it is and nothing is parsed on the controller.
     type: dict
 requirements:
   - tree-sitter and tree-sitter-rust on the controller (the Rust mirrors are parsed there)
@@ -418,7 +420,7 @@ def argument_spec() -> dict:
         fail_on_drift=dict(type="bool", default=True),
         record=dict(type="path"),
         trial_load=dict(type="bool", default=False),
-        _rust=dict(type="dict"),
+        rust_layouts=dict(type="dict"),
     )
     spec.update(SPEC_ARGS)
     return spec
@@ -437,7 +439,7 @@ def run(module) -> dict:
     obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
     if os.path.lexists(obj):
         check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
-    result = check_build(spec, build_dir, obj, params["_rust"])
+    result = check_build(spec, build_dir, obj, params["rust_layouts"])
     result["changed"] = False
     if not result["pairs"]:
         # Comparing nothing proves nothing: an empty check is a problem, not a pass.

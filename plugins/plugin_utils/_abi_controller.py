@@ -8,7 +8,7 @@
 Parses the Rust mirror types with tree-sitter (``_rust_layout``), computes
 their ``#[repr(C)]`` layouts, finds the size assertions, reads the sizing
 constants from the C header and the Rust source, and hands all of it to the
-module as plain data (its internal ``_rust`` option). Targets never need
+module as plain data (its ``rust_layouts`` option). Targets never need
 tree-sitter.
 """
 
@@ -253,11 +253,10 @@ def rust_side(spec: dict, root: str) -> dict:
 
 
 def prepare_args(args: dict, basedir: str | None) -> dict:
-    """The action plugin's controller work: add ``_rust`` to the module args.
-    ``args["spec"]`` is already a validated mapping."""
-    if "_rust" in args:
-        raise LqosError("`_rust` is an internal option of lqos.bpf.abi_check, computed on the controller.",
-                        "remove it from the task.")
+    """The action plugin's controller work: add ``rust_layouts`` to the module args (unless the task gives
+    them). ``args["spec"]`` is already a validated mapping."""
+    if args.get("rust_layouts") is not None:
+        return args
     spec = args["spec"]
     rust_src = args.get("rust_src") or args.get("src")
     derive = spec.get("derive", {})
@@ -279,5 +278,5 @@ def prepare_args(args: dict, basedir: str | None) -> dict:
                         "read where Ansible runs." % ("rust_src" if args.get("rust_src") else "src", path),
                         "set rust_src to the crate root of a checkout on the controller.")
     args = dict(args)
-    args["_rust"] = rust_side(spec, path)
+    args["rust_layouts"] = rust_side(spec, path)
     return args

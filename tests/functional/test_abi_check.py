@@ -385,13 +385,12 @@ def test_controller_errors(tmp_path):
     assert str(exc.value) == (
         "src /target/only/shaper_sys does not exist on the controller; the Rust mirror types and header constants "
         "are read where Ansible runs. Fix: set rust_src to the crate root of a checkout on the controller.")
-    with pytest.raises(LqosError) as exc:
-        prepare_args(dict(spec=spec, src="x", _rust={}), None)
-    assert str(exc.value) == ("`_rust` is an internal option of lqos.bpf.abi_check, computed on the controller. "
-                              "Fix: remove it from the task.")
+    # layouts given by the task are used as they are: nothing is parsed (src "x" does not even exist)
+    given = {"root": "/elsewhere", "pairs": []}
+    assert prepare_args(dict(spec=spec, src="x", rust_layouts=given), None)["rust_layouts"] is given
     # rust_src wins over src, and relative paths are taken from the playbook folder.
     args = prepare_args(dict(spec=spec, src="/target/only", rust_src="bpf/shaper_sys"), REPO)
-    assert args["_rust"]["root"] == os.path.join(REPO, "bpf", "shaper_sys")
+    assert args["rust_layouts"]["root"] == os.path.join(REPO, "bpf", "shaper_sys")
 
 
 def test_through_the_action_plugin_with_ansible_playbook(tmp_path, reference):

@@ -111,13 +111,7 @@ def _doc(installed, module) -> dict:
 def test_ansible_doc_renders_with_requirements_and_no_internal_option(installed, module):
     doc = _doc(installed, module)
     assert doc["short_description"] and doc["options"] is not None
-    if module == "attach":
-        pytest.xfail("plugins/modules/attach.py is being restructured by the lead: it still needs "
-                     "'- lqos.bpf.common.requirements_libbpf' in extends_documentation_fragment")
     assert doc.get("requirements"), "%s documents no requirements" % module
-    if module == "abi_check":
-        pytest.xfail("_rust is still documented: hiding it needs a validate-modules:undocumented-parameter "
-                     "ignore, which ansible-lint's production profile refuses (sanity[cannot-ignore])")
     assert [o for o in doc["options"] if o.startswith("_")] == []
 
 

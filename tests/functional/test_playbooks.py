@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -41,7 +42,6 @@ PLAYBOOK_TIMEOUT = 900
 STALE_VALUE_SIZE = 128   # host_traffic's value was 128 bytes in the "old" layout; the object says 112
 RESULT = re.compile(r"^(ok|changed|fatal|failed|skipping): \[([^\]]+)\](?:: [A-Z!]+)?(?: => \(item=(.*?)\))? => (\{.*\})$")
 TASK = re.compile(r"^TASK \[(.*)\] \**$")
-# Without -v the default callback prints a changed result without its JSON: "changed: [host]" or "... => (item=x)".
 CHANGED = re.compile(r"^changed: \[([^\]]+)\]")
 RAN = re.compile(r"^(?:ok|changed): \[([^\]]+)\]")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
@@ -66,7 +66,7 @@ class Run:
             m = RAN.match(line)
             if m:
                 self.ran_tasks.setdefault(m.group(1).split(" -> ")[0], set()).add(task)
-            m = CHANGED.match(line)
+            m = CHANGED.match(line)  # without -v a changed result is one line, without its JSON
             if m:
                 self.changed_tasks.setdefault(m.group(1).split(" -> ")[0], set()).add(task)
             m = RESULT.match(line)
@@ -75,8 +75,7 @@ class Run:
                     data = json.loads(m.group(4))
                 except ValueError:
                     continue
-                host = m.group(2).split(" -> ")[0]
-                self.results.append((m.group(1), host, m.group(3), data))
+                self.results.append((m.group(1), m.group(2).split(" -> ")[0], m.group(3), data))
             m = RECAP.match(line)
             if m:
                 keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
@@ -529,3 +528,35 @@ def test_a_mistyped_inventory_is_an_error_not_the_sandbox(tmp_path, name):
         "parsed), or leave -i out to run on the embedded sandbox on this machine." % missing), failure
     assert "sandbox" not in run.recap
     assert sh("ip", "netns", "list").stdout == netns_before
+
+
+def test_the_audit_report_uses_the_users_template_and_names_a_missing_one(tmp_path):
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    mine = tmp_path / "mine.md.j2"
+    mine.write_text("{{ report.spec }}: {{ report.hosts_total }} host(s), {{ report.status_counts.not_built }} "
+                    "not built\n")
+    env = {"ANSIBLE_INVENTORY": str(empty)}
+    report_dir = tmp_path / "report"
+    run = playbook("audit.yml", None, "-e", "lqos_bpf_report_dir=%s" % report_dir, "-e", "lqos_bpf_state_dir=%s" % tmp_path,
+                   "-e", '{"lqos_bpf_report_templates": {"markdown": "%s"}}' % mine, env=env)
+    assert run.rc == 0, run
+    assert (report_dir / "fleet-abi-report.md").read_text() == "reference: 1 host(s), 1 not built\n"
+    assert (report_dir / "fleet-abi-report.html").read_text().startswith("<!DOCTYPE html>")  # the built-in one
+    first = json.loads((report_dir / "fleet-abi-report.json").read_text())["generated_at"]
+    time.sleep(1.1)
+    again = playbook("audit.yml", None, "-e", "lqos_bpf_report_dir=%s" % report_dir, "-e",
+                     "lqos_bpf_state_dir=%s" % tmp_path, "-e", '{"lqos_bpf_report_templates": {"markdown": "%s"}}' % mine,
+                     env=env)
+    assert again.rc == 0, again
+    # The same fleet: a new time, but no change.
+    assert json.loads((report_dir / "fleet-abi-report.json").read_text())["generated_at"] != first
+    assert again.changed_tasks.get("sandbox", set()) == set(), again.changed_tasks
+    missing = tmp_path / "nosuch.html.j2"
+    run = playbook("audit.yml", None, "-e", "lqos_bpf_report_dir=%s" % report_dir, "-e", "lqos_bpf_state_dir=%s" % tmp_path,
+                   "-e", '{"lqos_bpf_report_templates": {"html": "%s"}}' % missing, env=env)
+    assert run.rc == 2, run
+    [failure] = run.failures("sandbox")
+    assert failure["msg"] == (
+        "the html report template %s was not found (looked in the role's and the playbook's templates/). Fix: give "
+        "an existing path in lqos_bpf_report_templates.html." % missing), failure
