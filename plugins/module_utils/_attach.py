@@ -243,8 +243,8 @@ class Attacher(ApplyMixin):
             raise LqosError("existing map pins are incompatible with %s: %s; libbpf reuses a pin only when type, "
                             "sizes, max_entries and flags match, so nothing was loaded or attached."
                             % (self.object, "; ".join(self.bad_pins)),
-                            "migrate or remove the old pins with lqos.bpf.pinned_maps (state: clean), then attach "
-                            "again.")
+                            "replace the old pins with lqos.bpf.pinned_maps (state: migrated keeps their entries; "
+                            "state: clean removes them after a backup), then attach again.")
 
     def read_pins(self) -> None:
         """Our pinned programs: their ids define what is ours."""

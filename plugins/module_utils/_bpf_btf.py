@@ -356,6 +356,70 @@ class Btf(_Closable):
                             "type_id": vt.type, "type": self.type_name(vt.type)}
         return None
 
+    def shape(self, tid: int, depth: int = 0) -> dict:
+        """A plain-data description of a type, for copying values field by field (``_map_migrate``).
+
+        {"kind": "int", "size", "signed", "name"} for integers, enums and bools;
+        {"kind": "struct", "size", "name", "members": [{"name", "offset" (bytes), "shape"}]};
+        {"kind": "array", "size", "nelems", "elem": shape, "name"}; anything else (unions, floats,
+        pointers, structs with bitfields) is {"kind": "bytes", "size", "name"}: copied only whole.
+        Sizes are bytes, from btf__resolve_size; the source is this BTF (object file or kernel)."""
+        self._check()
+        ffi = _STATE["ffi"]
+        rid = self._skip_mods(tid)
+        size = self.size_of(rid) if rid else 0
+        name = self.type_name(tid) if tid else "void"
+        if not rid or depth > 16:
+            return {"kind": "bytes", "size": size, "name": name}
+        t = self._t(rid)
+        k = self._kind(t)
+        if k == BTF_KIND_INT:
+            enc = ffi.cast("const __u32 *", ffi.cast("const struct btf_type *", t) + 1)[0]
+            if (enc & 0xFF) != size * 8 or (enc >> 16) & 0xFF:
+                return {"kind": "bytes", "size": size, "name": name}
+            return {"kind": "int", "size": size, "signed": bool((enc >> 24) & 1), "name": name}
+        if k in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            return {"kind": "int", "size": size, "signed": self._kflag(t), "name": name}
+        if k == BTF_KIND_ARRAY:
+            arr = self._array(t)
+            return {"kind": "array", "size": size, "nelems": arr.nelems, "elem": self.shape(arr.type, depth + 1),
+                    "name": name}
+        if k == BTF_KIND_STRUCT:
+            mems = self._members(t)
+            members = []
+            for i in range(self._vlen(t)):
+                m = mems[i]
+                bit_offset = m.offset & 0xFFFFFF if self._kflag(t) else m.offset
+                if (self._kflag(t) and m.offset >> 24) or bit_offset % 8:
+                    return {"kind": "bytes", "size": size, "name": name}  # bitfields: only whole
+                mname = _s(_STATE["lib"].btf__name_by_offset(self._btf, m.name_off)) or ""
+                if not mname:
+                    return {"kind": "bytes", "size": size, "name": name}  # anonymous members: only whole
+                members.append({"name": mname, "offset": bit_offset // 8, "shape": self.shape(m.type, depth + 1)})
+            return {"kind": "struct", "size": size, "members": members, "name": name}
+        return {"kind": "bytes", "size": size, "name": name}
+
+    def map_types(self, map_name: str) -> tuple:
+        """(key type id, value type id) of a BTF-defined map (``__type(key, ...)`` in SEC(".maps")) of an
+        object file; 0 for a side given only as a size (``__uint(key_size, ...)``). Raises LibbpfError
+        (ENOENT) when the object defines no such map."""
+        self._check()
+        info = self.var_info(map_name)
+        if info is None or info["section"] != ".maps":
+            raise LibbpfError("map %s is not defined in the .maps section of %s" % (map_name, self.source),
+                              _errno.ENOENT)
+        t = self._t(self._skip_mods(info["type_id"]))
+        out = {"key": 0, "value": 0}
+        if self._kind(t) == BTF_KIND_STRUCT:
+            mems = self._members(t)
+            for i in range(self._vlen(t)):
+                mname = _s(_STATE["lib"].btf__name_by_offset(self._btf, mems[i].name_off))
+                if mname in out:
+                    ptr = self._t(self._skip_mods(mems[i].type))
+                    if self._kind(ptr) == BTF_KIND_PTR:
+                        out[mname] = ptr.type
+        return out["key"], out["value"]
+
     def endianness(self) -> str:
         self._check()
         return "big" if _STATE["lib"].btf__endianness(self._btf) == 1 else "little"

@@ -25,6 +25,8 @@ import time
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     LqosError, STATE_ROOT, atomic_write, is_bpffs, normalise_names, sha256_bytes,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
@@ -50,14 +52,17 @@ def backup_file_name(name: str, stamp: str) -> str:
     return "%s.%s.json" % (name.replace("/", "__"), stamp)
 
 
-def encode_backup(pin: dict, entries: list, possible_cpus: int, created: str, reason: str = "") -> dict:
-    """The backup document: where the map was pinned, its layout, every entry hex-encoded."""
+def encode_backup(pin: dict, entries: list, possible_cpus: int, created: str, reason: str = "",
+                  types: dict | None = None) -> dict:
+    """The backup document: where the map was pinned, its layout, every entry hex-encoded, and
+    (``types``) the BTF shapes of its key and value ({key, value, source}; ``Btf.shape``), so a
+    restore can migrate the entries into a newer layout."""
     percpu = pin["type"] in PERCPU_TYPES
     stride = (pin["value_size"] + 7) // 8 * 8
     return {
         "format": BACKUP_FORMAT,
         "created": created,
-        "pin": pin["path"],
+        "pin": pin.get("pinned_as") or pin["path"],  # a moved-aside map is restored to the name it had
         "name": pin["name"],
         "reason": reason,
         "map": {a: pin.get(a) for a in MAP_INFO_KEYS},
@@ -69,6 +74,7 @@ def encode_backup(pin: dict, entries: list, possible_cpus: int, created: str, re
             "possible_cpus": possible_cpus if percpu else None,
             "value_bytes": stride * possible_cpus if percpu else pin["value_size"],
         },
+        "types": types,
         "entry_count": len(entries),
         "entries": [{"key": k.hex(), "value": v.hex()} for k, v in entries],
     }
@@ -154,8 +160,9 @@ def _still_same_map(pin: dict) -> None:
                         % (pin["path"], now["id"], pin["id"]), "run the task again to audit the current pins.")
 
 
-def write_backup(pin: dict, backup_dir: str, now: float | None = None) -> dict:
-    """Dump the pinned map's entries to a new, verified, timestamped backup file."""
+def write_backup(pin: dict, backup_dir: str, now: float | None = None, types: dict | None = None) -> dict:
+    """Dump the pinned map's entries to a new, verified, timestamped backup file (with ``types``, the
+    BTF shapes of key and value; by default read from the map's kernel BTF)."""
     _still_same_map(pin)
     try:
         entries = M.map_entries(pin["path"])
@@ -163,8 +170,10 @@ def write_backup(pin: dict, backup_dir: str, now: float | None = None) -> dict:
         raise LqosError("backing up %s failed: %s; the pin was NOT removed." % (pin["path"], exc.msg),
                         "save what you need from it yourself, then remove the pin by hand (rm %s)." % pin["path"])
     stamp = timestamp(now)
+    if types is None:
+        types = _kernel_types(pin["path"])
     doc = encode_backup(pin, entries, L.possible_cpus() if pin["type"] in PERCPU_TYPES else 0, stamp,
-                        pin.get("reason", ""))
+                        pin.get("reason", ""), types)
     text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
     path = os.path.join(backup_dir, backup_file_name(pin["name"], stamp))
     n = 0
@@ -183,6 +192,17 @@ def write_backup(pin: dict, backup_dir: str, now: float | None = None) -> dict:
                         % (path, pin["path"]), "check the filesystem of backup_dir.")
     return {"pin": pin["path"], "name": pin["name"], "file": path, "entries": len(entries),
             "sha256": sha256_bytes(text.encode("utf-8"))}
+
+
+def _kernel_types(path: str) -> dict | None:
+    """{key, value, source} shapes from the kernel BTF of a pinned map, or None without BTF."""
+    try:
+        side = kernel_side(path)
+    except L.LibbpfError:
+        return None
+    if side["key_shape"] is None and side["value_shape"] is None:
+        return None
+    return {"key": side["key_shape"], "value": side["value_shape"], "source": side["source"]}
 
 
 def remove_pin(pin: dict) -> None:
@@ -269,9 +289,12 @@ def restore(pin_root: str, backup: dict, pin_option: str | None, write: bool) ->
     target = {"path": path, "type": info["type_name"], "key_size": info["key_size"],
               "value_size": info["value_size"], "max_entries": info["max_entries"]}
     current = dict(M.map_entries(path))
+    migration = None
+    if _layout_differs(backup, target) and backup.get("types"):
+        backup, migration = _migrated_backup(backup, path)
     todo = plan_restore(backup, target, current)
     result = {"pin": path, "name": name, "backup": backup["file"], "entries_total": len(backup["entries"]),
-              "entries_to_write": len(todo), "entries_written": 0, "todo": todo}
+              "entries_to_write": len(todo), "entries_written": 0, "todo": todo, "migration": migration}
     if write and todo:
         for key, value in todo:
             try:
@@ -287,3 +310,34 @@ def restore(pin_root: str, backup: dict, pin_option: str | None, write: bool) ->
             raise LqosError("after restoring backup %s, %d entries of %s still differ (a program is writing them?)."
                             % (backup["file"], wrong, path), "stop the writer and run again.")
     return result
+
+
+def _layout_differs(backup: dict, target: dict) -> bool:
+    layout = backup["layout"]
+    return (layout["key_size"], layout["value_size"]) != (target["key_size"], target["value_size"]) \
+        or backup.get("map", {}).get("type") not in (None, target["type"])
+
+
+def _migrated_backup(backup: dict, path: str) -> tuple:
+    """The backup with its entries converted into the layout of the map at ``path`` (by the BTF shapes
+    the backup stored and the map's kernel BTF), and the public migration plan."""
+    layout, types = backup["layout"], backup["types"] or {}
+    old = {"type": (backup.get("map") or {}).get("type") or ("percpu_hash" if layout.get("percpu") else "hash"),
+           "key_size": layout["key_size"], "value_size": layout["value_size"],
+           "max_entries": (backup.get("map") or {}).get("max_entries") or 0,
+           "key_shape": types.get("key"), "value_shape": types.get("value")}
+    new = kernel_side(path)
+    plan = G.plan_map(backup.get("name") or path, old, new, len(backup["entries"]))
+    try:
+        converted = G.convert_entries(plan, old, new, backup["entries"], L.possible_cpus())
+    except G.MigrationError as exc:
+        raise LqosError("backup %s cannot be restored into %s: %s" % (backup["file"], path, exc.msg),
+                        "restore into a map whose layout the backup's entries can migrate to (pin: NAME).")
+    percpu = new["type"] in PERCPU_TYPES
+    stride = (new["value_size"] + 7) // 8 * 8
+    out = dict(backup)
+    out["entries"] = converted
+    out["layout"] = {"key_size": new["key_size"], "value_size": new["value_size"], "percpu": percpu,
+                     "value_stride": stride if percpu else new["value_size"],
+                     "value_bytes": stride * L.possible_cpus() if percpu else new["value_size"]}
+    return out, G.public_plan(plan)

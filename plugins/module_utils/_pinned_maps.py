@@ -24,6 +24,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_BACKUP_DIR, prepare_backup_dir, read_backup, remove_pin, restore, write_backup,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import ASIDE_DIR
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 try:
@@ -35,7 +37,7 @@ except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
 
 # What libbpf compares before it reuses a pin, in report order.
 ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")
-STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished", "unreadable")
+STATUSES = ("compatible", "incompatible", "unknown", "missing", "not_a_map", "vanished", "unreadable", "aside")
 SOURCE_OBJECT = "object"
 SOURCE_SPEC_LIST = "spec.pinned_maps"
 SOURCE_SPEC_NAMES = "spec.expect.maps"
@@ -302,6 +304,12 @@ def _inspect_non_map(name: str, path: str) -> dict:
 
 def classify(pin: dict, expectations: dict) -> dict:
     """Attach ``expected``/``differences``/``status`` to an inspected pin (pure)."""
+    if pin["name"].startswith(ASIDE_DIR + "/") and pin["kind"] == "map":
+        pin["status"] = "aside"
+        pin["reason"] = ("old map of %s, moved aside by a replacement that is not finished: the programs attached "
+                         "before it still use it; commit (state: committed) or roll back (state: rolled_back)"
+                         % pin["name"][len(ASIDE_DIR) + 1:])
+        return pin
     entry = expectations.get(pin["name"])
     if entry is None:
         if pin["kind"] == "map":
@@ -375,7 +383,7 @@ def audit(pin_root: str, expectations: dict, names=None, hook=None) -> list:
 
 
 def summarise(pins: list) -> dict:
-    counts = {status: 0 for status in STATUSES}
+    counts = {status: 0 for status in STATUSES if status != "aside"}  # "aside" only while a replacement runs
     for pin in pins:
         counts[pin["status"]] = counts.get(pin["status"], 0) + 1
     counts["total"] = len(pins)
@@ -527,6 +535,14 @@ def run_pinned_maps(module) -> dict:
                 "after": "%s: all %d backup entries present\n" % (outcome["name"], outcome["entries_total"]),
                 "before_header": outcome["pin"], "after_header": outcome["pin"],
             }
+    elif state in ("migrated", "committed", "rolled_back"):
+        pins = audit(pin_root, expectations)
+        if state == "migrated":
+            result.update(S.run_migrated(module, pin_root, spec, pins, found_conflicts))
+        elif state == "committed":
+            result.update(S.run_committed(module, pin_root, pins))
+        else:
+            result.update(S.run_rolled_back(module, pin_root, pins))
     else:
         pins = audit(pin_root, expectations, names)
         if state == "clean":
@@ -538,7 +554,7 @@ def run_pinned_maps(module) -> dict:
         else:
             counts = summarise(pins)
             result["msg"] = "%d pin(s) under %s: %s" % (
-                counts["total"], pin_root, ", ".join("%d %s" % (counts[s], s) for s in STATUSES if counts[s]))
+                counts["total"], pin_root, ", ".join("%d %s" % (counts[s], s) for s in STATUSES if counts.get(s)))
     result["pins"] = pins
     result["summary"] = summarise(pins)
     result["pin_root"] = pin_root

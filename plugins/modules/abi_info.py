@@ -62,6 +62,27 @@ options:
         traffic probe to prove the attached programs see the probe's packets, in the right direction.
     type: list
     elements: str
+  probes:
+    description:
+      - Traffic probes of the deploy role's health check. For each, where the attached programs count its replies
+        and the count now (RV(probes)); read before and after the probe, the difference proves the programs saw
+        the probe's packets in the right direction.
+    type: list
+    elements: dict
+    suboptions:
+      target:
+        description: The address the probe pings.
+        type: str
+        required: true
+      netns:
+        description: Network namespace the probe runs in.
+        type: str
+      direction:
+        description:
+          - The interface's C(direction) load-time value. V(1) (faces the Internet) counts the replies C(down) on
+            this host's own source address; V(2) (faces the customers) counts them C(up) on the target's address.
+        type: int
+        default: 1
   programs:
     description:
       - Trial-load every program of the current build alone on this kernel (nothing is pinned or attached) and
@@ -103,6 +124,13 @@ toolchain:
   returned: always
   type: dict
   sample: {clang: "14.0.6", llc: "14.0.6", bpftool: "7.1.0", bindgen: "0.60.1", ar: "2.40", libbpf: "1.1"}
+probes:
+  description: With O(probes), each probe with the C(address) and C(field) (down or up) its replies are counted on,
+    and the C(count) now.
+  returned: when O(probes) is given
+  type: list
+  elements: dict
+  sample: [{target: 10.0.0.1, netns: shaper, direction: 1, address: 10.0.0.2, field: down, count: 6}]
 counters:
   description: With O(counters), C(down) and C(up) of each address (null when the map has no entry for it).
   returned: when O(counters) is given
@@ -191,7 +219,8 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import counter_facts, gather
+from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import gather
+from ansible_collections.lqos.bpf.plugins.module_utils._counters import counter_facts, probe_facts
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     default_build_root, PIN_ARGS, SPEC_ARGS, run_module,
 )
@@ -209,6 +238,11 @@ def argument_spec() -> dict:
         toolchain=dict(type="bool", default=True),
         programs=dict(type="bool", default=True),
         counters=dict(type="list", elements="str"),
+        probes=dict(type="list", elements="dict", options=dict(
+            target=dict(type="str", required=True),
+            netns=dict(type="str"),
+            direction=dict(type="int", default=1),
+        )),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)
@@ -223,6 +257,8 @@ def run(module) -> dict:
                    params["programs"])
     if params["counters"] is not None:
         facts["counters"] = counter_facts(params["pin_root"], spec, params["counters"])
+    if params["probes"] is not None:
+        facts["probes"] = probe_facts(params["pin_root"], spec, params["probes"])
     return dict(changed=False, **facts)
 
 

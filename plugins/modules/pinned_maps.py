@@ -53,11 +53,49 @@ options:
       - V(audited) only reports; it never changes anything.
       - V(clean) removes the incompatible map pins (with O(approve=true)), each after a verified backup.
       - V(restored) writes the entries of the backup O(restore_from) into the map pinned at the backup's pin path (or
-        O(pin)), after checking that key and value sizes match. Entries already equal are skipped; entries the
-        map holds that the backup lacks are kept.
+        O(pin)), after checking that key and value sizes match; a backup that stored the BTF of its key and value
+        (every backup since state V(migrated) exists) is migrated into a newer layout field by field instead.
+        Entries already equal are skipped; entries the map holds that the backup lacks are kept.
+      - V(migrated) replaces each incompatible map pin the new O(object) makes without losing its entries (with
+        O(approve=true)). The old pin is renamed to C(lqos_bpf_aside/NAME) in the same bpffs (the programs using it
+        keep running), the object is loaded with no program so libbpf creates and pins the new map, and every entry
+        is copied into it field by field by name, using the BTF of both layouts (new fields zero or O(defaults),
+        integers widened, dropped fields reported, narrowing refused unless O(allow_narrowing)). Attach the new
+        programs next (M(lqos.bpf.attach) swaps them atomically). A rerun finishes an interrupted replacement.
+      - V(committed) (after the health check) backs each moved-aside map up to O(backup_dir), with the BTF of its key
+        and value, and unpins it.
+      - V(rolled_back) (on failure) unpins the new maps and puts the moved-aside ones back at their names; re-attach
+        the previous build next and it reuses them, entries and all.
     type: str
-    choices: [audited, clean, restored]
+    choices: [audited, clean, restored, migrated, committed, rolled_back]
     default: audited
+  state_dir:
+    description:
+      - Folder of the replacement record (which new map was filled from which moved-aside map), so a rerun never
+        overwrites entries the new programs wrote. Lives in C(/run), like the pins it describes.
+    type: path
+    default: /run/lqos-bpf/maps
+  defaults:
+    description:
+      - For O(state=migrated), values of fields the new layout adds, per map and dotted field path (map name,
+        then field path, then an integer; see the examples). Fields without a default start at zero.
+    type: dict
+    default: {}
+  unmigratable:
+    description:
+      - For O(state=migrated), what to do with a map whose entries cannot move to the new layout (no BTF and other
+        sizes, a kind change no entry survives, entries that do not fit). V(fail) changes nothing and names each.
+        V(start_empty) still replaces it in two phases, with an empty new map; the old map and its entries are
+        backed up at commit (and put back on rollback).
+    type: str
+    choices: [fail, start_empty]
+    default: fail
+  allow_narrowing:
+    description:
+      - For O(state=migrated), truncate integer fields that became narrower even when a value does not fit. By
+        default such an entry refuses the whole migration before anything changes.
+    type: bool
+    default: false
   backup_dir:
     description:
       - Folder on the target for the backups written by O(state=clean). Created (mode 0700) when missing. Must not
@@ -118,6 +156,24 @@ EXAMPLES = r"""
     restore_from: "{{ cleanup.backups[0].file }}"
     approve: true
 
+- name: Replace the incompatible pins keeping their entries (old maps moved aside, new ones filled by BTF)
+  lqos.bpf.pinned_maps:
+    spec: reference
+    object: "{{ build.outputs.object.path }}"
+    state: migrated
+    defaults: {flow_table: {retransmits: 0}}
+    approve: true
+
+- name: After the health check passed, back the old maps up and unpin them
+  lqos.bpf.pinned_maps:
+    state: committed
+    approve: true
+
+- name: On failure, put the old maps back at their names (then re-attach the previous build)
+  lqos.bpf.pinned_maps:
+    state: rolled_back
+    approve: true
+
 - name: LibreQoS-style check of a few maps by key/value size only
   lqos.bpf.pinned_maps:
     spec: libreqos
@@ -149,7 +205,8 @@ pins:
       type: str
       sample: map
     status:
-      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map), V(vanished) or V(unreadable).
+      description: V(compatible), V(incompatible), V(unknown), V(missing), V(not_a_map), V(vanished),
+        V(unreadable) or V(aside) (an old map moved aside by an unfinished replacement).
       type: str
       sample: incompatible
     reason:
@@ -208,12 +265,27 @@ backups:
   sample: [{pin: /sys/fs/bpf/map_traffic, name: map_traffic, entries: 3, sha256: "5d41...",
             file: /var/lib/lqos-bpf/map-backups/map_traffic.20260101T120000.000001Z.json}]
 restored:
-  description: For O(state=restored), C(pin), C(name), C(backup), C(entries_total), C(entries_to_write) and
-    C(entries_written).
+  description: For O(state=restored), C(pin), C(name), C(backup), C(entries_total), C(entries_to_write),
+    C(entries_written) and C(migration) (the field plan when the backup's layout differed, else null).
   returned: when state is restored
   type: dict
   sample: {pin: /sys/fs/bpf/map_traffic, name: map_traffic, backup: /var/lib/lqos-bpf/map-backups/x.json,
            entries_total: 3, entries_to_write: 3, entries_written: 3}
+migrated:
+  description: For O(state=migrated), one item per map filled by this run, with C(name), C(entries_total),
+    C(entries_written) and C(new_id). RV(actions) carries each map's plan in C(migration) (C(from), C(to), C(entries),
+    C(key)/C(value) with C(copied), C(widened), C(narrowed), C(defaulted), C(zeroed), C(lost), and C(refused)) and a
+    one-line C(change).
+  returned: when state is migrated
+  type: list
+  elements: dict
+  sample: [{name: flow_table, entries_total: 10000, entries_written: 10000, new_id: 52}]
+rolled_back:
+  description: For O(state=rolled_back), the names of the maps put back.
+  returned: when state is rolled_back
+  type: list
+  elements: str
+  sample: [flow_table]
 conflicts:
   description: Attributes on which the expectation sources disagree (each with C(map), C(attribute) and
     C(values) by source). A cleanup of such a map is refused.
@@ -237,6 +309,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import DEFAULT_BACKUP_DIR, run_pinned_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import DEFAULT_STATE_DIR
 
 
 def argument_spec() -> dict:
@@ -244,7 +317,12 @@ def argument_spec() -> dict:
         spec=dict(type="raw"),
         object=dict(type="path"),
         derive_from_object=dict(type="bool", default=True),
-        state=dict(type="str", choices=["audited", "clean", "restored"], default="audited"),
+        state=dict(type="str", choices=["audited", "clean", "restored", "migrated", "committed", "rolled_back"],
+                   default="audited"),
+        state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
+        defaults=dict(type="dict", default={}),
+        allow_narrowing=dict(type="bool", default=False),
+        unmigratable=dict(type="str", choices=["fail", "start_empty"], default="fail"),
         backup_dir=dict(type="path", default=DEFAULT_BACKUP_DIR),
         restore_from=dict(type="path", aliases=["backup"],
                           deprecated_aliases=[dict(name="backup", version="1.0.0", collection_name="lqos.bpf")]),
@@ -262,7 +340,7 @@ def run(module) -> dict:
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           required_if=[("state", "restored", ["restore_from"])])
+                           required_if=[("state", "restored", ["restore_from"]), ("state", "migrated", ["object"])])
     run_module(module, run)
 
 

@@ -519,8 +519,9 @@ def test_incompatible_map_pin_is_refused_before_anything_is_loaded(env):
     msg = failed(env.attach(approve=False))
     assert msg == ("existing map pins are incompatible with %s: map cpu_map: pin %s/cpu_map (type_name pinned array, "
                    "object cpumap; value_size pinned 8, object 4); libbpf reuses a pin only when type, sizes, "
-                   "max_entries and flags match, so nothing was loaded or attached. Fix: migrate or remove the old "
-                   "pins with lqos.bpf.pinned_maps (state: clean), then attach again."
+                   "max_entries and flags match, so nothing was loaded or attached. Fix: replace the old pins with "
+                   "lqos.bpf.pinned_maps (state: migrated keeps their entries; state: clean removes them after a "
+                   "backup), then attach again."
                    % (env.objects["reference"], env.bpffs))
     assert env.snapshot() == before
 

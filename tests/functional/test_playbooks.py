@@ -249,8 +249,10 @@ def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
                for line in summary["good"]), summary["good"]
     stale_pin = os.path.join(hosts["stale"].pin_root, "host_traffic")
     assert summary["stale"][0] == plan_line
-    assert "remove incompatible map pin %s (backed up to %s/map-backups first)" % (
-        stale_pin, hosts["stale"].state_dir) in summary["stale"]
+    assert any(line.startswith("replace incompatible map pin %s, the new map starts empty (value value: 128 bytes "
+                               "before, 112 after, and no BTF" % stale_pin)
+               and line.endswith("backed up to %s/map-backups" % hosts["stale"].state_dir)
+               for line in summary["stale"]), summary["stale"]
     assert "attach on %s once the incompatible pins are removed" % hosts["stale"].pair.if_a in summary["stale"]
     assert summary["nochain"] == ["no summary: the host failed or was not reached (see its tasks above)"]
     # changed = changed on the host: the sync and the build really ran; the planned pins and hooks are no change.
@@ -405,6 +407,15 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
         report = json.load(open(os.path.join(sbx, "report", "fleet-abi-report.json")))
         assert report["status_counts"]["deployed"] == 1
         assert report["hosts"]["sandbox"]["attached"][0]["tag"] == xdp["tag"]
+        # Programs that pass traffic but do not see it (bound to another ifindex) fail the health check:
+        # an answered ping is not enough, the programs' own counters must show the replies.
+        blind = json.dumps({"lqos_bpf_interfaces": [{"name": "lqsbx0", "netns": "lqos-sbx-a",
+                                                     "data": {"attach_ifindex": 999}}]})
+        run = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_approve=true", "-e", blind, env=env)
+        assert run.rc == 2, run
+        msg = " ".join(run.failures("sandbox")[-1]["msg"].split())
+        assert ("the attached programs did not count the probe's replies: the down count of 10.253.0.1 rose by 0 "
+                "for 3 replies from 10.253.0.2") in msg, msg
     finally:
         down = playbook("deploy.yml", None, *extra, "-e", "lqos_bpf_sandbox_state=absent", env=env)
     assert down.rc == 0, down

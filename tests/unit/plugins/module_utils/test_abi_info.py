@@ -117,7 +117,7 @@ def test_no_problems_on_a_healthy_host_and_stale_checks_are_not_problems():
 
 
 def test_counter_keys_and_field_offsets():
-    from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import address_key, field_at
+    from ansible_collections.lqos.bpf.plugins.module_utils._counters import address_key, field_at
     from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
     assert address_key("10.1.2.3") == b"\0" * 10 + b"\xff\xff\x0a\x01\x02\x03"
     assert address_key("2001:db8::1")[:2] == b"\x20\x01"
