@@ -57,6 +57,9 @@ class LqosError(Exception):
         return self.msg
 
 
+READ_ONLY_CACHES = "LQOS_BPF_READ_ONLY_CACHES"   # set in check mode: caches are read, never written
+
+
 def run_module(module, run) -> None:
     """Call ``run(module)`` and turn its outcome into exit_json/fail_json.
 
@@ -68,6 +71,9 @@ def run_module(module, run) -> None:
     is set, so it is returned here without that filter).
     """
     module.run_command_environ_update = dict(C_LOCALE)
+    if module.check_mode:
+        # Check mode writes nothing, not even the caches under /var/cache/lqos-bpf (read, never written).
+        os.environ[READ_ONLY_CACHES] = "1"
     try:
         result = run(module)
     except LqosError as exc:

@@ -11,6 +11,13 @@ compiled against the skeleton, ar, bindgen. Idempotent by content (a manifest
 of input hashes decides), atomic (staging folder, then a symlink swap), locked
 (one build per output folder), and the previous build is kept for rollback.
 
+Files outside the crate that the compile reads (``linux/bpf.h`` from
+linux-libc-dev, ``bpf/bpf_helpers.h`` from libbpf-dev, a header reached through
+an ``-I`` flag) are not known before the first build: clang (``-MD -MF``) and
+bindgen (``--depfile``) write every file they really read, the build record
+keeps each one's hash (``deps``), and the plan re-hashes them, so upgrading one
+rebuilds with that file named as the reason.
+
 The layout of ``dest`` and how a build is published: ``_builds.py``.
 """
 
@@ -32,7 +39,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import TOOL_CACHE, tool_versions
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the build record keeps the hash of every file the compile read
 CHAIN_TOOLS = ("clang", "llc", "bpftool", "bindgen", "ar")
 SOURCE_SUFFIXES = (".c", ".h")
 INTERNAL_MAP = re.compile(r"^(rodata|data|bss|kconfig)(_|$)")
@@ -53,6 +60,34 @@ def skeleton_names(text: str) -> dict:
         "maps": [m for m in maps if not INTERNAL_MAP.match(m)],
         "internal_maps": [m for m in maps if INTERNAL_MAP.match(m)],
     }
+
+
+def parse_depfile(text: str, cwd: str) -> list:
+    """The files a make-style dependency file (clang -MD, bindgen --depfile) lists, as absolute paths."""
+    text = text.replace("\\\n", " ")
+    deps = []
+    for line in text.splitlines():
+        head, sep, tail = line.partition(": ")
+        if not sep:
+            continue
+        for word in re.split(r"(?<!\\)\s+", tail.strip()):
+            if word:
+                path = word.replace("\\ ", " ").replace("$$", "$")
+                deps.append(os.path.normpath(os.path.join(cwd, path)))
+    return deps
+
+
+def changed_deps(recorded: dict) -> list:
+    """[(path, 'changed'|'removed')] for the recorded dependencies whose content is no longer the same."""
+    changed = []
+    for path, digest in sorted(recorded.items()):
+        try:
+            now = sha256_file(path)
+        except OSError:
+            now = None
+        if now != digest:
+            changed.append((path, "removed" if now is None else "changed"))
+    return changed
 
 
 def _read_json(path: str):
@@ -182,6 +217,10 @@ class Pipeline:
             elif old["spec"] != manifest["spec"]:
                 reasons.append("spec sources/outputs changed")
             if old.get("hash") == manifest["hash"]:
+                for path, how in changed_deps(current.get("deps") or {}):
+                    changed_inputs.append({"path": path, "before": current["deps"][path],
+                                           "after": None if how == "removed" else sha256_file(path)})
+                    reasons.append("dependency %s (read by the compile, outside the crate): %s" % (path, how))
                 for name in self.verify_outputs(current_dir, current):
                     reasons.append("output %s missing or modified" % name)
             elif not reasons:
@@ -191,7 +230,8 @@ class Pipeline:
             for candidate in _builds.builds_of(self.dest, manifest["hash"][:16]):
                 recorded = self.read_build(candidate)
                 if (recorded and recorded["manifest"]["hash"] == manifest["hash"]
-                        and not self.verify_outputs(candidate, recorded)):
+                        and not self.verify_outputs(candidate, recorded)
+                        and not changed_deps(recorded.get("deps") or {})):
                     reuse = candidate
                     break
         return {"manifest": manifest, "reasons": reasons, "changed_inputs": changed_inputs,
@@ -242,8 +282,9 @@ class Pipeline:
         timings: dict = {}
         warnings: list = []
         path = {k: os.path.join(out, v) for k, v in o.items()}
+        depfile = {step: os.path.join(out, ".%s.d" % step) for step in ("clang", "wrapper", "bindgen")}
         kern = spec["sources"]["kern"]
-        self._run("clang", [tools["clang"]] + flags["clang"] + ["-o", path["ir"], kern],
+        self._run("clang", [tools["clang"]] + flags["clang"] + ["-MD", "-MF", depfile["clang"], "-o", path["ir"], kern],
                   self.workdir, True, timings, warnings, output=path["ir"])
         self._run("llc", [tools["llc"]] + flags["llc"] + ["-o", path["object"], path["ir"]],
                   self.workdir, True, timings, warnings, output=path["object"])
@@ -259,14 +300,14 @@ class Pipeline:
         def wrapper_and_archive():
             # build.rs checks this step's stderr with the same panicking helper as clang and llc.
             self._run("wrapper", [tools["clang"], "-c", spec["sources"]["wrapper_c"], "-I", out] + flags["wrapper"]
-                      + ["-o", path["wrapper_object"]], self.workdir, True, timings, warnings,
+                      + ["-MD", "-MF", depfile["wrapper"], "-o", path["wrapper_object"]], self.workdir, True, timings, warnings,
                       output=path["wrapper_object"])
             self._run("ar", [tools["ar"], "r", path["archive"], path["wrapper_object"]],
                       self.workdir, False, timings, warnings, output=path["archive"])
 
         def bindings():
-            self._run("bindgen", [tools["bindgen"], wrapper_h, "-o", path["bindings"]] + flags["bindgen"]
-                      + ["--", "-I", out] + flags["bindgen_clang"], self.workdir, False, timings, warnings,
+            self._run("bindgen", [tools["bindgen"], wrapper_h, "-o", path["bindings"], "--depfile", depfile["bindgen"]]
+                      + flags["bindgen"] + ["--", "-I", out] + flags["bindgen_clang"], self.workdir, False, timings, warnings,
                       output=path["bindings"])
 
         # wrapper.c and bindgen both need the skeleton, not each other: run them side by side.
@@ -278,7 +319,19 @@ class Pipeline:
                           key=lambda e: 0 if getattr(e, "details", {}).get("rc") else 1)
         if failures:
             raise failures[0]
-        return timings, warnings
+        return timings, warnings, self._read_deps(out, depfile.values())
+
+    def _read_deps(self, out: str, depfiles) -> dict:
+        """{path: sha256} of every file the compile read that the manifest does not already hash (files of
+        the crate are inputs; files of the staging folder are outputs). The depfiles are removed."""
+        known = set(self.input_files())
+        deps = set()
+        for name in depfiles:
+            with open(name) as fh:
+                deps.update(parse_depfile(fh.read(), self.workdir))
+            os.unlink(name)
+        return {p: sha256_file(p) for p in sorted(deps)
+                if p not in known and not p.startswith(out + os.sep) and os.path.isfile(p)}
 
     def build(self, plan: dict, previous_dir: str | None) -> dict:
         """Run the chain into a staging folder (unless an intact build is reused) and publish it."""
@@ -303,7 +356,7 @@ class Pipeline:
     def _build_into(self, staging: str, manifest: dict) -> tuple:
         started = time.monotonic()
         tools = {n: t["path"] for n, t in manifest["tools"].items()}
-        timings, warnings = self._chain(staging, tools)
+        timings, warnings, deps = self._chain(staging, tools)
         with open(os.path.join(staging, self.outputs["skeleton"])) as fh:
             names = skeleton_names(fh.read())
         outputs = {}
@@ -312,7 +365,7 @@ class Pipeline:
             outputs[key] = {"name": name, "sha256": sha256_file(p), "size": os.path.getsize(p)}
         timings["total"] = round(time.monotonic() - started, 4)
         record = {"manifest": manifest, "outputs": outputs, "skeleton": names, "timings": timings,
-                  "warnings": warnings, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                  "warnings": warnings, "deps": deps, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         atomic_write(os.path.join(staging, MANIFEST), canonical_json(record))
         return timings, warnings, names
 

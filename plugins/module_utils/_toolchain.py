@@ -92,7 +92,7 @@ def tool_versions(module, names=None, cache_path: str | None = None, path_prefix
             found[name]["version"] = version
             if rc == 0 and version:
                 cache[probes[name]] = version
-        if cache_path:
+        if cache_path and not os.environ.get("LQOS_BPF_READ_ONLY_CACHES"):
             try:
                 os.makedirs(os.path.dirname(cache_path), exist_ok=True)
                 atomic_write(cache_path, json.dumps(cache, sort_keys=True))

@@ -40,8 +40,9 @@ description:
     like a C(#define) of a C(maximums.h) are checked against it without configuration (C(derive.constants)).
   - Chain files are read from the build folder (the copies of C(wrapper.c) and C(wrapper.h) the pipeline made next to
     the skeleton); missing ones are listed in RV(skipped).
-  - Read-only; C(changed) is always false. Every finding names the struct or file, the field or name, and what to
-    change.
+  - Read-only, except for the O(record) file when one is asked for; C(changed) is true only when that record was
+    (or, in check mode, would be) rewritten. Every finding names the struct or file, the field or name, and what
+    to change.
   - Comparing nothing is not a pass - when no mirror pair was compared (C(mirrors) empty, or none found) the result
     is C(ok=false) with that problem.
   - An O(object) that is a folder, not an ELF file, truncated, or built for another machine is named as such before
@@ -79,6 +80,23 @@ options:
         RV(problems) (and as warnings) and the task succeeds with RV(ok=false).
     type: bool
     default: true
+  trial_load:
+    description:
+      - Also trial-load every program of the object alone on this kernel and probe every map type it uses, exactly
+        as M(lqos.bpf.toolchain_info) does with C(checks=object) (nothing is pinned or attached), returned in
+        RV(object_checks). A required program the kernel refuses fails the task with the preflight's message
+        (after the O(record) is written and after an ABI drift, which is reported first); a refused optional one
+        is a warning.
+      - Lets one call check a build before any live change (role M(lqos.bpf.build) does).
+    type: bool
+    default: false
+  record:
+    description:
+      - Write the outcome as JSON to this file on the target (spec, build id, object sha256, ok, summary, problems,
+        drift, and each pair's rust/c/status), atomically and only when its content changes - before failing on
+        drift, so a failed check is on record too. Role M(lqos.bpf.build) keeps it as C(<build_dir>/abi-check.json).
+      - Not written in check mode.
+    type: path
   rust_layouts:
     description:
       - The Rust half of the check as data (mirror layouts, size assertions, constants, derivation facts), as this
@@ -137,6 +155,13 @@ derivation:
       (per map, its C key and value type from BTF); C(notes) - what was not checked and why; C(bindings_module),
       C(calls), C(skeleton_uses) - the bindings module found and how many calls and skeleton uses were checked.
   returned: always
+  type: dict
+object_checks:
+  description:
+    - With O(trial_load=true), the object's checks as M(lqos.bpf.toolchain_info) returns them with C(checks=object) -
+      C(checks), C(programs) (role, loaded or why not), C(map_types), C(problems) (required checks that failed),
+      C(warnings_found), C(ok).
+  returned: when trial_load is true
   type: dict
 summary:
   description: One line on the outcome.
@@ -374,13 +399,14 @@ skeleton:
            internal_maps: [rodata, data, bss]}
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi import check_build, failure_message
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    check_bpf_object, default_build_root, LqosError, SPEC_ARGS, run_module,
+    atomic_write, check_bpf_object, default_build_root, LqosError, os_fault, SPEC_ARGS, run_module, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -392,6 +418,8 @@ def argument_spec() -> dict:
         build_dir=dict(type="path"),
         object=dict(type="path"),
         fail_on_drift=dict(type="bool", default=True),
+        record=dict(type="path"),
+        trial_load=dict(type="bool", default=False),
         rust_layouts=dict(type="dict"),
     )
     spec.update(SPEC_ARGS)
@@ -423,12 +451,49 @@ def run(module) -> dict:
         result["ok"] = False
         result["summary"] = "spec %r: ABI parity NOT checked: 0 mirror pairs compared (%s), %d chain drift finding(s)" % (
             spec["name"], why, len(result["drift"]))
+    if params["record"]:
+        result["changed"] = write_record(params["record"], spec["name"], build_dir, obj, result, module.check_mode)
     if not result["ok"]:
         if params["fail_on_drift"]:
             raise LqosError(failure_message(spec["name"], result["problems"]), None, **result)
         for problem in result["problems"]:
             module.warn(problem)
+    if params["trial_load"]:
+        from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight, require
+        checks = object_preflight(spec, obj)
+        result["object_checks"] = checks
+        require(checks)
+        for row in checks["warnings_found"]:
+            module.warn("%s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
     return result
+
+
+def write_record(path: str, spec_name: str, build_dir: str, obj: str, result: dict, check_mode: bool) -> bool:
+    """Write the check's outcome to ``path`` unless it already holds exactly that; True when it (would have)
+    changed."""
+    record = {
+        "spec": spec_name,
+        "build_id": os.path.basename(os.path.realpath(build_dir)),
+        "object_sha256": sha256_file(obj) if os.path.isfile(obj) else None,
+        "ok": result["ok"],
+        "summary": result["summary"],
+        "problems": result["problems"],
+        "drift": result["drift"],
+        "pairs": [{k: p.get(k) for k in ("rust", "c", "status")} for p in result["pairs"]],
+    }
+    text = json.dumps(record, indent=4, sort_keys=True) + "\n"
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    if not check_mode:
+        try:
+            atomic_write(path, text)
+        except OSError as exc:
+            raise os_fault(exc, "writing the ABI check record %s failed" % path, path)
+    return True
 
 
 def main():

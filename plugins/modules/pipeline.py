@@ -22,6 +22,9 @@ description:
     clang step also passes C(-c)); RV(flags_source) says which lines they came from.
   - Idempotent by content - a manifest of hashes of every input (sources, headers, spec, flags, tool versions)
     decides. An unchanged tree returns C(changed=false) without running any tool.
+  - Files outside the crate that the compile reads (C(linux/bpf.h) of linux-libc-dev, C(bpf/bpf_helpers.h) of
+    libbpf-dev, a header reached through an C(-I) flag) come from clang's C(-MD) and bindgen's C(--depfile) output;
+    the build record keeps their hashes and a changed or removed one rebuilds, named in RV(rebuild_reasons).
   - Outputs land atomically - each build goes to a staging folder and is then published by renaming it to a
     folder name no link uses (C(dest/builds/<id>), or C(<id>.<n>) when a forced rebuild has the same id) and
     swapping the C(dest/current) symlink; old folders are pruned only after C(current) has left them. A reader of
@@ -103,7 +106,8 @@ rebuild_reasons:
   returned: always
   type: list
   elements: str
-  sample: ["input src/bpf/common/maximums.h: changed"]
+  sample: ["input src/bpf/common/maximums.h: changed",
+           "dependency /usr/include/linux/bpf.h (read by the compile, outside the crate): changed"]
 build_dir:
   description: The folder of the current build.
   returned: when a build exists

@@ -452,3 +452,45 @@ def test_libreqos_checkout_with_the_builtin_spec(tmp_path):
         assert p["status"] == "ok"
         assert all(a["size"] == p["btf_size"] for a in p["asserted"])
     assert "xdp_prog" in result["skeleton"]["programs"]
+
+
+# ---------------------------------------------------------------------------
+# record and trial_load: the build role's one call
+# ---------------------------------------------------------------------------
+
+def test_record_is_written_only_when_it_changes_and_trial_load_loads_every_program(tmp_path, reference):
+    import json
+    crate, build_dir = reference
+    record = str(tmp_path / "abi-check.json")
+    planned = abi(crate, build_dir, check_mode=True, record=record)
+    assert planned["_rc"] == 0 and planned["changed"] is True
+    assert not os.path.exists(record)
+    first = abi(crate, build_dir, record=record, trial_load=True)
+    assert first["_rc"] == 0 and first["changed"] is True, first.get("msg")
+    with open(record) as fh:
+        written = json.load(fh)
+    assert written["ok"] is True and written["spec"] == "reference"
+    assert written["build_id"] == os.path.basename(os.path.realpath(build_dir)) != "current"
+    assert [p["rust"] for p in written["pairs"]] == PAIRS
+    assert set(written["pairs"][0]) == {"rust", "c", "status"}
+    assert first["object_checks"]["ok"] is True and first["object_checks"]["problems"] == []
+    spec = resolve_spec_option("reference", REPO)
+    assert {p["name"] for p in first["object_checks"]["programs"]} == set(spec["expect"]["programs"])
+    again = abi(crate, build_dir, record=record)
+    assert again["_rc"] == 0 and again["changed"] is False
+    assert "object_checks" not in again
+
+
+def test_a_drift_is_recorded_before_the_task_fails(tmp_path, reference):
+    import json
+    crate = copy_bpf(tmp_path)
+    edit(os.path.join(crate, "src", "bpf", "common", "ip_hash.h"), "__u32 tc_handle;  /* major",
+         "__u64 tc_handle;  /* major")
+    build_dir = build(crate, str(tmp_path / "out"))
+    record = str(tmp_path / "abi-check.json")
+    result = abi(crate, build_dir, record=record, trial_load=True)
+    assert result["_rc"] == 1 and result["failed"] is True and result["ok"] is False
+    assert result["msg"].startswith("ABI check failed for spec 'reference'")
+    with open(record) as fh:
+        written = json.load(fh)
+    assert written["ok"] is False and written["problems"] == result["problems"]

@@ -299,3 +299,53 @@ def test_libreqos_checkout_builds_with_the_builtin_spec(tmp_path):
     assert os.path.basename(first["outputs"]["archive"]["path"]) == "libshrinkwrap.a"
     second = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=dest))
     assert second["changed"] is False
+
+
+def test_header_outside_the_crate_rebuilds_and_is_named(crate, dest, tmp_path):
+    """A header the compile reaches through an -I flag (like linux/bpf.h from linux-libc-dev) is recorded
+    from clang's and bindgen's dependency output: changing it rebuilds, with that file as the reason."""
+    import yaml
+    from lqos_testlib import REPO
+    extinc = tmp_path / "extinc"
+    extinc.mkdir()
+    header = extinc / "lqos_ext.h"
+    header.write_text("#define LQOS_EXT_VERSION 1\n")
+    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
+        spec = yaml.safe_load(fh)
+    spec["flags"]["clang"] = spec["flags"]["clang"] + ["-I", str(extinc)]
+    spec_file = tmp_path / "ext.yml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    edit(os.path.join(crate, "src", "bpf", "shaper_kern.c"), "#include <linux/types.h>",
+         "#include <lqos_ext.h>\n#include <linux/types.h>")
+
+    first = run_module("pipeline", dict(spec=str(spec_file), src=crate, dest=dest))
+    assert first["_rc"] == 0, first
+    with open(os.path.join(first["build_dir"], "manifest.json")) as fh:
+        deps = __import__("json").load(fh)["deps"]
+    # The system headers of linux-libc-dev and libbpf-dev are recorded too, and nothing of the crate or the build.
+    assert str(header) in deps
+    assert "/usr/include/linux/bpf.h" in deps and "/usr/include/bpf/bpf_helpers.h" in deps
+    assert not [p for p in deps if p.startswith((crate, first["build_dir"]))]
+    assert not [n for n in os.listdir(first["build_dir"]) if n.endswith(".d")]
+
+    again = run_module("pipeline", dict(spec=str(spec_file), src=crate, dest=dest))
+    assert (again["changed"], again["rebuild_reasons"]) == (False, [])
+
+    header.write_text("#define LQOS_EXT_VERSION 2\n")
+    reason = "dependency %s (read by the compile, outside the crate): changed" % header
+    plan = run_module("pipeline", dict(spec=str(spec_file), src=crate, dest=dest), check_mode=True)
+    assert (plan["changed"], plan["rebuild_reasons"]) == (True, [reason])
+    rebuilt = run_module("pipeline", dict(spec=str(spec_file), src=crate, dest=dest))
+    assert rebuilt["_rc"] == 0, rebuilt
+    assert (rebuilt["changed"], rebuilt["rebuild_reasons"]) == (True, [reason])
+    assert rebuilt["build_dir"] != first["build_dir"]
+    assert rebuilt["previous_build_dir"] == first["build_dir"]
+    third = run_module("pipeline", dict(spec=str(spec_file), src=crate, dest=dest))
+    assert (third["changed"], third["rebuild_reasons"]) == (False, [])
+
+
+def test_parse_depfile_joins_continuations_and_escaped_spaces():
+    from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import parse_depfile
+    text = "out/k.ll: k.c /usr/include/linux/bpf.h \\\n  common/a\\ b.h \\\n  /x/$$y.h\n"
+    assert parse_depfile(text, "/crate/src/bpf") == [
+        "/crate/src/bpf/k.c", "/usr/include/linux/bpf.h", "/crate/src/bpf/common/a b.h", "/x/$y.h"]

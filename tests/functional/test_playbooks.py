@@ -43,6 +43,7 @@ STALE_VALUE_SIZE = 128   # host_traffic's value was 128 bytes in the "old" layou
 RESULT = re.compile(r"^(ok|changed|fatal|failed|skipping): \[([^\]]+)\](?:: [A-Z!]+)?(?: => \(item=(.*?)\))? => (\{.*\})$")
 TASK = re.compile(r"^TASK \[(.*)\] \**$")
 CHANGED = re.compile(r"^changed: \[([^\]]+)\]")
+RAN = re.compile(r"^(?:ok|changed): \[([^\]]+)\]")
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
                    r"\s+rescued=(\d+)\s+ignored=(\d+)")
 
@@ -56,11 +57,15 @@ class Run:
         self.results = []
         self.recap = {}
         self.changed_tasks = {}  # host -> names of the tasks that reported changed there
+        self.ran_tasks = {}  # host -> names of the tasks that ran there (ok or changed, not skipped)
         task = None
         for line in proc.stdout.splitlines():
             m = TASK.match(line)
             if m:
                 task = m.group(1)
+            m = RAN.match(line)
+            if m:
+                self.ran_tasks.setdefault(m.group(1).split(" -> ")[0], set()).add(task)
             m = CHANGED.match(line)  # without -v a changed result is one line, without its JSON
             if m:
                 self.changed_tasks.setdefault(m.group(1).split(" -> ")[0], set()).add(task)
@@ -339,6 +344,15 @@ def test_second_deploy_changes_nothing(fleet):
         assert run.recap[name]["failed"] == 0, run
     # The same programs (same ids: nothing was reloaded) on every interface.
     assert fleet["runs"]["again_state"] == fleet["runs"]["deployed"]
+    # An unchanged host costs a handful of round trips: nothing is unpacked or mounted, the build is checked
+    # (ABI, record, trial load) in one call.
+    ran = run.ran_tasks["good"]
+    assert "lqos.bpf.build : Read the hash of the archive last unpacked on the target" in ran, ran
+    for task in ("lqos.bpf.build : Unpack the crate and its sibling Rust roots", "lqos.bpf.toolchain : Mount bpffs"):
+        assert task not in ran, ran
+    calls = ("Preflight", "Read the hash", "Build the pipeline", "Check the build", "Audit the pinned", "Attach")
+    modules = {t for t in ran if t.split(" : ")[-1].startswith(calls)}
+    assert len(modules) == 6, sorted(modules)
 
 
 def test_failed_health_check_rolls_the_canary_back_and_stops_the_rollout(fleet):

@@ -165,3 +165,13 @@ def test_a_cache_file_others_could_write_is_never_imported(tmp_path):
     assert ffi is not None and os.stat(path).st_mode & 0o777 == 0o600
     with open(path) as fh:
         assert "untrusted" not in fh.read()
+
+
+def test_check_mode_reads_the_cffi_cache_but_never_writes_it(tmp_path, monkeypatch):
+    cache = str(tmp_path / "cffi")
+    monkeypatch.setenv("LQOS_BPF_READ_ONLY_CACHES", "1")
+    assert L._cached_ffi(cache) is None and not os.path.exists(cache)
+    monkeypatch.delenv("LQOS_BPF_READ_ONLY_CACHES")
+    L._cached_ffi(cache)
+    monkeypatch.setenv("LQOS_BPF_READ_ONLY_CACHES", "1")
+    assert L._cached_ffi(cache) is not None            # an existing trusted file is still used
