@@ -71,7 +71,7 @@ def run_module(module, run) -> None:
     is set, so it is returned here without that filter).
     """
     module.run_command_environ_update = dict(C_LOCALE)
-    if module.check_mode:
+    if getattr(module, "check_mode", False):
         # Check mode writes nothing, not even the caches under /var/cache/lqos-bpf (read, never written).
         os.environ[READ_ONLY_CACHES] = "1"
     try:
