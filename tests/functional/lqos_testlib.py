@@ -160,3 +160,14 @@ def build_reference(work, spec, name):
     result = run_module("pipeline", dict(spec=spec, src=str(work / name / "shaper_sys"), dest=str(work / (name + "-out"))))
     assert result["_rc"] == 0, result
     return result["outputs"]["object"]["path"]
+
+
+def run_pipeline(crate: str, dest: str, **kw) -> dict:
+    """lqos.bpf.pipeline with spec reference on a crate copy; ``env``, ``check_mode`` and ``diff`` go to
+    run_module, every other keyword is a module option."""
+    env = kw.pop("env", None)
+    check = kw.pop("check_mode", False)
+    diff = kw.pop("diff", False)
+    args = dict(spec="reference", src=crate, dest=dest)
+    args.update(kw)
+    return run_module("pipeline", args, check_mode=check, diff=diff, env=env)

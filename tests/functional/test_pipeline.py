@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, run_module, sh
+from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, run_module, sh, run_pipeline
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -28,13 +28,7 @@ def dest(tmp_path):
     return str(tmp_path / "out")
 
 
-def build(crate, dest, **kw):
-    env = kw.pop("env", None)
-    check = kw.pop("check_mode", False)
-    diff = kw.pop("diff", False)
-    args = dict(spec="reference", src=crate, dest=dest)
-    args.update(kw)
-    return run_module("pipeline", args, check_mode=check, diff=diff, env=env)
+build = run_pipeline
 
 
 def snapshot(dest):

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from lqos_testlib import copy_bpf, edit, module_args_file, run_module, sh
+from lqos_testlib import copy_bpf, edit, module_args_file, run_module, sh, run_pipeline
 
 pytestmark = pytest.mark.usefixtures("tools")
 OBJECT = "shaper_kern.o"
@@ -31,12 +31,7 @@ def dest(tmp_path):
     return str(tmp_path / "out")
 
 
-def build(crate, dest, **kw):
-    env = kw.pop("env", None)
-    check = kw.pop("check_mode", False)
-    args = dict(spec="reference", src=crate, dest=dest)
-    args.update(kw)
-    return run_module("pipeline", args, check_mode=check, env=env)
+build = run_pipeline
 
 
 def sha(path) -> str:
