@@ -17,6 +17,7 @@ with its sandbox. Kernel state is checked through libbpf in this process.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -421,6 +422,8 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
     assert down.rc == 0, down
     assert "lqos-sbx-a" not in sh("ip", "netns", "list").stdout
     assert not os.path.exists(os.path.join(sbx, "bpffs"))
+    # attach's record of the sandbox's programs went with them.
+    assert not glob.glob(os.path.join(sbx, "attach", "*.json")), os.listdir(os.path.join(sbx, "attach"))
 
 
 # ---------------------------------------------------------------------------
