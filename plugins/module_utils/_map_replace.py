@@ -37,7 +37,7 @@ import json
 import os
 import signal
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, atomic_write
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR, atomic_write
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 
 try:
@@ -48,8 +48,8 @@ try:
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
-ASIDE_DIR = "lqos_bpf_aside"
-DEFAULT_STATE_DIR = "/run/lqos-bpf/maps"
+ASIDE_DIR = MAP_ASIDE_DIR
+DEFAULT_STATE_DIR = MAP_STATE_DIR
 KILL_ENV = "LQOS_BPF_TEST_KILL_AT"
 
 
