@@ -19,8 +19,7 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, MAP_ASIDE_DIR as ASIDE_DIR, MAP_BACKUP_DIR as DEFAULT_BACKUP_DIR, check_bpf_object, errno_name,
-    normalise_names, require_bpffs,
+    LqosError, MAP_ASIDE_DIR as ASIDE_DIR, check_bpf_object, errno_name, normalise_names, require_bpffs,
 )
 
 try:
