@@ -28,6 +28,8 @@ STATE_ROOT = "/var/lib/lqos-bpf"
 MAP_BACKUP_DIR = STATE_ROOT + "/map-backups"
 MAP_STATE_DIR = "/run/lqos-bpf/maps"
 MAP_ASIDE_DIR = "lqos_bpf_aside"
+# The ABI check's record in a build folder (written by pipeline's check and abi_check's record, read by abi_info).
+ABI_CHECK_FILE = "abi-check.json"
 C_LOCALE = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
 
 # Option set shared by every module that works from a pipeline spec.

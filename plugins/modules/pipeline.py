@@ -69,6 +69,38 @@ options:
     description: Seconds to wait for another build (or rollback) of the same O(dest) to finish.
     type: int
     default: 300
+  check:
+    description:
+      - Also check the current build in the same run, exactly as M(lqos.bpf.abi_check) does with the same options
+        (its O(lqos.bpf.abi_check#module:build_dir) is RV(build_dir)) - one module run instead of two. The result is
+        RV(abi_check).
+      - Runs whenever a build exists after this run (in check mode, the current one). A failed check fails the task
+        with the check's own message; the build stays published.
+      - Ignored with O(state=rolled_back).
+    type: dict
+    suboptions:
+      src:
+        description: The crate root on the controller, where the Rust mirrors are read (O(lqos.bpf.abi_check#module:src)).
+        type: path
+      rust_src:
+        description: As O(lqos.bpf.abi_check#module:rust_src).
+        type: path
+      rust_layouts:
+        description: As O(lqos.bpf.abi_check#module:rust_layouts) (normally computed by the action plugin).
+        type: dict
+      record:
+        description: Keep the outcome in the build folder as C(abi-check.json), where M(lqos.bpf.abi_info) reads it
+          (written only when it changes, never in check mode).
+        type: bool
+        default: true
+      fail_on_drift:
+        description: As O(lqos.bpf.abi_check#module:fail_on_drift).
+        type: bool
+        default: true
+      trial_load:
+        description: As O(lqos.bpf.abi_check#module:trial_load).
+        type: bool
+        default: false
 requirements:
   - clang, llc (llvm), bpftool, bindgen, ar (binutils), libbpf-dev and gcc-multilib (the asm headers) on the target
 """
@@ -92,6 +124,14 @@ EXAMPLES = r"""
     src: /opt/lqos/shaper_sys
   check_mode: true
   diff: true
+
+- name: Build, then check ABI parity with the Rust mirrors and trial-load every program, in one run
+  lqos.bpf.pipeline:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    check:
+      src: "{{ playbook_dir }}/bpf/shaper_sys"
+      trial_load: true
 
 - name: Roll back to the previous build
   lqos.bpf.pipeline:
@@ -165,11 +205,20 @@ reused_build:
   description: True when an intact build with the same manifest already existed and was made current without running any tool.
   returned: always
   type: bool
+abi_check:
+  description: The result of the ABI check of the current build, as M(lqos.bpf.abi_check) returns it (C(ok), C(summary),
+    C(problems), C(pairs), C(drift), C(object_checks), ...; its C(changed) says whether the record changed).
+  returned: with O(check), when a build exists
+  type: dict
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import default_build_root, SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    ABI_CHECK_FILE, default_build_root, LqosError, SPEC_ARGS, run_module,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import Pipeline, run_pipeline
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -181,6 +230,14 @@ def argument_spec() -> dict:
         state=dict(type="str", choices=["present", "rolled_back"], default="present"),
         force=dict(type="bool", default=False),
         lock_timeout=dict(type="int", default=300),
+        check=dict(type="dict", options=dict(
+            src=dict(type="path"),
+            rust_src=dict(type="path"),
+            rust_layouts=dict(type="dict"),
+            record=dict(type="bool", default=True),
+            fail_on_drift=dict(type="bool", default=True),
+            trial_load=dict(type="bool", default=False),
+        )),
     )
     spec.update(SPEC_ARGS)
     return spec
@@ -192,7 +249,22 @@ def run(module) -> dict:
     dest = params["dest"] or default_build_root(spec["name"])
     if params["state"] == "rolled_back":
         return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode, params["lock_timeout"])
-    return run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+    result = run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+    check = params["check"]
+    if check and result.get("build_dir"):
+        # Imported here: a build without a check compiles none of it.
+        from ansible_collections.lqos.bpf.plugins.module_utils._abi import run_check
+        build_dir = result["build_dir"]
+        try:
+            result["abi_check"] = run_check(
+                spec, build_dir, os.path.join(build_dir, spec["outputs"]["object"]), check["rust_layouts"],
+                os.path.join(build_dir, ABI_CHECK_FILE) if check["record"] else None, check["fail_on_drift"],
+                check["trial_load"], module.check_mode, module.warn)
+        except LqosError as exc:
+            # The build stays published: report it along with the check that failed.
+            built = {k: v for k, v in result.items() if k != "msg"}
+            raise LqosError(exc.msg, exc.fix, **dict(built, abi_check=exc.details))
+    return result
 
 
 def main():
