@@ -69,6 +69,24 @@ options:
     description: Seconds to wait for another build (or rollback) of the same O(dest) to finish.
     type: int
     default: 300
+  synced_from:
+    description:
+      - Build only sources synced from this archive - C(sha1) (its SHA-1) must be the content of the file C(stamp)
+        (on the target, written after the archive was unpacked). When it is not (no stamp yet, another archive),
+        nothing is read, built or checked - RV(sources_current) is false and the task reports no change - so the
+        caller syncs the sources first and runs the module again (without this option).
+      - Lets a rollout ask "are the synced sources current?" and build in one module run. Ignored with
+        O(state=rolled_back).
+    type: dict
+    suboptions:
+      stamp:
+        description: The stamp file on the target.
+        type: path
+        required: true
+      sha1:
+        description: The SHA-1 of the archive the sources must come from.
+        type: str
+        required: true
   check:
     description:
       - Also check the current build in the same run, exactly as M(lqos.bpf.abi_check) does with the same options
@@ -205,6 +223,10 @@ reused_build:
   description: True when an intact build with the same manifest already existed and was made current without running any tool.
   returned: always
   type: bool
+sources_current:
+  description: With O(synced_from) - false when the stamp did not name that archive (nothing was done then).
+  returned: with O(synced_from)
+  type: bool
 abi_check:
   description: The result of the ABI check of the current build, as M(lqos.bpf.abi_check) returns it (C(ok), C(summary),
     C(problems), C(pairs), C(drift), C(object_checks), ...; its C(changed) says whether the record changed).
@@ -230,6 +252,10 @@ def argument_spec() -> dict:
         state=dict(type="str", choices=["present", "rolled_back"], default="present"),
         force=dict(type="bool", default=False),
         lock_timeout=dict(type="int", default=300),
+        synced_from=dict(type="dict", options=dict(
+            stamp=dict(type="path", required=True),
+            sha1=dict(type="str", required=True),
+        )),
         check=dict(type="dict", options=dict(
             src=dict(type="path"),
             rust_src=dict(type="path"),
@@ -249,7 +275,20 @@ def run(module) -> dict:
     dest = params["dest"] or default_build_root(spec["name"])
     if params["state"] == "rolled_back":
         return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode, params["lock_timeout"])
+    synced = params["synced_from"]
+    if synced:
+        try:
+            with open(synced["stamp"]) as fh:
+                stamp = fh.read().strip()
+        except (OSError, UnicodeDecodeError):
+            stamp = None
+        if stamp != synced["sha1"].strip():
+            return {"changed": False, "sources_current": False,
+                    "msg": "the sources in %s are not those of archive %s (stamp %s: %s): nothing was built"
+                           % (params["src"], synced["sha1"], synced["stamp"], stamp or "missing")}
     result = run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+    if synced:
+        result["sources_current"] = True
     check = params["check"]
     if check and result.get("build_dir"):
         # Imported here: a build without a check compiles none of it.
