@@ -7,6 +7,9 @@
    versus a task running the shell script (equal Ansible overhead).
 3. No-op rerun: an ansible-playbook task running the module on an unchanged
    tree versus a task running ansible.builtin.stat. Goal: ratio <= 1.2.
+4. Does running the wrapper compile (+ ar) and bindgen side by side pay on this
+   machine? The plain shell chain with those two steps side by side versus one
+   after the other (the module runs them side by side); below 1: it helps.
 
 Runs are interleaved (A, B, A, B, ...) and medians compared, so load on the
 machine hits both sides alike. Prints timings and ratios; asserts nothing.
@@ -33,8 +36,9 @@ import conftest  # noqa: E402,F401  pylint: disable=unused-import
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option  # noqa: E402
 
 
-def shell_script(spec: dict, src: str) -> str:
-    """The chain as six plain commands (clang, llc, skeleton, wrapper copy+compile, ar, bindgen)."""
+def shell_script(spec: dict, src: str, side_by_side: bool = False) -> str:
+    """The chain as six plain commands (clang, llc, skeleton, wrapper copy+compile, ar, bindgen); with
+    ``side_by_side`` the wrapper compile and ar run in the background while bindgen runs, as in the module."""
     s, o, f = spec["sources"], spec["outputs"], spec["flags"]
     workdir = os.path.join(src, s["workdir"])
     q = shlex.quote
@@ -47,13 +51,17 @@ def shell_script(spec: dict, src: str) -> str:
         "llc %s -o %s/%s %s/%s" % (" ".join(map(q, f["llc"])), out, q(o["object"]), out, q(o["ir"])),
         "bpftool gen skeleton %s/%s > %s/%s" % (out, q(o["object"]), out, q(o["skeleton"])),
         "cp %s %s %s/" % (q(s["wrapper_h"]), q(s["wrapper_c"]), out),
-        "clang -c %s -I %s %s -o %s/%s" % (
-            q(s["wrapper_c"]), out, " ".join(map(q, f["wrapper"])), out, q(o["wrapper_object"])),
-        "ar r %s/%s %s/%s 2>/dev/null" % (out, q(o["archive"]), out, q(o["wrapper_object"])),
-        "bindgen %s/%s -o %s/%s %s -- -I %s %s" % (out, q(os.path.basename(s["wrapper_h"])), out, q(o["bindings"]),
-                                                   " ".join(map(q, f["bindgen"])), out,
-                                                   " ".join(map(q, f["bindgen_clang"]))),
     ]
+    wrapper = "clang -c %s -I %s %s -o %s/%s && ar r %s/%s %s/%s 2>/dev/null" % (
+        q(s["wrapper_c"]), out, " ".join(map(q, f["wrapper"])), out, q(o["wrapper_object"]),
+        out, q(o["archive"]), out, q(o["wrapper_object"]))
+    bindgen = "bindgen %s/%s -o %s/%s %s -- -I %s %s" % (out, q(os.path.basename(s["wrapper_h"])), out, q(o["bindings"]),
+                                                         " ".join(map(q, f["bindgen"])), out,
+                                                         " ".join(map(q, f["bindgen_clang"])))
+    if side_by_side:
+        lines += ["( %s ) & wrapper=$!" % wrapper, bindgen, "wait $wrapper"]
+    else:
+        lines += [wrapper, bindgen]
     return "\n".join(lines) + "\n"
 
 
@@ -106,19 +114,25 @@ def main() -> None:
         script = os.path.join(tmp, "chain.sh")
         with open(script, "w") as fh:
             fh.write(shell_script(spec, src))
+        script_par = os.path.join(tmp, "chain-side-by-side.sh")
+        with open(script_par, "w") as fh:
+            fh.write(shell_script(spec, src, side_by_side=True))
 
         # Warm the page cache and the tool-version cache location once, outside the measurement.
         warm = os.path.join(tmp, "warm")
         os.makedirs(warm)
         timed(["bash", script, warm])
 
-        mod, sh = [], []
+        mod, sh, sh_par = [], [], []
         for i in range(args.rounds):
             dest = os.path.join(tmp, "mod-%d" % i)
             mod.append(timed(module_argv(tmp, spec, src, dest), env=env))
             out = os.path.join(tmp, "sh-%d" % i)
             os.makedirs(out)
             sh.append(timed(["bash", script, out]))
+            out = os.path.join(tmp, "shpar-%d" % i)
+            os.makedirs(out)
+            sh_par.append(timed(["bash", script_par, out]))
 
         pb_mod, pb_sh = [], []
         for i in range(args.rounds):
@@ -144,6 +158,9 @@ def main() -> None:
         ratio_line("cold build: module process vs plain shell script", mod, sh, 1.05)
         ratio_line("cold build in ansible-playbook: module task vs script task", pb_mod, pb_sh, 1.05)
         ratio_line("no-op rerun in ansible-playbook: module vs ansible.builtin.stat", noop, stat, 1.2)
+        ratio_line("shell chain: wrapper+ar next to bindgen vs one after the other", sh_par, sh, 1.0)
+        print("(the cold build figures are medians of these runs: module %s; shell %s)" % (
+            ", ".join("%.2f" % t for t in mod), ", ".join("%.2f" % t for t in sh)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

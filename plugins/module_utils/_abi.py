@@ -797,3 +797,76 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         "derivation": derivation,
         "summary": summarize(spec["name"], pairs, drift, problems),
     }
+
+
+# --------------------------------------------------------------------------
+# The whole check as a module runs it: lqos.bpf.abi_check, and lqos.bpf.pipeline's ``check`` option (the build
+# role builds and checks in one call)
+# --------------------------------------------------------------------------
+
+def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: str | None, fail_on_drift: bool,
+              trial_load: bool, check_mode: bool, warn) -> dict:
+    """check_build, then: an empty comparison is a problem; the outcome written to ``record`` (unless it already
+    holds it, never in check mode); a drift raised (``fail_on_drift``) or warned; every program of the object
+    trial-loaded on this kernel (``trial_load``). ``warn(text)`` reports a warning. ``changed`` is whether the
+    record changed (or would have)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object
+    if os.path.lexists(obj):
+        check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
+    result = check_build(spec, build_dir, obj, rust)
+    result["changed"] = False
+    if not result["pairs"]:
+        # Comparing nothing proves nothing: an empty check is a problem, not a pass.
+        why = ("the spec's `mirrors` list is empty" if not spec["mirrors"]
+               else "none of the spec's %d mirror pair(s) was found" % len(spec["mirrors"]))
+        result["problems"].append(
+            "no mirror pair was compared (%s), so Rust/C ABI parity is unproven: list the Rust types that mirror "
+            "C types under `mirrors:` in the spec (see docs/pipeline-spec.md)" % why)
+        result["ok"] = False
+        result["summary"] = "spec %r: ABI parity NOT checked: 0 mirror pairs compared (%s), %d chain drift finding(s)" % (
+            spec["name"], why, len(result["drift"]))
+    if record:
+        result["changed"] = write_record(record, spec["name"], build_dir, obj, result, check_mode)
+    if not result["ok"]:
+        if fail_on_drift:
+            raise LqosError(failure_message(spec["name"], result["problems"]), None, **result)
+        for problem in result["problems"]:
+            warn(problem)
+    if trial_load:
+        from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight, require
+        checks = object_preflight(spec, obj)
+        result["object_checks"] = checks
+        require(checks)
+        for row in checks["warnings_found"]:
+            warn("%s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
+    return result
+
+
+def write_record(path: str, spec_name: str, build_dir: str, obj: str, result: dict, check_mode: bool) -> bool:
+    """Write the check's outcome to ``path`` unless it already holds exactly that; True when it (would have)
+    changed."""
+    import json
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import atomic_write, os_fault, sha256_file
+    record = {
+        "spec": spec_name,
+        "build_id": os.path.basename(os.path.realpath(build_dir)),
+        "object_sha256": sha256_file(obj) if os.path.isfile(obj) else None,
+        "ok": result["ok"],
+        "summary": result["summary"],
+        "problems": result["problems"],
+        "drift": result["drift"],
+        "pairs": [{k: p.get(k) for k in ("rust", "c", "status")} for p in result["pairs"]],
+    }
+    text = json.dumps(record, indent=4, sort_keys=True) + "\n"
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    if not check_mode:
+        try:
+            atomic_write(path, text)
+        except OSError as exc:
+            raise os_fault(exc, "writing the ABI check record %s failed" % path, path)
+    return True

@@ -22,11 +22,10 @@ import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    check_bpf_object, is_bpffs, LqosError, possible_cpus, require_bpffs,
+    ABI_CHECK_FILE, check_bpf_object, is_bpffs, LqosError, possible_cpus, require_bpffs,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import CHAIN_TOOLS, MANIFEST
 
-ABI_CHECK_FILE = "abi-check.json"
 DEPLOYED_FILE = "deployed.json"
 KERNEL_NAME_LEN = 15  # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 characters of a program's name
 

@@ -30,7 +30,6 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     possible_cpus,
     prog_type_name,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import _kernel_btf_type_name
 
 # --------------------------------------------------------------------------
 # Map and program info
@@ -56,6 +55,14 @@ def creator_flags(type_name: str, kernel_flags: int) -> int:
     (BPF_F_RDONLY_PROG on devmap and devmap_hash, kernel/bpf/devmap.c dev_map_alloc_check), so a pin this
     collection just made compares equal to the object that made it, as libbpf's own reuse check does."""
     return kernel_flags & ~KERNEL_SET_FLAGS.get(type_name, 0)
+
+
+def _kernel_btf_type_name(btf_id: int, type_id: int) -> str | None:
+    if not btf_id or not type_id:
+        return None
+    # Imported on first use: a map without BTF (and every module that never meets one) does not compile _bpf_btf.
+    from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import _kernel_btf_type_name as name
+    return name(btf_id, type_id)
 
 
 def _map_info_dict(info) -> dict:

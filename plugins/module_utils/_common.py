@@ -22,6 +22,14 @@ BPFFS_MAGIC = 0xCAFE4A11
 DEFAULT_PIN_ROOT = "/sys/fs/bpf"
 # Where the collection keeps its state on a target: builds, map backups.
 STATE_ROOT = "/var/lib/lqos-bpf"
+# pinned_maps: backups of removed pins, the replacement journal (gone at reboot, like the pins), and the folder
+# under the pin root that holds replaced pins until they are committed. Defined here so that a module's option
+# defaults cost no import of the files that use them.
+MAP_BACKUP_DIR = STATE_ROOT + "/map-backups"
+MAP_STATE_DIR = "/run/lqos-bpf/maps"
+MAP_ASIDE_DIR = "lqos_bpf_aside"
+# The ABI check's record in a build folder (written by pipeline's check and abi_check's record, read by abi_info).
+ABI_CHECK_FILE = "abi-check.json"
 C_LOCALE = {"LANG": "C", "LC_ALL": "C", "LC_MESSAGES": "C"}
 
 # Option set shared by every module that works from a pipeline spec.

@@ -23,7 +23,7 @@ import os
 import time
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, STATE_ROOT, atomic_write, is_bpffs, normalise_names, sha256_bytes,
+    LqosError, MAP_BACKUP_DIR, atomic_write, is_bpffs, normalise_names, sha256_bytes,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
@@ -34,7 +34,7 @@ try:
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
-DEFAULT_BACKUP_DIR = os.path.join(STATE_ROOT, "map-backups")
+DEFAULT_BACKUP_DIR = MAP_BACKUP_DIR
 BACKUP_FORMAT = "lqos.bpf.map-backup/1"
 PERCPU_TYPES = frozenset(("percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"))
 ARRAY_LIKE_TYPES = frozenset(("array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",

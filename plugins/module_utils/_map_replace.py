@@ -45,7 +45,7 @@ import json
 import os
 import signal
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, atomic_write
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR, atomic_write
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 
 try:
@@ -56,9 +56,9 @@ try:
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
-ASIDE_DIR = "lqos_bpf_aside"
+ASIDE_DIR = MAP_ASIDE_DIR
 PROG_PIN_DIR = "lqos_bpf"  # where lqos.bpf.attach pins the programs it attached (_attach_plan.PIN_SUBDIR)
-DEFAULT_STATE_DIR = "/run/lqos-bpf/maps"
+DEFAULT_STATE_DIR = MAP_STATE_DIR
 KILL_ENV = "LQOS_BPF_TEST_KILL_AT"
 
 

@@ -19,21 +19,18 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, check_bpf_object, errno_name, normalise_names, require_bpffs,
+    LqosError, MAP_ASIDE_DIR as ASIDE_DIR, check_bpf_object, errno_name, normalise_names, require_bpffs,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import (  # noqa: F401 pylint: disable=unused-import
-    DEFAULT_BACKUP_DIR, prepare_backup_dir, read_backup, remove_pin, restore, write_backup,
-)
-from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import ASIDE_DIR
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
-from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
+
+# Only what an audit needs is imported above: the spec, the object, backups, restores and the two-phase states
+# are imported by the steps that use them, so the audit (every deploy, every fleet audit) starts without
+# compiling them (a module payload carries no bytecode).
 
 # What libbpf compares before it reuses a pin, in report order.
 ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "flags", "map_extra")
@@ -438,6 +435,7 @@ def build_expectations(module, pin_root: str, spec: dict | None) -> dict:
     obj = params.get("object")
     if obj and params.get("derive_from_object", True):
         check_bpf_object(obj)
+        from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O  # noqa: E741
         info = O.object_info(obj, pin_root)
         cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])] if spec else []
         tables.append(expectations_from_object(info, cpu_sized, L.possible_cpus() if cpu_sized else None))
@@ -450,6 +448,7 @@ def _conflict_text(c: dict) -> str:
 
 
 def _clean(module, pin_root: str, pins: list, found_conflicts: list) -> dict:
+    from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, remove_pin, write_backup
     params = module.params
     backup_dir = params["backup_dir"]
     actions = plan_cleanup(pins, backup_dir)
@@ -498,7 +497,10 @@ def run_pinned_maps(module) -> dict:
     """Everything lqos.bpf.pinned_maps does, returned as the module's result dict."""
     params = module.params
     pin_root = require_bpffs(params["pin_root"])
-    spec = validate_spec(params["spec"]) if params.get("spec") is not None else None
+    spec = None
+    if params.get("spec") is not None:
+        from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+        spec = validate_spec(params["spec"])
     names = normalise_names(pin_root, params.get("maps"))
     expectations = build_expectations(module, pin_root, spec)
     found_conflicts = conflicts(expectations)
@@ -508,6 +510,7 @@ def run_pinned_maps(module) -> dict:
     result = {"changed": False, "actions": [], "removed": [], "backups": [], "conflicts": found_conflicts}
 
     if state == "restored":
+        from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import read_backup, restore
         backup = read_backup(params["restore_from"])
         write = params["approve"] and not module.check_mode
         outcome = restore(pin_root, backup, params.get("pin"), write)
@@ -536,6 +539,7 @@ def run_pinned_maps(module) -> dict:
                 "before_header": outcome["pin"], "after_header": outcome["pin"],
             }
     elif state in ("migrated", "committed", "rolled_back"):
+        from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
         pins = audit(pin_root, expectations)
         if state == "migrated":
             result.update(S.run_migrated(module, pin_root, spec, pins, found_conflicts))

@@ -399,15 +399,12 @@ skeleton:
            internal_maps: [rodata, data, bss]}
 """
 
-import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi import check_build, failure_message
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, check_bpf_object, default_build_root, LqosError, os_fault, SPEC_ARGS, run_module, sha256_file,
-)
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import run_check
+from ansible_collections.lqos.bpf.plugins.module_utils._common import default_build_root, LqosError, SPEC_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 
@@ -437,63 +434,8 @@ def run(module) -> dict:
         raise LqosError("build_dir %s is a file, not a build folder." % build_dir,
                         "give the folder lqos.bpf.pipeline built (its build_dir, or <dest>/current).")
     obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
-    if os.path.lexists(obj):
-        check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
-    result = check_build(spec, build_dir, obj, params["rust_layouts"])
-    result["changed"] = False
-    if not result["pairs"]:
-        # Comparing nothing proves nothing: an empty check is a problem, not a pass.
-        why = ("the spec's `mirrors` list is empty" if not spec["mirrors"]
-               else "none of the spec's %d mirror pair(s) was found" % len(spec["mirrors"]))
-        result["problems"].append(
-            "no mirror pair was compared (%s), so Rust/C ABI parity is unproven: list the Rust types that mirror "
-            "C types under `mirrors:` in the spec (see docs/pipeline-spec.md)" % why)
-        result["ok"] = False
-        result["summary"] = "spec %r: ABI parity NOT checked: 0 mirror pairs compared (%s), %d chain drift finding(s)" % (
-            spec["name"], why, len(result["drift"]))
-    if params["record"]:
-        result["changed"] = write_record(params["record"], spec["name"], build_dir, obj, result, module.check_mode)
-    if not result["ok"]:
-        if params["fail_on_drift"]:
-            raise LqosError(failure_message(spec["name"], result["problems"]), None, **result)
-        for problem in result["problems"]:
-            module.warn(problem)
-    if params["trial_load"]:
-        from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight, require
-        checks = object_preflight(spec, obj)
-        result["object_checks"] = checks
-        require(checks)
-        for row in checks["warnings_found"]:
-            module.warn("%s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
-    return result
-
-
-def write_record(path: str, spec_name: str, build_dir: str, obj: str, result: dict, check_mode: bool) -> bool:
-    """Write the check's outcome to ``path`` unless it already holds exactly that; True when it (would have)
-    changed."""
-    record = {
-        "spec": spec_name,
-        "build_id": os.path.basename(os.path.realpath(build_dir)),
-        "object_sha256": sha256_file(obj) if os.path.isfile(obj) else None,
-        "ok": result["ok"],
-        "summary": result["summary"],
-        "problems": result["problems"],
-        "drift": result["drift"],
-        "pairs": [{k: p.get(k) for k in ("rust", "c", "status")} for p in result["pairs"]],
-    }
-    text = json.dumps(record, indent=4, sort_keys=True) + "\n"
-    try:
-        with open(path) as fh:
-            if fh.read() == text:
-                return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    if not check_mode:
-        try:
-            atomic_write(path, text)
-        except OSError as exc:
-            raise os_fault(exc, "writing the ABI check record %s failed" % path, path)
-    return True
+    return run_check(spec, build_dir, obj, params["rust_layouts"], params["record"], params["fail_on_drift"],
+                     params["trial_load"], module.check_mode, module.warn)
 
 
 def main():

@@ -312,9 +312,10 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module
-from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import DEFAULT_BACKUP_DIR, run_pinned_maps
-from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import DEFAULT_STATE_DIR
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    APPROVE_ARGS, MAP_BACKUP_DIR as DEFAULT_BACKUP_DIR, MAP_STATE_DIR as DEFAULT_STATE_DIR, PIN_ARGS, run_module,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import run_pinned_maps
 
 
 def argument_spec() -> dict:

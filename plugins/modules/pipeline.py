@@ -69,6 +69,56 @@ options:
     description: Seconds to wait for another build (or rollback) of the same O(dest) to finish.
     type: int
     default: 300
+  synced_from:
+    description:
+      - Build only sources synced from this archive - C(sha1) (its SHA-1) must be the content of the file C(stamp)
+        (on the target, written after the archive was unpacked). When it is not (no stamp yet, another archive),
+        nothing is read, built or checked - RV(sources_current) is false and the task reports no change - so the
+        caller syncs the sources first and runs the module again (without this option).
+      - Lets a rollout ask "are the synced sources current?" and build in one module run. Ignored with
+        O(state=rolled_back).
+    type: dict
+    suboptions:
+      stamp:
+        description: The stamp file on the target.
+        type: path
+        required: true
+      sha1:
+        description: The SHA-1 of the archive the sources must come from.
+        type: str
+        required: true
+  check:
+    description:
+      - Also check the current build in the same run, exactly as M(lqos.bpf.abi_check) does with the same options
+        (its O(lqos.bpf.abi_check#module:build_dir) is RV(build_dir)) - one module run instead of two. The result is
+        RV(abi_check).
+      - Runs whenever a build exists after this run (in check mode, the current one). A failed check fails the task
+        with the check's own message; the build stays published.
+      - Ignored with O(state=rolled_back).
+    type: dict
+    suboptions:
+      src:
+        description: The crate root on the controller, where the Rust mirrors are read (O(lqos.bpf.abi_check#module:src)).
+        type: path
+      rust_src:
+        description: As O(lqos.bpf.abi_check#module:rust_src).
+        type: path
+      rust_layouts:
+        description: As O(lqos.bpf.abi_check#module:rust_layouts) (normally computed by the action plugin).
+        type: dict
+      record:
+        description: Keep the outcome in the build folder as C(abi-check.json), where M(lqos.bpf.abi_info) reads it
+          (written only when it changes, never in check mode).
+        type: bool
+        default: true
+      fail_on_drift:
+        description: As O(lqos.bpf.abi_check#module:fail_on_drift).
+        type: bool
+        default: true
+      trial_load:
+        description: As O(lqos.bpf.abi_check#module:trial_load).
+        type: bool
+        default: false
 requirements:
   - clang, llc (llvm), bpftool, bindgen, ar (binutils), libbpf-dev and gcc-multilib (the asm headers) on the target
 """
@@ -92,6 +142,14 @@ EXAMPLES = r"""
     src: /opt/lqos/shaper_sys
   check_mode: true
   diff: true
+
+- name: Build, then check ABI parity with the Rust mirrors and trial-load every program, in one run
+  lqos.bpf.pipeline:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    check:
+      src: "{{ playbook_dir }}/bpf/shaper_sys"
+      trial_load: true
 
 - name: Roll back to the previous build
   lqos.bpf.pipeline:
@@ -165,11 +223,24 @@ reused_build:
   description: True when an intact build with the same manifest already existed and was made current without running any tool.
   returned: always
   type: bool
+sources_current:
+  description: With O(synced_from) - false when the stamp did not name that archive (nothing was done then).
+  returned: with O(synced_from)
+  type: bool
+abi_check:
+  description: The result of the ABI check of the current build, as M(lqos.bpf.abi_check) returns it (C(ok), C(summary),
+    C(problems), C(pairs), C(drift), C(object_checks), ...; its C(changed) says whether the record changed).
+  returned: with O(check), when a build exists
+  type: dict
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import default_build_root, SPEC_ARGS, run_module
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    ABI_CHECK_FILE, default_build_root, LqosError, SPEC_ARGS, run_module,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import Pipeline, run_pipeline
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -181,6 +252,18 @@ def argument_spec() -> dict:
         state=dict(type="str", choices=["present", "rolled_back"], default="present"),
         force=dict(type="bool", default=False),
         lock_timeout=dict(type="int", default=300),
+        synced_from=dict(type="dict", options=dict(
+            stamp=dict(type="path", required=True),
+            sha1=dict(type="str", required=True),
+        )),
+        check=dict(type="dict", options=dict(
+            src=dict(type="path"),
+            rust_src=dict(type="path"),
+            rust_layouts=dict(type="dict"),
+            record=dict(type="bool", default=True),
+            fail_on_drift=dict(type="bool", default=True),
+            trial_load=dict(type="bool", default=False),
+        )),
     )
     spec.update(SPEC_ARGS)
     return spec
@@ -192,7 +275,35 @@ def run(module) -> dict:
     dest = params["dest"] or default_build_root(spec["name"])
     if params["state"] == "rolled_back":
         return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode, params["lock_timeout"])
-    return run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+    synced = params["synced_from"]
+    if synced:
+        try:
+            with open(synced["stamp"]) as fh:
+                stamp = fh.read().strip()
+        except (OSError, UnicodeDecodeError):
+            stamp = None
+        if stamp != synced["sha1"].strip():
+            return {"changed": False, "sources_current": False,
+                    "msg": "the sources in %s are not those of archive %s (stamp %s: %s): nothing was built"
+                           % (params["src"], synced["sha1"], synced["stamp"], stamp or "missing")}
+    result = run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+    if synced:
+        result["sources_current"] = True
+    check = params["check"]
+    if check and result.get("build_dir"):
+        # Imported here: a build without a check compiles none of it.
+        from ansible_collections.lqos.bpf.plugins.module_utils._abi import run_check
+        build_dir = result["build_dir"]
+        try:
+            result["abi_check"] = run_check(
+                spec, build_dir, os.path.join(build_dir, spec["outputs"]["object"]), check["rust_layouts"],
+                os.path.join(build_dir, ABI_CHECK_FILE) if check["record"] else None, check["fail_on_drift"],
+                check["trial_load"], module.check_mode, module.warn)
+        except LqosError as exc:
+            # The build stays published: report it along with the check that failed.
+            built = {k: v for k, v in result.items() if k != "msg"}
+            raise LqosError(exc.msg, exc.fix, **dict(built, abi_check=exc.details))
+    return result
 
 
 def main():

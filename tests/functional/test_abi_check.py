@@ -494,3 +494,52 @@ def test_a_drift_is_recorded_before_the_task_fails(tmp_path, reference):
     with open(record) as fh:
         written = json.load(fh)
     assert written["ok"] is False and written["problems"] == result["problems"]
+
+
+# ---------------------------------------------------------------------------
+# pipeline's check option: build and check in one module run (what the build role does)
+# ---------------------------------------------------------------------------
+
+def build_and_check(crate, dest, check_mode=False, **check):
+    """lqos.bpf.pipeline with check, the Rust side computed as its action plugin computes it."""
+    spec = resolve_spec_option("reference", REPO)
+    layouts = prepare_args(dict(spec=spec, src=crate), REPO)["rust_layouts"]
+    return run_module("pipeline", dict(spec=spec, src=crate, dest=dest, check=dict(check, rust_layouts=layouts)),
+                      check_mode=check_mode)
+
+
+def test_pipeline_check_builds_then_checks_and_records_in_the_build_folder(tmp_path):
+    import json
+    crate = copy_bpf(tmp_path)
+    dest = str(tmp_path / "out")
+    planned = build_and_check(crate, dest, check_mode=True, trial_load=True)
+    assert planned["_rc"] == 0 and planned["changed"] is True and "abi_check" not in planned
+    assert not os.path.exists(dest)
+    first = build_and_check(crate, dest, trial_load=True)
+    assert first["_rc"] == 0 and first["changed"] is True, first.get("msg")
+    check = first["abi_check"]
+    assert check["ok"] is True and check["changed"] is True and [p["rust"] for p in check["pairs"]] == PAIRS
+    assert check["object_checks"]["ok"] is True
+    with open(os.path.join(first["build_dir"], "abi-check.json")) as fh:
+        written = json.load(fh)
+    assert written["ok"] is True and written["build_id"] == first["build_id"]
+    # The same record abi_check writes for the same build.
+    alone = abi(crate, first["build_dir"], record=str(tmp_path / "alone.json"))
+    with open(str(tmp_path / "alone.json")) as fh:
+        assert json.load(fh) == written
+    again = build_and_check(crate, dest, trial_load=True)
+    assert again["_rc"] == 0 and again["changed"] is False and again["abi_check"]["changed"] is False
+    assert alone["summary"] == again["abi_check"]["summary"]
+
+
+def test_pipeline_check_drift_fails_the_task_and_keeps_the_build_published(tmp_path):
+    crate = copy_bpf(tmp_path)
+    edit(os.path.join(crate, "src", "bpf", "common", "ip_hash.h"), "__u32 tc_handle;  /* major",
+         "__u64 tc_handle;  /* major")
+    dest = str(tmp_path / "out")
+    result = build_and_check(crate, dest, trial_load=True)
+    assert result["_rc"] == 1 and result["failed"] is True, result
+    assert result["msg"].startswith("ABI check failed for spec 'reference'")
+    assert result["abi_check"]["ok"] is False and result["changed"] is True
+    assert os.path.realpath(os.path.join(dest, "current")) == os.path.realpath(result["build_dir"])
+    assert "object_checks" not in result["abi_check"]   # a drift stops before the trial load, as in abi_check

@@ -95,6 +95,25 @@ def test_unchanged_tree_runs_no_tool(crate, dest, tmp_path):
     assert second["build_dir"] == first["build_dir"]
 
 
+def test_synced_from_builds_only_sources_of_that_archive(crate, dest, tmp_path):
+    stamp = str(tmp_path / ".lqos-bpf-src.sha1")
+    synced = {"stamp": stamp, "sha1": "a" * 40}
+    for text in (None, "b" * 40 + "\n"):   # no stamp yet, then another archive's
+        if text is not None:
+            with open(stamp, "w") as fh:
+                fh.write(text)
+        stale = run_pipeline(crate, dest, synced_from=synced)
+        assert stale["_rc"] == 0 and stale["changed"] is False and stale["sources_current"] is False, stale
+        assert "nothing was built" in stale["msg"] and not os.path.exists(dest)
+    with open(stamp, "w") as fh:
+        fh.write("a" * 40 + "\n")
+    built = run_pipeline(crate, dest, synced_from=synced)
+    assert built["_rc"] == 0 and built["changed"] is True and built["sources_current"] is True, built
+    assert os.path.isfile(built["outputs"]["object"]["path"])
+    again = run_pipeline(crate, dest, synced_from=synced)
+    assert again["changed"] is False and again["sources_current"] is True and again["build_dir"] == built["build_dir"]
+
+
 def test_check_mode_reports_changed_input_and_builds_nothing(crate, dest):
     build(crate, dest)
     before = snapshot(dest)
