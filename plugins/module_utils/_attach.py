@@ -93,6 +93,7 @@ class Attacher(ApplyMixin):
         self.netns = p["netns"]
         self.want_mode = p["xdp_mode"]
         self.with_tc = p["tc"]
+        self.tc_only = p.get("tc_programs")
         self.force = p["force"]
         validate_netns(self.netns)
         validate_ifname(self.ifname)
@@ -187,7 +188,8 @@ class Attacher(ApplyMixin):
             raise _lib_error(exc)
         self.programs = {p["name"]: p["type_name"] for p in info["programs"]}
         self.sections = {p["name"]: p["section"] for p in info["programs"]}
-        self.xdp_prog, self.tc_slots, notes = wanted_slots(self.spec, self.programs, self.with_tc, self.object)
+        self.xdp_prog, self.tc_slots, notes = wanted_slots(self.spec, self.programs, self.with_tc, self.object,
+                                                                 self.tc_only)
         self.notes.extend(notes)
         self.roles = program_roles(self.spec, info["programs"])
         for name in [self.xdp_prog] + [s["program"] for s in self.tc_slots]:

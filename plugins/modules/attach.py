@@ -78,6 +78,13 @@ options:
       - Attach the spec's TC programs (C(attach.tc)) too. With V(false), TC hooks are left as they are.
     type: bool
     default: true
+  tc_programs:
+    description:
+      - With O(tc), attach only these of the spec's TC programs (names from C(attach.tc)); a TC program this
+        collection attached on the interface earlier and not named here is detached. Left out, all of them.
+      - The deploy role's topologies use it to attach the bridge redirector only in bridge mode.
+    type: list
+    elements: str
   force:
     description:
       - Replace a program on a hook that this collection did not attach. Without it such a program makes the run fail
@@ -367,6 +374,7 @@ def argument_spec() -> dict:
         state=dict(type="str", choices=["present", "absent"], default="present"),
         xdp_mode=dict(type="str", choices=list(XDP_MODES), default="auto"),
         tc=dict(type="bool", default=True),
+        tc_programs=dict(type="list", elements="str"),
         force=dict(type="bool", default=False),
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         rodata=dict(type="dict", default={}),
