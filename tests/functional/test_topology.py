@@ -14,6 +14,8 @@ import pytest
 
 from lqos_testlib import build_reference, run_module, sh
 
+from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
+
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
@@ -115,3 +117,144 @@ def test_an_override_for_a_variable_the_object_lacks_is_an_error(reference, shap
     assert missing["_rc"] == 1
     assert missing["msg"].startswith("interface nosuch9 (named in a load-time value ifindex:nosuch9) does not exist in "
                                      "network namespace %s." % shaper["ns"]["shaper"])
+
+
+# ---------------------------------------------------------------------------
+# The three topologies as the deploy role derives them (lqos.bpf.topology_plan)
+# ---------------------------------------------------------------------------
+
+def attach_plan(reference, bpffs, tmp_path, plan, **extra):
+    """Attach every interface of a topology plan, as the deploy role does; {name: result}."""
+    out = {}
+    for i in plan["interfaces"]:
+        args = dict(spec="reference", object=reference, pin_root=bpffs, interface=i["name"], netns=i.get("netns"),
+                    state_dir=str(tmp_path / "state"), data=i["data"], tc_programs=i["tc_programs"], approve=True,
+                    **extra)
+        out[i["name"]] = run_module("attach", args)
+        assert out[i["name"]]["_rc"] == 0, out[i["name"]].get("msg")
+    return out
+
+
+def tc_ingress(ns: str, ifname: str) -> str:
+    return sh("tc", "-n", ns, "filter", "show", "dev", ifname, "ingress").stdout
+
+
+def test_pair_through_the_topology_variable_leaves_the_redirector_out(reference, shaper, bpffs, tmp_path):
+    ns = shaper["ns"]["shaper"]
+    plan = topology_plan({"mode": "pair", "internet": "wan0", "isp": "lan0", "netns": ns}, "reference")
+    res = attach_plan(reference, bpffs, tmp_path, plan)
+    for ifname in ("wan0", "lan0"):
+        assert [t["program"] for t in res[ifname]["tc"]] == ["tc_classify"]
+        assert "tc_bridge_redir" not in tc_ingress(ns, ifname)
+    ping = sh("ip", "netns", "exec", shaper["ns"]["client"], "ping", "-c", str(PINGS), "-i", "0.2", "-W", "2",
+              shaper["ips"]["upstream"], check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert counters(bpffs, shaper["ips"]["client"]) == (PINGS, PINGS)
+
+
+@pytest.fixture
+def bridged():
+    """client (c0 10.216.N.1) -- (lan0) shaper (wan0) -- (u0 10.216.N.2) upstream: one subnet, the shaper has
+    no address, no Linux bridge and no forwarding: only a redirector can carry the traffic across."""
+    tag = "lqb" + uuid.uuid4().hex[:6]
+    ns = {"client": tag + "c", "shaper": tag + "s", "upstream": tag + "u"}
+    net = 10 + int(tag[3:5], 16) % 200
+    ips = {"client": "10.216.%d.1" % net, "upstream": "10.216.%d.2" % net}
+    for name in ns.values():
+        sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", ns["shaper"], "link", "add", "lan0", "type", "veth", "peer", "name", "c0", "netns", ns["client"])
+        sh("ip", "-n", ns["shaper"], "link", "add", "wan0", "type", "veth", "peer", "name", "u0",
+           "netns", ns["upstream"])
+        for where, dev in (("shaper", "lan0"), ("shaper", "wan0"), ("client", "c0"), ("upstream", "u0")):
+            sh("ip", "-n", ns[where], "link", "set", dev, "up")
+        sh("ip", "-n", ns["client"], "addr", "add", ips["client"] + "/24", "dev", "c0")
+        sh("ip", "-n", ns["upstream"], "addr", "add", ips["upstream"] + "/24", "dev", "u0")
+        yield {"ns": ns, "ips": ips}
+    finally:
+        for name in ns.values():
+            sh("ip", "netns", "delete", name, check=False)
+
+
+def ping_across(net, count=PINGS):
+    return sh("ip", "netns", "exec", net["ns"]["client"], "ping", "-c", str(count), "-i", "0.2", "-W", "1",
+              net["ips"]["upstream"], check=False)
+
+
+def test_bridge_mode_redirects_between_the_ports_once_the_map_entries_are_written(reference, bridged, bpffs,
+                                                                                  tmp_path):
+    ns = bridged["ns"]["shaper"]
+    plan = topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns}, "reference")
+    res = attach_plan(reference, bpffs, tmp_path, plan)
+    for ifname in ("wan0", "lan0"):
+        assert sorted(t["program"] for t in res[ifname]["tc"]) == ["tc_bridge_redirect", "tc_classify"]
+        assert "tc_bridge_redir" in tc_ingress(ns, ifname)
+    bridge = plan["bridge"]
+    args = dict(pin_root=bpffs, map=bridge["map"], netns=ns, entries=bridge["entries"], approve=True)
+    # check mode and no approval write nothing
+    for dry in (dict(args, approve=False), args):
+        planned = run_module("map_entries", dry, check_mode=dry is args, diff=True)
+        assert planned["_rc"] == 0 and planned["changed"] and not planned["applied"], planned
+        assert len(planned["actions"]) == 2
+        assert M.map_entries(os.path.join(bpffs, "bridge_redirect")) == []
+    wrote = run_module("map_entries", args, diff=True)
+    assert wrote["_rc"] == 0 and wrote["changed"] and wrote["applied"], wrote.get("msg")
+    with H.netns(ns):
+        wan, lan = H.ifindex("wan0"), H.ifindex("lan0")
+    held = dict(M.map_entries(os.path.join(bpffs, "bridge_redirect")))
+    assert held == {struct.pack("<I", wan): struct.pack("<II", lan, 0), struct.pack("<I", lan): struct.pack("<II", wan, 0)}
+    assert wrote["diff"]["before"] == ""
+    assert wrote["diff"]["after"] == "%s = %s\n%s = %s\n" % (struct.pack("<I", wan).hex(), struct.pack("<II", lan, 0).hex(),
+                                                             struct.pack("<I", lan).hex(), struct.pack("<II", wan, 0).hex())
+    again = run_module("map_entries", args)
+    assert again["_rc"] == 0 and not again["changed"] and again["actions"] == []
+    assert [e["action"] for e in again["entries"]] == ["unchanged", "unchanged"]
+    # Now the client reaches the upstream through the two redirected ports, and the XDP programs count it:
+    # requests enter the ISP-facing lan0 (up), replies the Internet-facing wan0 (down).
+    ping = ping_across(bridged)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert counters(bpffs, bridged["ips"]["client"]) == (PINGS, PINGS)
+    # Back to a pair: the redirector is detached from both ports, and the traffic has no path any more (the
+    # shaper namespace has no address, no bridge, no forwarding: the redirector was the only path).
+    pair = topology_plan({"mode": "pair", "internet": "wan0", "isp": "lan0", "netns": ns}, "reference")
+    res = attach_plan(reference, bpffs, tmp_path, pair)
+    for ifname in ("wan0", "lan0"):
+        assert "tc_bridge_redir" not in tc_ingress(ns, ifname)
+        assert any("detach" in a and "ingress" in a for a in res[ifname]["actions"]), res[ifname]["actions"]
+    assert ping_across(bridged, 2).returncode != 0
+
+
+def test_map_entries_bad_input_is_one_clear_error(reference, bridged, bpffs, tmp_path):
+    ns = bridged["ns"]["shaper"]
+    attach_plan(reference, bpffs, tmp_path,
+                topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns}, "reference"))
+    base = dict(pin_root=bpffs, map="bridge_redirect", netns=ns, approve=True)
+    cases = [
+        (dict(base, entries=[{"key": 1, "value": {"to_iface": 2}}]),
+         "entries[0].value: struct bridge_target has no field to_iface (it has to_ifindex, only_tagged). "
+         "Fix: use the field names of the C struct."),
+        (dict(base, entries=[{"key": "ifindex:nosuch0", "value": {"to_ifindex": 1}}]),
+         "interface nosuch0 (ifindex:nosuch0) does not exist in network namespace %s. Fix: fix the name, or set "
+         "netns to the namespace that holds it." % ns),
+        (dict(base, entries=[{"key": -1, "value": {}}]),
+         "entries[0].key: -1 does not fit a 4-byte unsigned integer (0 to 4294967295). Fix: give a number in that "
+         "range."),
+        (dict(base, entries=[{"key": 1}]),
+         "entries[0] must be a mapping with key and value, got {'key': 1}. Fix: write each entry as "
+         "{key: ..., value: ...}."),
+        (dict(base, map="../etc", entries=[]), "pin path '../etc' leaves the pin root %s." % os.path.realpath(bpffs)),
+        (dict(base, map="host_traffic", entries=[{"key": 1, "value": 1}]),
+         "map %s/host_traffic is a percpu_hash map: one value per CPU is not written by this module."
+         % os.path.realpath(bpffs)),
+        (dict(base, map="nosuch", entries=[]), "no map is pinned at %s/nosuch." % os.path.realpath(bpffs)),
+        (dict(base, netns="lqnosuchns", entries=[{"key": "ifindex:lan0", "value": {}}]),
+         "network namespace lqnosuchns does not exist (no /run/netns/lqnosuchns). Fix: create it (ip netns add "
+         "lqnosuchns) or fix netns."),
+    ]
+    for args, msg in cases:
+        res = run_module("map_entries", args)
+        assert res["_rc"] == 1 and res["msg"].startswith(msg), (res.get("msg"), msg)
+        assert "Traceback" not in res["msg"] and "exception" not in res
+    assert M.map_entries(os.path.join(bpffs, "bridge_redirect")) == []
+    gone = run_module("map_entries", dict(base, entries=[{"key": 7}], state="absent"))
+    assert gone["_rc"] == 0 and not gone["changed"] and gone["entries"][0]["action"] == "absent"
