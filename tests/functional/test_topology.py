@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 import uuid
 
 import pytest
+import yaml
 
-from lqos_testlib import build_reference, run_module, sh
+from lqos_testlib import build_reference, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
 
@@ -258,3 +260,44 @@ def test_map_entries_bad_input_is_one_clear_error(reference, bridged, bpffs, tmp
     assert M.map_entries(os.path.join(bpffs, "bridge_redirect")) == []
     gone = run_module("map_entries", dict(base, entries=[{"key": 7}], state="absent"))
     assert gone["_rc"] == 0 and not gone["changed"] and gone["entries"][0]["action"] == "absent"
+
+
+def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(bridged, tmp_path, tools):
+    """The whole deploy playbook on one local host whose lqos_bpf_topology is a bridge: the role derives both
+    interfaces, attaches the redirector and writes its entries; a second run changes nothing."""
+    from test_playbooks import playbook   # the ansible-playbook runner of the playbook tests
+
+    ns = bridged["ns"]["shaper"]
+    pin_root = str(tmp_path / "bpffs")
+    os.makedirs(pin_root)
+    mount_bpffs(pin_root)
+    try:
+        host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                "lqos_bpf_pin_root": pin_root, "lqos_bpf_state_dir": str(tmp_path / "state"),
+                "lqos_bpf_attach_state_dir": str(tmp_path / "attach"),
+                # The shaper has no address of its own on a bridge: no traffic probe from it.
+                "lqos_bpf_topology": {"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns}}
+        inventory = str(tmp_path / "inventory.yml")
+        with open(inventory, "w") as fh:
+            yaml.safe_dump({"all": {"hosts": {"bridge1": host}}}, fh)
+        first = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
+        assert first.rc == 0, first.out[-8000:]
+        for ifname in ("wan0", "lan0"):
+            assert "tc_bridge_redir" in tc_ingress(ns, ifname)
+        with H.netns(ns):
+            wan, lan = H.ifindex("wan0"), H.ifindex("lan0")
+        assert dict(M.map_entries(os.path.join(pin_root, "bridge_redirect"))) == {
+            struct.pack("<I", wan): struct.pack("<II", lan, 0), struct.pack("<I", lan): struct.pack("<II", wan, 0)}
+        assert "set %s/bridge_redirect[%s]" % (os.path.realpath(pin_root), struct.pack("<I", wan).hex()) in first.out
+        ping = ping_across(bridged)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert counters(pin_root, bridged["ips"]["client"]) == (PINGS, PINGS)
+        again = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
+        assert again.rc == 0, again
+        assert again.recap["bridge1"]["changed"] == 0, again.changed_tasks
+        both = playbook("deploy.yml", inventory, "-e", '{"lqos_bpf_interfaces": [{"name": "wan0"}]}')
+        assert both.rc != 0 and "sets both lqos_bpf_topology and lqos_bpf_interfaces. Fix: keep one" in both.out
+    finally:
+        for ifname in ("wan0", "lan0"):
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", ifname, "xdp", "off", check=False)
+        umount(pin_root)
