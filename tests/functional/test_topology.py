@@ -1,10 +1,18 @@
-"""LibreQoS's two-interface topology on the real kernel: one object instance per interface,
-sharing the pinned maps, each with its own load-time values (direction 1 on the
-Internet-facing side, 2 on the ISP-facing side, both interface indexes), traffic forwarded
-through a shaper namespace between a "client" and an "upstream" namespace. The XDP
-programs' own per-host counters prove each side counts its direction."""
+"""LibreQoS's topologies on the real kernel: one object instance per interface, sharing the
+pinned maps, each with its own load-time values.
+
+- pair: direction 1 on the Internet-facing side, 2 on the ISP-facing side, traffic forwarded
+  through a shaper namespace between a "client" and an "upstream" namespace;
+- bridge: the same two ports, no forwarding and no address in the shaper: only the TC
+  redirector and its map entries (lqos.bpf.map_entries) carry the traffic across;
+- stick: one interface, direction 3, two VLANs; tagged frames are written by a packet socket
+  (this kernel has no 8021q module; the VMs of molecule/default run real VLAN subinterfaces).
+
+The topologies go through the deploy role's derivation (lqos.bpf.topology_plan), and the
+XDP programs' own per-host counters prove each side counts its direction."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
@@ -301,3 +309,68 @@ def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(br
         for ifname in ("wan0", "lan0"):
             sh("ip", "netns", "exec", ns, "ip", "link", "set", ifname, "xdp", "off", check=False)
         umount(pin_root)
+
+
+def ipv4_checksum(header: bytes) -> int:
+    total = sum(struct.unpack("!%dH" % (len(header) // 2), header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tagged_echo(dst_mac: bytes, src_mac: bytes, vlan: int, src: str, dst: str) -> bytes:
+    """An Ethernet frame with one 802.1Q tag carrying an ICMP echo request from src to dst."""
+    icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"lqos-stick"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, socket.inet_aton(src),
+                     socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", ipv4_checksum(ip)) + ip[12:]
+    return dst_mac + src_mac + struct.pack("!HH", 0x8100, vlan) + struct.pack("!H", 0x0800) + ip + icmp
+
+
+def mac(ns: str, ifname: str) -> bytes:
+    return bytes.fromhex(json.loads(sh("ip", "-n", ns, "-j", "link", "show", "dev", ifname).stdout)[0]["address"]
+                         .replace(":", ""))
+
+
+@pytest.fixture
+def trunk():
+    """shaper (trunk0) -- (t0) switch: one link; the switch side sends VLAN-tagged frames."""
+    tag = "lqk" + uuid.uuid4().hex[:6]
+    ns = {"shaper": tag + "s", "switch": tag + "w"}
+    for name in ns.values():
+        sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", ns["shaper"], "link", "add", "trunk0", "type", "veth", "peer", "name", "t0",
+           "netns", ns["switch"])
+        sh("ip", "-n", ns["shaper"], "link", "set", "trunk0", "up")
+        sh("ip", "-n", ns["switch"], "link", "set", "t0", "up")
+        yield ns
+    finally:
+        for name in ns.values():
+            sh("ip", "netns", "delete", name, check=False)
+
+
+def test_stick_counts_each_vlan_on_its_side(reference, trunk, bpffs, tmp_path):
+    """On a stick the tag says the side: frames tagged with the Internet VLAN go "down" to their destination,
+    frames tagged with the ISP VLAN come "up" from their source, other tags are not counted. The frames are
+    written tagged onto the wire by a packet socket, so no 8021q module is needed on this kernel."""
+    plan = topology_plan({"mode": "stick", "interface": "trunk0", "internet_vlan": 100, "isp_vlan": 200,
+                          "stick_offset": 1, "netns": trunk["shaper"]}, "reference")
+    res = attach_plan(reference, bpffs, tmp_path, plan)
+    assert [t["program"] for t in res["trunk0"]["tc"]] == ["tc_classify"]
+    # be16:100 and be16:200: the bytes 00 64 and 00 c8, i.e. the little-endian integers 0x6400 and 0xc800
+    assert ("data attach_ifindex=%d, data direction=3, data stick_vlan_internet=25600, data stick_vlan_lan=51200, "
+            "data upload_cpu_offset=1" % res["trunk0"]["ifindex"]) in res["trunk0"]["actions"][0]
+    dst_mac, src_mac = mac(trunk["shaper"], "trunk0"), mac(trunk["switch"], "t0")
+    with H.netns(trunk["switch"]):
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+            raw.bind(("t0", 0))
+            for vlan, src, dst, count in ((100, "198.51.100.7", "10.217.0.10", 3),    # from the Internet
+                                          (200, "10.218.0.20", "198.51.100.7", 4),    # from a customer
+                                          (300, "10.219.0.30", "10.219.0.31", 2)):    # neither side
+                for _ in range(count):
+                    raw.send(tagged_echo(dst_mac, src_mac, vlan, src, dst))
+    assert counters(bpffs, "10.217.0.10") == (3, 0)
+    assert counters(bpffs, "10.218.0.20") == (0, 4)
+    for address in ("198.51.100.7", "10.219.0.30", "10.219.0.31"):
+        assert counters(bpffs, address) is None
