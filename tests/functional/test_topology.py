@@ -303,6 +303,13 @@ def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(br
         again = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
         assert again.rc == 0, again
         assert again.recap["bridge1"]["changed"] == 0, again.changed_tasks
+        # The audit reads the hooks of the topology's interfaces too.
+        report = str(tmp_path / "report")
+        audit = playbook("audit.yml", inventory, "-e", "lqos_bpf_report_dir=" + report)
+        assert audit.rc == 0, audit.out[-8000:]
+        with open(os.path.join(report, "fleet-abi-report.json")) as fh:
+            facts = json.load(fh)["hosts"]["bridge1"]
+        assert facts["status"] == "deployed", facts
         both = playbook("deploy.yml", inventory, "-e", '{"lqos_bpf_interfaces": [{"name": "wan0"}]}')
         assert both.rc != 0 and "sets both lqos_bpf_topology and lqos_bpf_interfaces. Fix: keep one" in both.out
     finally:
