@@ -27,6 +27,7 @@ description:
     send what arrives on one interface out of the other.
   - V(stick) - one interface, direction 3, the Internet and ISP VLAN ids (network byte order) and the stick
     offset; no bridge redirector.
+author: lqos.bpf maintainers (@lqos-bpf)
 options:
   _input:
     description: The topology - C(mode), C(internet) and C(isp) (pair, bridge) or C(interface) (stick),

@@ -189,7 +189,7 @@ class Attacher(ApplyMixin):
         self.programs = {p["name"]: p["type_name"] for p in info["programs"]}
         self.sections = {p["name"]: p["section"] for p in info["programs"]}
         self.xdp_prog, self.tc_slots, notes = wanted_slots(self.spec, self.programs, self.with_tc, self.object,
-                                                                 self.tc_only)
+                                                           self.tc_only)
         self.notes.extend(notes)
         self.roles = program_roles(self.spec, info["programs"])
         for name in [self.xdp_prog] + [s["program"] for s in self.tc_slots]:

@@ -19,6 +19,7 @@ description:
     holds the value is not written, so a second identical run reports C(changed=false).
   - The deploy role's bridge mode writes the bridge redirector's interface map with it (each port redirected to
     the other).
+author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.pin_root

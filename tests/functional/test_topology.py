@@ -375,8 +375,9 @@ def test_stick_counts_each_vlan_on_its_side(reference, trunk, bpffs, tmp_path):
             for vlan, src, dst, count in ((100, "198.51.100.7", "10.217.0.10", 3),    # from the Internet
                                           (200, "10.218.0.20", "198.51.100.7", 4),    # from a customer
                                           (300, "10.219.0.30", "10.219.0.31", 2)):    # neither side
-                for _ in range(count):
-                    raw.send(tagged_echo(dst_mac, src_mac, vlan, src, dst))
+                frame = tagged_echo(dst_mac, src_mac, vlan, src, dst)
+                for unused in range(count):
+                    raw.send(frame)
     assert counters(bpffs, "10.217.0.10") == (3, 0)
     assert counters(bpffs, "10.218.0.20") == (0, 4)
     for address in ("198.51.100.7", "10.219.0.30", "10.219.0.31"):
