@@ -17,7 +17,7 @@ short_description: Derive the per-interface load-time values of a shaper topolog
 version_added: 0.1.0
 description:
   - Turns the deploy role's C(lqos_bpf_topology) into the low-level C(lqos_bpf_interfaces) entries (one object
-    instance per interface, each with its own C(data)) and, in bridge mode, the entries of the bridge
+    instance per interface, each with its own load-time values) and, in bridge mode, the entries of the bridge
     redirector's interface map.
   - The names of the load-time variables come from the spec's C(topology) section (docs/pipeline-spec.md), never
     from this filter - the reference pipeline and LibreQoS name them differently.
@@ -48,7 +48,7 @@ EXAMPLES = r"""
 - name: Derive the interfaces of a two-interface shaper
   ansible.builtin.set_fact:
     shaper_plan: "{{ {'mode': 'pair', 'internet': 'ens19', 'isp': 'ens20'} | lqos.bpf.topology_plan('libreqos') }}"
-# shaper_plan.interfaces[0].data ==
+# shaper_plan.interfaces[0].topology_data ==
 #   {direction: 1, to_internet_ifindex: 'ifindex:ens19', to_isp_ifindex: 'ifindex:ens20'}
 """
 
@@ -56,7 +56,9 @@ RETURN = r"""
 _value:
   description:
     - C(mode); C(interfaces) - entries for the deploy role's C(lqos_bpf_interfaces) (C(name), C(netns),
-      C(xdp_mode), C(data), C(tc_programs), C(probe_target), C(probe_direction)); C(bridge) - null, or
+      C(xdp_mode), C(topology_data) (for M(lqos.bpf.attach) O(lqos.bpf.attach#module:topology_data): a variable an
+      older object lacks is left out with a note), C(tc_programs), C(probe_target), C(probe_direction));
+      C(bridge) - null, or
       C(program), C(map), C(netns) and C(entries) (C(key), C(value)) for M(lqos.bpf.map_entries).
   type: dict
 """
@@ -171,7 +173,7 @@ def topology_plan(topology, spec, basedir=None) -> dict:
         return data
 
     def entry(name: str, data: dict, probe_target, probe_direction: int) -> dict:
-        out = {"name": name, "xdp_mode": xdp_mode, "data": data, "tc_programs": list(tc_programs),
+        out = {"name": name, "xdp_mode": xdp_mode, "topology_data": data, "tc_programs": list(tc_programs),
                "probe_direction": probe_direction}
         if netns:
             out["netns"] = netns

@@ -133,7 +133,12 @@ class Attacher(ApplyMixin):
         self.left_out = []    # [{program, section, class, reason, fix, feature}] optional programs refused
         self.probed = False
         self.overrides = {"rodata": dict(p.get("rodata") or {}), "data": dict(p.get("data") or {})}
-        for section, values in self.overrides.items():
+        # Values a topology derived from the spec (deploy role): spec values, so a variable the object lacks (an
+        # older release) is left out with a note instead of failing.
+        topo = dict(p.get("topology_data") or {})
+        if topo:
+            self.spec = dict(spec, attach=dict(spec["attach"], data=dict(spec["attach"].get("data") or {}, **topo)))
+        for section, values in list(self.overrides.items()) + [("topology_data", topo)]:
             for var, value in values.items():
                 if not is_load_value(value):
                     raise LqosError("%s.%s must be an integer or one of %s, got %r." % (

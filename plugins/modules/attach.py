@@ -115,6 +115,14 @@ options:
         (C(be16:N)) and C(stick_offset) this way.
     type: dict
     default: {}
+  topology_data:
+    description:
+      - Load-time values a topology derived from the spec's C(topology) section (the deploy role's
+        C(lqos_bpf_topology), filter C(lqos.bpf.topology_plan)); values as for O(data). They count as the spec's own
+        values - over C(attach.data), under O(data) - so a variable the object lacks (an older release) is left out
+        with a note instead of failing the run.
+    type: dict
+    default: {}
 notes:
   - Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), libbpf1 and python3-cffi on the target.
   - An existing map pin that the object cannot reuse (other type, sizes, max_entries or flags) fails the run before
@@ -379,6 +387,7 @@ def argument_spec() -> dict:
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         rodata=dict(type="dict", default={}),
         data=dict(type="dict", default={}),
+        topology_data=dict(type="dict", default={}),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)

@@ -118,6 +118,14 @@ def test_an_override_for_a_variable_the_object_lacks_is_an_error(reference, shap
     assert res["_rc"] == 1
     assert res["msg"] == ("data to_isp_ifindex: the object has no such global variable. Fix: check the names against "
                           "the BPF source (non-static globals of .rodata, .data, .bss).")
+    # The same variable derived by a topology counts as the spec's own: an older object without it is noted.
+    derived = run_module("attach", dict(spec="reference", object=reference, pin_root=bpffs, interface="wan0",
+                                        netns=shaper["ns"]["shaper"], state_dir=str(tmp_path / "state"),
+                                        topology_data={"direction": 1, "to_isp_ifindex": "ifindex:lan0"},
+                                        approve=True))
+    assert derived["_rc"] == 0, derived.get("msg")
+    assert "spec attach.data.to_isp_ifindex is not set: the object has no such variable" in derived["notes"]
+    assert "data direction=1" in derived["actions"][0]
     bad = run_module("attach", dict(spec="reference", object=reference, pin_root=bpffs, interface="wan0",
                                     netns=shaper["ns"]["shaper"], data={"direction": "sideways"}))
     assert bad["_rc"] == 1 and bad["msg"].startswith("data.direction must be an integer or one of possible_cpus, "
@@ -138,7 +146,8 @@ def attach_plan(reference, bpffs, tmp_path, plan, **extra):
     out = {}
     for i in plan["interfaces"]:
         args = dict(spec="reference", object=reference, pin_root=bpffs, interface=i["name"], netns=i.get("netns"),
-                    state_dir=str(tmp_path / "state"), data=i["data"], tc_programs=i["tc_programs"], approve=True,
+                    state_dir=str(tmp_path / "state"), topology_data=i["topology_data"], tc_programs=i["tc_programs"],
+                    approve=True,
                     **extra)
         out[i["name"]] = run_module("attach", args)
         assert out[i["name"]]["_rc"] == 0, out[i["name"]].get("msg")

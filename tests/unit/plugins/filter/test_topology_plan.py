@@ -19,9 +19,9 @@ def test_pair_on_libreqos_sets_direction_and_both_indexes():
     plan = topology_plan({"mode": "pair", "internet": "ens19", "isp": "ens20"}, "libreqos")
     both = {"to_internet_ifindex": "ifindex:ens19", "to_isp_ifindex": "ifindex:ens20"}
     assert plan == {"mode": "pair", "bridge": None, "interfaces": [
-        {"name": "ens19", "xdp_mode": "auto", "data": dict(both, direction=1), "tc_programs": ["tc_iphash_to_cpu"],
+        {"name": "ens19", "xdp_mode": "auto", "topology_data": dict(both, direction=1), "tc_programs": ["tc_iphash_to_cpu"],
          "probe_direction": 1},
-        {"name": "ens20", "xdp_mode": "auto", "data": dict(both, direction=2), "tc_programs": ["tc_iphash_to_cpu"],
+        {"name": "ens20", "xdp_mode": "auto", "topology_data": dict(both, direction=2), "tc_programs": ["tc_iphash_to_cpu"],
          "probe_direction": 2, "probe_target": ""}]}
 
 
@@ -30,9 +30,9 @@ def test_pair_on_the_reference_uses_its_own_names():
                           "probe_target": "192.0.2.1", "xdp_mode": "skb"}, "reference")
     wan, lan = plan["interfaces"]
     assert wan == {"name": "wan0", "netns": "shaper", "xdp_mode": "skb", "probe_target": "192.0.2.1",
-                   "probe_direction": 1, "data": {"direction": 1, "attach_ifindex": "ifindex"},
+                   "probe_direction": 1, "topology_data": {"direction": 1, "attach_ifindex": "ifindex"},
                    "tc_programs": ["tc_classify"]}
-    assert lan["data"] == {"direction": 2, "attach_ifindex": "ifindex"} and lan["probe_target"] == ""
+    assert lan["topology_data"] == {"direction": 2, "attach_ifindex": "ifindex"} and lan["probe_target"] == ""
 
 
 def test_bridge_adds_the_redirector_and_its_map_entries():
@@ -53,16 +53,16 @@ def test_stick_sets_direction_3_the_vlans_big_endian_and_the_offset():
     assert plan["bridge"] is None
     assert plan["interfaces"] == [{
         "name": "ens19", "xdp_mode": "auto", "tc_programs": ["tc_iphash_to_cpu"], "probe_direction": 1,
-        "data": {"direction": 3, "to_internet_ifindex": "ifindex:ens19", "to_isp_ifindex": "ifindex:ens19",
+        "topology_data": {"direction": 3, "to_internet_ifindex": "ifindex:ens19", "to_isp_ifindex": "ifindex:ens19",
                  "internet_vlan": "be16:100", "isp_vlan": "be16:200", "stick_offset": 1}}]
     ref = topology_plan({"mode": "stick", "interface": "eth1", "internet_vlan": 100, "isp_vlan": 200}, "reference")
-    assert ref["interfaces"][0]["data"] == {"direction": 3, "attach_ifindex": "ifindex",
+    assert ref["interfaces"][0]["topology_data"] == {"direction": 3, "attach_ifindex": "ifindex",
                                             "stick_vlan_internet": "be16:100", "stick_vlan_lan": "be16:200"}
 
 
 def test_the_spec_may_be_a_validated_mapping_or_a_raw_one():
     spec = resolve_spec_option("reference")
-    assert topology_plan({"mode": "pair", "internet": "a", "isp": "b"}, spec)["interfaces"][0]["data"]["direction"] == 1
+    assert topology_plan({"mode": "pair", "internet": "a", "isp": "b"}, spec)["interfaces"][0]["topology_data"]["direction"] == 1
 
 
 @pytest.mark.parametrize("topology, message", [
