@@ -56,8 +56,9 @@ RETURN = r"""
 _value:
   description:
     - C(mode); C(interfaces) - entries for the deploy role's C(lqos_bpf_interfaces) (C(name), C(netns),
-      C(xdp_mode), C(topology_data) (for M(lqos.bpf.attach) O(lqos.bpf.attach#module:topology_data): a variable an
-      older object lacks is left out with a note), C(tc_programs), C(probe_target), C(probe_direction));
+      C(xdp_mode), C(topology_data) (the option of that name of M(lqos.bpf.attach) -
+      a variable an older object lacks is left out with a note), C(tc_programs), C(probe_target),
+      C(probe_direction));
       C(bridge) - null, or
       C(program), C(map), C(netns) and C(entries) (C(key), C(value)) for M(lqos.bpf.map_entries).
   type: dict
