@@ -54,10 +54,10 @@ def test_stick_sets_direction_3_the_vlans_big_endian_and_the_offset():
     assert plan["interfaces"] == [{
         "name": "ens19", "xdp_mode": "auto", "tc_programs": ["tc_iphash_to_cpu"], "probe_direction": 1,
         "topology_data": {"direction": 3, "to_internet_ifindex": "ifindex:ens19", "to_isp_ifindex": "ifindex:ens19",
-                 "internet_vlan": "be16:100", "isp_vlan": "be16:200", "stick_offset": 1}}]
+                          "internet_vlan": "be16:100", "isp_vlan": "be16:200", "stick_offset": 1}}]
     ref = topology_plan({"mode": "stick", "interface": "eth1", "internet_vlan": 100, "isp_vlan": 200}, "reference")
     assert ref["interfaces"][0]["topology_data"] == {"direction": 3, "attach_ifindex": "ifindex",
-                                            "stick_vlan_internet": "be16:100", "stick_vlan_lan": "be16:200"}
+                                                     "stick_vlan_internet": "be16:100", "stick_vlan_lan": "be16:200"}
 
 
 def test_the_spec_may_be_a_validated_mapping_or_a_raw_one():

@@ -100,7 +100,8 @@ def test_wanted_slots_checks_names_and_types():
 
 
 def test_tc_programs_picks_among_the_spec_s_tc_programs():
-    xdp, tc, _ = A.wanted_slots(SPEC, PROGRAMS, True, "/o.o", only=["tc_classify"])
+    xdp, tc, notes = A.wanted_slots(SPEC, PROGRAMS, True, "/o.o", only=["tc_classify"])
+    assert notes == []
     assert xdp == "xdp_shaper" and [s["program"] for s in tc] == ["tc_classify"]
     assert A.wanted_slots(SPEC, PROGRAMS, True, "/o.o", only=[])[1] == []
     with pytest.raises(LqosError) as exc:
