@@ -297,6 +297,12 @@ def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(br
         inventory = str(tmp_path / "inventory.yml")
         with open(inventory, "w") as fh:
             yaml.safe_dump({"all": {"hosts": {"bridge1": host}}}, fh)
+        # A fresh host in check mode: the plan names the interfaces and the redirector's entries, creates nothing.
+        plan = playbook("deploy.yml", inventory, "--check", "--diff")
+        assert plan.rc == 0, plan.out[-8000:]
+        assert "attach on wan0" in plan.out and "attach on lan0" in plan.out
+        assert "write the bridge redirector entries of bridge_redirect (ifindex:wan0, ifindex:lan0)" in plan.out
+        assert os.listdir(pin_root) == [] or set(os.listdir(pin_root)) <= {"maps.debug", "progs.debug"}
         first = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
         assert first.rc == 0, first.out[-8000:]
         for ifname in ("wan0", "lan0"):
