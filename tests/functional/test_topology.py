@@ -22,7 +22,7 @@ import uuid
 import pytest
 import yaml
 
-from lqos_testlib import build_reference, mount_bpffs, run_module, sh, umount
+from lqos_testlib import build_reference, libreqos_crate, mount_bpffs, needs_libreqos, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
 
@@ -397,3 +397,31 @@ def test_stick_counts_each_vlan_on_its_side(reference, trunk, bpffs, tmp_path):
     assert counters(bpffs, "10.218.0.20") == (0, 4)
     for address in ("198.51.100.7", "10.219.0.30", "10.219.0.31"):
         assert counters(bpffs, address) is None
+
+
+@needs_libreqos
+def test_libreqos_bridge_through_bifrost_with_its_own_names(bridged, bpffs, tmp_path):
+    """The same bridge topology on a LibreQoS checkout: the spec's topology names (direction,
+    to_internet_ifindex, to_isp_ifindex; bifrost and bifrost_interface_map.redirect_to) reach the real object."""
+    built = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=str(tmp_path / "out")))
+    assert built["_rc"] == 0, built.get("msg")
+    obj = built["outputs"]["object"]["path"]
+    ns = bridged["ns"]["shaper"]
+    plan = topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns}, "libreqos")
+    for i in plan["interfaces"]:
+        res = run_module("attach", dict(spec="libreqos", object=obj, pin_root=bpffs, interface=i["name"], netns=ns,
+                                        state_dir=str(tmp_path / "state"), topology_data=i["topology_data"],
+                                        tc_programs=i["tc_programs"], approve=True))
+        assert res["_rc"] == 0, res.get("msg")
+        assert "data direction=%d" % i["topology_data"]["direction"] in res["actions"][0]
+        assert "bifrost" in tc_ingress(ns, i["name"])
+    wrote = run_module("map_entries", dict(pin_root=bpffs, map=plan["bridge"]["map"], netns=ns,
+                                           entries=plan["bridge"]["entries"], approve=True))
+    assert wrote["_rc"] == 0 and wrote["applied"], wrote.get("msg")
+    with H.netns(ns):
+        wan, lan = H.ifindex("wan0"), H.ifindex("lan0")
+    held = dict(M.map_entries(os.path.join(bpffs, "bifrost_interface_map")))
+    assert held[struct.pack("<I", wan)][:4] == struct.pack("<I", lan)
+    assert held[struct.pack("<I", lan)][:4] == struct.pack("<I", wan)
+    ping = ping_across(bridged)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
