@@ -21,6 +21,14 @@ states ``migrated``, ``committed`` and ``rolled_back``).
    moved-aside pin renamed back, so re-attaching the previous build reuses the
    live old maps.
 
+A stale pin can also sit over a map the attached programs still use: the pin
+was replaced by hand or by another loader while this collection's programs
+(pinned under ``<pin_root>/lqos_bpf/``) kept the original map by fd. Then the
+live map already has the new layout and holds the programs' data: ``migrated``
+moves the stale pin aside as above and pins the live map at ``NAME`` instead
+of creating an empty one ("adopt"); the stale map's entries are not copied
+(they are the ones the programs never saw), and commit backs it up.
+
 The pins themselves are the journal: a pin under ``lqos_bpf_aside/`` means a
 replacement is under way, whatever happened to the process. One small record
 per pin_root in ``state_dir`` (``/run``, gone at reboot like the pins) says
@@ -49,6 +57,7 @@ except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
 ASIDE_DIR = "lqos_bpf_aside"
+PROG_PIN_DIR = "lqos_bpf"  # where lqos.bpf.attach pins the programs it attached (_attach_plan.PIN_SUBDIR)
 DEFAULT_STATE_DIR = "/run/lqos-bpf/maps"
 KILL_ENV = "LQOS_BPF_TEST_KILL_AT"
 
@@ -142,12 +151,43 @@ def object_sides(obj: str, pin_root: str, resize: dict) -> dict:
 # migrated
 # --------------------------------------------------------------------------
 
+def _matches(info: dict, side: dict) -> bool:
+    return all(info[k] == side[k] for k in ("key_size", "value_size", "max_entries")) \
+        and info["type_name"] == side["type"]
+
+
+def live_maps(pins: list, sides: dict) -> dict:
+    """{map name: live map id} for each map of the object that this collection's attached programs (the
+    program pins under ``<pin_root>/lqos_bpf/``) use with the object's own layout. The kernel keeps 15
+    characters of a map name; a name two different live maps match is left out (ambiguous)."""
+    found: dict = {}
+    for pin in pins:
+        if pin["kind"] != "prog" or not pin["name"].startswith(PROG_PIN_DIR + "/") or not pin.get("id"):
+            continue
+        try:
+            map_ids = M.prog_info_by_id(pin["id"])["map_ids"]
+        except L.LibbpfError:
+            continue  # unloaded since the audit
+        for map_id in map_ids:
+            try:
+                info = M.map_info_by_id(map_id)
+            except L.LibbpfError:
+                continue
+            for name, side in sides.items():
+                if info["name"] == name[:15] and _matches(info, side):
+                    found.setdefault(name, set()).add(map_id)
+    return {name: ids.pop() for name, ids in found.items() if len(ids) == 1}
+
+
 def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, defaults: dict,
                       allow_narrowing: bool = False) -> list:
     """One action per incompatible map pin the object makes, and per moved-aside pin not yet filled:
-    {action: replace|finish, name, pin, aside, old_id, new_id, plan}. Raises when a moved-aside pin
-    and an incompatible pin share a name (an earlier replacement was never committed or rolled back)."""
+    {action: replace|finish, name, pin, aside, old_id, new_id, live_id, plan}. ``live_id`` is set when the
+    attached programs already use a live map of the new layout under that name (it is pinned, not a new
+    map created). Raises when a moved-aside pin and an incompatible pin share a name (an earlier
+    replacement was never committed or rolled back)."""
     aside = dict(pending(pins))
+    live = live_maps(pins, sides)
     actions = []
     for pin in pins:
         if pin["kind"] != "map" or is_aside(pin["name"]):
@@ -158,8 +198,9 @@ def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, def
                                 "replacement; nothing was changed." % (pin["name"], aside[pin["name"]]["path"]),
                                 "finish that replacement first: state: committed (keep the new maps) or "
                                 "state: rolled_back (go back to the old ones).")
+            live_id = live.get(pin["name"]) if live.get(pin["name"]) != pin.get("id") else None
             actions.append(_action("replace", pin_root, pin["name"], pin["path"], sides, defaults,
-                                   allow_narrowing=allow_narrowing))
+                                   allow_narrowing=allow_narrowing, live_id=live_id))
     for name, apin in sorted(aside.items()):
         if name not in sides:
             continue
@@ -168,7 +209,9 @@ def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, def
         done = journal.get(name)
         if new_id is not None and done == {"aside_id": apin["id"], "new_id": new_id}:
             continue
-        actions.append(_action("finish", pin_root, name, apin["path"], sides, defaults, new_id, allow_narrowing))
+        live_id = live.get(name) if new_id in (None, live.get(name)) else None
+        actions.append(_action("finish", pin_root, name, apin["path"], sides, defaults, new_id, allow_narrowing,
+                               live_id))
     return actions
 
 
@@ -180,26 +223,28 @@ def _pinned_id(path: str):
 
 
 def _action(kind: str, pin_root: str, name: str, old_path: str, sides: dict, defaults: dict,
-            new_id=None, allow_narrowing: bool = False) -> dict:
+            new_id=None, allow_narrowing: bool = False, live_id=None) -> dict:
     old = kernel_side(old_path)
     try:
         rows = M.map_entries(old_path) if old["type"] in G.MIGRATABLE else None
     except L.LibbpfError:
         rows = None
     plan = G.plan_map(name, old, sides[name], None if rows is None else len(rows), (defaults or {}).get(name))
-    if rows and not plan["refused"]:
+    if live_id is not None:
+        plan["refused"] = []  # nothing moves out of the stale map: the live map is the programs' own
+    elif rows and not plan["refused"]:
         try:  # every entry converted once now, so a value that cannot move refuses the plan itself
             G.convert_entries(plan, old, sides[name], rows, L.possible_cpus(), allow_narrowing=allow_narrowing)
         except G.MigrationError as exc:
             plan["refused"].append(exc.msg.split(": ", 1)[1].split("; nothing was changed")[0])
     return {"action": kind, "name": name, "pin": os.path.join(pin_root, name),
             "aside": os.path.join(pin_root, aside_name(name)), "old_id": old["id"], "new_id": new_id,
-            "plan": plan, "old": old}
+            "live_id": live_id, "plan": plan, "old": old}
 
 
 def refusals(actions: list) -> list:
     return ["%s: %s" % (a["name"], "; ".join(a["plan"]["refused"])) for a in actions
-            if a["plan"]["refused"] and a["old"]["type"] in G.MIGRATABLE]
+            if a["plan"]["refused"] and a["old"]["type"] in G.MIGRATABLE and a["live_id"] is None]
 
 
 def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, state_dir: str,
@@ -225,6 +270,10 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
                             "check that pin_root is a writable bpffs (root, CAP_SYS_ADMIN).")
         journal.pop(a["name"], None)
         step("aside:" + a["name"])
+    for a in actions:
+        if a["live_id"] is not None and _pinned_id(a["pin"]) != a["live_id"]:
+            _pin_live(a)
+            step("repinned:" + a["name"])
     if any(_pinned_id(a["pin"]) is None for a in actions):
         _create_maps(obj, pin_root, resize)
         step("loaded")
@@ -232,6 +281,12 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
     for a in actions:
         old, new_path = a["old"], a["pin"]
         new = kernel_side(new_path)
+        if a["live_id"] is not None:
+            journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
+            write_journal(state_dir, pin_root, journal)
+            done.append({"name": a["name"], "entries_total": None, "entries_written": 0, "new_id": new["id"],
+                         "repinned": True})
+            continue
         if a["old"]["type"] not in G.MIGRATABLE or a.get("empty"):
             journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
             write_journal(state_dir, pin_root, journal)
@@ -251,6 +306,25 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
                      "new_id": new["id"]})
         step("filled:" + a["name"])
     return done
+
+
+def _pin_live(a: dict) -> None:
+    """Pin the live map the attached programs use at the name the stale pin left."""
+    try:
+        fd = M.map_fd_by_id(a["live_id"])
+    except L.LibbpfError as exc:
+        raise LqosError("the live map %s (id %d) the attached programs used is gone: %s. The stale pin stays "
+                        "moved aside at %s." % (a["name"], a["live_id"], exc.msg, a["aside"]),
+                        "run again: with the map gone, a new map is created and the entries migrated.")
+    try:
+        L.obj_pin(fd, a["pin"])
+    except L.LibbpfError as exc:
+        raise LqosError("pinning the live map %s (id %d) at %s failed: %s. The stale pin stays moved aside at %s."
+                        % (a["name"], a["live_id"], a["pin"], exc.msg, a["aside"]),
+                        "check that pin_root is a writable bpffs, then run again or roll back with "
+                        "state: rolled_back.")
+    finally:
+        os.close(fd)
 
 
 def _create_maps(obj: str, pin_root: str, resize: dict) -> None:

@@ -36,6 +36,13 @@ def _public(action: dict, backup_dir: str) -> dict:
     out["migration"] = G.public_plan(action["plan"])
     out["reason"] = G.describe(action["plan"])
     plan = action["plan"]
+    if action["live_id"] is not None:
+        out["reason"] = describe(action)
+        out["change"] = ("re-pin live map %s (id %d) at %s, the map the attached programs use; the incompatible "
+                         "map pinned there (id %d) stays pinned aside until the health check passes, then is "
+                         "backed up to %s" % (action["name"], action["live_id"], action["pin"], action["old_id"],
+                                              backup_dir))
+        return out
     if action.get("empty") or action["old"]["type"] not in G.MIGRATABLE:
         why = "; ".join(plan["refused"]) or "%s maps are not copied" % action["old"]["type"]
         how = "the new map starts empty (%s)" % why
@@ -45,6 +52,14 @@ def _public(action: dict, backup_dir: str) -> dict:
                      "backed up to %s" % ("replace incompatible" if action["action"] == "replace" else
                                           "finish the replacement of", action["pin"], how, backup_dir))
     return out
+
+
+def describe(action: dict) -> str:
+    """One line per action for messages and diff mode."""
+    if action["live_id"] is not None:
+        return ("%s: keep the live map id %d the attached programs use (re-pinned); the stale pin id %d (%s) "
+                "is not copied" % (action["name"], action["live_id"], action["old_id"], action["plan"]["from"]))
+    return G.describe(action["plan"])
 
 
 def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_conflicts: list) -> dict:
@@ -67,7 +82,7 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
     refused = R.refusals(actions)
     if refused and params["unmigratable"] == "start_empty":
         for a in actions:
-            if a["plan"]["refused"]:
+            if a["plan"]["refused"] and a["live_id"] is None:
                 a["empty"] = True
                 module.warn("map %s: its entries cannot move to the new layout (%s); the new map starts empty and "
                             "the old one is backed up at commit" % (a["name"], "; ".join(a["plan"]["refused"])))
@@ -76,7 +91,7 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
     result = {"actions": public, "changed": bool(actions), "migrated": []}
     if module._diff:
         result["diff"] = {"before": "".join("%s: %s\n" % (a["name"], a["old"]["source"]) for a in actions),
-                          "after": "".join(G.describe(a["plan"]) + "\n" for a in actions),
+                          "after": "".join(describe(a) + "\n" for a in actions),
                           "before_header": pin_root, "after_header": pin_root}
     if refused:
         raise LqosError("the entries of %d map(s) cannot move to the new layout, so nothing was changed: %s."
@@ -90,13 +105,15 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
     why = _why_not(module)
     if why:
         result["msg"] = "%d map(s) would be replaced, keeping their entries: %s; nothing was changed (%s)." % (
-            len(actions), "; ".join(G.describe(a["plan"]) for a in actions), why)
+            len(actions), "; ".join(describe(a) for a in actions), why)
         return result
     done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"])
     result["migrated"] = done
     result["msg"] = ("replaced %d map(s) keeping their entries (old maps moved aside under %s/%s until "
                      "state: committed): %s" % (len(done), pin_root, R.ASIDE_DIR,
-                                                ", ".join("%s %s/%s entries" % (d["name"], d["entries_written"],
+                                                ", ".join(("%s re-pinned (live map id %d)" % (d["name"], d["new_id"]))
+                                                          if d.get("repinned") else
+                                                          "%s %s/%s entries" % (d["name"], d["entries_written"],
                                                                                 d["entries_total"]) for d in done)))
     return result
 

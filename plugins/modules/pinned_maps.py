@@ -62,6 +62,10 @@ options:
         is copied into it field by field by name, using the BTF of both layouts (new fields zero or O(defaults),
         integers widened, dropped fields reported, narrowing refused unless O(allow_narrowing)). Attach the new
         programs next (M(lqos.bpf.attach) swaps them atomically). A rerun finishes an interrupted replacement.
+      - When the programs this collection attached (pinned under C(<pin_root>/lqos_bpf/)) already use a live map of
+        the new layout under that name - a stale pin was put over it while they kept their map - V(migrated) moves
+        the stale pin aside the same way and pins that live map at the name instead of creating an empty one; the
+        stale map's entries are not copied, and V(committed) backs it up.
       - V(committed) (after the health check) backs each moved-aside map up to O(backup_dir), with the BTF of its key
         and value, and unpins it.
       - V(rolled_back) (on failure) unpins the new maps and puts the moved-aside ones back at their names; re-attach
@@ -273,7 +277,8 @@ restored:
            entries_total: 3, entries_to_write: 3, entries_written: 3}
 migrated:
   description: For O(state=migrated), one item per map filled by this run, with C(name), C(entries_total),
-    C(entries_written) and C(new_id). RV(actions) carries each map's plan in C(migration) (C(from), C(to), C(entries),
+    C(entries_written) and C(new_id) (C(repinned=true) when that is the live map the attached programs use,
+    with C(entries_total=null)). RV(actions) carries C(live_id) for such a map, and each map's plan in C(migration) (C(from), C(to), C(entries),
     C(key)/C(value) with C(copied), C(widened), C(narrowed), C(defaulted), C(zeroed), C(lost), and C(refused)) and a
     one-line C(change).
   returned: when state is migrated

@@ -54,6 +54,17 @@ LEGEND = {
     "not_built": "no build on the host",
     "no_data": "no facts: abi_info failed or the host was unreachable",
 }
+# The pin statuses counted in the "pins" column (lqos.bpf.pinned_maps' audit, module_utils/_pinned_maps.STATUSES).
+PIN_LEGEND = {
+    "compatible": "a pinned map whose type, key, value and max_entries match what the object expects",
+    "incompatible": "a pinned map with another layout than the object expects (drift: replaced at the next deploy)",
+    "unknown": "a pinned map no expectation names (another tool's, or one the object no longer has); never touched",
+    "missing": "a map the object pins by name is not pinned (drift only while programs are attached)",
+    "not_a_map": "a pinned program or link, a folder, a symlink or the kernel's own debug files; never touched",
+    "vanished": "a pin removed while the audit read it",
+    "unreadable": "a pin or folder the audit could not open (permissions)",
+    "aside": "an old map moved aside by a replacement that is not committed or rolled back yet",
+}
 SHORT_HASH = 12  # characters of a sha256 shown in tables; the full hash is in the JSON and on hover
 REPORT_VERSION = 2
 SUMMARY_HOSTS = 10  # drifted hosts named in the one-line summary (the report lists them all)
@@ -194,6 +205,7 @@ def aggregate(results: dict, meta: dict | None = None) -> dict:
         "spec": meta.get("spec"),
         "collection": meta.get("collection") or {"name": "lqos.bpf", "version": None},
         "legend": LEGEND,
+        "pin_legend": PIN_LEGEND,
         "hosts_total": len(rows),
         "ok": not drifted,
         "status_counts": counts,

@@ -364,6 +364,82 @@ def test_kill_during_commit_then_a_rerun_commits(tmp_path, bpffs, versions, kill
     assert len(glob.glob(os.path.join(w.backups, "flow_table.*.json"))) >= 1
 
 
+def plant_stale_pin(bpffs, name="ip_to_shaper", marker=b"\x5a" * 40):
+    """Replace the pin of ``name`` by a map of the same type and key size but a wrong value size (as
+    molecule's side effect does): the attached programs keep the original map by fd."""
+    path = os.path.join(bpffs, name)
+    live = M.map_info_by_path(path)
+    os.unlink(path)
+    fd = M.map_create(live["type_name"], live["key_size"], len(marker), live["max_entries"], name=name,
+                      flags=live["flags"])
+    try:
+        L.obj_pin(fd, path)
+    finally:
+        os.close(fd)
+    M.map_update(path, ip_key(0), marker)
+    return live["id"], map_id(path)
+
+
+@pytest.mark.parametrize("outcome", ["committed", "rolled_back"])
+def test_a_stale_pin_over_a_live_map_is_replaced_by_the_live_map_not_a_new_one(world, versions, outcome):
+    w = world
+    w.attach("v2")
+    prog = w.xdp_prog()
+    ip = os.path.join(w.bpffs, "ip_to_shaper")
+    for i in range(100):
+        M.map_update(ip, ip_key(i), struct.pack("<QI4xQQ", i, i + 1, i + 2, i + 3))
+    live_entries = entries(ip)
+    live_id, stale_id = plant_stale_pin(w.bpffs)
+    assert live_id in w.prog_maps(w.xdp_prog()) and stale_id != live_id
+
+    plan = ok(w.maps("migrated", approve=False, diff=True))
+    assert [(a["name"], a["live_id"], a["old_id"]) for a in plan["actions"]] == [("ip_to_shaper", live_id, stale_id)]
+    assert plan["actions"][0]["change"].startswith("re-pin live map ip_to_shaper (id %d) at %s, the map the "
+                                                   "attached programs use" % (live_id, ip)), plan["actions"]
+    assert "ip_to_shaper: keep the live map id %d" % live_id in plan["diff"]["after"]
+    assert map_id(ip) == stale_id
+
+    done = ok(w.maps("migrated"))
+    assert done["migrated"] == [{"name": "ip_to_shaper", "entries_total": None, "entries_written": 0,
+                                 "new_id": live_id, "repinned": True}]
+    assert map_id(ip) == live_id and entries(ip) == live_entries
+    assert pins(w.bpffs)["lqos_bpf_aside/ip_to_shaper"] == stale_id
+    assert not ok(w.maps("migrated"))["changed"]
+    # The programs already run on the re-pinned map: attach has nothing left to do.
+    again = w.attach("v2")
+    assert not again["changed"], again
+    assert w.xdp_prog() == prog
+    audit = ok(w.maps("audited"))
+    assert audit["summary"]["incompatible"] == 0
+
+    ok(w.maps(outcome))
+    if outcome == "committed":
+        assert "lqos_bpf_aside/ip_to_shaper" not in pins(w.bpffs) and map_id(ip) == live_id
+        backup = glob.glob(os.path.join(w.backups, "ip_to_shaper.*.json"))
+        assert len(backup) == 1
+        with open(backup[0]) as fh:
+            assert json.load(fh)["layout"]["value_size"] == 40
+    else:  # exactly as before the run: the stale pin is back, the live map unpinned but still in use
+        assert map_id(ip) == stale_id and "lqos_bpf_aside/ip_to_shaper" not in pins(w.bpffs)
+        assert live_id in w.prog_maps(w.xdp_prog())
+    assert entries(os.path.join(w.bpffs, "ip_to_shaper")) == (
+        live_entries if outcome == "committed" else {ip_key(0): b"\x5a" * 40})
+
+
+def test_kill_between_moving_aside_and_re_pinning_the_live_map_then_a_rerun_re_pins_it(world, versions):
+    w = world
+    w.attach("v2")
+    ip = os.path.join(w.bpffs, "ip_to_shaper")
+    M.map_update(ip, ip_key(7), struct.pack("<QI4xQQ", 7, 8, 9, 10))
+    live_id, stale_id = plant_stale_pin(w.bpffs)
+    assert w.maps("migrated", env={"LQOS_BPF_TEST_KILL_AT": "aside:ip_to_shaper"}) == -9
+    assert "ip_to_shaper" not in pins(w.bpffs) and pins(w.bpffs)["lqos_bpf_aside/ip_to_shaper"] == stale_id
+    res = ok(w.maps("migrated"))
+    assert res["actions"][0]["action"] == "finish" and res["actions"][0]["live_id"] == live_id
+    assert map_id(ip) == live_id and len(entries(ip)) == 1
+    assert not ok(w.maps("migrated"))["changed"]
+
+
 HASH_C = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>

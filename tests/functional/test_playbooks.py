@@ -17,6 +17,7 @@ with its sandbox. Kernel state is checked through libbpf in this process.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -249,15 +250,17 @@ def test_plan_mode_changes_nothing_live_and_prints_the_per_host_summary(fleet):
                for line in summary["good"]), summary["good"]
     stale_pin = os.path.join(hosts["stale"].pin_root, "host_traffic")
     assert summary["stale"][0] == plan_line
-    assert "remove incompatible map pin %s (backed up to %s/map-backups first)" % (
-        stale_pin, hosts["stale"].state_dir) in summary["stale"]
+    assert any(line.startswith("replace incompatible map pin %s, the new map starts empty (value value: 128 bytes "
+                               "before, 112 after, and no BTF" % stale_pin)
+               and line.endswith("backed up to %s/map-backups" % hosts["stale"].state_dir)
+               for line in summary["stale"]), summary["stale"]
     assert "attach on %s once the incompatible pins are removed" % hosts["stale"].pair.if_a in summary["stale"]
     assert summary["nochain"] == ["no summary: the host failed or was not reached (see its tasks above)"]
     # changed = changed on the host: the sync and the build really ran; the planned pins and hooks are no change.
     for name in ("good", "stale", "flaky"):
         assert {t.split(" : ")[0] for t in run.changed_tasks[name]} == {"lqos.bpf.build"}, run.changed_tasks
     # The plan is printed once, by the summary play.
-    assert run.out.count("remove incompatible map pin %s" % stale_pin) == 1, run
+    assert run.out.count("replace incompatible map pin %s" % stale_pin) == 1, run
 
 
 def test_preflight_stops_the_host_without_clang_with_its_own_message(fleet):
@@ -419,6 +422,8 @@ def test_embedded_default_runs_the_whole_job_in_a_sandbox(tmp_path, tools):
     assert down.rc == 0, down
     assert "lqos-sbx-a" not in sh("ip", "netns", "list").stdout
     assert not os.path.exists(os.path.join(sbx, "bpffs"))
+    # attach's record of the sandbox's programs went with them.
+    assert not glob.glob(os.path.join(sbx, "attach", "*.json")), os.listdir(os.path.join(sbx, "attach"))
 
 
 # ---------------------------------------------------------------------------

@@ -147,6 +147,8 @@ def test_json_rendering_round_trips():
     assert report["generated_at"] == META["generated_at"] and report["spec"] == "reference"
     assert report["collection"] == {"name": "lqos.bpf", "version": "0.1.0"}
     assert set(report["legend"]) == set(R.STATUSES)
+    from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import STATUSES as PIN_STATUSES
+    assert list(report["pin_legend"]) == list(PIN_STATUSES)  # every pin status the audit can count is explained
 
 
 def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_hashes():
@@ -160,6 +162,7 @@ def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_ha
     assert "| a\\|b | pin | m | key_size \\| value_size |" in md
     assert "| c | deployed | 6.1.0-27-amd64 | `bbbbbbbbbbbb` | eth1 xdp xdp_shaper 0a0a |" in md
     assert "| built | %s |" % R.LEGEND["built"] in md
+    assert "| not_a_map | %s |" % R.PIN_LEGEND["not_a_map"] in md
     assert SHA_A not in md and SHA_B not in md  # short everywhere
 
 

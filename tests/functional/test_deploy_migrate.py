@@ -1,0 +1,155 @@
+"""deploy.yml across a layout upgrade: the map entries survive the upgrade and its rollback.
+
+One local host (its own netns pair and bpffs, like test_playbooks.py). v1 is the
+reference crate; v2 changes two layouts in C and in the Rust mirrors alike (the
+flow value gains ``retransmits``, the IP -> CPU value's ``cpu`` widens to 64 bits),
+with a spec whose ``pinned_maps`` sizes follow. After v1 is deployed its
+``ip_to_shaper`` map is filled; a v2 deploy whose probe nobody answers is rolled
+back by the role (old maps at their names, same ids and entries, v1's program on the
+hook); a v2 deploy that passes the health check keeps every entry in the new layout
+and commits the old maps to backups. Last, a stale pin is planted over the live
+``ip_to_shaper`` (the programs keep their map by fd) and v2 is deployed again: the
+live map takes its name back, entries and all, and the planted map is backed up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+
+import pytest
+import yaml
+
+from lqos_testlib import REPO, copy_bpf, edit
+from test_playbooks import Host, playbook, write_inventory, xdp_on
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+N = 1000
+
+
+def ip_key(i):
+    return struct.pack("<I16s", 128, b"\0" * 10 + b"\xff\xff" + struct.pack(">I", 0x64400000 + i))
+
+
+def make_v2(root):
+    crate = copy_bpf(os.path.join(root, "src_v2"))
+    common = os.path.join(crate, "src", "bpf", "common")
+    edit(os.path.join(common, "flows.h"), "\t__u64 owner_hash[2]; /* [0] circuit id, [1] device id */\n",
+         "\t__u64 owner_hash[2]; /* [0] circuit id, [1] device id */\n\t__u64 retransmits;\n")
+    edit(os.path.join(common, "ip_hash.h"), "\t__u32 cpu;        /* cpumap slot", "\t__u64 cpu;        /* cpumap slot")
+    flow_rs = os.path.join(crate, "src", "flow_data.rs")
+    edit(flow_rs, "    pub owner_hash: [u64; 2],\n}", "    pub owner_hash: [u64; 2],\n    pub retransmits: u64,\n}")
+    edit(flow_rs, "const _: [(); 136] = [(); std::mem::size_of::<FlowData>()];",
+         "const _: [(); 144] = [(); std::mem::size_of::<FlowData>()];")
+    edit(flow_rs, "assert_eq!(std::mem::size_of::<FlowData>(), 136);", "assert_eq!(std::mem::size_of::<FlowData>(), 144);")
+    ip_rs = os.path.join(crate, "src", "ip_mapping", "ip_hash_data.rs")
+    edit(ip_rs, "    pub cpu: u32,", "    pub cpu: u64,")
+    edit(ip_rs, "assert_eq!(std::mem::size_of::<IpHashData>(), 24);", "assert_eq!(std::mem::size_of::<IpHashData>(), 32);")
+    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
+        spec = yaml.safe_load(fh)
+    sizes = {"flow_table": 144, "ip_to_shaper": 32, "shaper_hotcache": 32}
+    for item in spec["pinned_maps"]:
+        item["value_size"] = sizes.get(item["name"], item["value_size"])
+    path = os.path.join(root, "reference-v2.yml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(spec, fh)
+    return crate, path
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("deploy_migrate"))
+    crate_v2, spec_v2 = make_v2(root)
+    host = Host(root, "shaper")
+    host.create()
+    try:
+        inv = write_inventory(os.path.join(root, "v1.yml"), [host], sys.executable)
+        runs = {"v1": playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")}
+        ip = os.path.join(host.pin_root, "ip_to_shaper")
+        for i in range(N):
+            M.map_update(ip, ip_key(i), struct.pack("<IIQQ", i % 4, 0x10000 + i, i * 3, i * 5))
+        state = {"v1_xdp": xdp_on(host.pair.ns_a, host.pair.if_a), "v1_id": M.map_info_by_path(ip)["id"],
+                 "v1_entries": dict(M.map_entries(ip))}
+        host.vars.update({"lqos_bpf_src": crate_v2, "lqos_bpf_spec": spec_v2,
+                          "lqos_bpf_probe_target": host.pair.ip_b.rsplit(".", 1)[0] + ".99"})
+        inv = write_inventory(os.path.join(root, "v2-bad.yml"), [host], sys.executable)
+        runs["v2_bad"] = playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")
+        state["after_bad"] = {"xdp": xdp_on(host.pair.ns_a, host.pair.if_a), "id": M.map_info_by_path(ip)["id"],
+                              "entries": dict(M.map_entries(ip)), "pins": sorted(os.listdir(host.pin_root)),
+                              "backups": os.path.exists(os.path.join(host.state_dir, "map-backups"))}
+        host.vars["lqos_bpf_probe_target"] = host.pair.ip_b
+        inv = write_inventory(os.path.join(root, "v2-good.yml"), [host], sys.executable)
+        runs["v2_good"] = playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")
+        state["after_good"] = {"xdp": xdp_on(host.pair.ns_a, host.pair.if_a), "entries": dict(M.map_entries(ip)),
+                               "pins": sorted(os.listdir(host.pin_root)),
+                               "backups": sorted(os.listdir(os.path.join(host.state_dir, "map-backups")))}
+        live_id = M.map_info_by_path(ip)["id"]
+        os.unlink(ip)
+        fd = M.map_create("lpm_trie", 20, 40, 1024, name="ip_to_shaper")
+        try:
+            L.obj_pin(fd, ip)
+        finally:
+            os.close(fd)
+        M.map_update(ip, ip_key(0), b"\x5a" * 40)
+        runs["drift"] = playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")
+        state["after_drift"] = {"live_id": live_id, "id": M.map_info_by_path(ip)["id"],
+                                "entries": dict(M.map_entries(ip)), "pins": sorted(os.listdir(host.pin_root)),
+                                "backups": sorted(os.listdir(os.path.join(host.state_dir, "map-backups")))}
+        yield {"host": host, "runs": runs, "state": state}
+    finally:
+        host.destroy()
+
+
+def test_a_failed_upgrade_puts_the_old_maps_back_with_every_entry(upgrade):
+    run, state = upgrade["runs"]["v2_bad"], upgrade["state"]
+    assert upgrade["runs"]["v1"].recap["shaper"]["failed"] == 0, upgrade["runs"]["v1"]
+    assert run.recap["shaper"]["failed"] == 1 and run.recap["shaper"]["rescued"] == 1, run
+    bad = state["after_bad"]
+    assert bad["id"] == state["v1_id"]                      # the same live map, at its name
+    assert bad["entries"] == state["v1_entries"]            # every entry, old layout
+    assert len(bad["entries"]) == N
+    assert bad["xdp"]["tag"] == state["v1_xdp"]["tag"]       # v1's program re-attached
+    assert "lqos_bpf_aside" not in bad["pins"]
+    assert bad["backups"] is False                          # nothing committed
+
+
+def test_a_passed_upgrade_keeps_every_entry_in_the_new_layout_and_commits(upgrade):
+    run, state = upgrade["runs"]["v2_good"], upgrade["state"]
+    assert run.recap["shaper"]["failed"] == 0, run
+    good = state["after_good"]
+    assert good["xdp"]["tag"] != state["v1_xdp"]["tag"]
+    for key, old in state["v1_entries"].items():
+        assert struct.unpack("<QI4xQQ", good["entries"][key]) == struct.unpack("<IIQQ", old)
+    assert "lqos_bpf_aside" not in good["pins"]
+    names = {b.split(".", 1)[0] for b in good["backups"]}
+    assert {"ip_to_shaper", "flow_table", "shaper_hotcache"} <= names, good["backups"]
+    backup = [b for b in good["backups"] if b.startswith("ip_to_shaper.")][0]
+    with open(os.path.join(upgrade["host"].state_dir, "map-backups", backup)) as fh:
+        doc = json.load(fh)
+    assert doc["entry_count"] == N and doc["types"]["value"]["members"][0]["shape"]["size"] == 4
+    assert L.pinned_kind(os.path.join(upgrade["host"].pin_root, "ip_to_shaper")) == "map"
+
+
+def test_a_stale_pin_over_the_live_map_gives_the_name_back_to_the_live_map(upgrade):
+    run, state, host = upgrade["runs"]["drift"], upgrade["state"], upgrade["host"]
+    assert run.recap["shaper"]["failed"] == 0, run
+    drift = state["after_drift"]
+    assert drift["id"] == drift["live_id"]                   # not a new, empty map
+    assert drift["entries"] == state["after_good"]["entries"]
+    assert "lqos_bpf_aside" not in drift["pins"]
+    planted = sorted(set(drift["backups"]) - set(state["after_good"]["backups"]))
+    assert len(planted) == 1 and planted[0].startswith("ip_to_shaper."), drift["backups"]
+    with open(os.path.join(host.state_dir, "map-backups", planted[0])) as fh:
+        doc = json.load(fh)
+    assert doc["layout"]["value_size"] == 40 and doc["entry_count"] == 1
+    [summary] = [d["msg"] for status, h, item, d in run.results if h == "localhost" and item == "shaper"]
+    ip = os.path.join(host.pin_root, "ip_to_shaper")
+    assert summary[1:] == [
+        "re-pin live map ip_to_shaper (id %d) at %s, the map the attached programs use; the incompatible map "
+        "pinned there (id %d) stays pinned aside until the health check passes, then is backed up to %s/map-backups"
+        % (drift["live_id"], ip, doc["map"]["id"], host.state_dir)], summary
