@@ -307,6 +307,9 @@ def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(br
         assert first.rc == 0, first.out[-8000:]
         for ifname in ("wan0", "lan0"):
             assert "tc_bridge_redir" in tc_ingress(ns, ifname)
+            # the ports accept frames for other MAC addresses, as a bridge's must
+            assert "PROMISC" in json.loads(sh("ip", "-n", ns, "-j", "link", "show", "dev", ifname).stdout)[0]["flags"]
+            assert "promiscuous mode on %s" % ifname in first.out
         with H.netns(ns):
             wan, lan = H.ifindex("wan0"), H.ifindex("lan0")
         assert dict(M.map_entries(os.path.join(pin_root, "bridge_redirect"))) == {
