@@ -93,6 +93,7 @@ class Attacher(ApplyMixin):
         self.netns = p["netns"]
         self.want_mode = p["xdp_mode"]
         self.with_tc = p["tc"]
+        self.tc_only = p.get("tc_programs")
         self.force = p["force"]
         validate_netns(self.netns)
         validate_ifname(self.ifname)
@@ -132,7 +133,12 @@ class Attacher(ApplyMixin):
         self.left_out = []    # [{program, section, class, reason, fix, feature}] optional programs refused
         self.probed = False
         self.overrides = {"rodata": dict(p.get("rodata") or {}), "data": dict(p.get("data") or {})}
-        for section, values in self.overrides.items():
+        # Values a topology derived from the spec (deploy role): spec values, so a variable the object lacks (an
+        # older release) is left out with a note instead of failing.
+        topo = dict(p.get("topology_data") or {})
+        if topo:
+            self.spec = dict(spec, attach=dict(spec["attach"], data=dict(spec["attach"].get("data") or {}, **topo)))
+        for section, values in list(self.overrides.items()) + [("topology_data", topo)]:
             for var, value in values.items():
                 if not is_load_value(value):
                     raise LqosError("%s.%s must be an integer or one of %s, got %r." % (
@@ -187,7 +193,8 @@ class Attacher(ApplyMixin):
             raise _lib_error(exc)
         self.programs = {p["name"]: p["type_name"] for p in info["programs"]}
         self.sections = {p["name"]: p["section"] for p in info["programs"]}
-        self.xdp_prog, self.tc_slots, notes = wanted_slots(self.spec, self.programs, self.with_tc, self.object)
+        self.xdp_prog, self.tc_slots, notes = wanted_slots(self.spec, self.programs, self.with_tc, self.object,
+                                                           self.tc_only)
         self.notes.extend(notes)
         self.roles = program_roles(self.spec, info["programs"])
         for name in [self.xdp_prog] + [s["program"] for s in self.tc_slots]:

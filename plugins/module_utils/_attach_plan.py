@@ -164,12 +164,20 @@ def describe_params(params: dict) -> str:
 # What the spec wants
 # ---------------------------------------------------------------------------
 
-def wanted_slots(spec: dict, programs: dict, with_tc: bool, object_path: str) -> tuple:
+def wanted_slots(spec: dict, programs: dict, with_tc: bool, object_path: str, only=None) -> tuple:
     """(xdp program or None, [tc slots], notes) for an object whose programs are
-    ``programs`` {name: prog type name}. Fails when a required program is
-    missing or has the wrong type."""
+    ``programs`` {name: prog type name}; ``only``: the names of the spec's TC
+    programs to attach (None: all). Fails when a required program is missing or
+    has the wrong type."""
     attach = spec.get("attach") or {}
     notes = []
+    if only is not None:
+        listed = [t["program"] for t in attach.get("tc") or []]
+        unknown = [p for p in only if p not in listed]
+        if unknown:
+            raise LqosError("tc_programs: %s %s not among the spec's TC programs (attach.tc: %s)."
+                            % (", ".join(unknown), "is" if len(unknown) == 1 else "are", ", ".join(listed) or "none"),
+                            "name programs of attach.tc, or leave tc_programs out to attach all of them.")
 
     def check(name, want_type, key, optional=False):
         if name not in programs:
@@ -193,6 +201,8 @@ def wanted_slots(spec: dict, programs: dict, with_tc: bool, object_path: str) ->
         seen = {}
         for i, item in enumerate(attach.get("tc") or []):
             key = "attach.tc[%d]" % i
+            if only is not None and item["program"] not in only:
+                continue
             if not check(item["program"], "sched_cls", key, item.get("optional", False)):
                 continue
             slot = {"program": item["program"], "direction": item["direction"],

@@ -53,7 +53,8 @@ def is_load_value(value) -> bool:
 
 PROGRAM_ROLES = ("required", "optional", "disabled")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
-            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive", "health")
+            "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive", "health",
+            "topology")
 SECTION_KEYS = {
     "sources": ("workdir", "kern", "wrapper_c", "wrapper_h", "inputs"),
     "outputs": OUTPUT_KEYS,
@@ -63,6 +64,19 @@ SECTION_KEYS = {
     "attach": ("xdp", "tc", "rodata", "data"),
     "toolchain": ("minimum_versions",),
     "health": ("map", "down", "up"),
+    "topology": ("direction", "own_ifindex", "internet_ifindex", "isp_ifindex", "internet_vlan", "isp_vlan",
+                 "stick_offset", "bridge"),
+    "topology.bridge": ("program", "map", "target"),
+}
+# Load-time variables a topology sets (spec `topology`, docs/pipeline-spec.md): key -> what the variable holds.
+TOPOLOGY_VARIABLES = {
+    "direction": "the interface's direction (1 Internet-facing, 2 ISP-facing, 3 on a stick)",
+    "own_ifindex": "the interface's own index",
+    "internet_ifindex": "the index of the Internet-facing interface",
+    "isp_ifindex": "the index of the ISP-facing interface",
+    "internet_vlan": "the Internet VLAN id on a stick (network byte order)",
+    "isp_vlan": "the ISP VLAN id on a stick (network byte order)",
+    "stick_offset": "the CPU offset of upload traffic on a stick",
 }
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 ITEM_KEYS = {
@@ -358,6 +372,26 @@ def validate_spec(raw) -> dict:
                              "name the counter field, e.g. `icmp_packets.down` or `icmp_download_packets`")
             health[key] = hv[key]
 
+    tv = c.mapping("topology", raw.get("topology"), SECTION_KEYS["topology"])
+    topology = None
+    if tv:
+        topology = {}
+        for key in TOPOLOGY_VARIABLES:
+            topology[key] = c.ident("topology.%s" % key, tv[key]) if tv.get(key) is not None else None
+        if topology["direction"] is None:
+            raise c.fail("topology.direction", "is missing",
+                         "name the load-time variable that holds the interface's direction")
+        bv = c.mapping("topology.bridge", tv.get("bridge"), SECTION_KEYS["topology.bridge"])
+        topology["bridge"] = None
+        if bv:
+            topology["bridge"] = {k: c.ident("topology.bridge.%s" % k, bv.get(k)) for k in ("program", "map")}
+            target = bv.get("target")
+            if not isinstance(target, str) or not _FIELD_PATH.match(target):
+                raise c.fail("topology.bridge.target", "must be a field path of the map's value, got %s"
+                             % _show(target), "name the field that holds the interface to redirect to, e.g. "
+                             "`to_ifindex`")
+            topology["bridge"]["target"] = target
+
     tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
     minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))
     for tool_name, version in minimums.items():
@@ -382,6 +416,7 @@ def validate_spec(raw) -> dict:
         "pinned_maps": pinned,
         "attach": attach,
         "health": health,
+        "topology": topology,
         "programs": roles,
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
         "derive": derive,

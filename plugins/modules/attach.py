@@ -78,6 +78,13 @@ options:
       - Attach the spec's TC programs (C(attach.tc)) too. With V(false), TC hooks are left as they are.
     type: bool
     default: true
+  tc_programs:
+    description:
+      - With O(tc), attach only these of the spec's TC programs (names from C(attach.tc)); a TC program this
+        collection attached on the interface earlier and not named here is detached. Left out, all of them.
+      - The deploy role's topologies use it to attach the bridge redirector only in bridge mode.
+    type: list
+    elements: str
   force:
     description:
       - Replace a program on a hook that this collection did not attach. Without it such a program makes the run fail
@@ -106,6 +113,14 @@ options:
         for O(rodata). LibreQoS's topologies set C(direction) (1 Internet-facing, 2 ISP-facing, 3 on a stick),
         C(to_internet_ifindex)/C(to_isp_ifindex) (C(ifindex:NAME)) and, on a stick, C(internet_vlan)/C(isp_vlan)
         (C(be16:N)) and C(stick_offset) this way.
+    type: dict
+    default: {}
+  topology_data:
+    description:
+      - Load-time values a topology derived from the spec's C(topology) section (the deploy role's
+        C(lqos_bpf_topology), filter C(lqos.bpf.topology_plan)); values as for O(data). They count as the spec's own
+        values - over C(attach.data), under O(data) - so a variable the object lacks (an older release) is left out
+        with a note instead of failing the run.
     type: dict
     default: {}
 notes:
@@ -367,10 +382,12 @@ def argument_spec() -> dict:
         state=dict(type="str", choices=["present", "absent"], default="present"),
         xdp_mode=dict(type="str", choices=list(XDP_MODES), default="auto"),
         tc=dict(type="bool", default=True),
+        tc_programs=dict(type="list", elements="str"),
         force=dict(type="bool", default=False),
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         rodata=dict(type="dict", default={}),
         data=dict(type="dict", default={}),
+        topology_data=dict(type="dict", default={}),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)

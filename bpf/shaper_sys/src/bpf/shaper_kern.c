@@ -36,16 +36,35 @@ const volatile __u32 cpu_count = 1;
 __u32 direction = DIR_UNSET;
 __s32 attach_ifindex = -1;
 __u32 upload_cpu_offset;
+__be16 stick_vlan_internet;
+__be16 stick_vlan_lan;
+
+/*
+ * The side a packet belongs to: the interface's direction, or on a stick
+ * the side its VLAN tag names (0: neither, not counted).
+ */
+static __always_inline __u32 side_of(__u16 vlan_id)
+{
+	if (direction == DIR_FACES_INTERNET || direction == DIR_FACES_LAN)
+		return direction;
+	if (direction != DIR_ON_STICK || !vlan_id)
+		return 0;
+	if (bpf_htons(vlan_id) == stick_vlan_internet)
+		return DIR_FACES_INTERNET;
+	if (bpf_htons(vlan_id) == stick_vlan_lan)
+		return DIR_FACES_LAN;
+	return 0;
+}
 
 /*
  * Which address of the packet belongs to the customer, and whether the
  * packet travels towards the customer ("down").
  */
-static __always_inline int customer_is_src(int ingress)
+static __always_inline int customer_is_src(__u32 side, int ingress)
 {
 	/* Ingress on an Internet-facing port, or egress on a LAN-facing
 	 * port, carries traffic towards customers: the customer is dst. */
-	if (direction == DIR_FACES_INTERNET)
+	if (side == DIR_FACES_INTERNET)
 		return !ingress;
 	return ingress;
 }
@@ -60,17 +79,20 @@ int xdp_shaper(struct xdp_md *ctx)
 	struct ip_hash_info *target;
 	const struct in6_addr *customer;
 	int is_down;
-	__u32 cpu;
+	__u32 cpu, side;
 
-	if (direction != DIR_FACES_INTERNET && direction != DIR_FACES_LAN)
+	if (direction != DIR_FACES_INTERNET && direction != DIR_FACES_LAN && direction != DIR_ON_STICK)
 		return XDP_PASS;
 	if (attach_ifindex > 0 && ctx->ingress_ifindex != (__u32)attach_ifindex)
 		return XDP_PASS;
 	if (!parse_packet(data, data_end, &pi))
 		return XDP_PASS;
 	pi.length = data_end - data;
+	side = side_of(pi.vlan_id);
+	if (!side)
+		return XDP_PASS;
 
-	is_down = !customer_is_src(1);
+	is_down = !customer_is_src(side, 1);
 	customer = is_down ? &pi.dst : &pi.src;
 	target = find_shaper_target(customer);
 	count_host(customer, pi.length, pi.ip_protocol, is_down, target);
@@ -97,14 +119,21 @@ int tc_classify(struct __sk_buff *skb)
 	struct control_flags *ctl;
 	struct ip_hash_info *target;
 	int local_is_src, is_down;
+	__u32 side;
 
-	if (direction != DIR_FACES_INTERNET && direction != DIR_FACES_LAN)
+	if (direction != DIR_FACES_INTERNET && direction != DIR_FACES_LAN && direction != DIR_ON_STICK)
 		return TC_ACT_OK;
 	if (!parse_packet(data, data_end, &pi))
 		return TC_ACT_OK;
 	pi.length = skb->len;
+	/* A tag the stack has not pushed into the packet yet sits in the skb. */
+	if (skb->vlan_present)
+		pi.vlan_id = skb->vlan_tci & 0x0fff;
+	side = side_of(pi.vlan_id);
+	if (!side)
+		return TC_ACT_OK;
 
-	local_is_src = customer_is_src(0);
+	local_is_src = customer_is_src(side, 0);
 	is_down = !local_is_src;
 	target = find_shaper_target(local_is_src ? &pi.src : &pi.dst);
 	track_flow(&pi, local_is_src, is_down, target);

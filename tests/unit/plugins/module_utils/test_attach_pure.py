@@ -99,6 +99,18 @@ def test_wanted_slots_checks_names_and_types():
                               "Fix: name a SEC(\"tc\") program there.")
 
 
+def test_tc_programs_picks_among_the_spec_s_tc_programs():
+    xdp, tc, notes = A.wanted_slots(SPEC, PROGRAMS, True, "/o.o", only=["tc_classify"])
+    assert notes == []
+    assert xdp == "xdp_shaper" and [s["program"] for s in tc] == ["tc_classify"]
+    assert A.wanted_slots(SPEC, PROGRAMS, True, "/o.o", only=[])[1] == []
+    with pytest.raises(LqosError) as exc:
+        A.wanted_slots(SPEC, PROGRAMS, True, "/o.o", only=["bifrost"])
+    assert str(exc.value) == ("tc_programs: bifrost is not among the spec's TC programs (attach.tc: tc_classify, "
+                              "tc_bridge_redirect). Fix: name programs of attach.tc, or leave tc_programs out to "
+                              "attach all of them.")
+
+
 def test_a_spec_that_attaches_nothing_is_an_error():
     spec = validate_spec({"name": "empty", "sources": {"kern": "k.c"}, "outputs": {}})
     with pytest.raises(LqosError, match="attaches nothing"):

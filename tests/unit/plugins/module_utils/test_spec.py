@@ -52,6 +52,13 @@ def test_minimal_spec_gets_lqos_sys_defaults():
     ({"expect": {"programs": {"xdp_shaper": ["xdp"]}}},
      "`expect.programs.xdp_shaper` must be a non-empty string, got ['xdp']."),
     ({"mirrors": [{"rust": ["A"], "c": "a"}]}, "`mirrors[0].rust` must be a Rust type name, got ['A']."),
+    ({"topology": {"own_ifindex": "attach_ifindex"}}, "pipeline spec 'mini': `topology.direction` is missing. Fix: "
+                                                      "name the load-time variable that holds the interface's direction"),
+    ({"topology": {"direction": "dir", "vlan": "v"}}, "`topology.vlan` is not a known key."),
+    ({"topology": {"direction": "dir", "internet_vlan": "a-b"}}, "`topology.internet_vlan` must be a C identifier, "
+                                                                 "got 'a-b'."),
+    ({"topology": {"direction": "dir", "bridge": {"program": "b", "map": "m", "target": "x..y"}}},
+     "`topology.bridge.target` must be a field path of the map's value, got 'x..y'."),
 ])
 def test_bad_specs_name_the_key_and_the_fix(patch, message):
     raw = dict(MINIMAL)
@@ -60,6 +67,15 @@ def test_bad_specs_name_the_key_and_the_fix(patch, message):
         validate_spec(raw)
     assert message in str(err.value)
     assert "Fix: " in str(err.value)
+
+
+def test_topology_names_the_object_s_variables():
+    spec = validate_spec(dict(MINIMAL, topology={"direction": "dir", "stick_offset": "off",
+                                                 "bridge": {"program": "b", "map": "m", "target": "t.x"}}))
+    assert spec["topology"] == {"direction": "dir", "own_ifindex": None, "internet_ifindex": None, "isp_ifindex": None,
+                                "internet_vlan": None, "isp_vlan": None, "stick_offset": "off",
+                                "bridge": {"program": "b", "map": "m", "target": "t.x"}}
+    assert validate_spec(MINIMAL)["topology"] is None
 
 
 def test_not_a_mapping():

@@ -12,6 +12,7 @@
 /* Values of `direction` (set by the loader before load). */
 #define DIR_FACES_INTERNET 1 /* ingress traffic comes from the Internet */
 #define DIR_FACES_LAN 2      /* ingress traffic comes from customers */
+#define DIR_ON_STICK 3       /* one interface, two VLANs: the tag says the side */
 #define DIR_UNSET 255        /* loader forgot to configure: count nothing */
 
 /* DownUpOrder<u64> */
@@ -37,5 +38,10 @@ extern __s32 attach_ifindex;
 
 /* .bss: added to the CPU index of upload traffic (single-NIC setups). */
 extern __u32 upload_cpu_offset;
+
+/* .bss, on a stick only: the VLAN ids (network byte order) of the
+ * Internet side and of the customer side. */
+extern __be16 stick_vlan_internet;
+extern __be16 stick_vlan_lan;
 
 #endif /* SHAPER_SHARED_H */
