@@ -99,6 +99,15 @@ def read_journal(state_dir: str, pin_root: str) -> dict:
 
 
 def write_journal(state_dir: str, pin_root: str, doc: dict) -> None:
+    """Record ``doc``; an empty one removes the record (nothing under way leaves no file behind)."""
+    if not doc:
+        try:
+            os.unlink(_journal_path(state_dir, pin_root))
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            pass  # state_dir is a file: reported by the next write that needs it
+        return
     if os.path.lexists(state_dir) and not os.path.isdir(state_dir):
         raise LqosError("state_dir %s is a file, not a folder; nothing was changed." % state_dir,
                         "give a folder (default %s)." % DEFAULT_STATE_DIR)
@@ -207,7 +216,7 @@ def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, def
         path = os.path.join(pin_root, name)
         new_id = _pinned_id(path)
         done = journal.get(name)
-        if new_id is not None and done == {"aside_id": apin["id"], "new_id": new_id}:
+        if new_id is not None and done and (done.get("aside_id"), done.get("new_id")) == (apin["id"], new_id):
             continue
         live_id = live.get(name) if new_id in (None, live.get(name)) else None
         actions.append(_action("finish", pin_root, name, apin["path"], sides, defaults, new_id, allow_narrowing,
@@ -282,7 +291,7 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         old, new_path = a["old"], a["pin"]
         new = kernel_side(new_path)
         if a["live_id"] is not None:
-            journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
+            journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"], "repinned": True}
             write_journal(state_dir, pin_root, journal)
             done.append({"name": a["name"], "entries_total": None, "entries_written": 0, "new_id": new["id"],
                          "repinned": True})
@@ -387,7 +396,9 @@ def commit(pin_root: str, pins: list, backup_dir: str, state_dir: str, write_bac
         if not write:
             continue
         side = kernel_side(apin["path"])
-        apin = dict(apin, name=name, pinned_as=new_path, reason="replaced by a new layout; committed")
+        why = ("a stale pin over the live map the attached programs use, which took its name back; committed"
+               if journal.get(name, {}).get("repinned") else "replaced by a new layout; committed")
+        apin = dict(apin, name=name, pinned_as=new_path, reason=why)
         try:
             backup = write_backup(apin, backup_dir, types={"key": side["key_shape"], "value": side["value_shape"],
                                                            "source": side["source"]})

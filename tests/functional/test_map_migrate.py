@@ -418,12 +418,17 @@ def test_a_stale_pin_over_a_live_map_is_replaced_by_the_live_map_not_a_new_one(w
         backup = glob.glob(os.path.join(w.backups, "ip_to_shaper.*.json"))
         assert len(backup) == 1
         with open(backup[0]) as fh:
-            assert json.load(fh)["layout"]["value_size"] == 40
+            doc = json.load(fh)
+        assert doc["layout"]["value_size"] == 40
+        assert doc["reason"] == ("a stale pin over the live map the attached programs use, which took its name "
+                                 "back; committed")
     else:  # exactly as before the run: the stale pin is back, the live map unpinned but still in use
         assert map_id(ip) == stale_id and "lqos_bpf_aside/ip_to_shaper" not in pins(w.bpffs)
         assert live_id in w.prog_maps(w.xdp_prog())
     assert entries(os.path.join(w.bpffs, "ip_to_shaper")) == (
         live_entries if outcome == "committed" else {ip_key(0): b"\x5a" * 40})
+    # Nothing under way any more: no replacement record is left behind.
+    assert os.listdir(w.maps_state) == [] if os.path.isdir(w.maps_state) else True
 
 
 def test_kill_between_moving_aside_and_re_pinning_the_live_map_then_a_rerun_re_pins_it(world, versions):
