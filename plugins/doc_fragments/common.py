@@ -48,7 +48,8 @@ options:
   approve:
     description:
       - The approval gate. Live changes (attaching or detaching programs, replacing, removing or restoring
-        map pins, writing or deleting map entries) are made only when this is V(true). Without it the module returns the exact plan in RV(actions) and changes nothing.
+        map pins, writing or deleting map entries) are made only when this is V(true). Without it the module
+        returns the exact plan in RV(actions) and changes nothing.
     type: bool
     default: false
 """
