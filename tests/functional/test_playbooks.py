@@ -543,6 +543,23 @@ def test_a_mistyped_inventory_is_an_error_not_the_sandbox(tmp_path, name):
     assert sh("ip", "netns", "list").stdout == netns_before
 
 
+def test_a_topology_without_an_inventory_is_one_clear_error_not_a_sandbox_conflict(tmp_path):
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    netns_before = sh("ip", "netns", "list").stdout
+    run = playbook("deploy.yml", None, "-e", '{"lqos_bpf_topology": {"mode": "stick"}}',
+                   env={"ANSIBLE_INVENTORY": str(empty)})
+    assert run.rc == 2, run
+    [failure] = run.failures("localhost")
+    assert failure["msg"] == (
+        "lqos_bpf_topology was given, but no inventory: the embedded sandbox has one interface (lqsbx0 in network "
+        "namespace lqos-sbx-a) and sets lqos_bpf_interfaces itself, so a topology cannot apply to it. Nothing was "
+        "run. Fix: pass -i with the shapers the topology describes, or leave lqos_bpf_topology out to run on the "
+        "sandbox."), failure
+    assert "sandbox" not in run.recap
+    assert sh("ip", "netns", "list").stdout == netns_before
+
+
 def test_the_audit_report_uses_the_users_template_and_names_a_missing_one(tmp_path):
     empty = tmp_path / "empty.ini"
     empty.write_text("")
