@@ -12,6 +12,7 @@ The topologies go through the deploy role's derivation (lqos.bpf.topology_plan),
 XDP programs' own per-host counters prove each side counts its direction."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -40,31 +41,39 @@ def reference(tmp_path_factory):
     return build_reference(tmp_path_factory.mktemp("topology"), "reference", "ref")
 
 
-@pytest.fixture
-def shaper():
-    """client (c0) -- (lan0) shaper (wan0) -- (u0) upstream, IPv4 forwarding in the shaper only."""
-    tag = "lqz" + uuid.uuid4().hex[:6]
+@contextlib.contextmanager
+def three_namespaces(prefix: str):
+    """client (c0) -- (lan0) shaper (wan0) -- (u0) upstream: three fresh netns and two veth pairs, all up;
+    yields ({role: netns}, a /24 number unique to this run); deletes the namespaces afterwards."""
+    tag = prefix + uuid.uuid4().hex[:6]
     ns = {"client": tag + "c", "shaper": tag + "s", "upstream": tag + "u"}
-    net = 10 + int(tag[3:5], 16) % 200
-    ips = {"client": "10.214.%d.1" % net, "lan": "10.214.%d.254" % net,
-           "wan": "10.215.%d.254" % net, "upstream": "10.215.%d.1" % net}
     for name in ns.values():
         sh("ip", "netns", "add", name)
     try:
         sh("ip", "-n", ns["shaper"], "link", "add", "lan0", "type", "veth", "peer", "name", "c0", "netns", ns["client"])
         sh("ip", "-n", ns["shaper"], "link", "add", "wan0", "type", "veth", "peer", "name", "u0",
            "netns", ns["upstream"])
-        for where, dev, ip, prefix in (("client", "c0", ips["client"], 24), ("shaper", "lan0", ips["lan"], 24),
-                                       ("shaper", "wan0", ips["wan"], 24), ("upstream", "u0", ips["upstream"], 24)):
-            sh("ip", "-n", ns[where], "addr", "add", "%s/%d" % (ip, prefix), "dev", dev)
+        for where, dev in (("shaper", "lan0"), ("shaper", "wan0"), ("client", "c0"), ("upstream", "u0")):
             sh("ip", "-n", ns[where], "link", "set", dev, "up")
+        yield ns, 10 + int(tag[3:5], 16) % 200
+    finally:
+        for name in ns.values():
+            sh("ip", "netns", "delete", name, check=False)
+
+
+@pytest.fixture
+def shaper():
+    """client (c0) -- (lan0) shaper (wan0) -- (u0) upstream, IPv4 forwarding in the shaper only."""
+    with three_namespaces("lqz") as (ns, net):
+        ips = {"client": "10.214.%d.1" % net, "lan": "10.214.%d.254" % net,
+               "wan": "10.215.%d.254" % net, "upstream": "10.215.%d.1" % net}
+        for where, dev, ip in (("client", "c0", ips["client"]), ("shaper", "lan0", ips["lan"]),
+                               ("shaper", "wan0", ips["wan"]), ("upstream", "u0", ips["upstream"])):
+            sh("ip", "-n", ns[where], "addr", "add", "%s/24" % ip, "dev", dev)
         sh("ip", "-n", ns["client"], "route", "add", "default", "via", ips["lan"])
         sh("ip", "-n", ns["upstream"], "route", "add", "default", "via", ips["wan"])
         sh("ip", "netns", "exec", ns["shaper"], "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         yield {"ns": ns, "ips": ips}
-    finally:
-        for name in ns.values():
-            sh("ip", "netns", "delete", name, check=False)
 
 
 def counters(bpffs: str, ip: str) -> tuple | None:
@@ -175,24 +184,11 @@ def test_pair_through_the_topology_variable_leaves_the_redirector_out(reference,
 def bridged():
     """client (c0 10.216.N.1) -- (lan0) shaper (wan0) -- (u0 10.216.N.2) upstream: one subnet, the shaper has
     no address, no Linux bridge and no forwarding: only a redirector can carry the traffic across."""
-    tag = "lqb" + uuid.uuid4().hex[:6]
-    ns = {"client": tag + "c", "shaper": tag + "s", "upstream": tag + "u"}
-    net = 10 + int(tag[3:5], 16) % 200
-    ips = {"client": "10.216.%d.1" % net, "upstream": "10.216.%d.2" % net}
-    for name in ns.values():
-        sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "-n", ns["shaper"], "link", "add", "lan0", "type", "veth", "peer", "name", "c0", "netns", ns["client"])
-        sh("ip", "-n", ns["shaper"], "link", "add", "wan0", "type", "veth", "peer", "name", "u0",
-           "netns", ns["upstream"])
-        for where, dev in (("shaper", "lan0"), ("shaper", "wan0"), ("client", "c0"), ("upstream", "u0")):
-            sh("ip", "-n", ns[where], "link", "set", dev, "up")
+    with three_namespaces("lqb") as (ns, net):
+        ips = {"client": "10.216.%d.1" % net, "upstream": "10.216.%d.2" % net}
         sh("ip", "-n", ns["client"], "addr", "add", ips["client"] + "/24", "dev", "c0")
         sh("ip", "-n", ns["upstream"], "addr", "add", ips["upstream"] + "/24", "dev", "u0")
         yield {"ns": ns, "ips": ips}
-    finally:
-        for name in ns.values():
-            sh("ip", "netns", "delete", name, check=False)
 
 
 def ping_across(net, count=PINGS):
