@@ -251,7 +251,8 @@ class Attacher(ApplyMixin):
                             "sizes, max_entries and flags match, so nothing was loaded or attached."
                             % (self.object, "; ".join(self.bad_pins)),
                             "replace the old pins with lqos.bpf.pinned_maps (state: migrated keeps their entries; "
-                            "state: clean removes them after a backup), then attach again.")
+                            "state: clean removes them after a backup), then attach again.",
+                            incompatible_pins=list(self.bad_pins))
 
     def read_pins(self) -> None:
         """Our pinned programs: their ids define what is ours."""

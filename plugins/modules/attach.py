@@ -123,6 +123,40 @@ options:
         with a note instead of failing the run.
     type: dict
     default: {}
+  pinned_maps:
+    description:
+      - Run the pin step of M(lqos.bpf.pinned_maps) first, in the same process - with this module's O(spec),
+        O(pin_root), O(object), O(approve) and check mode, and these of its options. One module run instead of two
+        (the deploy role passes it on every interface; after the first, the maps are already in place and the step
+        finds nothing to do). Its result is RV(pinned_maps).
+      - When the step plans pin changes it does not make (no approval, or check mode) and the attach cannot be planned
+        past the pins still to be replaced, the run reports the attach as planned behind them instead of failing.
+      - Only with O(state=present).
+    type: dict
+    suboptions:
+      state:
+        description: As O(lqos.bpf.pinned_maps#module:state) - V(migrated) (replace incompatible pins keeping their
+          entries, old maps kept aside until committed) or V(audited) (report only).
+        type: str
+        choices: [audited, migrated]
+        default: migrated
+      unmigratable:
+        description: As O(lqos.bpf.pinned_maps#module:unmigratable).
+        type: str
+        choices: [fail, start_empty]
+        default: fail
+      backup_dir:
+        description: As O(lqos.bpf.pinned_maps#module:backup_dir).
+        type: path
+        default: /var/lib/lqos-bpf/map-backups
+      state_dir:
+        description: As O(lqos.bpf.pinned_maps#module:state_dir).
+        type: path
+        default: /run/lqos-bpf/maps
+      allow_narrowing:
+        description: As O(lqos.bpf.pinned_maps#module:allow_narrowing).
+        type: bool
+        default: false
 notes:
   - Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), libbpf1 and python3-cffi on the target.
   - An existing map pin that the object cannot reuse (other type, sizes, max_entries or flags) fails the run before
@@ -169,6 +203,19 @@ EXAMPLES = r"""
     interface: eth1
     force: true
     approve: true
+
+- name: Replace incompatible map pins (keeping their entries), then attach, in one module run
+  lqos.bpf.attach:
+    spec: reference
+    object: /var/lib/lqos-bpf/reference/current/shaper_kern.o
+    interface: eth1
+    pinned_maps:
+      state: migrated
+      unmigratable: start_empty
+    approve: true
+  register: attached
+  # attached.pinned_maps is what lqos.bpf.pinned_maps would have returned; commit its replacements with
+  # lqos.bpf.pinned_maps (state: committed) once the health check passes.
 
 - name: Detach what this collection attached
   lqos.bpf.attach:
@@ -363,14 +410,25 @@ diff:
   description: Hooks and pins before and after (after is the list of planned actions when nothing was applied).
   returned: in diff mode
   type: dict
+pinned_maps:
+  description:
+    - The result of the pin step (O(pinned_maps)), as M(lqos.bpf.pinned_maps) returns it - C(actions), C(migrated),
+      C(pins), C(summary), C(msg), ... Also in the result of a run that failed after the step.
+  returned: with O(pinned_maps)
+  type: dict
+  sample: {changed: false, actions: [], migrated: [], summary: {total: 9, compatible: 9},
+           msg: "no incompatible pin and no unfinished replacement under /sys/fs/bpf; nothing to migrate"}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.lqos.bpf.plugins.module_utils._attach import run_attach
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import DEFAULT_STATE_DIR, XDP_MODES
-from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module, SPEC_ARGS
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
+from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import pending, run_pin_step, STEP_OPTIONS
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 
@@ -388,6 +446,7 @@ def argument_spec() -> dict:
         rodata=dict(type="dict", default={}),
         data=dict(type="dict", default={}),
         topology_data=dict(type="dict", default={}),
+        pinned_maps=dict(type="dict", options=STEP_OPTIONS),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)
@@ -396,7 +455,29 @@ def argument_spec() -> dict:
 
 
 def run(module) -> dict:
-    return run_attach(module, validate_spec(module.params["spec"]))
+    spec = validate_spec(module.params["spec"])
+    step = module.params["pinned_maps"]
+    if step is None:
+        return run_attach(module, spec)
+    if module.params["state"] != "present":
+        raise LqosError("pinned_maps is a step before an attach; it has no meaning with state: absent.",
+                        "leave pinned_maps out when detaching (lqos.bpf.pinned_maps audits or cleans pins on its own).")
+    pins = run_pin_step(module, step)
+    try:
+        result = run_attach(module, spec)
+    except LqosError as exc:
+        if exc.details.get("incompatible_pins") and pending(module, pins):
+            # The pins the step would replace are what blocks the attach plan: that is the plan, not a failure.
+            return {"changed": True, "applied": False, "interface": module.params["interface"],
+                    "netns": module.params["netns"], "state": "present", "pinned_maps": pins,
+                    "actions": ["attach on %s once the incompatible pins are replaced" % module.params["interface"]],
+                    "notes": ["the attach is planned past the pins the step above would replace: %s"
+                              % "; ".join(exc.details["incompatible_pins"])],
+                    "msg": "%s; the attach is planned once they are replaced." % pins.get("msg", "").rstrip(".")}
+        raise LqosError(exc.msg, exc.fix, **dict(exc.details, pinned_maps=pins))
+    result["pinned_maps"] = pins
+    result["changed"] = bool(result["changed"] or pins["changed"])
+    return result
 
 
 def main():

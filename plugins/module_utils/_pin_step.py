@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this module_util is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""The pin step of lqos.bpf.pinned_maps, run inside another module's process.
+
+lqos.bpf.attach's ``pinned_maps`` option audits (or migrates) the pinned maps
+right before it attaches, in the same process: one module run instead of two
+for every deploy (each module run costs an AnsiballZ build on the controller
+and a Python start on the target). The step is exactly ``run_pinned_maps``,
+fed the options lqos.bpf.pinned_maps would get, with the caller's spec,
+pin root, object, approval and check mode.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import MAP_BACKUP_DIR, MAP_STATE_DIR
+from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import run_pinned_maps
+
+# lqos.bpf.pinned_maps' options a caller may set, with that module's defaults; the rest come from the caller.
+STEP_OPTIONS = dict(
+    state=dict(type="str", choices=["audited", "migrated"], default="migrated"),
+    unmigratable=dict(type="str", choices=["fail", "start_empty"], default="fail"),
+    backup_dir=dict(type="path", default=MAP_BACKUP_DIR),
+    state_dir=dict(type="path", default=MAP_STATE_DIR),
+    allow_narrowing=dict(type="bool", default=False),
+)
+_FIXED = dict(derive_from_object=True, defaults={}, restore_from=None, pin=None, maps=None)
+
+
+class _StepModule:
+    """What run_pinned_maps reads of an AnsibleModule (params, check mode, diff, warn, ...), over the caller's."""
+
+    def __init__(self, module, params: dict):
+        self._module = module
+        self.params = params
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+
+def step_params(caller: dict, options: dict) -> dict:
+    """lqos.bpf.pinned_maps' params: ``options`` (STEP_OPTIONS) over its defaults, the caller's spec, pin root,
+    object and approval."""
+    params = {k: v["default"] for k, v in STEP_OPTIONS.items()}
+    params.update((k, v) for k, v in (options or {}).items() if k in STEP_OPTIONS and v is not None)
+    params.update(_FIXED)
+    params.update(spec=caller.get("spec"), object=caller.get("object"), pin_root=caller["pin_root"],
+                  approve=bool(caller.get("approve")))
+    return params
+
+
+def run_pin_step(module, options: dict) -> dict:
+    """Run the pin step with the caller module's params; returns lqos.bpf.pinned_maps' result dict.
+
+    Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
+    return run_pinned_maps(_StepModule(module, step_params(module.params, options)))
+
+
+def pending(module, result: dict) -> bool:
+    """True when the step planned pin changes it did not carry out (no approval, or check mode)."""
+    return bool(result.get("changed")) and (module.check_mode or not module.params.get("approve"))
