@@ -234,8 +234,8 @@ def _pinned_id(path: str):
 def _action(kind: str, pin_root: str, name: str, old_path: str, sides: dict, defaults: dict,
             new_id=None, allow_narrowing: bool = False, live_id=None) -> dict:
     old = kernel_side(old_path)
-    try:
-        rows = M.map_entries(old_path) if old["type"] in G.MIGRATABLE else None
+    try:  # a stale pin over a live map is not copied: its entries are not read
+        rows = M.map_entries(old_path) if old["type"] in G.MIGRATABLE and live_id is None else None
     except L.LibbpfError:
         rows = None
     plan = G.plan_map(name, old, sides[name], None if rows is None else len(rows), (defaults or {}).get(name))

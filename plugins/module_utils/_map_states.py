@@ -34,10 +34,9 @@ def _why_not(module) -> str | None:
 def _public(action: dict, backup_dir: str) -> dict:
     out = {k: v for k, v in action.items() if k not in ("plan", "old")}
     out["migration"] = G.public_plan(action["plan"])
-    out["reason"] = G.describe(action["plan"])
+    out["reason"] = describe(action)
     plan = action["plan"]
     if action["live_id"] is not None:
-        out["reason"] = describe(action)
         out["change"] = ("re-pin live map %s (id %d) at %s, the map the attached programs use; the incompatible "
                          "map pinned there (id %d) stays pinned aside until the health check passes, then is "
                          "backed up to %s" % (action["name"], action["live_id"], action["pin"], action["old_id"],
