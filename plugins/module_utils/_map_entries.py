@@ -7,7 +7,7 @@
 """Entries written into a pinned map by BTF field name (module ``map_entries``).
 
 ``encode`` is pure: a key or value given as plain data (an integer, a word
-such as ``ifindex:NAME`` or ``be16:N``, a mapping of field names, a list for
+such as ``ifindex:NAME``, ``ifindex_vlan:NAME:TAG`` or ``be16:N``, a mapping of field names, a list for
 an array) becomes the bytes of the map's BTF type, described by
 ``Btf.shape``. ``run_map_entries`` reads the map's own kernel BTF through its
 pin, compares every entry with what the map holds, and writes only with
@@ -70,6 +70,8 @@ def _encode_int(shape: dict, value, where: str, lookup) -> bytes:
     size, signed = shape["size"], shape["signed"]
     if isinstance(value, str) and value.startswith("ifindex:"):
         value = lookup(value[len("ifindex:"):])
+    elif isinstance(value, str) and value.startswith("ifindex_vlan:"):
+        value = _ifindex_vlan(size, value, where, lookup)
     elif isinstance(value, str) and value.startswith("be16:"):
         if size != 2:
             raise LqosError("%s is %d bytes: be16:N fits only a 2-byte field." % (_what(where), size),
@@ -90,6 +92,23 @@ def _encode_int(shape: dict, value, where: str, lookup) -> bytes:
                         % (_what(where), value, size, "signed" if signed else "unsigned", low, high),
                         "give a number in that range.")
     return value.to_bytes(size, "little", signed=signed)
+
+
+def _ifindex_vlan(size: int, value: str, where: str, lookup) -> int:
+    """ifindex_vlan:NAME:TAG - NAME's interface index in the high 16 bits, the VLAN id in the low 16 (the one-integer
+    key of LibreQoS's VLAN redirect map)."""
+    name, _sep, tag = value[len("ifindex_vlan:"):].rpartition(":")
+    if size < 4:
+        raise LqosError("%s is %d bytes: ifindex_vlan:NAME:TAG needs a field of 4 bytes or more."
+                        % (_what(where), size), "give a plain number.")
+    if not name or not tag.isdigit() or not 1 <= int(tag) <= 4094:
+        raise LqosError("%s: %r is not ifindex_vlan:NAME:TAG with TAG a VLAN id from 1 to 4094."
+                        % (_what(where), value), "write e.g. ifindex_vlan:eth0:100.")
+    ifindex = lookup(name)
+    if ifindex > 0xFFFF:
+        raise LqosError("%s: interface %s has index %d, which does not fit the 16 bits ifindex_vlan gives it."
+                        % (_what(where), name, ifindex), "this map cannot key interfaces past index 65535.")
+    return (ifindex << 16) | int(tag)
 
 
 def plan_entries(entries: list, current: dict, state: str) -> list:
