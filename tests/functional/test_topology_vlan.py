@@ -24,7 +24,9 @@ from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_p
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 
-from test_topology import attach_plan, bridged, mac, reference, tagged_echo  # noqa: F401 (fixtures)
+from test_topology import attach_plan, mac, tagged_echo
+# The fixtures of the bridge tests: the reference object and the three namespaces.
+from test_topology import bridged, reference  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.usefixtures("tools")
 SOL_PACKET, PACKET_AUXDATA, ETH_P_ALL = 263, 8, 0x0003
@@ -148,8 +150,8 @@ def test_libreqos_bridge_vlan_mapping_through_bifrost_vlan_map(bridged, bpffs, t
         wan = H.ifindex("wan0")
     held = dict(M.map_entries(os.path.join(bpffs, "bifrost_vlan_map")))
     assert held[struct.pack("<I", (wan << 16) | 100)] == struct.pack("<I", 200)
-    assert cross(bridged, "upstream", "client", [100, 300]) == [(0x8100, 200, "10.230.0.1"),
-                                                               (0x8100, 300, "10.230.1.1")]
+    assert cross(bridged, "upstream", "client", [100, 300]) == [
+        (0x8100, 200, "10.230.0.1"), (0x8100, 300, "10.230.1.1")]
 
 
 def test_deploy_yml_writes_the_vlan_mapping_and_refuses_what_cannot_carry_it(bridged, tmp_path, tools):
