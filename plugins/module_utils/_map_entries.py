@@ -16,6 +16,7 @@ approval, outside check mode.
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, confine_pin, require_bpffs
@@ -129,6 +130,19 @@ def _hex(blob) -> str | None:
     return None if blob is None else blob.hex()
 
 
+def _unpinned_plan(path: str, entries: list, state: str, why_not: str) -> dict:
+    """The plan for a map not pinned yet (a fresh host, whose attach is only planned too): every entry would be
+    set, as given - without the map's BTF the entries cannot be encoded, so their bytes are not shown."""
+    if state == "absent":
+        return {"changed": False, "applied": False, "map": path, "actions": [], "entries": []}
+    actions = ["set %s[%s] = %s (the map is pinned by the attach)"
+               % (path, json.dumps(e["key"], sort_keys=True), json.dumps(e["value"], sort_keys=True))
+               for e in entries]
+    return {"changed": bool(actions), "applied": False, "map": path, "actions": actions, "entries": [],
+            "msg": "%s: nothing was written; %s is not pinned yet (the attach pins it), so the %d entries are "
+                   "shown as given" % (why_not, path, len(actions))}
+
+
 def run_map_entries(module) -> dict:
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf, _bpf_hooks, _bpf_maps
     from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import validate_ifname, validate_netns
@@ -148,7 +162,10 @@ def run_map_entries(module) -> dict:
         if unknown:
             raise LqosError("entries[%d]: %s is not a key of an entry." % (i, ", ".join(unknown)),
                             "an entry has only key and value.")
+    why_not = "check mode" if module.check_mode else (None if p["approve"] else "approve is false")
     if not os.path.lexists(path):
+        if why_not:
+            return _unpinned_plan(path, p["entries"], state, why_not)
         raise LqosError("no map is pinned at %s." % path,
                         "attach the programs first (lqos.bpf.attach pins their maps under pin_root), or fix map.")
     try:
@@ -195,7 +212,6 @@ def run_map_entries(module) -> dict:
     todo = [e for e in plan if e["action"] in ("set", "delete")]
     actions = ["%s %s[%s]%s" % ("set" if e["action"] == "set" else "delete", path, e["key"].hex(),
                                 " = %s" % e["value"].hex() if e["action"] == "set" else "") for e in todo]
-    why_not = "check mode" if module.check_mode else (None if p["approve"] else "approve is false")
     if todo and not why_not:
         for e in todo:
             try:

@@ -17,6 +17,8 @@ description:
     (N in network byte order, for a 2-byte field such as a VLAN id) and V(ifindex_vlan:NAME:TAG) (the index of NAME
     shifted left 16 bits, or'ed with the VLAN id TAG 1-4094, for a field of 4 bytes or more - the key of LibreQoS's
     C(bifrost_vlan_map)).
+  - A map not pinned yet is planned (check mode, or no approval - on a fresh host the attach that pins it is only
+    planned too) - every entry would be set, shown as given - and refused when the write is approved.
   - Only the named entries are read and compared; other entries of the map are left alone. An entry that already
     holds the value is not written, so a second identical run reports C(changed=false).
   - The deploy role's bridge mode writes the bridge redirector's interface map with it (each port redirected to

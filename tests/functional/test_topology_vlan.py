@@ -177,11 +177,19 @@ def test_deploy_yml_writes_the_vlan_mapping_and_refuses_what_cannot_carry_it(bri
         assert plan.rc == 0, plan.out[-8000:]
         assert ("write the VLAN rewrites of bridge_vlan_map (wan0 VLAN 100 -> 200, lan0 VLAN 200 -> 100)"
                 in plan.out), plan.out[-8000:]
+        # Built but not approved: the attach is only planned, so the maps are not pinned yet; the plan still lists
+        # every entry as given (it used to stop at the missing pin).
+        built = playbook("deploy.yml", inventory)
+        assert built.rc == 0, built.out[-8000:]
+        vlan_map = os.path.join(pin_root, "bridge_vlan_map")
+        shown = built.out.replace("\\", "")   # the summary prints the plan as JSON strings
+        assert ('set %s[{"ifindex": "ifindex:wan0", "vlan_id": 100}] = {"vlan_id": 200} (the map is pinned by the '
+                'attach)' % os.path.realpath(vlan_map)) in shown, built.out[-8000:]
+        assert not os.path.exists(vlan_map)
         first = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
         assert first.rc == 0, first.out[-8000:]
         with H.netns(ns):
             wan, lan = H.ifindex("wan0"), H.ifindex("lan0")
-        vlan_map = os.path.join(pin_root, "bridge_vlan_map")
         assert dict(M.map_entries(vlan_map)) == {
             struct.pack("<II", wan, 100): struct.pack("<I", 200), struct.pack("<II", lan, 200): struct.pack("<I", 100)}
         assert "set %s[%s]" % (os.path.realpath(vlan_map), struct.pack("<II", wan, 100).hex()) in first.out
