@@ -24,14 +24,17 @@ description:
   - V(pair) - direction 1 on the Internet-facing interface, 2 on the ISP-facing one, both interface indexes
     set where the object has such variables; TC programs other than the bridge redirector.
   - V(bridge) - the pair, plus the bridge redirector on TC ingress of both interfaces and the map entries that
-    send what arrives on one interface out of the other.
+    send what arrives on one interface out of the other; with C(vlan_mapping), the entries of the redirector's VLAN
+    redirect map (spec C(topology.bridge.vlan)) that rewrite a frame's tag on the way across. VLAN ids there are
+    plain integers, host byte order, as both programs compare them.
   - V(stick) - one interface, direction 3, the Internet and ISP VLAN ids (network byte order) and the stick
     offset; no bridge redirector.
 author: lqos.bpf maintainers (@lqos-bpf)
 options:
   _input:
     description: The topology - C(mode), C(internet) and C(isp) (pair, bridge) or C(interface) (stick),
-      C(internet_vlan), C(isp_vlan), C(stick_offset) (stick), and optionally C(netns), C(xdp_mode),
+      C(internet_vlan), C(isp_vlan), C(stick_offset) (stick), C(vlan_mapping) (bridge - a list of
+      C({parent, tag, redirect_to}) as in LibreQoS's lqos.conf), and optionally C(netns), C(xdp_mode),
       C(probe_target).
     type: dict
     required: true
@@ -60,11 +63,14 @@ _value:
       a variable an older object lacks is left out with a note), C(tc_programs), C(probe_target),
       C(probe_direction));
       C(bridge) - null, or
-      C(program), C(map), C(netns) and C(entries) (C(key), C(value)) for M(lqos.bpf.map_entries).
+      C(program), C(map), C(netns) and C(entries) (C(key), C(value)) for M(lqos.bpf.map_entries), and C(vlan) -
+      null, or the VLAN redirect map's C(map), C(entries) and C(rewrites) (one line per mapping, for the plan).
   type: dict
 """
 
 import re
+
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import VLAN_PACKED_KEY
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -74,9 +80,10 @@ except ImportError:  # pragma: no cover - unit tests run with ansible-core insta
 MODES = ("pair", "bridge", "stick")
 KEYS = {
     "pair": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target"),
-    "bridge": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target"),
+    "bridge": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target", "vlan_mapping"),
     "stick": ("mode", "interface", "internet_vlan", "isp_vlan", "stick_offset", "netns", "xdp_mode", "probe_target"),
 }
+VLAN_KEYS = ("parent", "tag", "redirect_to")   # as LibreQoS's lqos.conf writes its bridge's vlan_mapping
 XDP_MODES = ("auto", "hw", "native", "skb")
 DIRECTIONS = {"internet": 1, "isp": 2, "stick": 3}
 _IFNAME = re.compile(r"^[^/:\s]{1,15}$")
@@ -97,14 +104,57 @@ def _ifname(topology: dict, key: str) -> str:
     return name
 
 
-def _integer(topology: dict, key: str, low: int, high: int) -> int:
+def _integer(topology: dict, key: str, low: int, high: int, where: str = "") -> int:
     value = topology.get(key)
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail("`%s` must be an integer from %d to %d, got %r." % (key, low, high, value),
-                    "give the number%s." % (" (a VLAN id)" if key.endswith("_vlan") else ""))
+        raise _fail("`%s%s` must be an integer from %d to %d, got %r." % (where, key, low, high, value),
+                    "give the number%s." % (" (a VLAN id)" if high == 4094 else ""))
     return value
+
+
+def _at(path: str, value) -> dict:
+    """{a: {b: value}} for the field path a.b of a map's value."""
+    for part in reversed(path.split(".")):
+        value = {part: value}
+    return value
+
+
+def _vlan_entries(mapping, vlan, ports: tuple, spec_name: str) -> list:
+    """The VLAN redirect map's entries of a bridge's ``vlan_mapping`` ({parent, tag, redirect_to} each), keyed and
+    valued by the spec's names (``topology.bridge.vlan``); VLAN ids are plain integers (host byte order)."""
+    if not vlan:
+        raise _fail("pipeline spec %r names no VLAN redirect map (topology.bridge.vlan): this object cannot rewrite "
+                    "VLAN tags." % spec_name,
+                    "remove vlan_mapping, or add `topology.bridge.vlan: {map, key, value}` to the spec "
+                    "(docs/pipeline-spec.md).")
+    if not isinstance(mapping, list):
+        raise _fail("`vlan_mapping` must be a list of {parent, tag, redirect_to}, got %r." % (mapping,),
+                    "e.g. vlan_mapping: [{parent: %s, tag: 100, redirect_to: 200}]." % ports[0])
+    entries, seen = [], set()
+    for i, item in enumerate(mapping):
+        where = "vlan_mapping[%d]." % i
+        if not isinstance(item, dict) or sorted(str(k) for k in item) != sorted(VLAN_KEYS):
+            raise _fail("`vlan_mapping[%d]` must be a mapping with exactly parent, tag and redirect_to, got %r."
+                        % (i, item), "write it as {parent: <port>, tag: <VLAN id>, redirect_to: <VLAN id>}.")
+        parent = item["parent"]
+        if parent not in ports:
+            raise _fail("`%sparent` is %r, not a port of this bridge (internet %s, isp %s)."
+                        % (where, parent, ports[0], ports[1]),
+                        "name the port the tagged frames arrive on: %s or %s." % ports)
+        tag = _integer(item, "tag", 1, 4094, where)
+        to = _integer(item, "redirect_to", 1, 4094, where)
+        if (parent, tag) in seen:
+            raise _fail("`vlan_mapping` names VLAN %d on %s twice." % (tag, parent),
+                        "keep one entry per port and tag.")
+        seen.add((parent, tag))
+        if vlan["key"] == VLAN_PACKED_KEY:
+            key = "ifindex_vlan:%s:%d" % (parent, tag)
+        else:
+            key = {vlan["key"]["ifindex"]: "ifindex:%s" % parent, vlan["key"]["tag"]: tag}
+        entries.append({"key": key, "value": _at(vlan["value"], to)})
+    return entries
 
 
 def _spec_of(spec, basedir):
@@ -127,6 +177,9 @@ def topology_plan(topology, spec, basedir=None) -> dict:
         raise _fail("`mode` must be one of %s, got %r." % (", ".join(MODES), mode),
                     "pair: two interfaces; bridge: two interfaces joined by the TC redirector; stick: one "
                     "interface with two VLANs.")
+    if "vlan_mapping" in topology and mode != "bridge":
+        raise _fail("`vlan_mapping` needs mode bridge (the bridge redirector rewrites the tags), got mode %s." % mode,
+                    "use mode bridge, or remove vlan_mapping.")
     unknown = sorted(str(k) for k in topology if k not in KEYS[mode])
     if unknown:
         raise _fail("%s %s not a key of mode %s." % (", ".join("`%s`" % k for k in unknown),
@@ -213,14 +266,15 @@ def topology_plan(topology, spec, basedir=None) -> dict:
                   entry(isp, values(DIRECTIONS["isp"], internet, isp), "", 2)]
     plan_bridge = None
     if mode == "bridge":
-        def target(to: str) -> dict:
-            value = "ifindex:%s" % to
-            for part in reversed(bridge["target"].split(".")):
-                value = {part: value}
-            return value
         plan_bridge = {"program": bridge["program"], "map": bridge["map"], "netns": netns,
-                       "entries": [{"key": "ifindex:%s" % internet, "value": target(isp)},
-                                   {"key": "ifindex:%s" % isp, "value": target(internet)}]}
+                       "entries": [{"key": "ifindex:%s" % internet, "value": _at(bridge["target"], "ifindex:%s" % isp)},
+                                   {"key": "ifindex:%s" % isp, "value": _at(bridge["target"], "ifindex:%s" % internet)}],
+                       "vlan": None}
+        if topology.get("vlan_mapping") not in (None, []):
+            entries = _vlan_entries(topology["vlan_mapping"], bridge.get("vlan"), (internet, isp), spec["name"])
+            plan_bridge["vlan"] = {"map": bridge["vlan"]["map"], "entries": entries,
+                                   "rewrites": ["%(parent)s VLAN %(tag)s -> %(redirect_to)s" % m
+                                                for m in topology["vlan_mapping"]]}
     return {"mode": mode, "interfaces": interfaces, "bridge": plan_bridge}
 
 

@@ -7,7 +7,7 @@
 """Entries written into a pinned map by BTF field name (module ``map_entries``).
 
 ``encode`` is pure: a key or value given as plain data (an integer, a word
-such as ``ifindex:NAME`` or ``be16:N``, a mapping of field names, a list for
+such as ``ifindex:NAME``, ``ifindex_vlan:NAME:TAG`` or ``be16:N``, a mapping of field names, a list for
 an array) becomes the bytes of the map's BTF type, described by
 ``Btf.shape``. ``run_map_entries`` reads the map's own kernel BTF through its
 pin, compares every entry with what the map holds, and writes only with
@@ -16,6 +16,7 @@ approval, outside check mode.
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, confine_pin, require_bpffs
@@ -70,6 +71,8 @@ def _encode_int(shape: dict, value, where: str, lookup) -> bytes:
     size, signed = shape["size"], shape["signed"]
     if isinstance(value, str) and value.startswith("ifindex:"):
         value = lookup(value[len("ifindex:"):])
+    elif isinstance(value, str) and value.startswith("ifindex_vlan:"):
+        value = _ifindex_vlan(size, value, where, lookup)
     elif isinstance(value, str) and value.startswith("be16:"):
         if size != 2:
             raise LqosError("%s is %d bytes: be16:N fits only a 2-byte field." % (_what(where), size),
@@ -92,6 +95,23 @@ def _encode_int(shape: dict, value, where: str, lookup) -> bytes:
     return value.to_bytes(size, "little", signed=signed)
 
 
+def _ifindex_vlan(size: int, value: str, where: str, lookup) -> int:
+    """ifindex_vlan:NAME:TAG - NAME's interface index in the high 16 bits, the VLAN id in the low 16 (the one-integer
+    key of LibreQoS's VLAN redirect map)."""
+    name, _sep, tag = value[len("ifindex_vlan:"):].rpartition(":")
+    if size < 4:
+        raise LqosError("%s is %d bytes: ifindex_vlan:NAME:TAG needs a field of 4 bytes or more."
+                        % (_what(where), size), "give a plain number.")
+    if not name or not tag.isdigit() or not 1 <= int(tag) <= 4094:
+        raise LqosError("%s: %r is not ifindex_vlan:NAME:TAG with TAG a VLAN id from 1 to 4094."
+                        % (_what(where), value), "write e.g. ifindex_vlan:eth0:100.")
+    ifindex = lookup(name)
+    if ifindex > 0xFFFF:
+        raise LqosError("%s: interface %s has index %d, which does not fit the 16 bits ifindex_vlan gives it."
+                        % (_what(where), name, ifindex), "this map cannot key interfaces past index 65535.")
+    return (ifindex << 16) | int(tag)
+
+
 def plan_entries(entries: list, current: dict, state: str) -> list:
     """[{"key", "value", "before", "action"}] with bytes, ``current`` {key bytes: value bytes or None}; action
     set (new or other value), unchanged, delete, absent."""
@@ -108,6 +128,19 @@ def plan_entries(entries: list, current: dict, state: str) -> list:
 
 def _hex(blob) -> str | None:
     return None if blob is None else blob.hex()
+
+
+def _unpinned_plan(path: str, entries: list, state: str, why_not: str) -> dict:
+    """The plan for a map not pinned yet (a fresh host, whose attach is only planned too): every entry would be
+    set, as given - without the map's BTF the entries cannot be encoded, so their bytes are not shown."""
+    if state == "absent":
+        return {"changed": False, "applied": False, "map": path, "actions": [], "entries": []}
+    actions = ["set %s[%s] = %s (the map is pinned by the attach)"
+               % (path, json.dumps(e["key"], sort_keys=True), json.dumps(e["value"], sort_keys=True))
+               for e in entries]
+    return {"changed": bool(actions), "applied": False, "map": path, "actions": actions, "entries": [],
+            "msg": "%s: nothing was written; %s is not pinned yet (the attach pins it), so the %d entries are "
+                   "shown as given" % (why_not, path, len(actions))}
 
 
 def run_map_entries(module) -> dict:
@@ -129,7 +162,10 @@ def run_map_entries(module) -> dict:
         if unknown:
             raise LqosError("entries[%d]: %s is not a key of an entry." % (i, ", ".join(unknown)),
                             "an entry has only key and value.")
+    why_not = "check mode" if module.check_mode else (None if p["approve"] else "approve is false")
     if not os.path.lexists(path):
+        if why_not:
+            return _unpinned_plan(path, p["entries"], state, why_not)
         raise LqosError("no map is pinned at %s." % path,
                         "attach the programs first (lqos.bpf.attach pins their maps under pin_root), or fix map.")
     try:
@@ -176,7 +212,6 @@ def run_map_entries(module) -> dict:
     todo = [e for e in plan if e["action"] in ("set", "delete")]
     actions = ["%s %s[%s]%s" % ("set" if e["action"] == "set" else "delete", path, e["key"].hex(),
                                 " = %s" % e["value"].hex() if e["action"] == "set" else "") for e in todo]
-    why_not = "check mode" if module.check_mode else (None if p["approve"] else "approve is false")
     if todo and not why_not:
         for e in todo:
             try:

@@ -66,8 +66,13 @@ SECTION_KEYS = {
     "health": ("map", "down", "up"),
     "topology": ("direction", "own_ifindex", "internet_ifindex", "isp_ifindex", "internet_vlan", "isp_vlan",
                  "stick_offset", "bridge"),
-    "topology.bridge": ("program", "map", "target"),
+    "topology.bridge": ("program", "map", "target", "vlan"),
+    "topology.bridge.vlan": ("map", "key", "value"),
+    "topology.bridge.vlan.key": ("ifindex", "tag"),
 }
+# A VLAN redirect map keyed by one 32-bit integer: the interface index in the high 16 bits, the tag in the low 16
+# (LibreQoS's bifrost_vlan_map); otherwise the key is a struct whose two fields the spec names.
+VLAN_PACKED_KEY = "ifindex<<16|tag"
 # Load-time variables a topology sets (spec `topology`, docs/pipeline-spec.md): key -> what the variable holds.
 TOPOLOGY_VARIABLES = {
     "direction": "the interface's direction (1 Internet-facing, 2 ISP-facing, 3 on a stick)",
@@ -215,6 +220,26 @@ class _Checker:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _vlan_map(c, raw):
+    """topology.bridge.vlan: {map, key: {ifindex, tag} or VLAN_PACKED_KEY, value} or None."""
+    vv = c.mapping("topology.bridge.vlan", raw, SECTION_KEYS["topology.bridge.vlan"])
+    if not vv:
+        return None
+    key = vv.get("key")
+    if key != VLAN_PACKED_KEY:
+        if not isinstance(key, dict):
+            raise c.fail("topology.bridge.vlan.key", "must name the key's fields {ifindex: FIELD, tag: FIELD} or be "
+                         "%s, got %s" % (VLAN_PACKED_KEY, _show(key)),
+                         "name the key struct's two fields, or write %s for one 32-bit key" % VLAN_PACKED_KEY)
+        c.mapping("topology.bridge.vlan.key", key, SECTION_KEYS["topology.bridge.vlan.key"])
+        key = {k: c.ident("topology.bridge.vlan.key.%s" % k, key.get(k)) for k in ("ifindex", "tag")}
+    value = vv.get("value")
+    if not isinstance(value, str) or not _FIELD_PATH.match(value):
+        raise c.fail("topology.bridge.vlan.value", "must be a field path of the map's value, got %s" % _show(value),
+                     "name the field that holds the VLAN id to send the frame out with, e.g. `vlan_id`")
+    return {"map": c.ident("topology.bridge.vlan.map", vv.get("map")), "key": key, "value": value}
 
 
 def validate_spec(raw) -> dict:
@@ -391,6 +416,7 @@ def validate_spec(raw) -> dict:
                              % _show(target), "name the field that holds the interface to redirect to, e.g. "
                              "`to_ifindex`")
             topology["bridge"]["target"] = target
+            topology["bridge"]["vlan"] = _vlan_map(c, bv.get("vlan"))
 
     tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
     minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))

@@ -13,12 +13,16 @@ description:
   - Sets (or, with O(state=absent), deletes) the given entries of one map pinned under O(pin_root). Keys and values
     are written as plain data - an integer, a mapping of the C struct's field names, a list for an array - laid out
     with the map's own BTF, read from the kernel through the pin; fields left out are zero.
-  - Integer fields also take V(ifindex:NAME) (the index of interface NAME, in O(netns) when set) and V(be16:N)
-    (N in network byte order, for a 2-byte field such as a VLAN id).
+  - Integer fields also take V(ifindex:NAME) (the index of interface NAME, in O(netns) when set), V(be16:N)
+    (N in network byte order, for a 2-byte field such as a VLAN id) and V(ifindex_vlan:NAME:TAG) (the index of NAME
+    shifted left 16 bits, or'ed with the VLAN id TAG 1-4094, for a field of 4 bytes or more - the key of LibreQoS's
+    C(bifrost_vlan_map)).
+  - A map not pinned yet is planned (check mode, or no approval - on a fresh host the attach that pins it is only
+    planned too) - every entry would be set, shown as given - and refused when the write is approved.
   - Only the named entries are read and compared; other entries of the map are left alone. An entry that already
     holds the value is not written, so a second identical run reports C(changed=false).
   - The deploy role's bridge mode writes the bridge redirector's interface map with it (each port redirected to
-    the other).
+    the other), and its VLAN redirect map when the topology has a C(vlan_mapping).
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
   - lqos.bpf.common.requirements_libbpf
@@ -58,6 +62,21 @@ EXAMPLES = r"""
     entries:
       - {key: "ifindex:wan0", value: {to_ifindex: "ifindex:lan0"}}
       - {key: "ifindex:lan0", value: {to_ifindex: "ifindex:wan0"}}
+    approve: true
+
+- name: Leave VLAN 100 of wan0 as VLAN 200 (reference pipeline's bridge_vlan_map map, ids host order)
+  lqos.bpf.map_entries:
+    map: bridge_vlan_map
+    netns: shaper
+    entries:
+      - {key: {ifindex: "ifindex:wan0", vlan_id: 100}, value: {vlan_id: 200}}
+    approve: true
+
+- name: The same on LibreQoS (bifrost_vlan_map, one integer key)
+  lqos.bpf.map_entries:
+    map: bifrost_vlan_map
+    entries:
+      - {key: "ifindex_vlan:wan0:100", value: {redirect_to: 200}}
     approve: true
 
 - name: Remove them again

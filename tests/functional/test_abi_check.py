@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("tools")
 
 # The spec's one explicit pair first, then the pairs derived from src/maps.rs and the object.
 PAIRS = ["RateWindow", "BridgeTarget", "FlowData", "FlowKey", "HostCounter", "IpHashData", "IpHashKey",
-         "ShaperControl", "XdpIpAddress"]
+         "ShaperControl", "VlanRedirect", "VlanRedirectKey", "XdpIpAddress"]
 IPHASH = "IpHashData (Rust, src/ip_mapping/ip_hash_data.rs:4) vs ip_hash_info (C BTF): "
 HOST = "HostCounter (Rust, src/throughput.rs:10) vs host_counter (C BTF): "
 FLOWDATA = "FlowData (Rust, src/flow_data.rs:51) vs flow_stats_t (C BTF): "
@@ -66,14 +66,15 @@ def test_reference_passes_clean(reference):
     assert result["changed"] is False
     assert result["ok"] is True
     assert result["problems"] == [] and result["drift"] == [] and result["skipped"] == []
-    assert result["summary"] == ("spec 'reference': ABI parity holds: 9 mirror pair(s) match their C BTF layout, "
+    assert result["summary"] == ("spec 'reference': ABI parity holds: 11 mirror pair(s) match their C BTF layout, "
                                  "no chain drift")
     assert [p["rust"] for p in result["pairs"]] == PAIRS
     sizes = {p["rust"]: (p["btf_size"], p["rust_size"], sorted({a["size"] for a in p["asserted"]}))
              for p in result["pairs"]}
     assert sizes == {"HostCounter": (112, 112, [112]), "IpHashKey": (20, 20, [20]), "IpHashData": (24, 24, [24]),
                      "FlowKey": (40, 40, [40]), "FlowData": (136, 136, [136]), "RateWindow": (24, 24, [24]),
-                     "ShaperControl": (8, 8, [8]), "BridgeTarget": (8, 8, [8]), "XdpIpAddress": (16, 16, [16])}
+                     "ShaperControl": (8, 8, [8]), "BridgeTarget": (8, 8, [8]), "XdpIpAddress": (16, 16, [16]),
+                     "VlanRedirectKey": (8, 8, [8]), "VlanRedirect": (4, 4, [4])}
     for p in result["pairs"]:
         assert p["status"] == "ok" and p["first_divergence"] is None and p["problems"] == []
         assert all(f["status"] == "ok" and not f["first_divergence"] for f in p["fields"])
@@ -139,7 +140,7 @@ def test_c_field_widened_without_rust_change(tmp_path, reference):
         "rust_name": "tc_handle", "rust_type": "u32", "rust_offset": 4, "rust_size": 4, "status": "size",
         "first_divergence": True}
     assert [f["first_divergence"] for f in p["fields"]] == [False, True, False, False]
-    assert [p2["status"] for p2 in result["pairs"] if p2["rust"] != "IpHashData"] == ["ok"] * 8
+    assert [p2["status"] for p2 in result["pairs"] if p2["rust"] != "IpHashData"] == ["ok"] * 10
 
 
 def test_rust_field_reordered(tmp_path, reference):
@@ -340,7 +341,7 @@ def test_fail_on_drift_false_reports_and_warns(tmp_path, reference):
     assert result["ok"] is False and result["changed"] is False
     warnings = [w["event"]["msg"] if isinstance(w, dict) else w for w in result["warnings"]]
     assert warnings == result["problems"] and len(result["problems"]) == 1
-    assert result["summary"] == "spec 'reference': 1 of 9 mirror pair(s) differ, 0 chain drift finding(s)"
+    assert result["summary"] == "spec 'reference': 1 of 11 mirror pair(s) differ, 0 chain drift finding(s)"
 
 
 def test_object_option_and_missing_object(tmp_path, reference):
@@ -416,7 +417,7 @@ def test_through_the_action_plugin_with_ansible_playbook(tmp_path, reference):
       register: audit
     - ansible.builtin.assert:
         that:
-          - good.ok and not good.changed and good.pairs | length == 9
+          - good.ok and not good.changed and good.pairs | length == 11
           - not audit.ok and audit.pairs[5].rust == 'IpHashData' and audit.pairs[5].first_divergence.name == 'cpu'
     - lqos.bpf.abi_check:
         spec: reference

@@ -85,6 +85,7 @@ EXPECTED_PAIRS = {
     ("BridgeTarget", "bridge_target", "name"), ("FlowData", "flow_stats_t", "map"), ("FlowKey", "flow_key", "map"),
     ("HostCounter", "host_counter", "map"), ("IpHashData", "ip_hash_info", "map"),
     ("IpHashKey", "ip_prefix_key", "map"), ("XdpIpAddress", "in6_addr", "map"),
+    ("VlanRedirectKey", "vlan_redirect_key", "name"), ("VlanRedirect", "vlan_redirect", "name"),
 }
 
 
@@ -142,7 +143,8 @@ def test_release_shaped_tree_passes_with_nothing_listed(tmp_path):
     assert [(p["name"], p["section"]) for p in d["programs"]] == [
         ("xdp_shaper", "xdp"), ("tc_classify", "tc"), ("tc_bridge_redirect", "tc"), ("flow_reader", "iter/bpf_map_elem")]
     assert {p["name"] for p in d["pinned_maps"]} == {"ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table",
-                                                     "cpu_map", "cpus_available", "shaper_control", "bridge_redirect"}
+                                                     "cpu_map", "cpus_available", "shaper_control", "bridge_redirect",
+                                                     "bridge_vlan_map"}
     # maxima restated in src/lib.rs are found by name and checked
     assert [(c["name"], c["status"]) for c in result["constants"]] == [
         ("MAX_TRACKED_IPS", "ok"), ("MAX_CPUS", "ok"), ("HOT_CACHE_SIZE", "ok")]
@@ -228,8 +230,8 @@ def test_no_map_openings_found_is_said_plainly(tmp_path):
     assert result["problems"] == [
         "the ABI derivation found no Rust code under rust.roots that opens the object's maps (no "
         "`Map::<K, V>::...(\"/sys/fs/bpf/NAME\")` and no iterator reader `Iter::new(skel.progs.P, skel.maps.M)`), "
-        "so the struct-typed maps bridge_redirect, flow_table, host_traffic, ip_to_shaper, shaper_control, "
-        "shaper_hotcache were not compared with any Rust type: point rust.roots at the Rust code that opens the "
+        "so the struct-typed maps bridge_redirect, bridge_vlan_map, flow_table, host_traffic, ip_to_shaper, "
+        "shaper_control, shaper_hotcache were not compared with any Rust type: point rust.roots at the Rust code that opens the "
         "pinned maps, or add mirrors entries (Rust type <-> C type) to the spec"]
     assert "no Rust module includes bindings.rs under rust.roots: calls through the bindings were not checked" \
         in result["derivation"]["notes"]

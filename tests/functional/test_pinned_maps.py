@@ -191,10 +191,10 @@ def test_wrong_layouts_are_incompatible(bpffs, reference):
         assert pins[name]["status"] == "incompatible"
     assert pins["cpu_map"]["status"] == "compatible"           # resized to the possible CPUs
     assert pins["stale_map"]["status"] == "unknown" and pins["stale_map"]["expected"] is None
-    for name in ("flow_table", "cpus_available", "shaper_control"):
+    for name in ("flow_table", "cpus_available", "shaper_control", "bridge_vlan_map"):
         assert pins[name]["status"] == "missing" and pins[name]["kind"] is None
         assert pins[name]["expected"]["key_size"] == m[name]["key_size"]
-    assert result["summary"] == {"total": 11, "compatible": 1, "incompatible": 4, "unknown": 1, "missing": 3,
+    assert result["summary"] == {"total": 12, "compatible": 1, "incompatible": 4, "unknown": 1, "missing": 4,
                                  "not_a_map": 2, "vanished": 0, "unreadable": 0}
     assert snapshot(bpffs) == before   # an audit changes nothing
 

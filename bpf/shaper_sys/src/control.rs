@@ -32,6 +32,23 @@ impl BridgeTarget {
     }
 }
 
+/// Mirror of C `struct vlan_redirect_key`, the key of `bridge_vlan_map`:
+/// a frame arriving on `ifindex` tagged `vlan_id` (host order, 1-4094).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VlanRedirectKey {
+    pub ifindex: u32,
+    pub vlan_id: u32,
+}
+
+/// Mirror of C `struct vlan_redirect`, the value of `bridge_vlan_map`:
+/// the VLAN id (host order) the bridge redirector sends the frame out with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VlanRedirect {
+    pub vlan_id: u32,
+}
+
 const _: [(); 8] = [(); std::mem::size_of::<ShaperControl>()];
 
 #[cfg(test)]
@@ -42,5 +59,7 @@ mod tests {
     fn control_sizes() {
         assert_eq!(std::mem::size_of::<ShaperControl>(), 8);
         assert_eq!(std::mem::size_of::<BridgeTarget>(), 8);
+        assert_eq!(std::mem::size_of::<VlanRedirectKey>(), 8);
+        assert_eq!(std::mem::size_of::<VlanRedirect>(), 4);
     }
 }

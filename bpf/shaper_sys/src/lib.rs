@@ -12,7 +12,7 @@ pub mod ip_mapping;
 pub mod maps;
 pub mod throughput;
 
-pub use control::{BridgeTarget, ShaperControl};
+pub use control::{BridgeTarget, ShaperControl, VlanRedirect, VlanRedirectKey};
 pub use flow_data::{FlowData, FlowKey, RateWindow};
 pub use ip_mapping::{IpHashData, IpHashKey};
 pub use throughput::HostCounter;
@@ -28,7 +28,7 @@ pub const MAX_CPUS: u32 = 1024;
 pub const HOT_CACHE_SIZE: usize = 16384;
 
 /// Names of the maps the object pins under the bpffs, in no special order.
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     "ip_to_shaper",
     "shaper_hotcache",
     "host_traffic",
@@ -37,4 +37,5 @@ pub const PINNED_MAPS: [&str; 8] = [
     "cpus_available",
     "shaper_control",
     "bridge_redirect",
+    "bridge_vlan_map",
 ];

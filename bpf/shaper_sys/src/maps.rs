@@ -9,7 +9,10 @@ use core::marker::PhantomData;
 
 use shaper_utils::XdpIpAddress;
 
-use crate::{BridgeTarget, FlowData, FlowKey, HostCounter, IpHashData, IpHashKey, ShaperControl};
+use crate::{
+    BridgeTarget, FlowData, FlowKey, HostCounter, IpHashData, IpHashKey, ShaperControl, VlanRedirect,
+    VlanRedirectKey,
+};
 
 /// A pinned map with key `K` and value `V` (per CPU for per-CPU maps).
 pub struct PinnedMap<K, V> {
@@ -56,4 +59,8 @@ pub fn shaper_control() -> PinnedMap<u32, ShaperControl> {
 
 pub fn bridge_redirect() -> PinnedMap<u32, BridgeTarget> {
     PinnedMap::<u32, BridgeTarget>::from_path("/sys/fs/bpf/bridge_redirect")
+}
+
+pub fn bridge_vlan_map() -> PinnedMap<VlanRedirectKey, VlanRedirect> {
+    PinnedMap::<VlanRedirectKey, VlanRedirect>::from_path("/sys/fs/bpf/bridge_vlan_map")
 }

@@ -144,6 +144,26 @@ int tc_classify(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/*
+ * The stack has moved the 802.1Q tag of an arriving frame into the skb
+ * (skb->vlan_tci) before TC ingress: replace it when bridge_vlan_map
+ * names this (interface, VLAN). Non-zero when the skb could not be changed.
+ */
+static __always_inline int retag_vlan(struct __sk_buff *skb, __u32 ifindex)
+{
+	struct vlan_redirect_key key = { .ifindex = ifindex, .vlan_id = skb->vlan_tci & 0x0fff };
+	struct vlan_redirect *to = bpf_map_lookup_elem(&bridge_vlan_map, &key);
+	__be16 proto = skb->vlan_proto;
+	__u16 tci;
+
+	if (!to || !to->vlan_id || to->vlan_id > 4094 || to->vlan_id == key.vlan_id)
+		return 0;
+	tci = (skb->vlan_tci & 0xf000) | (to->vlan_id & 0x0fff);
+	if (bpf_skb_vlan_pop(skb))
+		return -1;
+	return bpf_skb_vlan_push(skb, proto, tci) ? -1 : 0;
+}
+
 SEC("tc")
 int tc_bridge_redirect(struct __sk_buff *skb)
 {
@@ -159,6 +179,8 @@ int tc_bridge_redirect(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (to->only_tagged && !skb->vlan_present)
 		return TC_ACT_OK;
+	if (skb->vlan_present && retag_vlan(skb, ifindex))
+		return TC_ACT_SHOT;
 	return bpf_redirect(to->to_ifindex, 0);
 }
 

@@ -40,11 +40,74 @@ def test_bridge_adds_the_redirector_and_its_map_entries():
     assert [i["tc_programs"] for i in plan["interfaces"]] == [REF_TC, REF_TC]
     assert plan["bridge"] == {"program": "tc_bridge_redirect", "map": "bridge_redirect", "netns": "s", "entries": [
         {"key": "ifindex:wan0", "value": {"to_ifindex": "ifindex:lan0"}},
-        {"key": "ifindex:lan0", "value": {"to_ifindex": "ifindex:wan0"}}]}
+        {"key": "ifindex:lan0", "value": {"to_ifindex": "ifindex:wan0"}}], "vlan": None}
     lq = topology_plan({"mode": "bridge", "internet": "a", "isp": "b"}, "libreqos")
     assert lq["bridge"]["map"] == "bifrost_interface_map"
     assert lq["bridge"]["entries"][0] == {"key": "ifindex:a", "value": {"redirect_to": "ifindex:b"}}
     assert lq["interfaces"][0]["tc_programs"] == ["tc_iphash_to_cpu", "bifrost"]
+
+
+MAPPING = [{"parent": "wan0", "tag": 100, "redirect_to": 200}, {"parent": "lan0", "tag": "200", "redirect_to": 100}]
+
+
+def test_a_bridge_s_vlan_mapping_becomes_the_vlan_map_s_entries_by_the_spec_s_names():
+    """VLAN ids are plain integers (host byte order, as both programs compare them); the key is the spec's
+    struct fields on the reference, and LibreQoS's one integer (ifindex << 16 | tag) on bifrost_vlan_map."""
+    topology = {"mode": "bridge", "internet": "wan0", "isp": "lan0", "vlan_mapping": MAPPING}
+    ref = topology_plan(topology, "reference")["bridge"]
+    assert ref["vlan"] == {"map": "bridge_vlan_map", "entries": [
+        {"key": {"ifindex": "ifindex:wan0", "vlan_id": 100}, "value": {"vlan_id": 200}},
+        {"key": {"ifindex": "ifindex:lan0", "vlan_id": 200}, "value": {"vlan_id": 100}}],
+        "rewrites": ["wan0 VLAN 100 -> 200", "lan0 VLAN 200 -> 100"]}
+    assert len(ref["entries"]) == 2   # the interface map is written as without a mapping
+    lq = topology_plan(topology, "libreqos")["bridge"]
+    assert lq["vlan"] == {"map": "bifrost_vlan_map", "entries": [
+        {"key": "ifindex_vlan:wan0:100", "value": {"redirect_to": 200}},
+        {"key": "ifindex_vlan:lan0:200", "value": {"redirect_to": 100}}],
+        "rewrites": ["wan0 VLAN 100 -> 200", "lan0 VLAN 200 -> 100"]}
+    # an empty mapping is no mapping: nothing to write
+    assert topology_plan(dict(topology, vlan_mapping=[]), "reference")["bridge"]["vlan"] is None
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ([{"parent": "wan0", "tag": 0, "redirect_to": 200}],
+     "lqos_bpf_topology: `vlan_mapping[0].tag` must be an integer from 1 to 4094, got 0. Fix: give the number "
+     "(a VLAN id)."),
+    ([MAPPING[0], {"parent": "lan0", "tag": 5, "redirect_to": 4095}],
+     "lqos_bpf_topology: `vlan_mapping[1].redirect_to` must be an integer from 1 to 4094, got 4095."),
+    ([{"parent": "eth9", "tag": 5, "redirect_to": 6}],
+     "lqos_bpf_topology: `vlan_mapping[0].parent` is 'eth9', not a port of this bridge (internet wan0, isp lan0). "
+     "Fix: name the port the tagged frames arrive on: wan0 or lan0."),
+    ([{"parent": "wan0", "tag": 5}],
+     "lqos_bpf_topology: `vlan_mapping[0]` must be a mapping with exactly parent, tag and redirect_to, got "
+     "{'parent': 'wan0', 'tag': 5}. Fix: write it as {parent: <port>, tag: <VLAN id>, redirect_to: <VLAN id>}."),
+    ([MAPPING[0], dict(MAPPING[0], redirect_to=300)],
+     "lqos_bpf_topology: `vlan_mapping` names VLAN 100 on wan0 twice. Fix: keep one entry per port and tag."),
+    ({"parent": "wan0", "tag": 5, "redirect_to": 6},
+     "lqos_bpf_topology: `vlan_mapping` must be a list of {parent, tag, redirect_to}, got"),
+])
+def test_a_bad_vlan_mapping_is_one_clear_error(mapping, message):
+    with pytest.raises(AnsibleFilterError) as exc:
+        topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "vlan_mapping": mapping}, "reference")
+    assert str(exc.value).startswith(message)
+
+
+def test_a_vlan_mapping_needs_bridge_mode_and_a_spec_that_names_the_map():
+    for topology in ({"mode": "pair", "internet": "a", "isp": "b"},
+                     {"mode": "stick", "interface": "a", "internet_vlan": 1, "isp_vlan": 2}):
+        with pytest.raises(AnsibleFilterError) as exc:
+            topology_plan(dict(topology, vlan_mapping=MAPPING), "libreqos")
+        assert str(exc.value) == (
+            "lqos_bpf_topology: `vlan_mapping` needs mode bridge (the bridge redirector rewrites the tags), got mode "
+            "%s. Fix: use mode bridge, or remove vlan_mapping." % topology["mode"])
+    spec = resolve_spec_option("reference")
+    no_vlan = dict(spec, topology=dict(spec["topology"], bridge=dict(spec["topology"]["bridge"], vlan=None)))
+    with pytest.raises(AnsibleFilterError) as exc:
+        topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "vlan_mapping": MAPPING}, no_vlan)
+    assert str(exc.value) == (
+        "lqos_bpf_topology: pipeline spec 'reference' names no VLAN redirect map (topology.bridge.vlan): this object "
+        "cannot rewrite VLAN tags. Fix: remove vlan_mapping, or add `topology.bridge.vlan: {map, key, value}` to the "
+        "spec (docs/pipeline-spec.md).")
 
 
 def test_stick_sets_direction_3_the_vlans_big_endian_and_the_offset():

@@ -17,7 +17,7 @@ NESTED = {"kind": "struct", "size": 12, "name": "struct outer", "members": [
     {"name": "vlan", "offset": 0, "shape": BE16},
     {"name": "inner", "offset": 4, "shape": TARGET}]}
 ARRAY = {"kind": "array", "size": 12, "nelems": 3, "elem": S32, "name": "__s32[3]"}
-IFINDEX = {"wan0": 3, "lan0": 4}.__getitem__
+IFINDEX = {"wan0": 3, "lan0": 4, "eth1.100": 7, "big0": 70000}.__getitem__
 
 
 def test_integers_words_structs_and_arrays():
@@ -27,6 +27,9 @@ def test_integers_words_structs_and_arrays():
         b"\x00\x64\x00\x00" + struct.pack("<II", 0, 1))
     assert encode(ARRAY, [-1, 2], "value", IFINDEX) == struct.pack("<iii", -1, 2, 0)
     assert encode(TARGET, 0, "value", IFINDEX) == bytes(8)
+    # LibreQoS's one-integer VLAN key: the index in the high 16 bits, the tag in the low 16, host order
+    assert encode(U32, "ifindex_vlan:wan0:100", "key", IFINDEX) == struct.pack("<I", (3 << 16) | 100)
+    assert encode(U32, "ifindex_vlan:eth1.100:4094", "key", IFINDEX) == struct.pack("<I", (7 << 16) | 4094)
 
 
 @pytest.mark.parametrize("shape, value, message", [
@@ -38,6 +41,11 @@ def test_integers_words_structs_and_arrays():
     (U32, "be16:1", "value is 4 bytes: be16:N fits only a 2-byte field. Fix: give a plain number."),
     (BE16, "be16:70000", "value: 'be16:70000' is not be16:N with N from 0 to 65535."),
     (U32, True, "value is a 4-byte integer (__u32): give a number, ifindex:NAME or be16:N, got True."),
+    (BE16, "ifindex_vlan:wan0:1", "value is 2 bytes: ifindex_vlan:NAME:TAG needs a field of 4 bytes or more."),
+    (U32, "ifindex_vlan:wan0:4095", "value: 'ifindex_vlan:wan0:4095' is not ifindex_vlan:NAME:TAG with TAG a VLAN "
+                                    "id from 1 to 4094. Fix: write e.g. ifindex_vlan:eth0:100."),
+    (U32, "ifindex_vlan:wan0", "value: 'ifindex_vlan:wan0' is not ifindex_vlan:NAME:TAG"),
+    (U32, "ifindex_vlan:big0:5", "value: interface big0 has index 70000, which does not fit the 16 bits"),
     (ARRAY, [1, 2, 3, 4], "value is an array of 3: give a list of at most 3 elements, got [1, 2, 3, 4]."),
     ({"kind": "bytes", "size": 4, "name": "union u"}, 1, "value is a union u, which cannot be written field by field."),
 ])

@@ -59,6 +59,17 @@ def test_minimal_spec_gets_lqos_sys_defaults():
                                                                  "got 'a-b'."),
     ({"topology": {"direction": "dir", "bridge": {"program": "b", "map": "m", "target": "x..y"}}},
      "`topology.bridge.target` must be a field path of the map's value, got 'x..y'."),
+    ({"topology": {"direction": "dir", "bridge": {"program": "b", "map": "m", "target": "t",
+                                                  "vlan": {"map": "v", "key": "ifindex<<8|tag", "value": "to"}}}},
+     "`topology.bridge.vlan.key` must name the key's fields {ifindex: FIELD, tag: FIELD} or be ifindex<<16|tag, "
+     "got 'ifindex<<8|tag'."),
+    ({"topology": {"direction": "dir", "bridge": {"program": "b", "map": "m", "target": "t",
+                                                  "vlan": {"map": "v", "key": {"ifindex": "i", "vid": "t"},
+                                                           "value": "to"}}}},
+     "`topology.bridge.vlan.key.vid` is not a known key."),
+    ({"topology": {"direction": "dir", "bridge": {"program": "b", "map": "m", "target": "t",
+                                                  "vlan": {"map": "v", "key": {"ifindex": "i", "tag": "t"}}}}},
+     "`topology.bridge.vlan.value` must be a field path of the map's value, got None."),
 ])
 def test_bad_specs_name_the_key_and_the_fix(patch, message):
     raw = dict(MINIMAL)
@@ -74,8 +85,13 @@ def test_topology_names_the_object_s_variables():
                                                  "bridge": {"program": "b", "map": "m", "target": "t.x"}}))
     assert spec["topology"] == {"direction": "dir", "own_ifindex": None, "internet_ifindex": None, "isp_ifindex": None,
                                 "internet_vlan": None, "isp_vlan": None, "stick_offset": "off",
-                                "bridge": {"program": "b", "map": "m", "target": "t.x"}}
+                                "bridge": {"program": "b", "map": "m", "target": "t.x", "vlan": None}}
     assert validate_spec(MINIMAL)["topology"] is None
+    for key in ({"ifindex": "ifindex", "tag": "vlan_id"}, "ifindex<<16|tag"):
+        vlan = {"map": "vm", "key": key, "value": "to.vid"}
+        spec = validate_spec(dict(MINIMAL, topology={"direction": "dir", "bridge": {"program": "b", "map": "m",
+                                                                                    "target": "t", "vlan": vlan}}))
+        assert spec["topology"]["bridge"]["vlan"] == vlan
 
 
 def test_not_a_mapping():

@@ -23,4 +23,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bridge_redirect SEC(".maps");
 
+/*
+ * VLAN rewrite on the way across: a frame arriving on `ifindex` tagged with
+ * VLAN `vlan_id` leaves the other port tagged with the value's `vlan_id`
+ * (priority bits kept). VLAN ids are plain host-order integers, 1-4094,
+ * compared with the id bits of skb->vlan_tci.
+ */
+struct vlan_redirect_key {
+	__u32 ifindex; /* ingress interface */
+	__u32 vlan_id; /* the tag it arrives with */
+}; /* 8 bytes, Rust: VlanRedirectKey */
+
+struct vlan_redirect {
+	__u32 vlan_id; /* the tag it leaves with */
+}; /* 4 bytes, Rust: VlanRedirect */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BRIDGE_VLANS);
+	__type(key, struct vlan_redirect_key);
+	__type(value, struct vlan_redirect);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bridge_vlan_map SEC(".maps");
+
 #endif /* SHAPER_BRIDGE_H */

@@ -27,4 +27,7 @@
 /* Interfaces the bridge redirector can map. */
 #define MAX_BRIDGE_PORTS 64
 
+/* (interface, VLAN) pairs whose tag the bridge redirector rewrites. */
+#define MAX_BRIDGE_VLANS 256
+
 #endif /* SHAPER_MAXIMUMS_H */
