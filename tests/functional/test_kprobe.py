@@ -123,8 +123,8 @@ def test_a_name_that_is_no_kprobe_program_is_refused(env, reference):
     res = attach(env, reference, kprobes=["xdp_shaper"])
     assert res["_rc"] != 0
     assert res["msg"] == ("kprobes names xdp_shaper, which is no kprobe program of the object (it has "
-                          "xmit_counter). Fix: name kprobe programs of the object (SEC(\"kprobe/...\")), or leave "
-                          "kprobes out.")
+                          "xmit_counter). Fix: name kprobe programs of the object or their sections (kprobe/<function>), "
+                          "or leave kprobes out.")
 
 
 def test_kprobe_attach_cycle(env, reference):
