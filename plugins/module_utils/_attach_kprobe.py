@@ -39,6 +39,19 @@ def kprobe_programs(sections: dict) -> dict:
     return {name: kprobe_target(sec) for name, sec in sections.items() if kprobe_target(sec)}
 
 
+def resolve_kprobes(wanted, sections: dict):
+    """The ``kprobes`` option as program names: each entry is a program name or an ELF section
+    (``kprobe/dev_hard_start_xmit``, LibreQoS's and the reference pipeline's transmit hook, whatever the
+    program is called). A section no program has is kept as written (decide_kprobes refuses it)."""
+    if wanted is None:
+        return None
+    out = set()
+    for entry in wanted:
+        named = sorted(n for n, sec in sections.items() if sec == entry and kprobe_target(sec))
+        out.update(named if entry not in sections and named else [entry])
+    return sorted(out)
+
+
 def decide_kprobes(wanted, available: dict, roles: dict, pinned: dict, recorded: dict, fp: str | None) -> list:
     """What to do with each kprobe link of this interface.
 
@@ -53,7 +66,8 @@ def decide_kprobes(wanted, available: dict, roles: dict, pinned: dict, recorded:
         raise LqosError("kprobes names %s, which %s no kprobe program of the object (it has %s)."
                         % (", ".join(unknown), "is" if len(unknown) == 1 else "are",
                            ", ".join(sorted(available)) or "none"),
-                        "name kprobe programs of the object (SEC(\"kprobe/...\")), or leave kprobes out.")
+                        "name kprobe programs of the object or their sections (kprobe/<function>), or leave "
+                        "kprobes out.")
     off = sorted(n for n in wanted if roles.get(n) == "disabled")
     if off:
         raise LqosError("kprobes names %s, but spec programs.%s is disabled." % (", ".join(off), off[0]),
@@ -131,7 +145,8 @@ class KprobeMixin(object):
     def plan_kprobes(self) -> None:
         """Decide, and keep every kprobe program that is not to be attached out of the load."""
         available = kprobe_programs(self.sections)
-        for row in decide_kprobes(self.want_kprobes, available, self.roles, self.kprobe_pins,
+        wanted = resolve_kprobes(self.want_kprobes, self.sections)
+        for row in decide_kprobes(wanted, available, self.roles, self.kprobe_pins,
                                   self.kprobes_recorded(), self.fp):
             row["pin"] = row["pin"] or os.path.join(self.pin_dir, pin_component(row["program"]))
             self.kprobe_plan.append(row)

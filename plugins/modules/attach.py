@@ -89,7 +89,8 @@ options:
     description:
       - kprobe programs of the object (sections C(kprobe/<function>), C(kretprobe/<function>)) to attach, e.g. the
         reference pipeline's transmit-path counter V(xmit_counter) (C(kprobe/dev_hard_start_xmit)). A kprobe program
-        not named here is never loaded.
+        not named here is never loaded. An entry may also be a section, e.g. V(kprobe/dev_hard_start_xmit), which
+        names the transmit-path kprobe of both LibreQoS and the reference pipeline whatever the program is called.
       - Each one is attached through libbpf and its bpf_link pinned at C(<pin_root>/lqos_bpf/<netns or host>/<interface>/<program>),
         so it outlives the module; a program id and fingerprint in the state file make a second run change nothing.
         A newer object replaces the link. A kprobe sees the whole host, so ask for it on one interface only.
