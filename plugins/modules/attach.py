@@ -370,14 +370,14 @@ kprobes:
   type: list
   elements: dict
   contains:
+    action:
+      description: V(keep), V(attach), V(replace) or V(detach).
+      type: str
     program:
-      description: Program name.
+      description: The kprobe program's name (or, for a link no longer asked for, its pin's).
       type: str
     target:
       description: The kernel function it probes (null for a link found but no longer asked for).
-      type: str
-    action:
-      description: V(keep), V(attach), V(replace) or V(detach).
       type: str
     pin:
       description: The link's pin.
