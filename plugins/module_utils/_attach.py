@@ -43,6 +43,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_apply import ApplyMixin, _lib_error, _Lock
+from ansible_collections.lqos.bpf.plugins.module_utils._attach_kprobe import KprobeMixin
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     ATTACH,
     DEFAULT_STATE_DIR,
@@ -81,7 +82,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import is_load_value, SPECIAL_VALUES
 
 
-class Attacher(ApplyMixin):
+class Attacher(KprobeMixin, ApplyMixin):
     """One module run: observe, plan, and (approved) apply."""
 
     def __init__(self, module, spec: dict):
@@ -95,6 +96,10 @@ class Attacher(ApplyMixin):
         self.with_tc = p["tc"]
         self.tc_only = p.get("tc_programs")
         self.force = p["force"]
+        self.want_kprobes = None if p.get("kprobes") is None else sorted(set(p["kprobes"]))
+        self.kprobe_pins = {}  # program -> {path, kind, link_id, prog_id}: our pinned kprobe links
+        self.kprobe_plan = []  # [{program, target, kind, pin, link_id, prog_id}]
+        self.kprobes_off = set()  # kprobe programs not asked for: never loaded
         validate_netns(self.netns)
         validate_ifname(self.ifname)
         self.pin_root = require_bpffs(p["pin_root"])
@@ -265,6 +270,7 @@ class Attacher(ApplyMixin):
             info = _bpf_maps.prog_info_by_path(path)
             self.pins[entry] = {"id": info["id"], "name": info["name"], "tag": info["tag"], "path": path}
             self.ours.add(info["id"])
+        self.read_kprobe_pins()
 
     def prog_info(self, prog_id: int) -> dict | None:
         try:
@@ -367,12 +373,15 @@ class Attacher(ApplyMixin):
                 td = decide_tc(None, now["id"], now["info"], self.ours, slot, self.fp, self.force)
                 if td["kind"] == DETACH:
                     self.tc_plan.append((dict(slot), td))
+        self.plan_kprobes()
         self.refuse_bad_pins()
         self.plan_actions_present()
+        self.plan_kprobe_actions()
 
     def needs_load(self) -> bool:
         kinds = [self.xdp_plan["kind"]] + [d["kind"] for dummy, d in self.tc_plan]
-        return any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH, REPLACE_LINK) for k in kinds)
+        return (any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH, REPLACE_LINK) for k in kinds)
+                or self.kprobe_loads())
 
     def live_maps(self) -> dict:
         """{kernel map name: id} of the maps used by our programs that are attached now."""
@@ -394,7 +403,7 @@ class Attacher(ApplyMixin):
         acts = []
         if self.needs_load():
             self.probe_optional()
-            without = sorted(self.disabled)
+            without = sorted(self.disabled - self.kprobes_off)
             acts.append("load %s (sha256 %s; %s%s)" % (self.object, self.object_sha256[:16],
                                                        describe_params(self.params) or "no load-time values",
                                                        "; without %s" % ", ".join(without) if without else ""))
@@ -462,13 +471,14 @@ class Attacher(ApplyMixin):
                                       % (slot["direction"], desc, self.ifname))
         for name, pin in sorted(self.pins.items()):
             self.actions.append("unpin %s (%s)" % (pin["path"], prog_desc(pin["id"], pin)))
+        self.plan_kprobes_absent()
 
     def probe_optional(self) -> None:
         """Trial-load every optional program alone (nothing pinned or attached); leave out the refused ones."""
         if self.probed:
             return
         self.probed = True
-        optional = sorted(n for n, r in self.roles.items() if r == "optional")
+        optional = sorted(n for n, r in self.roles.items() if r == "optional" and n not in self.disabled)
         if not optional:
             return
         rows = _bpf_object.probe_programs(self.object, names=optional, resize=self.params["resize"],
@@ -571,7 +581,7 @@ def _run(module, att: Attacher, apply: bool) -> dict:
         att.read_pins()
         if present:
             att.plan_present()
-        elif have_if or att.pins:
+        elif have_if or att.pins or att.kprobe_pins:
             att.plan_absent()
         before = att.hooks_snapshot()
         applied = bool(att.actions) and apply
@@ -580,7 +590,7 @@ def _run(module, att: Attacher, apply: bool) -> dict:
             xdp, tc = att.result_xdp, att.result_tc
             kinds = [t["action"] for t in tc] + ([xdp["action"]] if xdp else [])
             changed = (any(k in CHANGING for k in kinds) or bool(att.needs_load() and att.maps_to_pin)
-                       or bool(att.repin))
+                       or bool(att.repin) or any(r["kind"] != KEEP for r in att.kprobe_plan))
         elif applied:
             att.apply_absent()
             xdp, tc = att.result_xdp, att.result_tc
@@ -616,6 +626,7 @@ def _run(module, att: Attacher, apply: bool) -> dict:
         "left_out": att.left_out,
         "xdp": xdp,
         "tc": tc,
+        "kprobes": att.kprobe_results(),
         "actions": att.actions,
         "notes": att.notes,
         "pin_dir": att.pin_dir,

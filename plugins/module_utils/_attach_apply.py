@@ -177,6 +177,7 @@ class ApplyMixin(object):
             if self.xdp_prog or self.xdp_plan["kind"] == DETACH:
                 self.apply_xdp(lo, undo, held, new_pins)
             self.apply_tc(lo, undo, held, new_pins)
+            self.apply_kprobes(lo, new_pins)
             for dummy, map_id, path in self.repin:
                 fd = _bpf_maps.map_fd_by_id(map_id)
                 try:
@@ -201,6 +202,7 @@ class ApplyMixin(object):
                 lo.close()
         for tmp, final in new_pins:
             os.rename(tmp, final)     # bpffs rename replaces the old pin atomically
+        self.apply_kprobe_detach()
         self.cleanup_pins()
         self.write_state()
 
@@ -362,6 +364,7 @@ class ApplyMixin(object):
         else:
             tc = [s for s in self.record.get("tc") or [] if isinstance(s, dict)]
         record["tc"] = tc
+        record["kprobes"] = self.kprobe_record()
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         atomic_write(self.state_path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
@@ -377,6 +380,7 @@ class ApplyMixin(object):
         for pin in self.pins.values():
             if os.path.lexists(pin["path"]):
                 os.unlink(pin["path"])
+        self.apply_kprobe_detach()
         # remove our now-empty folders: <ifname>, <netns>, lqos_bpf
         path = self.pin_dir
         for dummy in range(3):

@@ -200,6 +200,12 @@ class Link(_Closable):
             _fail("pinning the link of %s at %s failed: the path must be on a bpffs and free" % (self.program, path),
                   _errno_of(ret))
 
+    def disconnect(self) -> None:
+        """Let close() free the handle without detaching: for a pinned link, or a kprobe that libbpf attached
+        through a legacy event it would otherwise remove on destroy."""
+        if self._link is not None:
+            _STATE["lib"].bpf_link__disconnect(self._link)
+
     def close(self) -> None:
         if self._link is not None:
             _STATE["lib"].bpf_link__destroy(self._link)

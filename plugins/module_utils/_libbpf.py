@@ -186,6 +186,7 @@ struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifi
 int bpf_link__fd(const struct bpf_link *link);
 int bpf_link__pin(struct bpf_link *link, const char *path);
 int bpf_link__destroy(struct bpf_link *link);
+void bpf_link__disconnect(struct bpf_link *link);
 int bpf_link_get_next_id(__u32 start_id, __u32 *next_id);
 int bpf_link_get_fd_by_id(__u32 id);
 int bpf_link_detach(int link_fd);

@@ -85,6 +85,21 @@ options:
       - The deploy role's topologies use it to attach the bridge redirector only in bridge mode.
     type: list
     elements: str
+  kprobes:
+    description:
+      - kprobe programs of the object (sections C(kprobe/<function>), C(kretprobe/<function>)) to attach, e.g. the
+        reference pipeline's transmit-path counter V(xmit_counter) (C(kprobe/dev_hard_start_xmit)). A kprobe program
+        not named here is never loaded. An entry may also be a section, e.g. V(kprobe/dev_hard_start_xmit), which
+        names the transmit-path kprobe of both LibreQoS and the reference pipeline whatever the program is called.
+      - Each one is attached through libbpf and its bpf_link pinned at C(<pin_root>/lqos_bpf/<netns or host>/<interface>/<program>),
+        so it outlives the module; a program id and fingerprint in the state file make a second run change nothing.
+        A newer object replaces the link. A kprobe sees the whole host, so ask for it on one interface only.
+      - A name taken out of the list unpins its link, which detaches the kprobe; V([]) detaches all of them. Left out,
+        kprobe links are left as they are. O(state=absent) detaches them with the rest.
+      - A kernel that cannot attach it (built without C(CONFIG_KPROBES), the kernel function absent, no BPF perf links
+        before Linux 5.15) fails the run with the kernel's reason and the fix; nothing is changed.
+    type: list
+    elements: str
   force:
     description:
       - Replace a program on a hook that this collection did not attach. Without it such a program makes the run fail
@@ -216,6 +231,20 @@ EXAMPLES = r"""
   register: attached
   # attached.pinned_maps is what lqos.bpf.pinned_maps would have returned; commit its replacements with
   # lqos.bpf.pinned_maps (state: committed) once the health check passes.
+
+- name: Count the kernel's transmit calls per CPU too (the reference pipeline's optional kprobe)
+  lqos.bpf.attach:
+    spec: reference
+    interface: eth1
+    kprobes: [xmit_counter]
+    approve: true
+
+- name: Detach the kprobe again (XDP and TC stay)
+  lqos.bpf.attach:
+    spec: reference
+    interface: eth1
+    kprobes: []
+    approve: true
 
 - name: Detach what this collection attached
   lqos.bpf.attach:
@@ -381,6 +410,33 @@ tc:
       type: str
   sample: [{program: tc_classify, direction: egress, handle: 1, priority: 49199, id: 1209, tag: f6263b7c0f910202,
             previous_id: null, previous_tag: null, action: attach}]
+kprobes:
+  description:
+    - The kprobe links of this interface (O(kprobes)); empty when O(kprobes) is left out and O(state=present).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    action:
+      description: V(keep), V(attach), V(replace) or V(detach).
+      type: str
+    program:
+      description: The kprobe program's name (or, for a link no longer asked for, its pin's).
+      type: str
+    target:
+      description: The kernel function it probes (null for a link found but no longer asked for).
+      type: str
+    pin:
+      description: The link's pin.
+      type: str
+    link_id:
+      description: The kernel's link id (after an applied attach, the new link's; before a detach, the old one's).
+      type: int
+    prog_id:
+      description: The id of the program the link holds.
+      type: int
+  sample: [{program: xmit_counter, target: dev_hard_start_xmit, action: attach,
+            pin: /sys/fs/bpf/lqos_bpf/host/eth1/xmit_counter, link_id: 12, prog_id: 1211}]
 actions:
   description: Every live change of this run, in order - carried out when RV(applied), else only planned.
   returned: always
@@ -441,6 +497,7 @@ def argument_spec() -> dict:
         xdp_mode=dict(type="str", choices=list(XDP_MODES), default="auto"),
         tc=dict(type="bool", default=True),
         tc_programs=dict(type="list", elements="str"),
+        kprobes=dict(type="list", elements="str"),
         force=dict(type="bool", default=False),
         state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
         rodata=dict(type="dict", default={}),

@@ -141,7 +141,8 @@ def test_release_shaped_tree_passes_with_nothing_listed(tmp_path):
     assert {(s["map"], s["side"], s["rust_size"], s["c_size"]) for s in d["map_sizes"]} == {
         ("cpus_available", "key", 4, 4), ("cpus_available", "value", 4, 4)}
     assert [(p["name"], p["section"]) for p in d["programs"]] == [
-        ("xdp_shaper", "xdp"), ("tc_classify", "tc"), ("tc_bridge_redirect", "tc"), ("flow_reader", "iter/bpf_map_elem")]
+        ("xdp_shaper", "xdp"), ("tc_classify", "tc"), ("tc_bridge_redirect", "tc"), ("flow_reader", "iter/bpf_map_elem"),
+        ("xmit_counter", "kprobe/dev_hard_start_xmit")]
     assert {p["name"] for p in d["pinned_maps"]} == {"ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table",
                                                      "cpu_map", "cpus_available", "shaper_control", "bridge_redirect",
                                                      "bridge_vlan_map"}
@@ -185,7 +186,7 @@ def test_renamed_reader_is_named_at_its_rust_use(tmp_path):
     _p, result = built(tmp_path, crate)
     assert result["problems"] == [
         "src/maps.rs:30 uses skeleton progs.flow_reader but shaper_kern_skel.h has no program `flow_reader` "
-        "(it has: xdp_shaper, tc_classify, tc_bridge_redirect, rtt_reader): update the Rust code to the "
+        "(it has: xdp_shaper, tc_classify, tc_bridge_redirect, rtt_reader, xmit_counter): update the Rust code to the "
         "skeleton's name, or restore `flow_reader` in the BPF source"]
 
 

@@ -166,15 +166,16 @@ def test_optional_programs_the_kernel_refuses_are_left_out(objs, netns_pair, bpf
     assert res["programs"] == {"probe_xdp": "required", "probe_tc": "required", "probe_iter": "optional",
                                "probe_fentry": "optional", "probe_kprobe": "optional"}
     left = {e["program"]: e for e in res["left_out"]}
-    expected = {"probe_fentry", "probe_kprobe"} | (set() if iterators_load_here(objs["progs"]) else {"probe_iter"})
+    # a kprobe is loaded only when attach's kprobes asks for it: not asked, it is neither loaded nor left out
+    expected = {"probe_fentry"} | (set() if iterators_load_here(objs["progs"]) else {"probe_iter"})
     assert set(left) == expected
     assert left["probe_fentry"]["class"] == "attach_target"
-    assert left["probe_kprobe"]["class"] in ("attach_target", "kernel_policy")
     assert left["probe_fentry"]["feature"] == "kernel function tracing (fentry)"
     warned = [w for w in res.get("warnings", []) if "was left out" in w]
     assert len(warned) == len(expected)
-    assert any(w.startswith('optional program probe_kprobe (SEC("kprobe/%s")) was left out on %s: '
+    assert any(w.startswith('optional program probe_fentry (SEC("fentry/%s")) was left out on %s: '
                             % (MISSING, netns_pair.if_a)) for w in warned), warned
+    assert not any("probe_kprobe" in w for w in warned)
     assert any("(without %s)" % ", ".join(sorted(expected)) in a or "; without %s)" % ", ".join(sorted(expected)) in a
                for a in res["actions"]), res["actions"]
     again = attach(netns_pair, bpffs, tmp_path, objs["progs"], SPEC)
@@ -185,7 +186,8 @@ def test_optional_programs_the_kernel_refuses_are_left_out(objs, netns_pair, bpf
 def test_plan_reports_the_programs_it_would_leave_out_and_changes_nothing(objs, netns_pair, bpffs, tmp_path):
     res = attach(netns_pair, bpffs, tmp_path, objs["progs"], SPEC, approve=False)
     assert res["_rc"] == 0 and res["applied"] is False
-    assert {"probe_fentry", "probe_kprobe"} <= {e["program"] for e in res["left_out"]}
+    assert "probe_fentry" in {e["program"] for e in res["left_out"]}
+    assert "probe_kprobe" not in {e["program"] for e in res["left_out"]}   # not asked for: never loaded
     assert hooks(netns_pair) == {"xdp": None, "tc": None}
     assert os.listdir(bpffs) == [] or set(os.listdir(bpffs)) <= {"maps.debug", "progs.debug"}
 
@@ -258,9 +260,9 @@ def test_preflight_of_the_reference_object(objs):
     assert res["_rc"] == 0, res.get("msg")
     assert {r["name"]: r["role"] for r in res["programs"]} == {
         "xdp_shaper": "required", "tc_classify": "required", "tc_bridge_redirect": "required",
-        "flow_reader": "optional"}
+        "flow_reader": "optional", "xmit_counter": "optional"}
     assert res["map_types"] == {"array": True, "cpumap": True, "hash": True, "lpm_trie": True, "lru_hash": True,
-                                "percpu_hash": True}
+                                "percpu_array": True, "percpu_hash": True}
     assert res["ok"] is True
 
 
@@ -284,7 +286,7 @@ def test_the_fleet_audit_carries_each_program(objs, bpffs):
     res = run_module("abi_info", dict(spec="reference", build_root=build_root, pin_root=bpffs, toolchain=False))
     assert res["_rc"] == 0, res.get("msg")
     rows = {r["name"]: r for r in res["programs"]}
-    assert set(rows) == {"xdp_shaper", "tc_classify", "tc_bridge_redirect", "flow_reader"}
+    assert set(rows) == {"xdp_shaper", "tc_classify", "tc_bridge_redirect", "flow_reader", "xmit_counter"}
     assert rows["xdp_shaper"]["role"] == "required" and rows["xdp_shaper"]["loadable"] is True
     assert rows["flow_reader"]["role"] == "optional"
     assert not any(p.startswith("required program") for p in res["problems"])

@@ -220,3 +220,6 @@ int flow_reader(struct bpf_iter__bpf_map_elem *ctx)
 }
 
 char _license[] SEC("license") = "GPL";
+
+/* The optional kprobe on the transmit path (attached only when asked). */
+#include "common/xmit.h"

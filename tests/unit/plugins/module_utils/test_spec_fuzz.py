@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.d
 with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as _fh:
     BASE = yaml.safe_load(_fh)
 # Mappings whose keys are user names (programs, variables, tools), not a fixed schema.
-OPEN_MAPPINGS = {("expect", "programs"), ("attach", "rodata"), ("attach", "data"), ("toolchain", "minimum_versions")}
+OPEN_MAPPINGS = {("expect", "programs"), ("programs",), ("attach", "rodata"), ("attach", "data"), ("toolchain", "minimum_versions")}
 # Variables: their values are integers or special words.
 VARIABLES = {("attach", "rodata"), ("attach", "data")}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
