@@ -181,7 +181,7 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
     missing or not a BPF object."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
+    from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, kprobe_target, program_roles
 
     if not os.path.isfile(obj_path):
         raise LqosError("BPF object %s does not exist." % obj_path,
@@ -202,14 +202,19 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
         if row["role"] == "disabled":
             continue
         required = row["role"] == "required"
+        # lqos.bpf.attach loads an optional kprobe only when asked (its kprobes option): one this kernel refuses
+        # is a fact to know, not a warning on every run (asking for it fails with this reason).
+        when_asked = not required and kprobe_target(row["section"]) is not None
         if row["loadable"]:
             msg = "program %s (SEC(\"%s\"), %s) loads on this kernel" % (row["name"], row["section"], row["role"])
         else:
             msg = "%s program %s cannot load here (%s): %s" % (row["role"], row["name"], row["class"], row["reason"])
-            if not required:
+            if when_asked:
+                msg += "; nothing loads it unless asked (lqos.bpf.attach kprobes), and asking fails with this reason"
+            elif not required:
                 msg += "; it will be left out, losing %s" % row["feature"]
         checks.append(_check("program:" + row["name"], row["loadable"], msg, row["fix"], required=required,
-                             program=row["name"], role=row["role"], refusal=row["class"]))
+                             program=row["name"], role=row["role"], refusal=row["class"], when_asked=when_asked))
     for tname, ok in sorted(map_types.items()):
         text = "%s maps %s (libbpf probe)" % (tname, "supported" if ok else "not supported")
         checks.append(_check("map-type:" + tname, ok, text, "boot a kernel that supports %s maps" % tname,
@@ -337,7 +342,7 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
         checks.extend(rows)
 
     problems = [c for c in checks if not c["ok"] and c["required"]]
-    warnings = [c for c in checks if not c["ok"] and not c["required"]]
+    warnings = [c for c in checks if not c["ok"] and not c["required"] and not c.get("when_asked")]
     return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks, "programs": programs,
             "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
 
@@ -349,7 +354,7 @@ def object_preflight(spec: dict | None, obj_path: str) -> dict:
         possible = count_cpu_list(fh.read())
     checks, programs, map_types = object_checks(spec, obj_path, possible)
     problems = [c for c in checks if not c["ok"] and c["required"]]
-    warnings = [c for c in checks if not c["ok"] and not c["required"]]
+    warnings = [c for c in checks if not c["ok"] and not c["required"] and not c.get("when_asked")]
     return {"toolchain": {}, "libbpf": {}, "kernel": {"possible_cpus": possible}, "checks": checks,
             "programs": programs, "map_types": map_types, "problems": problems, "warnings_found": warnings,
             "ok": not problems}

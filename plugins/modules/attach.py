@@ -140,12 +140,12 @@ options:
     default: {}
   pinned_maps:
     description:
-      - Run the pin step of M(lqos.bpf.pinned_maps) first, in the same process - with this module's O(spec),
-        O(pin_root), O(object), O(approve) and check mode, and these of its options. One module run instead of two
-        (the deploy role passes it on every interface; after the first, the maps are already in place and the step
-        finds nothing to do). Its result is RV(pinned_maps).
-      - When the step plans pin changes it does not make (no approval, or check mode) and the attach cannot be planned
-        past the pins still to be replaced, the run reports the attach as planned behind them instead of failing.
+      - Run the pin step of M(lqos.bpf.pinned_maps) first, in the same process, with the suboptions below. The
+        step uses this module's O(spec), O(pin_root), O(object), O(approve) and check mode. One module run instead
+        of two (the deploy role passes it on every interface; after the first, the maps are already in place and
+        the step finds nothing to do). Its result is RV(pinned_maps).
+      - When the step plans pin changes it does not make (no approval, or check mode) and those pins are all that
+        stops the attach, the run does not fail - RV(actions) says the attach follows once they are replaced.
       - Only with O(state=present).
     type: dict
     suboptions:
@@ -175,7 +175,8 @@ options:
 notes:
   - Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), libbpf1 and python3-cffi on the target.
   - An existing map pin that the object cannot reuse (other type, sizes, max_entries or flags) fails the run before
-    anything is loaded; migrate or clean it with M(lqos.bpf.pinned_maps).
+    anything is loaded; replace it first - O(pinned_maps) does so in the same run (C(state=migrated) keeps its
+    entries), or M(lqos.bpf.pinned_maps) on its own (C(migrated), or C(clean) after a backup).
 seealso:
   - module: lqos.bpf.pipeline
 """
@@ -469,7 +470,7 @@ diff:
 pinned_maps:
   description:
     - The result of the pin step (O(pinned_maps)), as M(lqos.bpf.pinned_maps) returns it - C(actions), C(migrated),
-      C(pins), C(summary), C(msg), ... Also in the result of a run that failed after the step.
+      C(pins), C(summary), C(msg), ... Also in the result of a run that failed after the step, without C(pins).
   returned: with O(pinned_maps)
   type: dict
   sample: {changed: false, actions: [], migrated: [], summary: {total: 9, compatible: 9},
@@ -531,7 +532,9 @@ def run(module) -> dict:
                     "notes": ["the attach is planned past the pins the step above would replace: %s"
                               % "; ".join(exc.details["incompatible_pins"])],
                     "msg": "%s; the attach is planned once they are replaced." % pins.get("msg", "").rstrip(".")}
-        raise LqosError(exc.msg, exc.fix, **dict(exc.details, pinned_maps=pins))
+        # What the step did, without its per-pin records: a failed task prints its whole result.
+        brief = {k: pins[k] for k in ("changed", "actions", "migrated", "summary", "msg") if k in pins}
+        raise LqosError(exc.msg, exc.fix, **dict(exc.details, pinned_maps=brief))
     result["pinned_maps"] = pins
     result["changed"] = bool(result["changed"] or pins["changed"])
     return result

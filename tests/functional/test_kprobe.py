@@ -101,6 +101,23 @@ def test_not_asked_the_kprobe_is_never_loaded(env, reference):
     assert not any(e["program"] == KPROBE for e in res["left_out"])
 
 
+def test_the_build_check_reports_an_unasked_kprobe_without_a_warning(reference):
+    """The build role's trial load (toolchain's object checks) runs on every deploy: a kprobe nothing asked for is
+    a fact in the checks, never a warning ("it will be left out" is what attach does to every unasked kprobe)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+    checks = object_preflight(resolve_spec_option("reference"), reference)
+    [row] = [c for c in checks["checks"] if c["name"] == "program:" + KPROBE]
+    assert row["role"] == "optional" and row["when_asked"] is True
+    assert row not in checks["warnings_found"]
+    assert not [c for c in checks["warnings_found"] if KPROBE in c["message"]]
+    here, dummy = kprobes_here()
+    if not row["ok"]:
+        assert not here, "the trial load refused the kprobe on a kernel that has kprobes"
+        assert row["message"].endswith("; nothing loads it unless asked (lqos.bpf.attach kprobes), and asking "
+                                       "fails with this reason"), row["message"]
+
+
 def test_asked_on_a_kernel_that_cannot_attach_it_fails_in_one_line_and_changes_nothing(env, reference):
     here, dummy = kprobes_here()
     if here:

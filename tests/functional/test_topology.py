@@ -299,6 +299,12 @@ def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(br
         assert "attach on wan0" in plan.out and "attach on lan0" in plan.out
         assert "write the bridge redirector entries of bridge_redirect (ifindex:wan0, ifindex:lan0)" in plan.out
         assert os.listdir(pin_root) == [] or set(os.listdir(pin_root)) <= {"maps.debug", "progs.debug"}
+        # A plan on the built host: both interfaces plan the same new map pins, and the summary lists each once.
+        planned = playbook("deploy.yml", inventory)
+        assert planned.rc == 0, planned.out[-8000:]
+        [lines] = [d["msg"] for status, h, item, d in planned.results if h == "localhost" and item == "bridge1"]
+        pins = [line for line in lines if line.startswith("pin new map ")]
+        assert pins and len(pins) == len(set(pins)), lines
         first = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
         assert first.rc == 0, first.out[-8000:]
         for ifname in ("wan0", "lan0"):
