@@ -414,7 +414,13 @@ def wrapper_references(text: str) -> list:
     return out
 
 
+_BRACKETS = re.compile(r"[()\[\]<>{}]")
+
+
 def _split_top(params: str) -> list:
+    if not _BRACKETS.search(params.replace("->", "")):
+        # No nesting (most parameter lists): a plain split gives the same parts, without the walk below.
+        return [p.strip() for p in params.split(",") if p.strip()]
     parts, depth, cur = [], 0, []
     i = 0
     while i < len(params):
@@ -495,13 +501,15 @@ def bindings_functions(text: str) -> dict:
     """{name: arity} of the ``pub fn`` declarations bindgen wrote."""
     out = {}
     for m in re.finditer(r"\bpub\s+fn\s+([A-Za-z_]\w*)\s*\(", text):
+        # From close paren to close paren (not character by character): bindings.rs is large.
         depth, j = 1, m.end()
-        while j < len(text) and depth:
-            if text[j] == "(":
-                depth += 1
-            elif text[j] == ")":
-                depth -= 1
-            j += 1
+        while depth:
+            k = text.find(")", j)
+            if k < 0:
+                j = len(text)
+                break
+            depth += text.count("(", j, k) - 1
+            j = k + 1
         params = _split_top(text[m.end():j - 1])
         out[m.group(1)] = len(params)
     return out
