@@ -222,6 +222,14 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
     return checks, rows, map_types
 
 
+def _split(checks: list) -> tuple:
+    """``(problems, warnings)`` of a list of check rows: the required checks that failed, and the optional ones
+    that failed (a program nobody asked for, ``when_asked``, is neither)."""
+    problems = [c for c in checks if not c["ok"] and c["required"]]
+    warnings = [c for c in checks if not c["ok"] and not c["required"] and not c.get("when_asked")]
+    return problems, warnings
+
+
 def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, src: str | None = None,
               obj_path: str | None = None) -> dict:
     checks = []
@@ -341,8 +349,7 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
         rows, programs, map_types = object_checks(spec, obj_path, possible)
         checks.extend(rows)
 
-    problems = [c for c in checks if not c["ok"] and c["required"]]
-    warnings = [c for c in checks if not c["ok"] and not c["required"] and not c.get("when_asked")]
+    problems, warnings = _split(checks)
     return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks, "programs": programs,
             "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
 
@@ -353,8 +360,7 @@ def object_preflight(spec: dict | None, obj_path: str) -> dict:
     with open("/sys/devices/system/cpu/possible") as fh:
         possible = count_cpu_list(fh.read())
     checks, programs, map_types = object_checks(spec, obj_path, possible)
-    problems = [c for c in checks if not c["ok"] and c["required"]]
-    warnings = [c for c in checks if not c["ok"] and not c["required"] and not c.get("when_asked")]
+    problems, warnings = _split(checks)
     return {"toolchain": {}, "libbpf": {}, "kernel": {"possible_cpus": possible}, "checks": checks,
             "programs": programs, "map_types": map_types, "problems": problems, "warnings_found": warnings,
             "ok": not problems}
@@ -367,6 +373,31 @@ def summary(problems: list) -> str:
     return "\n".join(lines)
 
 
-def require(result: dict) -> None:
-    if result["problems"]:
-        raise LqosError(summary(result["problems"]), checks=result["checks"])
+def require(result: dict, ignore=()) -> None:
+    """Raise `LqosError` with `summary` of the result's problems, leaving out the checks named in ``ignore``
+    (e.g. ``bpffs``, which the toolchain role mounts after the preflight)."""
+    problems = [row for row in result["problems"] if row["name"] not in ignore]
+    if problems:
+        raise LqosError(summary(problems), checks=result["checks"])
+
+
+def run_preflight(module, spec: dict | None, pin_root: str, minimum_versions: dict, src: str | None = None,
+                  obj_path: str | None = None, checks: str = "all", fail: bool = False, ignore=()) -> dict:
+    """The preflight as `toolchain_info` and `pipeline` (option ``preflight``) run it.
+
+    ``minimum_versions`` (``{name: version}``) override the spec's ``toolchain.minimum_versions``. ``checks``
+    ``all`` runs `preflight`, ``object`` only `object_preflight` of ``obj_path``. With ``fail``, a required
+    check that failed and is not named in ``ignore`` raises `LqosError` (`summary`: one line per problem with its
+    fix). Every optional check that failed becomes one ``module.warn``. Returns the result dict of `preflight`.
+    """
+    minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
+    minimums.update({str(k): str(v) for k, v in minimum_versions.items()})
+    if checks == "object":
+        result = object_preflight(spec, obj_path)
+    else:
+        result = preflight(module, pin_root, minimums, spec, src, obj_path)
+    if fail:
+        require(result, ignore)
+    for row in result["warnings_found"]:
+        module.warn("%s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
+    return result

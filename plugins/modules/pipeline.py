@@ -119,6 +119,29 @@ options:
         description: As O(lqos.bpf.abi_check#module:trial_load).
         type: bool
         default: false
+  preflight:
+    description:
+      - Preflight the toolchain and the kernel first, exactly as M(lqos.bpf.toolchain_info) does with
+        C(fail_on_missing=true) and the same options - one module run instead of two (the build role does this).
+        The result is RV(preflight).
+      - A required check that fails and is not named in O(preflight.ignore) fails the task with the preflight's own
+        message, one line per problem with its fix, before anything is read or built.
+      - Ignored with O(state=rolled_back).
+    type: dict
+    suboptions:
+      pin_root:
+        description: The bpffs folder whose mount is checked (O(lqos.bpf.toolchain_info#module:pin_root)).
+        type: path
+        default: /sys/fs/bpf
+      minimum_versions:
+        description: As O(lqos.bpf.toolchain_info#module:minimum_versions).
+        type: dict
+        default: {}
+      ignore:
+        description: As O(lqos.bpf.toolchain_info#module:ignore), e.g. V(bpffs), which a build does not need.
+        type: list
+        elements: str
+        default: []
 requirements:
   - clang, llc (llvm), bpftool, bindgen, ar (binutils), libbpf-dev and gcc-multilib (the asm headers) on the target
 """
@@ -150,6 +173,14 @@ EXAMPLES = r"""
     check:
       src: "{{ playbook_dir }}/bpf/shaper_sys"
       trial_load: true
+
+- name: Preflight the toolchain and the kernel, then build - a host that lacks a tool stops before the build
+  lqos.bpf.pipeline:
+    spec: reference
+    src: /opt/lqos/shaper_sys
+    preflight:
+      ignore: [bpffs]   # a build does not need it; the deploy role mounts it before the attach
+  register: build
 
 - name: Roll back to the previous build
   lqos.bpf.pipeline:
@@ -227,6 +258,12 @@ sources_current:
   description: With O(synced_from) - false when the stamp did not name that archive (nothing was done then).
   returned: with O(synced_from)
   type: bool
+preflight:
+  description: The preflight's result, as M(lqos.bpf.toolchain_info) returns it (C(ok), C(checks), C(problems),
+    C(warnings_found), C(toolchain), C(libbpf), C(kernel) - C(kernel.bpffs.mounted) says whether bpffs is mounted at
+    O(preflight.pin_root)).
+  returned: with O(preflight), unless O(state=rolled_back)
+  type: dict
 abi_check:
   description: The result of the ABI check of the current build, as M(lqos.bpf.abi_check) returns it (C(ok), C(summary),
     C(problems), C(pairs), C(drift), C(object_checks), ...; its C(changed) says whether the record changed).
@@ -243,6 +280,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import Pipeline, run_pipeline
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import run_preflight
 
 
 def argument_spec() -> dict:
@@ -264,6 +302,11 @@ def argument_spec() -> dict:
             fail_on_drift=dict(type="bool", default=True),
             trial_load=dict(type="bool", default=False),
         )),
+        preflight=dict(type="dict", options=dict(
+            pin_root=dict(type="path", default="/sys/fs/bpf"),
+            minimum_versions=dict(type="dict", default={}),
+            ignore=dict(type="list", elements="str", default=[]),
+        )),
     )
     spec.update(SPEC_ARGS)
     return spec
@@ -275,6 +318,11 @@ def run(module) -> dict:
     dest = params["dest"] or default_build_root(spec["name"])
     if params["state"] == "rolled_back":
         return Pipeline(module, spec, params["src"], dest).rollback(module.check_mode, params["lock_timeout"])
+    checked = {}
+    if params["preflight"]:
+        pre = params["preflight"]
+        checked["preflight"] = run_preflight(module, spec, pre["pin_root"], pre["minimum_versions"], fail=True,
+                                             ignore=pre["ignore"])
     synced = params["synced_from"]
     if synced:
         try:
@@ -283,10 +331,10 @@ def run(module) -> dict:
         except (OSError, UnicodeDecodeError):
             stamp = None
         if stamp != synced["sha1"].strip():
-            return {"changed": False, "sources_current": False,
+            return {"changed": False, "sources_current": False, **checked,
                     "msg": "the sources in %s are not those of archive %s (stamp %s: %s): nothing was built"
                            % (params["src"], synced["sha1"], synced["stamp"], stamp or "missing")}
-    result = run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"])
+    result = dict(run_pipeline(module, spec, params["src"], dest, params["force"], params["lock_timeout"]), **checked)
     if synced:
         result["sources_current"] = True
     check = params["check"]

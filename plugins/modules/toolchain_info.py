@@ -52,9 +52,17 @@ options:
     choices: [all, object]
     default: all
   fail_on_missing:
-    description: Fail with one summary of every required check that did not pass.
+    description: Fail with one summary of every required check that did not pass (but those named in O(ignore)).
     type: bool
     default: false
+  ignore:
+    description:
+      - Names of checks (the C(name) of a row of RV(checks), e.g. V(bpffs)) whose failure does not fail the task with
+        O(fail_on_missing). They are still reported under RV(problems) and RV(ok). The toolchain role ignores
+        V(bpffs) when it mounts bpffs itself right after the preflight.
+    type: list
+    elements: str
+    default: []
 requirements:
   - python3 on the target; what it checks (clang, llc, bpftool, bindgen, ar, libbpf1, python3-cffi, kernel BTF,
     bpffs, capabilities) it reports as problems with their fix, it does not need them to run
@@ -143,7 +151,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, PIN_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight, preflight, require
+from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import run_preflight
 
 
 def argument_spec() -> dict:
@@ -154,6 +162,7 @@ def argument_spec() -> dict:
         object=dict(type="path"),
         checks=dict(type="str", choices=["all", "object"], default="all"),
         fail_on_missing=dict(type="bool", default=False),
+        ignore=dict(type="list", elements="str", default=[]),
     )
     spec.update(PIN_ARGS)
     return spec
@@ -162,18 +171,10 @@ def argument_spec() -> dict:
 def run(module) -> dict:
     params = module.params
     spec = validate_spec(params["spec"]) if params["spec"] is not None else None
-    minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
-    minimums.update({str(k): str(v) for k, v in params["minimum_versions"].items()})
-    if params["checks"] == "object":
-        if not params["object"]:
-            raise LqosError("checks: object needs the object option.", "name the built .o file in object.")
-        result = object_preflight(spec, params["object"])
-    else:
-        result = preflight(module, params["pin_root"], minimums, spec, params["src"], params["object"])
-    if params["fail_on_missing"]:
-        require(result)
-    for row in result["warnings_found"]:
-        module.warn("%s: %s. Fix: %s" % (row["name"], row["message"], row["fix"]))
+    if params["checks"] == "object" and not params["object"]:
+        raise LqosError("checks: object needs the object option.", "name the built .o file in object.")
+    result = run_preflight(module, spec, params["pin_root"], params["minimum_versions"], params["src"],
+                           params["object"], params["checks"], params["fail_on_missing"], params["ignore"])
     return dict(changed=False, **result)
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 import sys
 
 import pytest
 import yaml
 
-from lqos_testlib import REPO, copy_bpf, edit
+from lqos_testlib import REPO, copy_bpf, edit, umount
 from test_playbooks import Host, playbook, write_inventory, xdp_on
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
@@ -67,6 +68,8 @@ def upgrade(tmp_path_factory):
     crate_v2, spec_v2 = make_v2(root)
     host = Host(root, "shaper")
     host.create()
+    # No bpffs at the pin root yet: the first deploy mounts it (the build's preflight found none there).
+    umount(host.pin_root)
     try:
         inv = write_inventory(os.path.join(root, "v1.yml"), [host], sys.executable)
         runs = {"v1": playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")}
@@ -103,6 +106,16 @@ def upgrade(tmp_path_factory):
         yield {"host": host, "runs": runs, "state": state}
     finally:
         host.destroy()
+
+
+def test_the_first_deploy_mounts_bpffs_at_the_pin_root(upgrade):
+    runs, host = upgrade["runs"], upgrade["host"]
+    assert "lqos.bpf.toolchain : Mount bpffs" in runs["v1"].changed_tasks["shaper"], runs["v1"]
+    assert "lqos.bpf.toolchain : Mount bpffs" not in runs["v2_good"].ran_tasks["shaper"], runs["v2_good"]
+    # The v1 maps were pinned in that bpffs, not in a plain folder.
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", host.pin_root], capture_output=True, text=True, check=True)
+    assert fstype.stdout.strip() == "bpf_fs"
+    assert "ip_to_shaper" in os.listdir(host.pin_root)
 
 
 def test_a_failed_upgrade_puts_the_old_maps_back_with_every_entry(upgrade):

@@ -202,6 +202,38 @@ def test_tool_missing_from_path(crate, dest, tmp_path):
                              "(lqos.bpf.toolchain_info lists every miss).")
 
 
+def test_preflight_stops_before_the_build_with_its_own_message(crate, dest, tmp_path):
+    # The build role's one call: the toolchain preflight first. A host without bindgen stops before anything is
+    # read or built, with the preflight's summary (not the build's own tool check).
+    bindir = tmp_path / "partial"
+    bindir.mkdir()
+    for tool in ("clang", "llc", "bpftool", "ar"):
+        os.symlink(shutil.which(tool), bindir / tool)
+    plain = tmp_path / "notbpf"
+    plain.mkdir()
+    result = build(crate, dest, preflight=dict(pin_root=str(plain), ignore=["bpffs"]), env={"PATH": str(bindir)})
+    assert result["failed"] is True
+    assert result["msg"] == ("preflight found 1 problem(s) on this host:\n"
+                             "- bindgen: bindgen not found in PATH. Fix: apt-get install bindgen")
+    assert not os.path.exists(dest)
+
+
+def test_preflight_reports_an_ignored_bpffs_and_builds(crate, dest, tmp_path):
+    plain = tmp_path / "notbpf"
+    plain.mkdir()
+    result = build(crate, dest, preflight=dict(pin_root=str(plain), ignore=["bpffs"]))
+    assert result["_rc"] == 0, result
+    assert result["changed"] is True and os.path.isfile(result["outputs"]["object"]["path"])
+    assert result["preflight"]["kernel"]["bpffs"] == {"pin_root": str(plain), "mounted": False, "mountable": True}
+    assert [p["name"] for p in result["preflight"]["problems"]] == ["bpffs"]
+    # Not ignored, the same bpffs stops the run before the build.
+    again = build(crate, str(tmp_path / "out2"), preflight=dict(pin_root=str(plain)))
+    assert again["failed"] is True
+    assert again["msg"] == ("preflight found 1 problem(s) on this host:\n- bpffs: bpffs not mounted at %s (the "
+                            "kernel supports it). Fix: mkdir -p %s && mount -t bpf bpf %s" % (plain, plain, plain))
+    assert not os.path.exists(str(tmp_path / "out2"))
+
+
 def test_unwritable_output_folder(crate, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()

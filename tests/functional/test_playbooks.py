@@ -345,15 +345,15 @@ def test_second_deploy_changes_nothing(fleet):
         assert run.recap[name]["failed"] == 0, run
     # The same programs (same ids: nothing was reloaded) on every interface.
     assert fleet["runs"]["again_state"] == fleet["runs"]["deployed"]
-    # An unchanged host costs a handful of round trips: nothing is unpacked or mounted; one call compares the
-    # stamp of the last unpack, finds the build unchanged and checks it (ABI, record, trial load); the attach runs
-    # the pin step itself.
+    # An unchanged host costs a handful of round trips: nothing is unpacked or mounted; one call preflights the
+    # toolchain, compares the stamp of the last unpack, finds the build unchanged and checks it (ABI, record, trial
+    # load); the attach runs the pin step itself.
     ran = run.ran_tasks["good"]
     for task in ("lqos.bpf.build : Unpack the crate and its sibling Rust roots", "lqos.bpf.toolchain : Mount bpffs"):
         assert task not in ran, ran
     calls = ("Preflight", "Build the pipeline", "Audit the pinned", "Attach")
     modules = [t for t in ran if t.split(" : ")[-1].startswith(calls)]
-    assert len(modules) == 3, sorted(modules)
+    assert len(modules) == 2, sorted(modules)
     assert not [t for t in modules if "Audit the pinned" in t], modules
 
 

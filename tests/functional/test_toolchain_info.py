@@ -51,6 +51,20 @@ def test_fail_on_missing_gives_one_summary(tmp_path, bpffs):
                              "- bindgen: bindgen not found in PATH. Fix: apt-get install bindgen")
 
 
+def test_ignore_keeps_a_named_problem_from_failing(tmp_path):
+    plain = str(tmp_path / "notbpf")
+    os.makedirs(plain)
+    failed = run_module("toolchain_info", dict(pin_root=plain, fail_on_missing=True))
+    assert failed["failed"] is True
+    assert failed["msg"] == ("preflight found 1 problem(s) on this host:\n- bpffs: bpffs not mounted at %s (the "
+                             "kernel supports it). Fix: mkdir -p %s && mount -t bpf bpf %s" % (plain, plain, plain))
+    # The toolchain role mounts bpffs right after: the same miss, reported but not fatal.
+    passed = run_module("toolchain_info", dict(pin_root=plain, fail_on_missing=True, ignore=["bpffs"]))
+    assert passed["_rc"] == 0 and "failed" not in passed, passed
+    assert passed["ok"] is False and [p["name"] for p in passed["problems"]] == ["bpffs"]
+    assert passed["kernel"]["bpffs"]["mounted"] is False
+
+
 def test_minimum_versions_are_enforced(bpffs):
     result = run_module("toolchain_info", dict(pin_root=bpffs, minimum_versions={"clang": "99"}))
     row = check(result, "clang")
