@@ -260,7 +260,7 @@ def main() -> None:
         raise SystemExit("still in the host's mount namespace; refusing to mount anything")
     for tool in ("ansible-playbook", "ansible", "clang", "bpftool", "ip"):
         if not shutil.which(tool):
-            raise SystemExit("%s not found: run tests/bootstrap.sh and put the venv on PATH" % tool)
+            raise SystemExit("%s not found: run tests/bootstrap.sh --tests and put the venv on PATH" % tool)
     tmp = tempfile.mkdtemp(prefix="lqos-bench-fleet-")
     tag = "%04x" % (os.getpid() % 0xffff)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")

@@ -105,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     for tool in ("clang", "llc", "bpftool", "bindgen", "ar", "ansible-playbook"):
         if not shutil.which(tool):
-            raise SystemExit("%s not found: run tests/bootstrap.sh first" % tool)
+            raise SystemExit("%s not found: run tests/bootstrap.sh --tests first" % tool)
     spec = resolve_spec_option("reference")
     src = os.path.join(REPO, "bpf", "shaper_sys")
     tmp = tempfile.mkdtemp(prefix="lqos-bench-")

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Install everything this collection needs on a Debian 12 / Ubuntu host, then run
-# the command given as arguments (if any) with the collection's Python environment.
+# Install what this collection needs on a Debian 12 / Ubuntu host, then run the command given
+# after the options (if any) with the collection's Python environment.
 #
-#   bash tests/bootstrap.sh                       # install only
-#   bash tests/bootstrap.sh ansible-playbook deploy.yml
+#   bash tests/bootstrap.sh ansible-playbook deploy.yml   # what a deployment needs, then the command
+#   bash tests/bootstrap.sh --tests                       # ... and the test stack (install only)
+#   bash tests/bootstrap.sh --tests pytest tests/unit
 #
-# Installs: the BPF toolchain (clang, llc, bpftool, libbpf, bindgen, gcc-multilib),
-# iproute2, QEMU + debootstrap for the molecule VMs, a venv with the pinned
-# controller packages and test stack (tests/requirements.txt), and a second venv with the
-# oldest declared ansible-core (tests/requirements-oldest.txt). Idempotent; safe to rerun.
+# Always: the BPF toolchain (clang, llc, bpftool, libbpf, bindgen, gcc-multilib), iproute2, and a venv
+# with the controller's packages (requirements.txt, at the versions tests/requirements.txt pins).
+# With --tests (tests/run-all.sh passes it): also QEMU + debootstrap for the molecule VMs, shellcheck,
+# the whole pinned test stack (tests/requirements.txt), and a second venv with the oldest declared
+# ansible-core (tests/requirements-oldest.txt). Idempotent; safe to rerun.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${LQOS_VENV:-/opt/lqos-bpf/venv}
 oldest_venv=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
+tests=false
+if [ "${1:-}" = "--tests" ]; then
+  tests=true
+  shift
+fi
 apt_packages=(
   clang llvm bpftool libbpf-dev libbpf1 bindgen gcc-multilib binutils
-  iproute2 iputils-ping git ca-certificates openssh-client shellcheck
-  python3 python3-venv python3-cffi python3-ply
-  qemu-system-x86 qemu-utils debootstrap e2fsprogs
+  iproute2 iputils-ping ca-certificates openssh-client
+  python3 python3-venv python3-cffi
 )
+if $tests; then
+  apt_packages+=(git shellcheck python3-ply qemu-system-x86 qemu-utils debootstrap e2fsprogs)
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "bootstrap: run as root (it installs packages and the tests load BPF programs)" >&2
@@ -42,18 +51,28 @@ if [ ! -x "$venv/bin/python" ]; then
   mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements.txt"; then
-  echo "bootstrap: pip install -r tests/requirements.txt failed" >&2
-  exit 1
-fi
-# The oldest ansible-core the collection declares (meta/runtime.yml), for sanity, lint and unit tests on it.
-if [ ! -x "$oldest_venv/bin/python" ]; then
-  echo "bootstrap: creating $oldest_venv"
-  python3 -m venv "$oldest_venv"
-fi
-if ! "$oldest_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements-oldest.txt"; then
-  echo "bootstrap: pip install -r tests/requirements-oldest.txt failed" >&2
-  exit 1
+if $tests; then
+  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements.txt"; then
+    echo "bootstrap: pip install -r tests/requirements.txt failed" >&2
+    exit 1
+  fi
+  # The oldest ansible-core the collection declares (meta/runtime.yml), for sanity, lint and unit tests on it.
+  if [ ! -x "$oldest_venv/bin/python" ]; then
+    echo "bootstrap: creating $oldest_venv"
+    python3 -m venv "$oldest_venv"
+  fi
+  if ! "$oldest_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements-oldest.txt"; then
+    echo "bootstrap: pip install -r tests/requirements-oldest.txt failed" >&2
+    exit 1
+  fi
+else
+  # The controller's packages at the tested versions, and cffi: the embedded default runs its modules with
+  # this venv's python.
+  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt" cffi \
+       -c "$here/tests/requirements.txt"; then
+    echo "bootstrap: pip install -r requirements.txt failed" >&2
+    exit 1
+  fi
 fi
 
 # ansible-playbook run from the checkout finds lqos.bpf through ansible.cfg's collections_path.
@@ -63,12 +82,14 @@ mkdir -p "$(dirname "$link")"
 if [ -e "$link" ] && [ ! -L "$link" ]; then rm -rf "$link"; fi
 ln -sfn ../../.. "$link"
 
-# ansible-test fetches its pip bootstrap from a host outside the package registries; use the offline stand-in.
-# (2.19 asks for pip 24.2, 2.16 for pip 23.1.2.)
-mkdir -p "$HOME/.ansible/test/cache"
-for v in 24_2 23_1_2; do
-  cp "$here/tests/sanity/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_$v.py"
-done
+if $tests; then
+  # ansible-test fetches its pip bootstrap from a host outside the package registries; use the offline stand-in.
+  # (2.19 asks for pip 24.2, 2.16 for pip 23.1.2.)
+  mkdir -p "$HOME/.ansible/test/cache"
+  for v in 24_2 23_1_2; do
+    cp "$here/tests/sanity/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_$v.py"
+  done
+fi
 
 export PATH="$venv/bin:$PATH"
 export VIRTUAL_ENV="$venv"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what is needed
-# (tests/bootstrap.sh), then runs sanity, lint, unit + functional tests and molecule on the newest
+# (tests/bootstrap.sh --tests), then runs sanity, lint, unit + functional tests and molecule on the newest
 # ansible-core, and sanity, lint and unit tests on the oldest one meta/runtime.yml declares.
 #
 #   bash tests/run-all.sh            # everything
@@ -8,7 +8,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${LQOS_BOOTSTRAPPED:-}" ]; then
-  LQOS_BOOTSTRAPPED=1 exec bash "$here/tests/bootstrap.sh" bash "$here/tests/run-all.sh" "$@"
+  LQOS_BOOTSTRAPPED=1 exec bash "$here/tests/bootstrap.sh" --tests bash "$here/tests/run-all.sh" "$@"
 fi
 cd "$here"
 stage() { printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }

@@ -98,5 +98,5 @@ def repo():
 def tools():
     missing = [t for t in ("clang", "llc", "bpftool", "bindgen", "ar") if not shutil.which(t)]
     if missing:
-        pytest.fail("toolchain missing: %s (run tests/bootstrap.sh)" % ", ".join(missing))
+        pytest.fail("toolchain missing: %s (run tests/bootstrap.sh --tests)" % ", ".join(missing))
     return True

@@ -165,7 +165,7 @@ def btf_structs(c_source, workdir):
 def toolchain():
     missing = [t for t in ("clang", "bpftool") if not shutil.which(t)]
     if missing:
-        pytest.fail("toolchain missing: %s (run tests/bootstrap.sh)" % ", ".join(missing))
+        pytest.fail("toolchain missing: %s (run tests/bootstrap.sh --tests)" % ", ".join(missing))
 
 
 @SETTINGS
