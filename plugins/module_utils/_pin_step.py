@@ -52,11 +52,13 @@ def step_params(caller: dict, options: dict) -> dict:
     return params
 
 
-def run_pin_step(module, options: dict) -> dict:
+def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
     """Run the pin step with the caller module's params; returns lqos.bpf.pinned_maps' result dict.
 
+    ``obj``: the object the caller will load, when it is not its ``object`` param (e.g. the build's default path).
     Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
-    return run_pinned_maps(_StepModule(module, step_params(module.params, options)))
+    caller = dict(module.params, object=obj or module.params.get("object"))
+    return run_pinned_maps(_StepModule(module, step_params(caller, options)))
 
 
 def pending(module, result: dict) -> bool:

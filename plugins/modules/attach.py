@@ -141,7 +141,8 @@ options:
   pinned_maps:
     description:
       - Run the pin step of M(lqos.bpf.pinned_maps) first, in the same process, with the suboptions below. The
-        step uses this module's O(spec), O(pin_root), O(object), O(approve) and check mode. One module run instead
+        step uses this module's O(spec), O(pin_root), O(object) (without it, the object the attach loads: the
+        spec's current build), O(approve) and check mode. One module run instead
         of two (the deploy role passes it on every interface; after the first, the maps are already in place and
         the step finds nothing to do). Its result is RV(pinned_maps).
       - When the step plans pin changes it does not make (no approval, or check mode) and those pins are all that
@@ -480,7 +481,7 @@ pinned_maps:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.lqos.bpf.plugins.module_utils._attach import run_attach
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import DEFAULT_STATE_DIR, XDP_MODES
+from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import DEFAULT_STATE_DIR, default_object, XDP_MODES
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
 )
@@ -520,7 +521,8 @@ def run(module) -> dict:
     if module.params["state"] != "present":
         raise LqosError("pinned_maps is a step before an attach; it has no meaning with state: absent.",
                         "leave pinned_maps out when detaching (lqos.bpf.pinned_maps audits or cleans pins on its own).")
-    pins = run_pin_step(module, step)
+    # The object the attach loads: the one given, or the current build of the spec (as run_attach resolves it).
+    pins = run_pin_step(module, step, module.params["object"] or default_object(spec))
     try:
         result = run_attach(module, spec)
     except LqosError as exc:

@@ -66,3 +66,16 @@ def test_the_pin_step_with_state_absent_is_one_clear_error(world):
     assert res["failed"] and res["msg"] == (
         "pinned_maps is a step before an attach; it has no meaning with state: absent. Fix: leave pinned_maps out "
         "when detaching (lqos.bpf.pinned_maps audits or cleans pins on its own).")
+
+
+def test_without_object_the_pin_step_checks_the_object_the_attach_would_load(world):
+    # No object given: the attach loads the spec's current build (<state root>/<spec name>/current/<object>), and
+    # the pin step must audit against that same object - not stop on "state: migrated needs object".
+    w = world
+    res = run_module("attach", dict(spec="reference", pin_root=w.bpffs, interface=w.pair.if_a, netns=w.pair.ns_a,
+                                    state_dir=w.state_dir, pinned_maps=dict(state="migrated")))
+    # conftest mounts an empty tmpfs over /var/lib/lqos-bpf: there is no such build here.
+    default = "/var/lib/lqos-bpf/reference/current/shaper_kern.o"
+    assert res["failed"] and res["msg"] == (
+        "object %s does not exist. Fix: give the BPF object built by lqos.bpf.pipeline (its outputs.object.path, "
+        "e.g. <dest>/current/<spec outputs.object>); rebuild it if it was damaged." % default), res
