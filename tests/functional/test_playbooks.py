@@ -592,3 +592,27 @@ def test_the_audit_report_uses_the_users_template_and_names_a_missing_one(tmp_pa
     assert failure["msg"] == (
         "the html report template %s was not found (looked in the role's and the playbook's templates/). Fix: give "
         "an existing path in lqos_bpf_report_templates.html." % missing), failure
+
+
+def test_a_failed_plan_or_check_run_ends_saying_nothing_was_changed(tmp_path, tools):
+    # A mistyped interface fails the attach inside the deploy block; the rescue's last words must say that a plan
+    # (no approval) or a check-mode run changed nothing, not that something was rolled back.
+    host = Host(str(tmp_path), "typo")
+    host.create()
+    try:
+        host.vars["lqos_bpf_interfaces"] = [{"name": "nosuch0", "netns": host.pair.ns_a}]
+        inventory = write_inventory(str(tmp_path / "inventory.yml"), [host], sys.executable)
+        endings = {}
+        for mode, extra in (("plan", ()), ("check", ("--check",))):
+            run = playbook("deploy.yml", inventory, *extra)
+            assert run.rc == 2 and run.recap["typo"]["rescued"] == 1, run
+            endings[mode] = run.failures("typo")[-1]["msg"]
+        for msg in endings.values():
+            assert msg.startswith("deploy of ") and "nosuch0" in msg, endings
+        assert endings["plan"].endswith("Plan only (lqos_bpf_approve is false): nothing was changed."), endings
+        assert endings["check"].endswith("Check mode: nothing was changed."), endings
+        # Nothing live: no program on the real interface of the pair, nothing pinned.
+        assert xdp_on(host.pair.ns_a, host.pair.if_a)["id"] == 0
+        assert set(os.listdir(host.pin_root)) <= {"maps.debug", "progs.debug"}
+    finally:
+        host.destroy()
