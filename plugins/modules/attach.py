@@ -141,7 +141,7 @@ options:
   pinned_maps:
     description:
       - Run the pin step of M(lqos.bpf.pinned_maps) first, in the same process, with the suboptions below. The
-        step uses this module's O(spec), O(pin_root), O(object) (without it, the object the attach loads: the
+        step uses this module's O(spec), O(pin_root), O(object) (without it, the object the attach loads, the
         spec's current build), O(approve) and check mode. One module run instead
         of two (the deploy role passes it on every interface; after the first, the maps are already in place and
         the step finds nothing to do). Its result is RV(pinned_maps).
