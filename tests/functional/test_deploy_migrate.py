@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -72,11 +73,15 @@ def upgrade(tmp_path_factory):
     umount(host.pin_root)
     try:
         inv = write_inventory(os.path.join(root, "v1.yml"), [host], sys.executable)
-        runs = {"v1": playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")}
+        # A plan first: the mount is a live change too, only listed without approval.
+        runs = {"plan": playbook("deploy.yml", inv)}
+        plan_mounted = os.path.ismount(host.pin_root)
+        runs["v1"] = playbook("deploy.yml", inv, "-e", "lqos_bpf_approve=true")
         ip = os.path.join(host.pin_root, "ip_to_shaper")
         for i in range(N):
             M.map_update(ip, ip_key(i), struct.pack("<IIQQ", i % 4, 0x10000 + i, i * 3, i * 5))
-        state = {"v1_xdp": xdp_on(host.pair.ns_a, host.pair.if_a), "v1_id": M.map_info_by_path(ip)["id"],
+        state = {"plan_mounted": plan_mounted,
+                 "v1_xdp": xdp_on(host.pair.ns_a, host.pair.if_a), "v1_id": M.map_info_by_path(ip)["id"],
                  "v1_entries": dict(M.map_entries(ip))}
         host.vars.update({"lqos_bpf_src": crate_v2, "lqos_bpf_spec": spec_v2,
                           "lqos_bpf_probe_target": host.pair.ip_b.rsplit(".", 1)[0] + ".99"})
@@ -110,11 +115,23 @@ def upgrade(tmp_path_factory):
 
 def test_the_first_deploy_mounts_bpffs_at_the_pin_root(upgrade):
     runs, host = upgrade["runs"], upgrade["host"]
+    # The plan without approval mounted nothing and listed the mount, with the attach planned behind it.
+    plan = runs["plan"]
+    assert plan.rc == 0, plan
+    assert {t.split(" : ")[0] for t in plan.changed_tasks["shaper"]} == {"lqos.bpf.build"}, plan.changed_tasks
+    assert upgrade["state"]["plan_mounted"] is False
+    [summary] = [d["msg"] for status, h, item, d in plan.results if h == "localhost" and item == "shaper"]
+    assert summary[0] == "plan only (lqos_bpf_approve is false): no live change was made", summary
+    assert "mount bpffs at %s" % host.pin_root in summary, summary
+    assert "attach on %s (the exact pins and hooks are planned once the build and the bpffs exist)" \
+        % host.pair.if_a in summary, summary
     assert "lqos.bpf.toolchain : Mount bpffs" in runs["v1"].changed_tasks["shaper"], runs["v1"]
     assert "lqos.bpf.toolchain : Mount bpffs" not in runs["v2_good"].ran_tasks["shaper"], runs["v2_good"]
     # The v1 maps were pinned in that bpffs, not in a plain folder.
     fstype = subprocess.run(["stat", "-f", "-c", "%T", host.pin_root], capture_output=True, text=True, check=True)
     assert fstype.stdout.strip() == "bpf_fs"
+    # Owner only, as systemd mounts /sys/fs/bpf (the kernel always adds the sticky bit), not the default 1777.
+    assert stat.S_IMODE(os.stat(host.pin_root).st_mode) & 0o777 == 0o700
     assert "ip_to_shaper" in os.listdir(host.pin_root)
 
 

@@ -616,3 +616,24 @@ def test_a_failed_plan_or_check_run_ends_saying_nothing_was_changed(tmp_path, to
         assert set(os.listdir(host.pin_root)) <= {"maps.debug", "progs.debug"}
     finally:
         host.destroy()
+
+
+def test_without_the_bpffs_mount_a_missing_bpffs_stops_the_host_before_the_build(tmp_path, tools):
+    # lqos_bpf_mount_bpffs=false: nothing will mount bpffs later, so the build's preflight stops the host at once
+    # (not the attach, after a build and a check).
+    host = Host(str(tmp_path), "nomount")
+    host.create()
+    umount(host.pin_root)
+    try:
+        inventory = write_inventory(str(tmp_path / "inventory.yml"), [host], sys.executable)
+        run = playbook("deploy.yml", inventory, "-e", "lqos_bpf_mount_bpffs=false")
+        assert run.rc == 2, run
+        [failure] = run.failures("nomount")
+        assert failure["msg"] == (
+            "preflight found 1 problem(s) on this host:\n- bpffs: bpffs not mounted at %s (the kernel supports it). "
+            "Fix: mkdir -p %s && mount -t bpf bpf %s" % (host.pin_root, host.pin_root, host.pin_root)), failure
+        assert [p["name"] for p in failure["problems"]] == ["bpffs"] and "checks" not in failure
+        assert not os.path.exists(os.path.join(host.state_dir, "reference"))
+        assert not os.path.ismount(host.pin_root)
+    finally:
+        host.destroy()
