@@ -375,10 +375,11 @@ def summary(problems: list) -> str:
 
 def require(result: dict, ignore=()) -> None:
     """Raise `LqosError` with `summary` of the result's problems, leaving out the checks named in ``ignore``
-    (e.g. ``bpffs``, which the toolchain role mounts after the preflight)."""
+    (e.g. ``bpffs``, which the toolchain role mounts after the preflight). The failed result carries those
+    problem rows (``problems``), not every check: a failed task prints its whole result."""
     problems = [row for row in result["problems"] if row["name"] not in ignore]
     if problems:
-        raise LqosError(summary(problems), checks=result["checks"])
+        raise LqosError(summary(problems), problems=problems)
 
 
 def run_preflight(module, spec: dict | None, pin_root: str, minimum_versions: dict, src: str | None = None,

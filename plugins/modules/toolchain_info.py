@@ -52,7 +52,9 @@ options:
     choices: [all, object]
     default: all
   fail_on_missing:
-    description: Fail with one summary of every required check that did not pass (but those named in O(ignore)).
+    description:
+      - Fail with one summary of every required check that did not pass (but those named in O(ignore)).
+      - The failed result holds that message and RV(problems) only.
     type: bool
     default: false
   ignore:
