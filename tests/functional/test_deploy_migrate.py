@@ -126,6 +126,10 @@ def test_the_first_deploy_mounts_bpffs_at_the_pin_root(upgrade):
     assert "attach on %s (the exact pins and hooks are planned once the build and the bpffs exist)" \
         % host.pair.if_a in summary, summary
     assert "lqos.bpf.toolchain : Mount bpffs" in runs["v1"].changed_tasks["shaper"], runs["v1"]
+    # ... and the approved summary lists it first, with the live changes it came with.
+    [done] = [d["msg"] for status, h, item, d in runs["v1"].results if h == "localhost" and item == "shaper"]
+    assert done[:2] == ["approved (lqos_bpf_approve=true): these live changes were made",
+                        "mount bpffs at %s" % host.pin_root], done
     assert "lqos.bpf.toolchain : Mount bpffs" not in runs["v2_good"].ran_tasks["shaper"], runs["v2_good"]
     # The v1 maps were pinned in that bpffs, not in a plain folder.
     fstype = subprocess.run(["stat", "-f", "-c", "%T", host.pin_root], capture_output=True, text=True, check=True)

@@ -609,6 +609,7 @@ def test_a_failed_plan_or_check_run_ends_saying_nothing_was_changed(tmp_path, to
             endings[mode] = run.failures("typo")[-1]["msg"]
         for msg in endings.values():
             assert msg.startswith("deploy of ") and "nosuch0" in msg, endings
+            assert ".." not in msg, msg   # the attach's own message ends with a full stop already
         assert endings["plan"].endswith("Plan only (lqos_bpf_approve is false): nothing was changed."), endings
         assert endings["check"].endswith("Check mode: nothing was changed."), endings
         # Nothing live: no program on the real interface of the pair, nothing pinned.
