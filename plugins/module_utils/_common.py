@@ -46,6 +46,16 @@ APPROVE_ARGS = dict(
 )
 
 
+def why_not_live(module) -> str | None:
+    """Why a module that has APPROVE_ARGS makes no live change in this run: ``"check mode"``,
+    ``"approve is false"``, or None when it may."""
+    if module.check_mode:
+        return "check mode"
+    if not module.params["approve"]:
+        return "approve is false"
+    return None
+
+
 class LqosError(Exception):
     """A failure the operator can act on: what is wrong, then how to fix it.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, confine_pin, require_bpffs
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, confine_pin, require_bpffs, why_not_live
 
 
 def _what(where: str) -> str:
@@ -162,7 +162,7 @@ def run_map_entries(module) -> dict:
         if unknown:
             raise LqosError("entries[%d]: %s is not a key of an entry." % (i, ", ".join(unknown)),
                             "an entry has only key and value.")
-    why_not = "check mode" if module.check_mode else (None if p["approve"] else "approve is false")
+    why_not = why_not_live(module)
     if not os.path.lexists(path):
         if why_not:
             return _unpinned_plan(path, p["entries"], state, why_not)

@@ -12,7 +12,7 @@ this file adds the approval gate, check and diff mode, and messages."""
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, why_not_live
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
 from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, write_backup
@@ -21,14 +21,6 @@ try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 except ImportError:  # pragma: no cover
     L = None
-
-
-def _why_not(module) -> str | None:
-    if module.check_mode:
-        return "check mode"
-    if not module.params["approve"]:
-        return "approve is false"
-    return None
 
 
 def _public(action: dict, backup_dir: str) -> dict:
@@ -101,7 +93,7 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
     if not actions:
         result["msg"] = "no incompatible pin and no unfinished replacement under %s; nothing to migrate" % pin_root
         return result
-    why = _why_not(module)
+    why = why_not_live(module)
     if why:
         result["msg"] = "%d map(s) would be replaced, keeping their entries: %s; nothing was changed (%s)." % (
             len(actions), "; ".join(describe(a) for a in actions), why)
@@ -119,7 +111,7 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
 
 def run_committed(module, pin_root: str, pins: list) -> dict:
     params = module.params
-    write = _why_not(module) is None
+    write = why_not_live(module) is None
     if write and R.pending(pins):
         prepare_backup_dir(params["backup_dir"])
     done = R.commit(pin_root, pins, params["backup_dir"], params["state_dir"], write_backup, write)
@@ -135,12 +127,12 @@ def run_committed(module, pin_root: str, pins: list) -> dict:
             len(done), params["backup_dir"], ", ".join(d["name"] for d in done))
     else:
         result["msg"] = "%d moved-aside map(s) would be backed up and unpinned: %s; nothing was changed (%s)." % (
-            len(done), ", ".join(d["name"] for d in done), _why_not(module))
+            len(done), ", ".join(d["name"] for d in done), why_not_live(module))
     return result
 
 
 def run_rolled_back(module, pin_root: str, pins: list) -> dict:
-    write = _why_not(module) is None
+    write = why_not_live(module) is None
     done = R.rollback(pin_root, pins, module.params["state_dir"], write)
     result = {"actions": done, "changed": bool(done), "rolled_back": [d["name"] for d in done] if write else []}
     if not done:
@@ -150,5 +142,5 @@ def run_rolled_back(module, pin_root: str, pins: list) -> dict:
             len(done), ", ".join(d["name"] for d in done))
     else:
         result["msg"] = "%d old map(s) would be put back at their names: %s; nothing was changed (%s)." % (
-            len(done), ", ".join(d["name"] for d in done), _why_not(module))
+            len(done), ", ".join(d["name"] for d in done), why_not_live(module))
     return result

@@ -16,7 +16,7 @@ pin root, object, approval and check mode.
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import MAP_BACKUP_DIR, MAP_STATE_DIR
+from ansible_collections.lqos.bpf.plugins.module_utils._common import MAP_BACKUP_DIR, MAP_STATE_DIR, why_not_live
 from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import run_pinned_maps
 
 # lqos.bpf.pinned_maps' options a caller may set, with that module's defaults; the rest come from the caller.
@@ -63,4 +63,4 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
 
 def pending(module, result: dict) -> bool:
     """True when the step planned pin changes it did not carry out (no approval, or check mode)."""
-    return bool(result.get("changed")) and (module.check_mode or not module.params.get("approve"))
+    return bool(result.get("changed")) and why_not_live(module) is not None
