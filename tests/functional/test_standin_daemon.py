@@ -4,8 +4,10 @@ hw -> drv -> skb plus TC), writes through pin paths and logs each write, and at 
 Kernel state is read back through the collection's own hook and map code, and through iproute2."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
 import struct
 
@@ -159,6 +161,30 @@ def test_sigterm_detaches_xdp_only_and_a_restart_takes_the_hooks_back(shaperd, b
     assert second.stop(signal.SIGINT) == 0
 
 
+def test_a_write_through_a_missing_pin_is_logged_as_failed(shaperd, bpffs, bridge, tmp_path, running):
+    """The hazard of an upgrade that renames pins under a running lqosd: each write opens the pin path, so
+    while the name is missing the write fails, and the log says so; once the pin is back writes land again."""
+    log = str(tmp_path / "writes.log")
+    daemon = start(running, shaperd["binary"], config(tmp_path, bpffs, bridge, write_limit=100000))
+    wait_for_writes(log, 20, daemon)
+    pin = os.path.join(bpffs, "ip_to_shaper")
+    fd = M.map_fd_by_id(M.map_info_by_path(pin)["id"])
+    try:
+        os.unlink(pin)
+        rows = wait_for_writes(log, len(read_write_log(log)) + 20, daemon)
+        obj_pin(fd, pin)
+    finally:
+        close(fd)
+    rows = wait_for_writes(log, len(read_write_log(log)) + 20, daemon)
+    assert daemon.stop() == 0
+    rows = read_write_log(log)
+    failed = [r for r in rows if r[3] != "ok"]
+    assert failed and {r[3] for r in failed} == {"errno=%d" % errno.ENOENT}
+    assert rows[-1][3] == "ok" and [r[0] for r in rows] == list(range(len(rows)))
+    entries = assert_log_in_map(bpffs, rows)
+    assert not [r[0] for r in failed if r[1] in entries]
+
+
 def test_every_xdp_mode_is_cleared_before_its_own_attach(shaperd, bpffs, bridge, tmp_path, running):
     obj = compile_bpf(tmp_path, "foreign", FOREIGN_XDP)
     sh("ip", "-n", bridge.ns_a, "link", "set", "dev", bridge.if_a, "xdpgeneric", "obj", obj, "sec", "xdp")
@@ -266,3 +292,33 @@ def test_bad_configuration_one_message_exit_2(shaperd, tmp_path, lines, message)
     proc = sh(shaperd["binary"], str(conf), check=False)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_example_configuration_runs(shaperd, bpffs, bridge, tmp_path, running):
+    with open(os.path.join(shaperd["crate"], "src", "daemon", "shaperd.conf.example")) as fh:
+        text = fh.read()
+    for old, new in (('"eth1"', '"%s"' % bridge.if_a), ('"eth2"', '"%s"' % bridge.if_c),
+                     ('# netns = "shaper"', 'netns = "%s"' % bridge.ns_a), ('"/sys/fs/bpf"', '"%s"' % bpffs),
+                     ('"/var/lib/shaperd/writes.log"', '"%s"' % (tmp_path / "w.log"))):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    conf = tmp_path / "example.conf"
+    conf.write_text(text)
+    daemon = start(running, shaperd["binary"], str(conf))
+    assert "2 interface(s), writes from seq 0 to 50000" in daemon.stderr()
+    assert daemon.stop() == 0
+
+
+def test_the_unit_file_restarts_always_and_verifies(shaperd, tmp_path):
+    with open(os.path.join(shaperd["crate"], "src", "daemon", "shaperd.service")) as fh:
+        unit = fh.read()
+    service = dict(line.split("=", 1) for line in unit.split("[Service]")[1].split("[")[0].splitlines()
+                   if "=" in line and not line.startswith("#"))
+    assert service["Restart"] == "always"
+    assert service["ExecStart"] == "/usr/local/sbin/shaperd /etc/shaperd.conf"
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed: the unit's syntax is not checked here")
+    local = tmp_path / "shaperd.service"
+    local.write_text(unit.replace("/usr/local/sbin/shaperd", shaperd["binary"]))
+    proc = sh("systemd-analyze", "verify", str(local), check=False)
+    assert proc.returncode == 0, proc.stderr
