@@ -98,12 +98,13 @@ def elf_image_size(data: bytes, offset: int) -> int | None:
         if len(head) < 64:
             return None
         shoff, = struct.unpack_from(order + "Q", head, 40)
-        ehsize, _, _, shentsize, shnum, _ = struct.unpack_from(order + "6H", head, 52)
+        halves = struct.unpack_from(order + "6H", head, 52)  # ehsize phentsize phnum shentsize shnum shstrndx
         want_shent = 64
     else:
         shoff, = struct.unpack_from(order + "I", head, 32)
-        ehsize, _, _, shentsize, shnum, _ = struct.unpack_from(order + "6H", head, 40)
+        halves = struct.unpack_from(order + "6H", head, 40)
         want_shent = 40
+    ehsize, shentsize, shnum = halves[0], halves[3], halves[4]
     if ehsize != (64 if wide else 52) or shoff < ehsize or shentsize != want_shent:
         return None
     if shnum == 0:  # extended numbering: section 0's sh_size holds the count
