@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from lqos_testlib import compile_bpf, sh
+from lqos_testlib import compile_bpf, run_module, sh
 from standin import Shaperd, build_daemon, read_write_log, wait_for_writes, write_config
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
@@ -322,3 +322,18 @@ def test_the_unit_file_restarts_always_and_verifies(shaperd, tmp_path):
     local.write_text(unit.replace("/usr/local/sbin/shaperd", shaperd["binary"]))
     proc = sh("systemd-analyze", "verify", str(local), check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_audit_finds_the_daemons_pins_compatible_with_its_embedded_object(shaperd, bpffs, bridge, tmp_path,
+                                                                             running):
+    """The module path a service rollout takes: the object out of the installed binary, then the pinned-map
+    audit against it, while the daemon runs."""
+    with open(shaperd["binary"], "rb") as fh:
+        embedded = tmp_path / "embedded.o"
+        embedded.write_bytes(embedded_object(fh.read()))
+    daemon = start(running, shaperd["binary"], config(tmp_path, bpffs, bridge, write_limit=0))
+    result = run_module("pinned_maps", dict(pin_root=bpffs, spec="reference", object=str(embedded)))
+    assert result["_rc"] == 0, result
+    assert result["summary"]["compatible"] == len(PINNED)
+    assert result["summary"]["incompatible"] == result["summary"]["missing"] == result["summary"]["unknown"] == 0
+    assert daemon.stop() == 0
