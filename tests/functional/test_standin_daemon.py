@@ -165,7 +165,7 @@ def test_a_write_through_a_missing_pin_is_logged_as_failed(shaperd, bpffs, bridg
     """The hazard of an upgrade that renames pins under a running lqosd: each write opens the pin path, so
     while the name is missing the write fails, and the log says so; once the pin is back writes land again."""
     log = str(tmp_path / "writes.log")
-    daemon = start(running, shaperd["binary"], config(tmp_path, bpffs, bridge, write_limit=100000))
+    daemon = start(running, shaperd["binary"], config(tmp_path, bpffs, bridge, write_limit=60000))
     wait_for_writes(log, 20, daemon)
     pin = os.path.join(bpffs, "ip_to_shaper")
     fd = M.map_fd_by_id(M.map_info_by_path(pin)["id"])
@@ -337,3 +337,10 @@ def test_the_audit_finds_the_daemons_pins_compatible_with_its_embedded_object(sh
     assert result["summary"]["compatible"] == len(PINNED)
     assert result["summary"]["incompatible"] == result["summary"]["missing"] == result["summary"]["unknown"] == 0
     assert daemon.stop() == 0
+
+
+def test_more_writes_than_the_map_holds_is_refused(shaperd, bpffs, bridge, tmp_path):
+    proc = sh(shaperd["binary"], config(tmp_path, bpffs, bridge, write_limit=65537), check=False)
+    assert proc.returncode == 2
+    assert "write_limit = 65537 is more than ip_to_shaper holds (65536 entries): lower it" in proc.stderr
+    assert xdp(bridge, bridge.if_a)["attach_mode"] == "none"

@@ -116,7 +116,7 @@ static int set_key(struct shaperd_config *cfg, const char *key, const char *valu
 	*want = "milliseconds, 1-3600000";
 	if (!strcmp(key, "write_interval_ms"))
 		return parse_uint(&cfg->write_interval_ms, value, 1, 3600000);
-	*want = "a count, 0-4194304 (the 100.64.0.0/10 addresses it writes)";
+	*want = "a count, 0-4194304 and at most the entries of ip_to_shaper";
 	if (!strcmp(key, "write_limit"))
 		return parse_ulong(&cfg->write_limit, value, 0, 4194304);
 	*want = "a path shorter than 4096 bytes";

@@ -65,13 +65,10 @@ static void pin_path(char *out, const struct shaperd_config *cfg, const char *na
 
 /* Size-only check of each pin against the embedded object's map: a pin of another key or value
  * size is unlinked (no backup, as lqosd); one of the same sizes is kept, whatever its layout. */
-static int remove_stale_pins(const struct shaperd_config *cfg)
+static void remove_stale_pins(const struct shaperd_config *cfg, struct shaper_kern *skel)
 {
-	struct shaper_kern *skel = open_skeleton(cfg->pin_root);
 	size_t i;
 
-	if (!skel)
-		return -1;
 	for (i = 0; i < sizeof(checked_maps) / sizeof(checked_maps[0]); i++) {
 		struct bpf_map *map = bpf_object__find_map_by_name(skel->obj, checked_maps[i]);
 		struct bpf_map_info info;
@@ -100,7 +97,24 @@ static int remove_stale_pins(const struct shaperd_config *cfg)
 		}
 		close(fd);
 	}
-	shaper_destroy(skel);
+}
+
+/* Every write has its own key: more writes than the map holds would fail for want of room. */
+static int check_write_limit(const struct shaperd_config *cfg, struct shaper_kern *skel)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(skel->obj, WRITE_MAP);
+
+	if (!map || bpf_map__key_size(map) != sizeof(struct ip_key) ||
+	    bpf_map__value_size(map) != sizeof(struct ip_value)) {
+		say("the embedded object has no %s of key %zu and value %zu bytes: this daemon cannot write it",
+		    WRITE_MAP, sizeof(struct ip_key), sizeof(struct ip_value));
+		return -1;
+	}
+	if (cfg->write_limit > bpf_map__max_entries(map)) {
+		say("write_limit = %lu is more than %s holds (%u entries): lower it", cfg->write_limit, WRITE_MAP,
+		    bpf_map__max_entries(map));
+		return -1;
+	}
 	return 0;
 }
 
@@ -253,6 +267,7 @@ int main(int argc, char **argv)
 	struct sigaction sa = { .sa_handler = on_signal };
 	struct shaperd_config cfg;
 	struct iface ifs[2] = { 0 };
+	struct shaper_kern *probe;
 	struct timespec pause;
 	unsigned long seq;
 	int i, n, log_fd, cpus, status = 0;
@@ -276,8 +291,15 @@ int main(int argc, char **argv)
 		say("opening the write log %s failed: %s", cfg.write_log, strerror(errno));
 		return 1;
 	}
-	if (remove_stale_pins(&cfg))
+	probe = open_skeleton(cfg.pin_root);
+	if (!probe)
 		return 1;
+	if (check_write_limit(&cfg, probe)) {
+		shaper_destroy(probe);
+		return 2;
+	}
+	remove_stale_pins(&cfg, probe);
+	shaper_destroy(probe);
 	redirector = cfg.mode == MODE_STICK || cfg.use_xdp_bridge;
 	for (i = 0; i < n; i++)
 		if (iface_start(&ifs[i], &cfg, redirector))
