@@ -13,12 +13,13 @@ import struct
 
 import pytest
 
-from lqos_testlib import compile_bpf, run_module, sh
+from lqos_testlib import compile_bpf, mount_bpffs, run_module, sh, umount
 from standin import Shaperd, build_daemon, read_write_log, wait_for_writes, write_config
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import close, obj_pin
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import close, obj_pin, possible_cpus
 from ansible_collections.lqos.bpf.plugins.module_utils._service import embedded_object, held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -344,3 +345,27 @@ def test_more_writes_than_the_map_holds_is_refused(shaperd, bpffs, bridge, tmp_p
     assert proc.returncode == 2
     assert "write_limit = 65537 is more than ip_to_shaper holds (65536 entries): lower it" in proc.stderr
     assert xdp(bridge, bridge.if_a)["attach_mode"] == "none"
+
+
+def test_a_trial_load_of_the_embedded_object_gives_the_running_tags(shaperd, bpffs, bridge, tmp_path, running):
+    """What "the running programs are the embedded object's" can rest on: the collection's own load of the
+    object taken out of the binary (elsewhere, its own bpffs, other load-time values) gives the kernel tags
+    of the programs the daemon runs."""
+    with open(shaperd["binary"], "rb") as fh:
+        embedded = tmp_path / "embedded.o"
+        embedded.write_bytes(embedded_object(fh.read()))
+    daemon = start(running, shaperd["binary"], config(tmp_path, bpffs, bridge, write_limit=0))
+    infos = [M.prog_info_by_id(i) for i in held_prog_ids(daemon.pid)]
+    running_tags = {(info["name"], info["tag"]) for info in infos}  # one tag per program on both interfaces
+    trial_root = tmp_path / "trial-bpffs"
+    trial_root.mkdir()
+    mount_bpffs(str(trial_root))
+    try:
+        with O.load_object(str(embedded), pin_root=str(trial_root), resize={"cpu_map": possible_cpus()},
+                           data={"direction": 2}, disabled=("flow_reader", "xmit_counter")) as lo:
+            trial_tags = {n: lo.prog_info(n)["tag"] for n in ("xdp_shaper", "tc_classify", "tc_bridge_redirect")}
+    finally:
+        umount(str(trial_root))
+    # Kernel names are cut to 15 characters: tc_bridge_redirect runs as tc_bridge_redir.
+    assert len(infos) == 6 and running_tags == {(n[:15], t) for n, t in trial_tags.items()}
+    assert daemon.stop() == 0
