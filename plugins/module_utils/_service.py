@@ -10,7 +10,8 @@ Two facts the service loader and the ownership model need, read without the kern
 
 - ``held_prog_ids(pid)``: the BPF program ids a process holds open, from
   ``/proc/<pid>/fdinfo/<fd>`` (the kernel prints ``prog_id:`` for a program
-  fd; ``fs/proc/fd.c`` and ``kernel/bpf/syscall.c`` ``bpf_prog_show_fdinfo``).
+  fd, and for the program of a bpf_link fd; ``fs/proc/fd.c`` and
+  ``kernel/bpf/syscall.c`` ``bpf_prog_show_fdinfo``, ``bpf_link_show_fdinfo``).
   A program on a hook held by the service's main process is the service's.
 - ``embedded_objects(data)`` / ``embedded_object(data)``: the BPF ELF object a
   binary carries. ``bpftool gen skeleton`` embeds the object file's bytes

@@ -13,6 +13,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._service import (
 
 PROG_FDINFO = ("pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nprog_type:\t6\nprog_jited:\t1\n"
                "prog_tag:\tb2c7b85e2ccd5913\nmemlock:\t4096\nprog_id:\t709\nrun_time_ns:\t0\nrun_cnt:\t0\n")
+LINK_FDINFO = "pos:\t0\nflags:\t02000000\nlink_type:\tperf\nlink_id:\t5\nprog_tag:\t0011223344556677\nprog_id:\t31\n"
 MAP_FDINFO = "pos:\t0\nflags:\t02000002\nmap_type:\t11\nkey_size:\t20\nvalue_size:\t24\nmap_id:\t88\n"
 
 
@@ -53,6 +54,7 @@ BPF_OBJ = elf(EM_BPF, [(1, b"\x95" + b"\0" * 15), (8, 4096), (3, b"\0.text\0lice
 
 def test_fdinfo_of_a_program_gives_its_id_other_fds_none():
     assert prog_id_of_fdinfo(PROG_FDINFO) == 709
+    assert prog_id_of_fdinfo(LINK_FDINFO) == 31  # a bpf_link holds its program too
     assert prog_id_of_fdinfo(MAP_FDINFO) is None
     assert prog_id_of_fdinfo("pos:\t0\nflags:\t02\n") is None
 
