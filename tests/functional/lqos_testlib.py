@@ -11,31 +11,32 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The tracing-refused pass (tests/run-all.sh runs the attach, pinned-map and deploy tests a second time
-# with LQOS_TEST_TRACING_REFUSED=1): every module and ansible-playbook process starts without
-# CAP_SYS_ADMIN and CAP_PERFMON (CAP_BPF, CAP_NET_ADMIN and the rest kept), so the kernel refuses tracing
-# programs (iterators, BPF-LSM, fentry) with EPERM before verification on any kernel, as on the machines
-# whose policy refuses them, while XDP and TC still load and attach.
+# with LQOS_TEST_TRACING_REFUSED=1): every module and ansible-playbook process starts under
+# tracing_refusal.py, so every load of a tracing program (iterators, fentry, BPF-LSM) fails with EPERM
+# before verification, on any kernel, as on the machines whose policy refuses them; XDP, TC and maps reach
+# the kernel unchanged with every capability (a capability drop would make the verifier reject the data
+# path too: see tracing_refusal.py).
 TRACING_REFUSED = os.environ.get("LQOS_TEST_TRACING_REFUSED", "") not in ("", "0")
+TRACING_REFUSAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tracing_refusal.py")
 DROPPED_CAPS = ("CAP_SYS_ADMIN", "CAP_PERFMON")
+
+
+def refusal_prefix() -> list:
+    """The argument list that runs a command under the staged tracing refusal (tracing_refusal.py)."""
+    return [sys.executable, TRACING_REFUSAL, "--"]
 
 
 def drop_caps_prefix() -> list:
     """setpriv without CAP_SYS_ADMIN and CAP_PERFMON: out of the bounding and inheritable sets, so the
-    program it execs (even as root) never holds them."""
+    program it execs (even as root) never holds them; CAP_BPF, CAP_NET_ADMIN and the rest stay."""
     caps = ",".join("-" + c[4:].lower() for c in DROPPED_CAPS)
     return ["setpriv", "--inh-caps=" + caps, "--bounding-set=" + caps, "--"]
 
 
-def module_prefix(netns: str | None = None, prefix: tuple = ()) -> list:
-    """The argument list a module (or ansible-playbook) of this run starts under: ``prefix`` as given in the
-    normal pass; in the tracing-refused pass ``prefix`` and then drop_caps_prefix(), entered into ``netns``
-    first (nsenter, with every capability) when no prefix is given, since setns(2) needs CAP_SYS_ADMIN:
-    the module stays in the namespace it was started in."""
-    if not TRACING_REFUSED:
-        return list(prefix)
-    if not prefix and netns:
-        prefix = ("nsenter", "--net=" + (netns if "/" in netns else os.path.join("/run/netns", netns)))
-    return list(prefix) + drop_caps_prefix()
+def module_prefix(prefix: tuple = ()) -> list:
+    """The argument list a module (or ansible-playbook) of this pass starts under: ``prefix`` as given,
+    behind refusal_prefix() in the tracing-refused pass."""
+    return (refusal_prefix() if TRACING_REFUSED else []) + list(prefix)
 
 
 def sh(*argv, check=True, **kw):
@@ -147,9 +148,8 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
                env: dict | None = None, resolve_spec: bool = True, prefix: tuple = ()) -> dict:
     """Run a module file the way Ansible's local connection would; return its JSON result
     plus ``_rc`` and ``_stderr``. ``prefix``: an argument list to run it under (e.g.
-    ``ip netns exec NS setpriv ... --``); in the tracing-refused pass module_prefix() adds the capability
-    drop (and enters the ``netns`` option's namespace)."""
-    prefix = module_prefix(args.get("netns") if isinstance(args.get("netns"), str) else None, tuple(prefix))
+    ``ip netns exec NS setpriv ... --``), behind the staged refusal in the tracing-refused pass."""
+    prefix = module_prefix(tuple(prefix))
     argfile = module_args_file(name, args, check_mode, diff, resolve_spec)
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)

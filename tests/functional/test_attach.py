@@ -168,7 +168,7 @@ class Env:
 
 
 def ok(result):
-    assert result["_rc"] == 0 and not result.get("failed"), result
+    assert result["_rc"] == 0 and not result.get("failed"), (result.get("msg"), result)
     # Warnings go through module.warn(); the module's JSON carries them as structured events.
     result["warnings"] = [w["event"]["msg"] if isinstance(w, dict) else w for w in result.get("warnings", [])]
     return result
