@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from lqos_testlib import attach_optional, build_reference, compile_bpf, left_out_warnings, probe_as_module, run_module, sh
+from lqos_testlib import (attach_optional, build_reference, compile_bpf, left_out_warnings, probe_as_module,
+                          run_module, sh)
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
@@ -354,10 +355,9 @@ def test_auto_mode_falls_back_to_skb_where_native_xdp_is_unsupported(env):
     xdp = res["xdp"]
     assert xdp["mode"] == "skb" and [t["mode"] for t in xdp["tried"]] == ["hw", "native"]
     assert "does not support native mode" in xdp["tried"][1]["error"]
-    assert res["warnings"] == [
-        "XDP program xdp_shaper on lqbr0 fell back to skb (generic) mode: the driver refused hw and native mode; "
-        "generic XDP is much slower than native XDP"] + left_out_warnings(env.objects["reference"], "lqbr0",
-                                                                           "reference")
+    fallback = ("XDP program xdp_shaper on lqbr0 fell back to skb (generic) mode: the driver refused hw and native "
+                "mode; generic XDP is much slower than native XDP")
+    assert res["warnings"] == [fallback] + left_out_warnings(env.objects["reference"], "lqbr0", "reference")
     kernel = env.hooks("lqbr0")
     assert kernel["xdp"]["attach_mode"] == "skb" and kernel["xdp"]["skb_prog_id"] == xdp["id"]
     again = ok(env.attach(interface="lqbr0"))
