@@ -67,6 +67,10 @@ def enter_netns(name_or_path: str) -> None:
             if err == _errno.EINVAL:
                 _fail("%s is not a network namespace file: use a name under /run/netns or /proc/PID/ns/net" % path,
                       err)
+            if err == _errno.EPERM:
+                _fail("entering network namespace %s failed: setns(2) needs CAP_SYS_ADMIN, which this process lacks; "
+                      "run it as root, or start it inside that namespace (ip netns exec %s ...), where it needs no "
+                      "setns" % (name_or_path, os.path.basename(path)), err)
             _fail("entering network namespace %s failed (needs root: CAP_SYS_ADMIN)" % name_or_path, err)
     finally:
         os.close(fd)

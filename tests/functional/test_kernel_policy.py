@@ -172,3 +172,17 @@ def test_lockdown_and_lsms_come_from_securityfs_and_the_hosts_mounts_stay_as_the
     lockdown, lsm = read.stdout.split("\n", 1)
     assert "[%s]" % facts["lockdown"] in lockdown
     assert facts["lsm"] == lsm.strip()
+
+
+def test_without_cap_sys_admin_outside_the_netns_the_error_says_how_to_run_it(objs, netns_pair, bpffs, tmp_path):
+    args = dict(spec=SIMPLE_SPEC, object=objs["simple"], pin_root=bpffs, interface=netns_pair.if_a,
+                netns=netns_pair.ns_a, state_dir=str(tmp_path / "state"), approve=True)
+    res = run_module("attach", args, prefix=drop_caps_prefix())
+    assert res["_rc"] != 0 and res.get("failed"), res
+    assert res["msg"].startswith(
+        "entering network namespace %s failed: setns(2) needs CAP_SYS_ADMIN, which this process lacks; run it as "
+        "root, or start it inside that namespace (ip netns exec %s ...), where it needs no setns"
+        % (netns_pair.ns_a, netns_pair.ns_a)), res["msg"]
+    assert "Traceback" not in res["msg"] + res["_stderr"]
+    with H.netns(netns_pair.ns_a):
+        assert H.xdp_query(H.ifindex(netns_pair.if_a))["prog_id"] == 0
