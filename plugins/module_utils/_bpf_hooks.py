@@ -42,7 +42,11 @@ def enter_netns(name_or_path: str) -> None:
     """Move the calling thread into a network namespace (name under /run/netns, or a path).
 
     setns() changes only the calling thread: call it in a child process or a
-    process that does nothing else in the old namespace.
+    process that does nothing else in the old namespace. setns(2) needs
+    CAP_SYS_ADMIN; a thread already in that namespace (same nsfs device and
+    inode as /proc/thread-self/ns/net, e.g. started by ``ip netns exec`` or
+    ``nsenter --net``) stays where it is without calling it, so a process
+    without CAP_SYS_ADMIN works in its own namespace.
     """
     ffi, lib = _ffi_lib()
     libc = _STATE["libc"]
@@ -55,15 +59,31 @@ def enter_netns(name_or_path: str) -> None:
                   % (name_or_path, path, os.path.basename(path)), exc.errno)
         _fail("cannot open network namespace %s (%s)" % (name_or_path, path), exc.errno)
     try:
+        if _same_netns(fd):
+            return
         ret = libc.setns(fd, CLONE_NEWNET)
         if ret != 0:
             err = ffi.errno
             if err == _errno.EINVAL:
                 _fail("%s is not a network namespace file: use a name under /run/netns or /proc/PID/ns/net" % path,
                       err)
+            if err == _errno.EPERM:
+                _fail("entering network namespace %s failed: setns(2) needs CAP_SYS_ADMIN, which this process lacks; "
+                      "run it as root, or start it inside that namespace (ip netns exec %s ...), where it needs no "
+                      "setns" % (name_or_path, os.path.basename(path)), err)
             _fail("entering network namespace %s failed (needs root: CAP_SYS_ADMIN)" % name_or_path, err)
     finally:
         os.close(fd)
+
+
+def _same_netns(fd: int) -> bool:
+    """True when ``fd`` is the network namespace the calling thread is in (compared by nsfs device and inode)."""
+    try:
+        want = os.fstat(fd)
+        now = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return False
+    return (want.st_dev, want.st_ino) == (now.st_dev, now.st_ino)
 
 
 class netns(object):

@@ -175,27 +175,14 @@ def classify_refusal(name: str, section: str | None, prog_type: str | None, err:
                            "shrink the program"})
         return out
     if err in (errno.EPERM, errno.EACCES, errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP):
-        causes = []
-        lockdown = kernel.get("lockdown")
-        if lockdown == "confidentiality" and fam in _READS_KERNEL:
-            causes.append("kernel lockdown is in confidentiality mode (/sys/kernel/security/lockdown), which "
-                          "forbids reading kernel memory from BPF")
-        off = _options_off(kernel.get("config"), _NEEDS.get(fam, ()))
-        if off:
-            causes.append("this kernel is built without %s" % ", ".join("%s=y" % o for o in off))
-        caps = kernel.get("capabilities")
-        if caps is not None and fam in _READS_KERNEL and not (caps.get("CAP_PERFMON") or caps.get("CAP_SYS_ADMIN")):
-            causes.append("the loading process lacks CAP_PERFMON and CAP_SYS_ADMIN, which %s programs need" % fam)
-        if not causes:
-            needs = _NEEDS.get(fam)
-            known = kernel.get("config") is not None
-            causes.append("a kernel or security policy refuses %s programs here (%s; the loader has its "
-                          "capabilities: look for an LSM such as SELinux/AppArmor/BPF-LSM or a vendor BPF "
-                          "restriction, and dmesg)"
-                          % (fam, ("its config has %s" % ", ".join(needs)) if needs and known
-                             else "kernel config not readable" if needs else "no config option known"))
+        causes, ruled_out, candidates = policy_causes(fam, kernel)
+        if causes:
+            why = "; ".join(causes)
+        else:
+            why = "refused before verification by kernel policy; candidates not ruled out: %s%s" % (
+                "; ".join(candidates), ("; ruled out: " + "; ".join(ruled_out)) if ruled_out else "")
         out.update({"class": "kernel_policy",
-                    "reason": "the kernel refused %s before verifying it: %s" % (what, "; ".join(causes)),
+                    "reason": "the kernel refused %s before verifying it: %s" % (what, why),
                     "fix": "boot a kernel that allows %s programs, or %s" % (fam, leave_out)})
         return out
     out.update({"class": "load_error",
@@ -204,22 +191,58 @@ def classify_refusal(name: str, section: str | None, prog_type: str | None, err:
     return out
 
 
-def kernel_facts(release: str | None = None) -> dict:
-    """{"release", "lockdown" (none|integrity|confidentiality|None), "config" (dict or None),
-    "capabilities" ({CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_NET_ADMIN: bool} or None)}.
+def policy_causes(fam: str, kernel: dict) -> tuple:
+    """``(causes, ruled_out, candidates)`` of a refusal before verification of a ``fam`` program: what a
+    probe proved (a missing capability read from CapEff, a config option off, lockdown in confidentiality
+    mode), what a probe ruled out, and what no probe could rule out (each a short text naming its source)."""
+    causes, ruled_out, candidates = [], [], []
+    reads = fam in _READS_KERNEL
+    caps = kernel.get("capabilities")
+    if reads:
+        if caps is None:
+            candidates.append("missing CAP_PERFMON and CAP_SYS_ADMIN (CapEff of /proc/self/status not readable)")
+        elif not (caps.get("CAP_PERFMON") or caps.get("CAP_SYS_ADMIN")):
+            causes.append("the loading process lacks CAP_PERFMON and CAP_SYS_ADMIN (CapEff of /proc/self/status), "
+                          "which %s programs need" % fam)
+        else:
+            ruled_out.append("capabilities (CapEff holds %s)" % ", ".join(
+                c for c in ("CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN") if caps.get(c)))
+    needs = _NEEDS.get(fam, ())
+    off = _options_off(kernel.get("config"), needs)
+    if off:
+        causes.append("this kernel is built without %s" % ", ".join("%s=y" % o for o in off))
+    elif needs and kernel.get("config") is not None:
+        ruled_out.append("kernel config (%s set)" % ", ".join(needs))
+    elif needs:
+        candidates.append("kernel config (%s; no config readable)" % ", ".join(needs))
+    if reads:
+        lockdown = kernel.get("lockdown")
+        if lockdown == "confidentiality":
+            causes.append("kernel lockdown is in confidentiality mode (/sys/kernel/security/lockdown), which "
+                          "forbids reading kernel memory from BPF")
+        elif lockdown:
+            ruled_out.append("lockdown (%s mode, /sys/kernel/security/lockdown)" % lockdown)
+        else:
+            candidates.append("kernel lockdown (/sys/kernel/security/lockdown not readable)")
+    lsm = kernel.get("lsm")
+    candidates.append("an LSM policy (%s)" % ("active LSMs: " + lsm if lsm else "active LSMs not readable"))
+    candidates.append("a vendor or distribution BPF restriction (see dmesg)")
+    return causes, ruled_out, candidates
 
-    Sources: /sys/kernel/security/lockdown (the bracketed word), the kernel
+
+def kernel_facts(release: str | None = None) -> dict:
+    """{"release", "lockdown" (none|integrity|confidentiality|None), "lsm" (active LSMs, comma-separated,
+    or None), "config" (dict or None), "capabilities" ({CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_NET_ADMIN:
+    bool} or None)}.
+
+    Sources: securityfs_facts() (lockdown: the bracketed word; lsm), the kernel
     config from /boot/config-<release> or /proc/config.gz, CapEff of
     /proc/self/status (capability bits from linux/capability.h).
     """
     release = release or os.uname().release
-    lockdown = None
-    try:
-        with open("/sys/kernel/security/lockdown") as fh:
-            m = re.search(r"\[(\w+)\]", fh.read())
-            lockdown = m.group(1) if m else None
-    except OSError:
-        pass
+    sec = securityfs_facts()
+    m = re.search(r"\[(\w+)\]", sec.get("lockdown") or "")
+    lockdown = m.group(1) if m else None
     caps = None
     try:
         with open("/proc/self/status") as fh:
@@ -229,7 +252,78 @@ def kernel_facts(release: str | None = None) -> dict:
             caps = {name: bool(bits & (1 << bit)) for name, bit in CAP_BITS.items()}
     except OSError:
         pass
-    return {"release": release, "lockdown": lockdown, "config": kernel_config(release), "capabilities": caps}
+    return {"release": release, "lockdown": lockdown, "lsm": (sec.get("lsm") or "").strip() or None,
+            "config": kernel_config(release), "capabilities": caps}
+
+
+_SECURITYFS = {}
+SECURITYFS = "/sys/kernel/security"
+
+
+def securityfs_facts() -> dict:
+    """{"lockdown": text or None, "lsm": text or None}: the files ``lockdown`` and ``lsm`` of securityfs.
+
+    Read at /sys/kernel/security when mounted there; otherwise a forked child
+    mounts securityfs in a private mount namespace of its own (unshare(2)
+    CLONE_NEWNS, needs CAP_SYS_ADMIN) and reads them there, so the host's
+    mounts never change. Values stay None when neither works. Read once per
+    process."""
+    if _SECURITYFS:
+        return dict(_SECURITYFS)
+    out = _read_securityfs(SECURITYFS)
+    if out["lockdown"] is None and out["lsm"] is None:
+        out = _securityfs_in_child() or out
+    _SECURITYFS.update(out)
+    return dict(out)
+
+
+def _read_securityfs(root: str) -> dict:
+    out = {}
+    for name in ("lockdown", "lsm"):
+        try:
+            with open(os.path.join(root, name)) as fh:
+                out[name] = fh.read()
+        except OSError:
+            out[name] = None
+    return out
+
+
+def _securityfs_in_child() -> dict | None:
+    import ctypes
+    import json
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rfd, wfd = os.pipe()
+    except OSError:
+        return None
+    pid = os.fork()
+    if pid == 0:   # the child: its own mount namespace, gone when it exits
+        code = 1
+        try:
+            os.close(rfd)
+            if (libc.unshare(0x00020000) == 0                                  # CLONE_NEWNS
+                    and libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None) == 0   # MS_REC | MS_PRIVATE
+                    and libc.mount(b"securityfs", SECURITYFS.encode(), b"securityfs", 0, None) == 0):
+                os.write(wfd, json.dumps(_read_securityfs(SECURITYFS)).encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        os.waitpid(pid, 0)
+    try:
+        return json.loads(b"".join(chunks).decode()) if chunks else None
+    except ValueError:
+        return None
 
 
 def kernel_config(release: str) -> dict | None:

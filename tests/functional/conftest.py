@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from lqos_testlib import mount_bpffs, umount, NetnsPair
+from lqos_testlib import TRACING_REFUSED, mount_bpffs, umount, NetnsPair
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
@@ -100,3 +100,10 @@ def tools():
     if missing:
         pytest.fail("toolchain missing: %s (run tests/bootstrap.sh --tests)" % ", ".join(missing))
     return True
+
+
+def pytest_report_header(config):
+    if TRACING_REFUSED:
+        return ["tracing programs: refused to every module and playbook (LQOS_TEST_TRACING_REFUSED=1, "
+                "tests/functional/tracing_refusal.py)"]
+    return ["tracing programs: as this kernel's policy allows them (expectations probed)"]

@@ -10,6 +10,34 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# The tracing-refused pass (tests/run-all.sh runs the attach, pinned-map and deploy tests a second time
+# with LQOS_TEST_TRACING_REFUSED=1): every module and ansible-playbook process starts under
+# tracing_refusal.py, so every load of a tracing program (iterators, fentry, BPF-LSM) fails with EPERM
+# before verification, on any kernel, as on the machines whose policy refuses them; XDP, TC and maps reach
+# the kernel unchanged with every capability (a capability drop would make the verifier reject the data
+# path too: see tracing_refusal.py).
+TRACING_REFUSED = os.environ.get("LQOS_TEST_TRACING_REFUSED", "") not in ("", "0")
+TRACING_REFUSAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tracing_refusal.py")
+DROPPED_CAPS = ("CAP_SYS_ADMIN", "CAP_PERFMON")
+
+
+def refusal_prefix() -> list:
+    """The argument list that runs a command under the staged tracing refusal (tracing_refusal.py)."""
+    return [sys.executable, TRACING_REFUSAL, "--"]
+
+
+def drop_caps_prefix() -> list:
+    """setpriv without CAP_SYS_ADMIN and CAP_PERFMON: out of the bounding and inheritable sets, so the
+    program it execs (even as root) never holds them; CAP_BPF, CAP_NET_ADMIN and the rest stay."""
+    caps = ",".join("-" + c[4:].lower() for c in DROPPED_CAPS)
+    return ["setpriv", "--inh-caps=" + caps, "--bounding-set=" + caps, "--"]
+
+
+def module_prefix(prefix: tuple = ()) -> list:
+    """The argument list a module (or ansible-playbook) of this pass starts under: ``prefix`` as given,
+    behind refusal_prefix() in the tracing-refused pass."""
+    return (refusal_prefix() if TRACING_REFUSED else []) + list(prefix)
+
 
 def sh(*argv, check=True, **kw):
     """Run an argument list; raise with its output when it fails."""
@@ -120,7 +148,8 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
                env: dict | None = None, resolve_spec: bool = True, prefix: tuple = ()) -> dict:
     """Run a module file the way Ansible's local connection would; return its JSON result
     plus ``_rc`` and ``_stderr``. ``prefix``: an argument list to run it under (e.g.
-    ``ip netns exec NS setpriv ... --``)."""
+    ``ip netns exec NS setpriv ... --``), behind the staged refusal in the tracing-refused pass."""
+    prefix = module_prefix(tuple(prefix))
     argfile = module_args_file(name, args, check_mode, diff, resolve_spec)
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -171,3 +200,109 @@ def run_pipeline(crate: str, dest: str, **kw) -> dict:
     args = dict(spec="reference", src=crate, dest=dest)
     args.update(kw)
     return run_module("pipeline", args, check_mode=check, diff=diff, env=env)
+
+
+# ---------------------------------------------------------------------------
+# What the kernel under test allows (probed, never assumed)
+# ---------------------------------------------------------------------------
+
+# The smallest tracing program: a map-element iterator that returns 0. Its load needs only what every
+# iterator needs (BTF of the kernel, a kernel that allows tracing programs to this process).
+PROBE_ITER_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct bpf_iter_meta { void *seq; __u64 session_id; __u64 seq_num; } __attribute__((preserve_access_index));
+struct bpf_iter__bpf_map_elem {
+    struct bpf_iter_meta *meta; void *map; void *key; void *value;
+} __attribute__((preserve_access_index));
+
+SEC("iter/bpf_map_elem")
+int probe_iter(struct bpf_iter__bpf_map_elem *ctx) { return 0; }
+
+char _license[] SEC("license") = "GPL";
+"""
+
+_PROBE_SCRIPT = r"""
+import json, sys
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts
+names, resize = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+print(json.dumps({"rows": O.probe_programs(sys.argv[1], names=names, resize=resize), "kernel": kernel_facts()}))
+"""
+
+_probe_cache = {}
+
+
+def cpu_resize(obj: str) -> dict:
+    """{cpumap name: possible CPUs}: the resize lqos.bpf.attach gives every CPU map of an object."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+
+    return {m["name"]: possible_cpus() for m in O.object_info(obj)["maps"] if m["type_name"] == "cpumap"}
+
+
+def probe_as_module(obj: str, names=None) -> dict:
+    """The product's own per-program probe (``_bpf_object.probe_programs``), run in a process started the
+    way this pass starts modules (module_prefix: without CAP_SYS_ADMIN and CAP_PERFMON in the
+    tracing-refused pass), with attach's CPU map sizes. Returns {"rows": {name: row}, "kernel": kernel_facts() of that process}."""
+    key = (obj, tuple(sorted(names)) if names is not None else None)
+    if key not in _probe_cache:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        proc = subprocess.run(module_prefix() + [sys.executable, "-c", _PROBE_SCRIPT, obj,
+                                                 json.dumps(list(key[1]) if names is not None else None),
+                                                 json.dumps(cpu_resize(obj))],
+                              capture_output=True, text=True, env=env, cwd="/", check=False)
+        if proc.returncode != 0:
+            raise AssertionError("probing %s failed (%d): %s%s" % (obj, proc.returncode, proc.stdout, proc.stderr))
+        out = json.loads(proc.stdout)
+        _probe_cache[key] = {"rows": {r["name"]: r for r in out["rows"]}, "kernel": out["kernel"]}
+    return _probe_cache[key]
+
+
+def attach_optional(obj: str, spec=None, kprobes=()) -> list:
+    """The optional programs lqos.bpf.attach trial-loads for ``spec`` (program_roles; a kprobe only when
+    asked for in ``kprobes``), in object order."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._programs import kprobe_target, program_roles
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+
+    if isinstance(spec, str):
+        spec = resolve_spec_option(spec, REPO)
+    progs = O.object_info(obj)["programs"]
+    roles = program_roles(spec, progs)
+    return [p["name"] for p in progs if roles.get(p["name"]) == "optional"
+            and (not kprobe_target(p["section"]) or p["name"] in kprobes)]
+
+
+def left_out_warnings(obj: str, ifname: str, spec=None, kprobes=()) -> list:
+    """The warnings lqos.bpf.attach must give on ``ifname`` for the optional programs the kernel refuses to a
+    module of this pass: one per refused program, from the product's probe run as a module would run (so
+    ``[]`` where every optional program loads)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of
+
+    names = attach_optional(obj, spec, kprobes)
+    rows = probe_as_module(obj, names)["rows"]
+    return ["optional program %s (SEC(\"%s\")) was left out on %s: %s. Lost: %s. Fix: %s"
+            % (n, rows[n]["section"], ifname, rows[n]["reason"], feature_of(rows[n]["section"]), rows[n]["fix"])
+            for n in names if not rows[n]["loadable"]]
+
+
+def load_as_product(obj: str, spec=None, **kw):
+    """Load a whole object the way lqos.bpf.attach does: the optional programs the kernel refuses to this
+    process (``_bpf_object.probe_programs``) are left out, every other one loads (a refused required program
+    raises LoadError); a kprobe is never loaded (attach loads one only when asked). ``kw`` goes to load_object
+    (pin_root, resize, rodata, data). Returns the LoadedObject with two more attributes: ``left_out`` (the
+    refused optional programs) and ``loaded_programs`` (the names that loaded)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+
+    names = attach_optional(obj, spec)
+    refused = [r["name"] for r in O.probe_programs(obj, names=names, resize=kw.get("resize"))
+               if not r["loadable"]] if names else []
+    from ansible_collections.lqos.bpf.plugins.module_utils._programs import kprobe_target
+    kprobes = [p["name"] for p in O.object_info(obj)["programs"] if kprobe_target(p["section"])
+               and p["name"] not in names]
+    lo = O.load_object(obj, disabled=sorted(set(refused) | set(kprobes)), **kw)
+    lo.left_out = refused
+    lo.loaded_programs = [n for n in lo.programs if n not in refused and n not in kprobes]
+    return lo

@@ -13,7 +13,7 @@ import stat
 import pytest
 import yaml
 
-from lqos_testlib import REPO, run_module, sh
+from lqos_testlib import REPO, load_as_product, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -54,7 +54,9 @@ def pin_map(root, name, mtype, key_size, value_size, max_entries, entries=(), fl
 
 
 def load_reference(reference, pin_root):
-    return O.load_object(reference["object"], pin_root=pin_root, resize={"cpu_map": NCPUS})
+    """The reference object loaded as lqos.bpf.attach loads it: the optional programs this kernel refuses
+    (flow_reader where tracing programs are refused) left out."""
+    return load_as_product(reference["object"], "reference", pin_root=pin_root, resize={"cpu_map": NCPUS})
 
 
 def pinned_maps(pin_root, **kw):
@@ -133,7 +135,7 @@ def test_reference_object_pins_are_compatible_and_used(bpffs, reference):
         result = pinned_maps(bpffs, spec="reference", object=reference["object"])
         assert result["_rc"] == 0, result
         programs = M.loaded_programs()
-        prog_ids = {lo.prog_info(name)["id"] for name in lo.programs}
+        prog_ids = {lo.prog_info(name)["id"] for name in lo.loaded_programs}
     pins = by_name(result)
     maps = reference["maps"]
     assert result["summary"]["compatible"] == len(maps)

@@ -30,7 +30,7 @@ import uuid
 import pytest
 import yaml
 
-from lqos_testlib import REPO, NetnsPair, copy_bpf, edit, mount_bpffs, run_module, sh, umount
+from lqos_testlib import REPO, NetnsPair, copy_bpf, edit, module_prefix, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
@@ -99,7 +99,7 @@ def playbook(name: str, inventory: str | None, *extra: str, env: dict | None = N
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
     })
     full_env.update(env or {})
-    argv = [shutil.which("ansible-playbook"), name]
+    argv = module_prefix() + [shutil.which("ansible-playbook"), name]   # the staged refusal in that pass
     if inventory:
         argv += ["-i", inventory]
     argv += list(extra)

@@ -7,7 +7,7 @@ that refuses tracing programs before verification, as the kernels that forbid BP
 iterators do: a BPF-LSM program on the ``bpf`` hook returns EPERM for every
 BPF_PROG_TYPE_TRACING load made from one test network namespace (nothing else on the
 machine is affected, and the policy goes with the test). Where the kernel has no active
-BPF LSM, those tests skip and say so.
+BPF LSM (or refuses the policy program itself), tracing_refusal.py stages the same refusal.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from lqos_testlib import build_reference, compile_bpf, run_module, sh
+from lqos_testlib import build_reference, compile_bpf, refusal_prefix, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -95,21 +95,31 @@ def objs(tmp_path_factory):
 
 @pytest.fixture
 def tracing_refused(objs, netns_pair):
-    """While the test runs, the kernel refuses tracing programs loaded from netns_pair.ns_a."""
+    """A prefix whose processes (run in netns_pair.ns_a) the kernel refuses tracing programs: a BPF-LSM
+    policy scoped to that netns where the kernel loads one; otherwise (BPF LSM not active, or tracing
+    programs already refused to this process, which a BPF-LSM program is too) the staged refusal of
+    tracing_refusal.py, so the test runs on every kernel."""
     inum = os.stat(os.path.join("/run/netns", netns_pair.ns_a)).st_ino
+    # nsenter, not `ip netns exec`: that remounts /sys and so hides the bpffs at /sys/fs/bpf
+    netns_exec = ("nsenter", "--net=" + os.path.join("/run/netns", netns_pair.ns_a))
     try:
         lo = O.load_object(objs["policy"], rodata={"target_netns": inum})
     except LibbpfError as exc:
-        pytest.skip("this kernel cannot load a BPF-LSM policy, so the refusal cannot be staged: %s" % exc.msg)
+        print("the kernel refuses a BPF-LSM policy here (%s): staged refusal" % exc.msg)
+        yield tuple(refusal_prefix()) + netns_exec
+        return
     try:
         link = lo.attach_program("refuse_tracing_loads")
     except LibbpfError as exc:
         lo.close()
-        pytest.skip("the BPF LSM is not active on this kernel (lsm= lacks bpf), so the refusal cannot be "
-                    "staged: %s" % exc.msg)
-    yield netns_pair.ns_a
-    link.close()
-    lo.close()
+        print("the BPF LSM is not active here (%s): staged refusal" % exc.msg)
+        yield tuple(refusal_prefix()) + netns_exec
+        return
+    try:
+        yield netns_exec
+    finally:
+        link.close()
+        lo.close()
 
 
 def iterators_load_here(obj) -> bool:
@@ -207,7 +217,7 @@ def test_a_refused_required_program_stops_with_its_cause_and_changes_nothing(obj
 def test_reference_on_a_kernel_that_refuses_tracing_programs(objs, netns_pair, bpffs, tmp_path, tracing_refused):
     """The README's first command on a kernel that refuses BPF iterators: XDP and TC attach,
     flow_reader is left out with the right diagnosis, a second run changes nothing."""
-    prefix = ("ip", "netns", "exec", tracing_refused)
+    prefix = tracing_refused
     res = attach(netns_pair, bpffs, tmp_path, objs["reference"], "reference", prefix=prefix, netns=False)
     assert res["_rc"] == 0, res.get("msg")
     assert [(e["program"], e["class"]) for e in res["left_out"]] == [("flow_reader", "kernel_policy")]
@@ -230,7 +240,7 @@ def test_reference_on_a_kernel_that_refuses_tracing_programs(objs, netns_pair, b
 
 def test_preflight_sees_the_policy_refusal(objs, tracing_refused):
     res = run_module("toolchain_info", dict(spec="reference", object=objs["reference"]),
-                     prefix=("ip", "netns", "exec", tracing_refused))
+                     prefix=tracing_refused)
     assert res["_rc"] == 0 and res["ok"] is True, res.get("msg")
     row = {r["name"]: r for r in res["programs"]}["flow_reader"]
     assert (row["loadable"], row["class"], row["errno"], row["role"]) == (False, "kernel_policy", 1, "optional")

@@ -49,8 +49,8 @@ def test_a_refusal_before_verification_is_kernel_policy_never_the_verifier():
     r = classify_refusal("flow_reader", "iter/bpf_map_elem", "tracing", errno.EPERM, POLICY_LOG, [], kernel)
     assert r["class"] == "kernel_policy"
     assert r["reason"] == ('the kernel refused program flow_reader (SEC("iter/bpf_map_elem"), tracing) before '
-                           'verifying it: the loading process lacks CAP_PERFMON and CAP_SYS_ADMIN, which tracing '
-                           'programs need')
+                           'verifying it: the loading process lacks CAP_PERFMON and CAP_SYS_ADMIN (CapEff of '
+                           '/proc/self/status), which tracing programs need')
     assert r["fix"] == ("boot a kernel that allows tracing programs, or it is optional: leave it out (spec programs: "
                         "{flow_reader: optional or disabled})")
     assert "verifier" not in r["reason"] and "BPF source" not in r["fix"]
@@ -70,7 +70,34 @@ def test_policy_with_everything_in_place_points_at_a_security_policy():
                                              "CONFIG_FUNCTION_TRACER": "y"},
               "capabilities": {"CAP_PERFMON": True, "CAP_SYS_ADMIN": True}}
     r = classify_refusal("flow_reader", "iter/bpf_map_elem", "tracing", errno.EPERM, "", [], kernel)
-    assert "look for an LSM such as SELinux/AppArmor/BPF-LSM or a vendor BPF restriction" in r["reason"]
+    assert r["reason"] == (
+        'the kernel refused program flow_reader (SEC("iter/bpf_map_elem"), tracing) before verifying it: refused '
+        'before verification by kernel policy; candidates not ruled out: an LSM policy (active LSMs not '
+        'readable); a vendor or distribution BPF restriction (see dmesg); ruled out: capabilities (CapEff holds '
+        'CAP_PERFMON, CAP_SYS_ADMIN); kernel config (CONFIG_BPF_JIT, CONFIG_DEBUG_INFO_BTF, '
+        'CONFIG_FUNCTION_TRACER set); lockdown (none mode, /sys/kernel/security/lockdown)')
+
+
+def test_an_unexplained_refusal_lists_what_no_probe_could_read_and_names_no_cause():
+    kernel = {"lockdown": None, "lsm": "lockdown,capability,landlock,bpf", "config": None, "capabilities": None}
+    r = classify_refusal("flow_reader", "iter/bpf_map_elem", "tracing", errno.EPERM, "", [], kernel)
+    assert r["reason"] == (
+        'the kernel refused program flow_reader (SEC("iter/bpf_map_elem"), tracing) before verifying it: refused '
+        'before verification by kernel policy; candidates not ruled out: missing CAP_PERFMON and CAP_SYS_ADMIN '
+        '(CapEff of /proc/self/status not readable); kernel config (CONFIG_BPF_JIT, CONFIG_DEBUG_INFO_BTF, '
+        'CONFIG_FUNCTION_TRACER; no config readable); kernel lockdown (/sys/kernel/security/lockdown not '
+        'readable); an LSM policy (active LSMs: lockdown,capability,landlock,bpf); a vendor or distribution BPF '
+        'restriction (see dmesg)')
+
+
+def test_integrity_lockdown_is_ruled_out_and_only_proven_causes_are_named():
+    kernel = {"lockdown": "integrity", "config": {"CONFIG_BPF_JIT": "y", "CONFIG_DEBUG_INFO_BTF": "y",
+                                                  "CONFIG_FUNCTION_TRACER": "y"},
+              "capabilities": {"CAP_PERFMON": False, "CAP_SYS_ADMIN": False, "CAP_BPF": True}}
+    r = classify_refusal("flow_reader", "iter/bpf_map_elem", "tracing", errno.EPERM, "", [], kernel)
+    assert "lockdown" not in r["reason"] and "kernel policy" not in r["reason"]
+    assert r["reason"].endswith("lacks CAP_PERFMON and CAP_SYS_ADMIN (CapEff of /proc/self/status), which "
+                                "tracing programs need")
 
 
 def test_a_missing_attach_target_is_named():
