@@ -37,7 +37,9 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
 from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path, prog_info_by_fd
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import classify_refusal, kernel_facts, kprobe_target
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import (
+    classify_refusal, kernel_facts, kprobe_target, verifier_ran,
+)
 
 # Map types whose max_entries the verifier never reads: a trial load may shrink them.
 SHRINKABLE_MAP_TYPES = frozenset(MAP_TYPES[n] for n in (
@@ -361,7 +363,7 @@ def load_object(path: str, pin_root: str | None = None, resize: dict | None = No
 
 
 def probe_programs(path: str, names=None, resize: dict | None = None, rodata: dict | None = None,
-                   data: dict | None = None, kernel: dict | None = None) -> list:
+                   data: dict | None = None, kernel: dict | None = None, figures: bool = True) -> list:
     """Trial-load each program alone: no pin made or reused, nothing attached,
     everything closed again (a load changes nothing on the host).
 
@@ -373,7 +375,8 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
     is reported as ``attach_target`` even though the kernel loads it.
     ``verifier``: what the verifier said of the program (_verifier.figures:
     instructions, stack, headroom, load time), or ``status`` "not loaded:
-    refused" without figures.
+    refused" without figures; None with ``figures=False`` (loads at log level
+    0, as before the figures were kept).
     """
     ffi, lib = _ffi_lib()
     progs = object_info(path)["programs"]
@@ -385,9 +388,9 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
         row = {"name": p["name"], "section": p["section"], "type_name": p["type_name"], "loadable": True,
                "class": None, "reason": None, "fix": None, "errno": None, "log_tail": None, "verifier": None}
         others = {q["name"] for q in progs if q["name"] != p["name"]}
-        # First at the verifier's statistics level (its figures, no instruction trace: V.figures); a refused
-        # program is loaded again the way libbpf explains a failure (log level 1), so the refusal keeps its trace.
-        for stats in (True, False):
+        # First at the verifier's statistics level (its figures, no instruction trace: V.figures); a program the
+        # verifier rejected is loaded again the way libbpf explains a failure (log level 1), so it keeps its trace.
+        for stats in ((True, False) if figures else (False,)):
             obj, log_bufs = _prepare(path, None, dict(resize or {}), dict(rodata or {}), dict(data or {}), others,
                                      64 * 1024, no_pins=True, shrink_to=shrink)
             try:
@@ -400,13 +403,18 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
                 load_ms = (time.monotonic() - start) * 1000
                 log = ffi.string(log_bufs[0][1]).decode("utf-8", "replace") if log_bufs else ""
                 if ret >= 0:
-                    row["verifier"] = V.read_figures(ffi, lib, prog, log, load_ms, kernel.get("release"))
+                    if figures:
+                        row["verifier"] = V.read_figures(ffi, lib, prog, log, load_ms, kernel.get("release"))
                     break
-                if not stats:
-                    row.update(classify_refusal(p["name"], p["section"], p["type_name"], _errno_of(ret), log,
-                                                _log_since(mark, 40), kernel))
-                    row["loadable"] = False
+                if stats and verifier_ran(log):
+                    continue    # rejected by the verifier: load again at log level 1 for the instruction trace
+                # refused before verification: the log at level 1 would hold the same "processed 0 insns" line
+                row.update(classify_refusal(p["name"], p["section"], p["type_name"], _errno_of(ret),
+                                            V.without_stats(log), _log_since(mark, 40), kernel))
+                row["loadable"] = False
+                if figures:
                     row["verifier"] = V.not_loaded(V.REFUSED, kernel.get("release"), load_ms)
+                break
             finally:
                 lib.bpf_object__close(obj)
         sym = kprobe_target(p["section"])

@@ -96,6 +96,13 @@ def decode_insns(raw: bytes, byteorder: str = sys.byteorder) -> list:
     return out
 
 
+def without_stats(log: str | None) -> str:
+    """The log without the lines only log level 4 adds ("verification time", "stack depth"): what level 1 says
+    of a program refused before verification."""
+    return "".join(line for line in (log or "").splitlines(True)
+                   if not (_VTIME.match(line) or line.startswith("stack depth ")))
+
+
 def subprograms(insns) -> tuple:
     """(starts, calls) of a program's instructions, ``insns`` = [(code, src_reg, imm)] as loaded.
 

@@ -130,3 +130,11 @@ def test_refused_and_left_out_programs_have_no_figures():
         assert V.describe(v) == status
         assert V.flat("flow_reader", v)["status"] == status
     assert V.describe(None) == "no verifier figures"
+
+
+def test_without_stats_leaves_what_log_level_1_says_of_a_refusal():
+    level4 = ("verification time 21 usec\nstack depth 0\nprocessed 0 insns (limit 1000000) max_states_per_insn 0 "
+              "total_states 0 peak_states 0 mark_read 0\n")
+    assert V.without_stats(level4) == ("processed 0 insns (limit 1000000) max_states_per_insn 0 total_states 0 "
+                                       "peak_states 0 mark_read 0\n")
+    assert V.without_stats(None) == ""
