@@ -14,12 +14,13 @@ import sys
 
 import pytest
 
-from lqos_testlib import build_reference, compile_bpf, sh
+from lqos_testlib import REPO, build_reference, compile_bpf, run_module, sh
 from test_playbooks import Host, playbook, write_inventory, xdp_on
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
 from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -114,6 +115,23 @@ def test_every_verified_program_has_its_figures_and_a_refused_one_says_so(refere
         assert stack["used"] == V.frame(stack["depths"][0]) <= V.STACK_LIMIT
         assert v["headroom_pct"] == min(ins["headroom_pct"], stack["headroom_pct"])
         assert v["load_ms"] > 0 and v["verification_usec"] is not None
+
+
+def test_toolchain_info_reports_each_program_and_a_left_out_one_without_figures(reference):
+    spec = resolve_spec_option("reference", REPO)
+    spec["programs"] = dict(spec.get("programs") or {}, xmit_counter="disabled")
+    res = run_module("toolchain_info", dict(spec=spec, object=reference, checks="object"))
+    assert res["_rc"] == 0, res.get("msg")
+    rows = {r["name"]: r for r in res["programs"]}
+    table = {r["program"]: r for r in res["verifier_headroom"]}
+    assert set(table) == set(rows)
+    assert rows["xmit_counter"]["verifier"] == V.not_loaded(V.LEFT_OUT, RELEASE)
+    assert table["xmit_counter"]["status"] == "not loaded: left out" and table["xmit_counter"]["headroom_pct"] is None
+    here = probe(reference)
+    for name in ("xdp_shaper", "tc_classify"):
+        v, want = rows[name]["verifier"], here[name]["verifier"]
+        assert v["status"] == V.VERIFIED and v["summary"] == want["summary"], (v, want)
+        assert table[name] == dict(V.flat(name, v))
 
 
 def test_the_stack_is_summed_along_the_deepest_call_chain(tmp_path):
