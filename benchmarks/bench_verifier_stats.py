@@ -76,7 +76,7 @@ def main() -> None:
 
         times = {"A": [], "B": []}
         before(), now()   # warm: the cffi declarations, the page cache
-        for _ in range(args.rounds):
+        for _round in range(args.rounds):
             for key, fn in (("A", before), ("B", now)):
                 start = time.perf_counter()
                 fn()

@@ -353,7 +353,8 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
 
     problems, warnings = _split(checks)
     return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks, "programs": programs,
-            "verifier_headroom": None if programs is None else headroom_table(programs), "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
+            "verifier_headroom": None if programs is None else headroom_table(programs), "map_types": map_types,
+            "problems": problems, "warnings_found": warnings, "ok": not problems}
 
 
 def object_preflight(spec: dict | None, obj_path: str) -> dict:

@@ -115,7 +115,7 @@ def subprograms(insns) -> tuple:
             target = i + imm + 1
             if 0 <= target < n:
                 edges.append((i, target))
-    starts = sorted({0} | {t for _, t in edges})
+    starts = sorted({0} | {target for _at, target in edges})
 
     def owner(at):
         idx = 0

@@ -140,7 +140,8 @@ programs:
   description:
     - With O(programs), every program of the current build with its role and whether this kernel loads it;
       C(class), C(reason) and C(fix) say why one does not (see lqos.bpf.toolchain_info). Null without a build.
-    - C(verifier) is what the verifier said of the program on this kernel, as M(lqos.bpf.toolchain_info) returns
+    - >-
+      C(verifier) is what the verifier said of the program on this kernel, as M(lqos.bpf.toolchain_info) returns
       it (instructions and stack against their limits, the headroom, the load time; V(not loaded: refused) or
       V(not loaded: left out) without figures). The fleet report tabulates it per program and kernel.
   returned: always

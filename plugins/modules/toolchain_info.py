@@ -129,7 +129,8 @@ programs:
       (V(kernel_policy) refused before verification, V(attach_target) its kernel function or BTF id is missing,
       V(verifier), V(resource_limit), V(load_error)), C(reason) and C(fix) say what to do, C(feature) what is
       lost without it.
-    - C(verifier) is what the verifier said of the program on this kernel (docs/verifier-headroom.md) -
+    - >-
+      C(verifier) is what the verifier said of the program on this kernel (docs/verifier-headroom.md) -
       C(status) (V(verified), V(not loaded: refused), V(not loaded: left out)), C(kernel), C(insns) (C(used)
       verified instructions, C(limit) 1000000, C(source) V(bpf_prog_info.verified_insns) or V(verifier log),
       C(headroom_pct)), C(stack) (C(used) bytes along the deepest call chain, C(limit) 512, C(depths) per
@@ -154,7 +155,8 @@ programs:
                   summary: "headroom 50.0 % (insns 2199 of 1000000, 99.78 %; stack 256 of 512 bytes, 50.0 %)"}}
 verifier_headroom:
   description:
-    - With O(object), each program's verifier figures as one flat row (see RV(programs)); C(status) is
+    - >-
+      With O(object), each program's verifier figures as one flat row (see RV(programs)); C(status) is
       V(verified), V(not loaded: refused) or V(not loaded: left out), and the figures are null without
       verification. Null without O(object).
   returned: always
