@@ -10,7 +10,8 @@ Side by side, interleaved rounds, medians:
 
 Printed: milliseconds per whole-object probe for A and B, the ratio B/A and the floor it is judged against
 (goal: B/A <= 1.10, i.e. at most 10 % more). A program the kernel refuses is loaded twice in B (again at log
-level 1, for its trace), as in A where libbpf itself retries at level 1. The script re-executes itself under
+level 1, for its trace) when the verifier ran or the kernel wrote no log, as in A where libbpf itself retries at
+level 1. The script re-executes itself under
 ``unshare -m --propagation private``; it pins nothing and attaches nothing. Needs root; asserts nothing.
 
     python3 benchmarks/bench_verifier_stats.py [--rounds 15]

@@ -406,9 +406,12 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
                     if figures:
                         row["verifier"] = V.read_figures(ffi, lib, prog, log, load_ms, kernel.get("release"))
                     break
-                if stats and verifier_ran(log):
-                    continue    # rejected by the verifier: load again at log level 1 for the instruction trace
-                # refused before verification: the log at level 1 would hold the same "processed 0 insns" line
+                if stats and (verifier_ran(log) or not log.strip()):
+                    # rejected by the verifier (load again at log level 1 for the instruction trace), or the kernel
+                    # wrote no log (refused before bpf_check, or it took exception to the log level): load again
+                    # exactly as without the figures
+                    continue
+                # refused inside bpf_check before verifying anything: level 1 would say the same "processed 0 insns"
                 row.update(classify_refusal(p["name"], p["section"], p["type_name"], _errno_of(ret),
                                             V.without_stats(log), _log_since(mark, 40), kernel))
                 row["loadable"] = False
