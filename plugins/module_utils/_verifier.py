@@ -9,8 +9,8 @@
 Every trial load runs the verifier; this keeps what it says, per program:
 
 ``insns``  instructions the verifier processed, against the complexity limit
-           (1,000,000: BPF_COMPLEXITY_LIMIT_INSNS, kernel/bpf/verifier.c, for
-           a privileged loader since 5.2). Source: ``bpf_prog_info.verified_insns``
+           (1,000,000: BPF_COMPLEXITY_LIMIT_INSNS, kernel/bpf/verifier.c,
+           since 5.2). Source: ``bpf_prog_info.verified_insns``
            (linux/bpf.h, kernel 5.16+) when the kernel fills it - the length the
            kernel writes back from BPF_OBJ_GET_INFO_BY_FD says whether it knows
            the field - otherwise the log's "processed N insns (limit L)" line.
@@ -181,8 +181,8 @@ def figures(log: str | None, verified_insns: int | None, insns=None, load_ms: fl
             kernel: str | None = None) -> dict:
     """A verified program's figures: {"status": "verified", "kernel", "insns": {"used", "limit", "source",
     "headroom_pct"}, "stack": {"used", "limit", "depths", "chain", "method", "headroom_pct"} or None,
-    "headroom_pct" (the smaller), "load_ms", "verification_usec", "summary" (``describe``)}. ``verified_insns``: from bpf_prog_info, None
-    where the kernel does not fill it (then the log's count is used)."""
+    "headroom_pct" (the smaller), "load_ms", "verification_usec", "summary" (``describe``)}.
+    ``verified_insns``: from bpf_prog_info, None where the kernel does not fill it (then the log's count is used)."""
     stats = parse_log(log)
     limit = stats["insn_limit"] or INSN_LIMIT
     if verified_insns is not None:
