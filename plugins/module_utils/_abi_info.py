@@ -315,12 +315,14 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
 
 def program_facts(spec: dict, object_path: str | None, errors: list) -> list | None:
     """Every program of the current build, trial-loaded alone on this kernel (nothing pinned or attached):
-    [{name, section, role, loadable, class, reason, fix}], or None without a build."""
+    [{name, section, role, loadable, class, reason, fix, verifier}] (``verifier``: _verifier.figures, or
+    "not loaded: refused" / "not loaded: left out" without figures), or None without a build."""
     if not object_path or not os.path.isfile(object_path):
         return None
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError, possible_cpus
     from ansible_collections.lqos.bpf.plugins.module_utils._programs import program_roles
+    from ansible_collections.lqos.bpf.plugins.module_utils._verifier import LEFT_OUT, not_loaded
 
     try:
         resize = {item["map"]: possible_cpus() for item in spec.get("cpu_sized_maps") or []}
@@ -329,8 +331,12 @@ def program_facts(spec: dict, object_path: str | None, errors: list) -> list | N
         errors.append("programs: %s" % exc.msg)
         return None
     roles = program_roles(spec, [{"name": r["name"], "type_name": r["type_name"]} for r in rows])
-    keys = ("name", "section", "loadable", "class", "reason", "fix")
-    return [dict({k: r[k] for k in keys}, role=roles.get(r["name"], "optional")) for r in rows]
+    keys = ("name", "section", "loadable", "class", "reason", "fix", "verifier")
+    out = [dict({k: r.get(k) for k in keys}, role=roles.get(r["name"], "optional")) for r in rows]
+    for row in out:
+        if row["role"] == "disabled":   # never loaded by the deploy: no figures to watch
+            row["verifier"] = not_loaded(LEFT_OUT, (row["verifier"] or {}).get("kernel"))
+    return out
 
 
 def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list, toolchain: bool = True,

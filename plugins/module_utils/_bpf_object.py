@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 import re
+import time
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     LibbpfError,
     MAP_TYPES,
@@ -33,9 +34,12 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     pinned_kind,
     possible_cpus,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path, prog_info_by_fd
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import classify_refusal, kernel_facts, kprobe_target
+from ansible_collections.lqos.bpf.plugins.module_utils._programs import (
+    classify_refusal, kernel_facts, kprobe_target, verifier_ran,
+)
 
 # Map types whose max_entries the verifier never reads: a trial load may shrink them.
 SHRINKABLE_MAP_TYPES = frozenset(MAP_TYPES[n] for n in (
@@ -359,16 +363,20 @@ def load_object(path: str, pin_root: str | None = None, resize: dict | None = No
 
 
 def probe_programs(path: str, names=None, resize: dict | None = None, rodata: dict | None = None,
-                   data: dict | None = None, kernel: dict | None = None) -> list:
+                   data: dict | None = None, kernel: dict | None = None, figures: bool = True) -> list:
     """Trial-load each program alone: no pin made or reused, nothing attached,
     everything closed again (a load changes nothing on the host).
 
     names: the programs to probe (default all). resize/rodata/data: as for
     load_object. kernel: _programs.kernel_facts() (read once when None).
     Returns [{"name", "section", "type_name", "loadable", "class", "reason",
-    "fix", "errno", "log_tail"}] in object order; the refusal keys are None
-    for a loadable program. A kprobe whose kernel function is missing is
-    reported as ``attach_target`` even though the kernel loads it.
+    "fix", "errno", "log_tail", "verifier"}] in object order; the refusal keys
+    are None for a loadable program. A kprobe whose kernel function is missing
+    is reported as ``attach_target`` even though the kernel loads it.
+    ``verifier``: what the verifier said of the program (_verifier.figures:
+    instructions, stack, headroom, load time), or ``status`` "not loaded:
+    refused" without figures; None with ``figures=False`` (loads at log level
+    0, as before the figures were kept).
     """
     ffi, lib = _ffi_lib()
     progs = object_info(path)["programs"]
@@ -378,20 +386,40 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
     out = []
     for p in wanted:
         row = {"name": p["name"], "section": p["section"], "type_name": p["type_name"], "loadable": True,
-               "class": None, "reason": None, "fix": None, "errno": None, "log_tail": None}
+               "class": None, "reason": None, "fix": None, "errno": None, "log_tail": None, "verifier": None}
         others = {q["name"] for q in progs if q["name"] != p["name"]}
-        obj, log_bufs = _prepare(path, None, dict(resize or {}), dict(rodata or {}), dict(data or {}), others,
-                                 64 * 1024, no_pins=True, shrink_to=shrink)
-        try:
-            mark = _log_mark()
-            ret = lib.bpf_object__load(obj)
-            if ret < 0:
+        # First at the verifier's statistics level (its figures, no instruction trace: V.figures); a program the
+        # verifier rejected is loaded again the way libbpf explains a failure (log level 1), so it keeps its trace.
+        for stats in ((True, False) if figures else (False,)):
+            obj, log_bufs = _prepare(path, None, dict(resize or {}), dict(rodata or {}), dict(data or {}), others,
+                                     64 * 1024, no_pins=True, shrink_to=shrink)
+            try:
+                prog = next(q for q in _iter_progs(obj) if _s(lib.bpf_program__name(q)) == p["name"])
+                if stats:
+                    lib.bpf_program__set_log_level(prog, V.LOG_STATS)
+                mark = _log_mark()
+                start = time.monotonic()
+                ret = lib.bpf_object__load(obj)
+                load_ms = (time.monotonic() - start) * 1000
                 log = ffi.string(log_bufs[0][1]).decode("utf-8", "replace") if log_bufs else ""
-                row.update(classify_refusal(p["name"], p["section"], p["type_name"], _errno_of(ret), log,
-                                            _log_since(mark, 40), kernel))
+                if ret >= 0:
+                    if figures:
+                        row["verifier"] = V.read_figures(ffi, lib, prog, log, load_ms, kernel.get("release"))
+                    break
+                if stats and (verifier_ran(log) or not log.strip()):
+                    # rejected by the verifier (load again at log level 1 for the instruction trace), or the kernel
+                    # wrote no log (refused before bpf_check, or it took exception to the log level): load again
+                    # exactly as without the figures
+                    continue
+                # refused inside bpf_check before verifying anything: level 1 would say the same "processed 0 insns"
+                row.update(classify_refusal(p["name"], p["section"], p["type_name"], _errno_of(ret),
+                                            V.without_stats(log), _log_since(mark, 40), kernel))
                 row["loadable"] = False
-        finally:
-            lib.bpf_object__close(obj)
+                if figures:
+                    row["verifier"] = V.not_loaded(V.REFUSED, kernel.get("release"), load_ms)
+                break
+            finally:
+                lib.bpf_object__close(obj)
         sym = kprobe_target(p["section"])
         config = kernel.get("config") or {}
         if row["loadable"] and sym and config and config.get("CONFIG_KPROBES") not in ("y", "m"):

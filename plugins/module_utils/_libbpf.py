@@ -126,6 +126,7 @@ CDEF = r"""
 typedef unsigned char __u8;
 typedef signed char __s8;
 typedef unsigned short __u16;
+typedef short __s16;
 typedef unsigned int __u32;
 typedef int __s32;
 typedef unsigned long long __u64;
@@ -177,6 +178,10 @@ int bpf_program__fd(const struct bpf_program *prog);
 int bpf_program__type(const struct bpf_program *prog);
 int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log_size);
 int bpf_program__set_log_level(struct bpf_program *prog, __u32 log_level);
+/* linux/bpf.h: one instruction; libbpf.h: a program's instructions as libbpf loaded them (subprograms appended) */
+struct bpf_insn { __u8 code; __u8 dst_reg:4; __u8 src_reg:4; __s16 off; __s32 imm; };
+const struct bpf_insn *bpf_program__insns(const struct bpf_program *prog);
+size_t bpf_program__insn_cnt(const struct bpf_program *prog);
 int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
 int bpf_program__pin(struct bpf_program *prog, const char *path);
 

@@ -181,6 +181,7 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
     missing or not a BPF object."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
     from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, kprobe_target, program_roles
 
     if not os.path.isfile(obj_path):
@@ -200,6 +201,7 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
         row["role"] = roles.get(row["name"], "optional")
         row["feature"] = feature_of(row["section"])
         if row["role"] == "disabled":
+            row["verifier"] = V.not_loaded(V.LEFT_OUT, (row.get("verifier") or {}).get("kernel"))
             continue
         required = row["role"] == "required"
         # lqos.bpf.attach loads an optional kprobe only when asked (its kprobes option): one this kernel refuses
@@ -351,7 +353,8 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
 
     problems, warnings = _split(checks)
     return {"toolchain": tools, "libbpf": lib, "kernel": kernel, "checks": checks, "programs": programs,
-            "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
+            "verifier_headroom": None if programs is None else headroom_table(programs), "map_types": map_types,
+            "problems": problems, "warnings_found": warnings, "ok": not problems}
 
 
 def object_preflight(spec: dict | None, obj_path: str) -> dict:
@@ -361,9 +364,16 @@ def object_preflight(spec: dict | None, obj_path: str) -> dict:
         possible = count_cpu_list(fh.read())
     checks, programs, map_types = object_checks(spec, obj_path, possible)
     problems, warnings = _split(checks)
-    return {"toolchain": {}, "libbpf": {}, "kernel": {"possible_cpus": possible}, "checks": checks,
-            "programs": programs, "map_types": map_types, "problems": problems, "warnings_found": warnings,
-            "ok": not problems}
+    return {"toolchain": {}, "libbpf": {}, "kernel": {"possible_cpus": possible, "release": os.uname().release},
+            "checks": checks, "programs": programs, "verifier_headroom": headroom_table(programs),
+            "map_types": map_types, "problems": problems, "warnings_found": warnings, "ok": not problems}
+
+
+def headroom_table(programs: list) -> list:
+    """[{program, kernel, status, headroom_pct, insns, insns_headroom_pct, stack, stack_headroom_pct, stack_method,
+    load_ms}]: each program's verifier figures (_verifier.figures) as one flat row."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._verifier import flat
+    return [flat(row["name"], row.get("verifier")) for row in programs or []]
 
 
 def summary(problems: list) -> str:

@@ -159,8 +159,10 @@ derivation:
 object_checks:
   description:
     - With O(trial_load=true), the object's checks as M(lqos.bpf.toolchain_info) returns them with C(checks=object) -
-      C(checks), C(programs) (role, loaded or why not), C(map_types), C(problems) (required checks that failed),
-      C(warnings_found), C(ok).
+      C(checks), C(programs) (role, loaded or why not, and C(verifier), what the verifier said of it on this kernel),
+      C(verifier_headroom) (one flat row per program - instructions and stack against their limits, the headroom),
+      C(map_types), C(problems) (required checks that failed), C(warnings_found), C(ok).
+      See docs/verifier-headroom.md.
   returned: when trial_load is true
   type: dict
 summary:

@@ -140,12 +140,17 @@ programs:
   description:
     - With O(programs), every program of the current build with its role and whether this kernel loads it;
       C(class), C(reason) and C(fix) say why one does not (see lqos.bpf.toolchain_info). Null without a build.
+    - >-
+      C(verifier) is what the verifier said of the program on this kernel, as M(lqos.bpf.toolchain_info) returns
+      it (instructions and stack against their limits, the headroom, the load time; V(not loaded: refused) or
+      V(not loaded: left out) without figures). The fleet report tabulates it per program and kernel.
   returned: always
   type: list
   elements: dict
   sample:
     - {name: flow_reader, section: iter/bpf_map_elem, role: optional, loadable: false, class: kernel_policy,
-       reason: "the kernel refused program flow_reader ... before verifying it: ...", fix: "..."}
+       reason: "the kernel refused program flow_reader ... before verifying it: ...", fix: "...",
+       verifier: {status: "not loaded: refused", kernel: "6.1.0-27-amd64", headroom_pct: null}}
 spec_name:
   description: The spec's name.
   returned: always

@@ -129,6 +129,14 @@ programs:
       (V(kernel_policy) refused before verification, V(attach_target) its kernel function or BTF id is missing,
       V(verifier), V(resource_limit), V(load_error)), C(reason) and C(fix) say what to do, C(feature) what is
       lost without it.
+    - >-
+      C(verifier) is what the verifier said of the program on this kernel (docs/verifier-headroom.md) -
+      C(status) (V(verified), V(not loaded: refused), V(not loaded: left out)), C(kernel), C(insns) (C(used)
+      verified instructions, C(limit) 1000000, C(source) V(bpf_prog_info.verified_insns) or V(verifier log),
+      C(headroom_pct)), C(stack) (C(used) bytes along the deepest call chain, C(limit) 512, C(depths) per
+      subprogram, C(chain), C(method) V(call_graph) or the conservative V(all_subprograms), C(headroom_pct)),
+      C(headroom_pct) (the smaller), C(load_ms), C(verification_usec), C(summary). No figures (null) for a program
+      that did not load or is left out.
   returned: when O(object) is given
   type: list
   elements: dict
@@ -136,7 +144,28 @@ programs:
     - {name: flow_reader, section: iter/bpf_map_elem, type_name: tracing, role: optional, loadable: false,
        class: kernel_policy, reason: "the kernel refused program flow_reader ... before verifying it: ...",
        fix: "boot a kernel that allows tracing programs, or ...", errno: 1, log_tail: null,
-       feature: "reading maps through a BPF iterator (userspace must walk the map itself)"}
+       feature: "reading maps through a BPF iterator (userspace must walk the map itself)",
+       verifier: {status: "not loaded: refused", kernel: "6.1.0-27-amd64", insns: null, stack: null,
+                  headroom_pct: null, load_ms: 7.5, verification_usec: null, summary: "not loaded: refused"}}
+    - {name: tc_classify, section: tc, type_name: sched_cls, role: required, loadable: true,
+       verifier: {status: verified, kernel: "6.1.0-27-amd64",
+                  insns: {used: 2199, limit: 1000000, source: bpf_prog_info.verified_insns, headroom_pct: 99.78},
+                  stack: {used: 256, limit: 512, depths: [240], chain: [0], method: call_graph, headroom_pct: 50.0},
+                  headroom_pct: 50.0, load_ms: 6.3, verification_usec: 806,
+                  summary: "headroom 50.0 % (insns 2199 of 1000000, 99.78 %; stack 256 of 512 bytes, 50.0 %)"}}
+verifier_headroom:
+  description:
+    - >-
+      With O(object), each program's verifier figures as one flat row (see RV(programs)); C(status) is
+      V(verified), V(not loaded: refused) or V(not loaded: left out), and the figures are null without
+      verification. Null without O(object).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {program: tc_classify, kernel: "6.1.0-27-amd64", status: verified, headroom_pct: 50.0, insns: 2199,
+       insns_limit: 1000000, insns_source: bpf_prog_info.verified_insns, insns_headroom_pct: 99.78, stack: 256,
+       stack_limit: 512, stack_method: call_graph, stack_headroom_pct: 50.0, load_ms: 6.3}
 map_types:
   description: With O(object), whether this kernel supports each map type the object uses (libbpf probe).
   returned: when O(object) is given

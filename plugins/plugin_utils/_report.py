@@ -91,6 +91,7 @@ _EXPRESSIONS = {
           "program: name, id: id, tag: tag, mode: `null`, expected_program: expected_program, "
           "expected_tag: expected_tag, matches: matches}",
     "iface_errors": "attached[?error].{interface: interface, netns: netns, error: error}",
+    "verifier": "programs[].{program: name, role: role, verifier: verifier}",
     "errors": "errors",
 }
 _COMPILED: dict = {}
@@ -119,7 +120,7 @@ def host_summary(host: str, result) -> dict:
             why = result.get("msg") or ("unreachable" if result.get("unreachable") else why)
         return {"host": host, "status": "no_data", "object_sha256": None, "build_id": None,
                 "kernel": None, "toolchain": {}, "attached": [], "pins": {}, "abi_check": None,
-                "drift": [], "warnings": [why]}
+                "verifier": [], "drift": [], "warnings": [why]}
     drift, warnings = [], []
     build_id = _q("build_id", result)
     check_ok = _q("check_ok", result)
@@ -168,10 +169,59 @@ def host_summary(host: str, result) -> dict:
         "skeleton_object": _q("skeleton_object", result), "programs": _q("programs", result) or [],
         "kernel": _q("kernel", result), "toolchain": _q("toolchain", result) or {},
         "attached": attached, "pins": _q("pin_summary", result) or {},
+        "verifier": verifier_rows(_q("verifier", result), _q("kernel", result)),
         "abi_check": None if check_ok is None else {"ok": check_ok, "build_id": check_build,
                                                     "summary": _q("check_summary", result)},
         "drift": drift, "warnings": warnings,
     }
+
+
+def verifier_rows(programs, kernel) -> list:
+    """One host's verifier figures (abi_info ``programs[].verifier``), flat: [{program, kernel, role, status,
+    headroom_pct, insns_headroom_pct, stack_headroom_pct, insns, stack, stack_method}]."""
+    out = []
+    for p in programs or []:
+        v = p.get("verifier") or {}
+        ins, stack = v.get("insns") or {}, v.get("stack") or {}
+        out.append({"program": p.get("program"), "kernel": v.get("kernel") or kernel, "role": p.get("role"),
+                    "status": v.get("status") or "no figures", "headroom_pct": v.get("headroom_pct"),
+                    "insns_headroom_pct": ins.get("headroom_pct"), "stack_headroom_pct": stack.get("headroom_pct"),
+                    "insns": ins.get("used"), "stack": stack.get("used"), "stack_method": stack.get("method")})
+    return out
+
+
+def _worst(a, b):
+    """The smaller of two headroom figures (None is unknown, never the smaller)."""
+    known = [x for x in (a, b) if x is not None]
+    return min(known) if known else None
+
+
+def verifier_table(rows: list) -> dict:
+    """Program x kernel release: the headroom left, the worst over the hosts that run that kernel.
+
+    {"kernels": [release, ...], "programs": [name, ...], "cells": {program: {kernel: {status, headroom_pct,
+    insns_headroom_pct, stack_headroom_pct, insns, stack, hosts}}}}. A cell's status is "verified" when any of its
+    hosts verified the program, else what the hosts said ("not loaded: refused", "not loaded: left out")."""
+    cells: dict = {}
+    for row in rows:
+        host = row["host"]
+        for v in row.get("verifier") or []:
+            kernel = v["kernel"] or "unknown"
+            cell = cells.setdefault(v["program"], {}).get(kernel)
+            if cell is None:
+                cell = cells[v["program"]][kernel] = {
+                    "status": v["status"], "headroom_pct": None, "insns_headroom_pct": None,
+                    "stack_headroom_pct": None, "insns": None, "stack": None, "hosts": []}
+            cell["hosts"].append(host)
+            if v["status"] == "verified":
+                if cell["status"] != "verified" or (v["headroom_pct"] is not None and (
+                        cell["headroom_pct"] is None or v["headroom_pct"] < cell["headroom_pct"])):
+                    cell.update(insns=v["insns"], stack=v["stack"])
+                cell["status"] = "verified"
+                for key in ("headroom_pct", "insns_headroom_pct", "stack_headroom_pct"):
+                    cell[key] = _worst(cell[key], v[key])
+    kernels = sorted({k for per in cells.values() for k in per})
+    return {"kernels": kernels, "programs": sorted(cells), "cells": cells}
 
 
 def aggregate(results: dict, meta: dict | None = None) -> dict:
@@ -214,6 +264,7 @@ def aggregate(results: dict, meta: dict | None = None) -> dict:
         "by_object": by_object,
         "drifted_hosts": drifted,
         "drift": drift,
+        "verifier_headroom": verifier_table(rows),
         "hosts": {r["host"]: r for r in rows},
     }
 

@@ -521,6 +521,15 @@ def test_pipeline_check_builds_then_checks_and_records_in_the_build_folder(tmp_p
     check = first["abi_check"]
     assert check["ok"] is True and check["changed"] is True and [p["rust"] for p in check["pairs"]] == PAIRS
     assert check["object_checks"]["ok"] is True
+    # What the verifier said of each program on this kernel, and the same as one flat row per program.
+    heads = {r["program"]: r for r in check["object_checks"]["verifier_headroom"]}
+    assert set(heads) == {p["name"] for p in check["object_checks"]["programs"]}
+    for p in check["object_checks"]["programs"]:
+        v = p["verifier"]
+        assert v["kernel"] == os.uname().release
+        assert (heads[p["name"]]["status"], heads[p["name"]]["headroom_pct"]) == (v["status"], v["headroom_pct"])
+        assert (v["status"] == "verified") == (v["headroom_pct"] is not None), p
+    assert heads["xdp_shaper"]["status"] == "verified" and 0 < heads["xdp_shaper"]["headroom_pct"] < 100
     with open(os.path.join(first["build_dir"], "abi-check.json")) as fh:
         written = json.load(fh)
     assert written["ok"] is True and written["build_id"] == first["build_id"]

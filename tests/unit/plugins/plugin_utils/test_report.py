@@ -208,3 +208,59 @@ def test_summary_line_names_at_most_ten_drifted_hosts():
     report = R.aggregate({"h%02d" % i: host(check_ok=False) for i in range(12)})
     assert R.summary_line(report).endswith("12 drift finding(s) on h00, h01, h02, h03, h04, h05, h06, h07, h08, h09 "
                                            "and 2 more")
+
+
+def verified(pct, insns_pct, stack_pct, kernel):
+    return {"status": "verified", "kernel": kernel, "headroom_pct": pct,
+            "insns": {"used": 2436, "headroom_pct": insns_pct}, "stack": {"used": 192, "headroom_pct": stack_pct,
+                                                                          "method": "call_graph"}}
+
+
+def with_programs(result, kernel, xdp_pct):
+    result = copy.deepcopy(result)
+    result["kernel"]["release"] = kernel
+    result["programs"] = [
+        {"name": "xdp_shaper", "role": "required", "verifier": verified(xdp_pct, 99.75, xdp_pct, kernel)},
+        {"name": "flow_reader", "role": "optional", "verifier": {"status": "not loaded: refused", "kernel": kernel}},
+        {"name": "off", "role": "disabled", "verifier": {"status": "not loaded: left out", "kernel": kernel}},
+    ]
+    return result
+
+
+def test_the_verifier_table_is_program_by_kernel_with_the_worst_host_per_kernel():
+    report = R.aggregate({
+        "a": with_programs(host(), "6.1.0-27-amd64", 62.5),
+        "b": with_programs(host(), "6.1.0-27-amd64", 14.06),   # the same kernel, less room: it counts
+        "c": with_programs(host(), "5.10.0-33-amd64", 70.0),
+        "d": host(),                                            # abi_info without programs: no row
+        "e": None,
+    }, META)
+    vh = report["verifier_headroom"]
+    assert vh["kernels"] == ["5.10.0-33-amd64", "6.1.0-27-amd64"]
+    assert vh["programs"] == ["flow_reader", "off", "xdp_shaper"]
+    assert vh["cells"]["xdp_shaper"]["6.1.0-27-amd64"] == {
+        "status": "verified", "headroom_pct": 14.06, "insns_headroom_pct": 99.75, "stack_headroom_pct": 14.06,
+        "insns": 2436, "stack": 192, "hosts": ["a", "b"]}
+    assert vh["cells"]["xdp_shaper"]["5.10.0-33-amd64"]["headroom_pct"] == 70.0
+    assert vh["cells"]["flow_reader"]["6.1.0-27-amd64"]["status"] == "not loaded: refused"
+    assert vh["cells"]["off"]["5.10.0-33-amd64"] == {
+        "status": "not loaded: left out", "headroom_pct": None, "insns_headroom_pct": None,
+        "stack_headroom_pct": None, "insns": None, "stack": None, "hosts": ["c"]}
+    assert report["hosts"]["a"]["verifier"][0] == {
+        "program": "xdp_shaper", "kernel": "6.1.0-27-amd64", "role": "required", "status": "verified",
+        "headroom_pct": 62.5, "insns_headroom_pct": 99.75, "stack_headroom_pct": 62.5, "insns": 2436, "stack": 192,
+        "stack_method": "call_graph"}
+    assert report["hosts"]["e"]["verifier"] == []
+    md = R.render(report, MD)
+    assert "| program | 5.10.0-33-amd64 | 6.1.0-27-amd64 |" in md
+    assert "| xdp_shaper | 70.0 % (insns 99.75 %, stack 70.0 %) | 14.06 % (insns 99.75 %, stack 14.06 %) |" in md
+    assert "| flow_reader | not loaded: refused | not loaded: refused |" in md
+    page = R.render(report, HTML)
+    assert '<td title="a, b">14.06 % (insns 99.75 %, stack 14.06 %)</td>' in page
+    assert "<th>5.10.0-33-amd64</th><th>6.1.0-27-amd64</th>" in page
+
+
+def test_no_programs_no_verifier_table():
+    report = R.aggregate({"a": host()}, META)
+    assert report["verifier_headroom"] == {"kernels": [], "programs": [], "cells": {}}
+    assert "No verifier figures (no host reported its programs)." in R.render(report, MD)
