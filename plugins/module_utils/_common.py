@@ -46,6 +46,14 @@ APPROVE_ARGS = dict(
 )
 
 
+def run_literal(module, argv: list, **kwargs) -> tuple:
+    """``module.run_command`` taken literally: ``argv`` (a list of str) runs as given, without a shell and
+    without expanding ``~`` or ``$VAR`` (AnsibleModule expands both by default), so ``-DX=$HOME`` reaches the
+    tool as written, as cargo's build.rs passes it. Returns (rc, stdout, stderr). Every command a module of
+    this collection runs goes through here."""
+    return module.run_command(argv, expand_user_and_vars=False, **kwargs)
+
+
 def why_not_live(module) -> str | None:
     """Why a module that has APPROVE_ARGS makes no live change in this run: ``"check mode"``,
     ``"approve is false"``, or None when it may."""

@@ -18,7 +18,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, count_cpu_list, is_bpffs, LqosError,
+    atomic_write, count_cpu_list, is_bpffs, LqosError, run_literal,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
@@ -81,7 +81,7 @@ def tool_versions(module, names=None, cache_path: str | None = None, path_prefix
 
     def probe(name):
         argv, regex = TOOLS[name][0], TOOLS[name][1]
-        rc, out, err = module.run_command([found[name]["path"]] + argv)
+        rc, out, err = run_literal(module, [found[name]["path"]] + argv)
         match = re.search(regex, out + err)
         return rc, match.group(1) if match else None
 
