@@ -169,6 +169,27 @@ def os_fault(exc: OSError, doing: str = "", path: str | None = None) -> LqosErro
     return LqosError("%s%s (%s) on %s." % (what, exc.strerror or exc, errno_name(exc.errno), path), fix)
 
 
+def int_range(size: int, signed: bool | None) -> tuple:
+    """(lowest, highest) integer a ``size``-byte field holds: signed (two's complement), unsigned, or, with
+    ``signed`` None (a type BTF does not call an integer), either."""
+    bits = 8 * size
+    if signed is None:
+        return -(1 << (bits - 1)), (1 << bits) - 1
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def int_bytes(value: int, size: int, signed: bool | None, where: str, order: str = "little") -> bytes:
+    """The ``size`` bytes of ``value`` for a field that is ``signed`` or not (from its BTF type), after the one
+    range check every load-time value and map field goes through. Raises LqosError naming ``where``, the range
+    and the type, e.g. ".data variable direction: -1 does not fit a 4-byte unsigned integer (0 to 4294967295)"."""
+    low, high = int_range(size, signed)
+    if not low <= value <= high:
+        kind = {True: "signed ", False: "unsigned ", None: ""}[signed]
+        raise LqosError("%s: %d does not fit a %d-byte %sinteger (%d to %d)." % (where, value, size, kind, low, high),
+                        "give a number in that range.")
+    return value.to_bytes(size, order, signed=value < 0)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, confine_pin, require_bpffs, why_not_live
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    int_bytes, LqosError, confine_pin, require_bpffs, why_not_live,
+)
 
 
 def _what(where: str) -> str:
@@ -87,12 +89,7 @@ def _encode_int(shape: dict, value, where: str, lookup) -> bytes:
     if isinstance(value, bool) or not isinstance(value, int):
         raise LqosError("%s is a %d-byte integer (%s): give a number, ifindex:NAME or be16:N, got %r."
                         % (_what(where), size, shape["name"], value), "write a number.")
-    low, high = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0, (1 << (8 * size)) - 1)
-    if not low <= value <= high:
-        raise LqosError("%s: %d does not fit a %d-byte %s integer (%d to %d)."
-                        % (_what(where), value, size, "signed" if signed else "unsigned", low, high),
-                        "give a number in that range.")
-    return value.to_bytes(size, "little", signed=signed)
+    return int_bytes(value, size, signed, _what(where))
 
 
 def _ifindex_vlan(size: int, value: str, where: str, lookup) -> int:
