@@ -48,6 +48,21 @@ def meets(version: str | None, minimum: str | None) -> bool:
     return version_tuple(version) >= version_tuple(minimum)
 
 
+_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
+
+
+def check_minimums(minimums: dict, given: dict) -> None:
+    """Refuse a minimum version that does not parse (LqosError naming the tool, the value and where it was
+    given: the module's ``minimum_versions`` or the spec's ``toolchain.minimum_versions``). A version is 1 to 4
+    dot-separated numbers, as `version_tuple` compares them ("14", "5.10", "0.59.2")."""
+    bad = sorted(name for name, value in minimums.items() if not _VERSION.match(str(value).strip()))
+    if bad:
+        where = ["%s: %r (%s)" % (name, minimums[name], "minimum_versions" if name in given
+                                   else "the spec's toolchain.minimum_versions") for name in bad]
+        raise LqosError("minimum version(s) that do not parse as a version: %s." % ", ".join(where),
+                        "give dot-separated numbers, e.g. clang: \"14\" or kernel: \"5.10\".")
+
+
 def _stat_key(path: str) -> str:
     st = os.stat(path)
     return "%s:%d:%d" % (path, st.st_mtime_ns, st.st_size)
@@ -393,6 +408,7 @@ def run_preflight(module, spec: dict | None, pin_root: str, minimum_versions: di
     """
     minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
     minimums.update({str(k): str(v) for k, v in minimum_versions.items()})
+    check_minimums(minimums, dict(minimum_versions))
     if checks == "object":
         result = object_preflight(spec, obj_path)
     else:
