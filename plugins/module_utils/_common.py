@@ -286,6 +286,20 @@ def require_bpffs(pin_root: str) -> str:
     return real
 
 
+def refuse_bpffs_folder(path: str, option: str, fix: str) -> None:
+    """Refuse (LqosError) a folder option (``backup_dir``, ...) that is, or would be created, inside a bpffs,
+    directly or through a symlinked folder, before anything is created: a bpffs holds only pins, never files.
+    The nearest existing ancestor of the resolved path is the one whose filesystem is checked."""
+    real = os.path.realpath(path)
+    probe = real
+    while not os.path.exists(probe) and probe != "/":
+        probe = os.path.dirname(probe)
+    if is_bpffs(probe):
+        via = " (through a symlink, it is %s)" % real if real != os.path.normpath(path) else ""
+        raise LqosError("%s %s is inside the bpffs mounted at %s%s, which holds only pins, never files; nothing "
+                        "was changed." % (option, path, _mount_point(probe + "/x"), via), fix)
+
+
 def _mount_point(path: str) -> str:
     """The closest ancestor of ``path`` that is a mount point."""
     path = os.path.dirname(path)
