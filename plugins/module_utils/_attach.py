@@ -260,7 +260,8 @@ class Attacher(KprobeMixin, ApplyMixin):
                             incompatible_pins=list(self.bad_pins))
 
     def read_pins(self) -> None:
-        """Our pinned programs: their ids define what is ours."""
+        """Our pinned programs: their ids define what is ours (and the record's, see recorded_ids)."""
+        self.ours |= self.recorded_ids()
         if not os.path.isdir(self.pin_dir):
             return
         for entry in sorted(os.listdir(self.pin_dir)):
@@ -271,6 +272,18 @@ class Attacher(KprobeMixin, ApplyMixin):
             self.pins[entry] = {"id": info["id"], "name": info["name"], "tag": info["tag"], "path": path}
             self.ours.add(info["id"])
         self.read_kprobe_pins()
+
+    def recorded_ids(self) -> set:
+        """Ids of the programs the attach record says this collection attached here that the kernel still holds
+        with the recorded tag: ours even when their pins were lost (bpffs remounted) while they stay attached."""
+        rows = [self.record.get("xdp")] + list(self.record.get("tc") or [])
+        out = set()
+        for row in rows:
+            if isinstance(row, dict) and isinstance(row.get("id"), int) and row.get("tag"):
+                info = self.prog_info(row["id"])
+                if info and info["tag"] == row["tag"]:
+                    out.add(row["id"])
+        return out
 
     def prog_info(self, prog_id: int) -> dict | None:
         try:

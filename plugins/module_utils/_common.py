@@ -104,13 +104,15 @@ def run_module(module, run) -> None:
         result = run(module)
     except LqosError as exc:
         details = dict(exc.details)
+        # changed means changed: a failure says whether the host was left changed (_changes.failure).
+        details["changed"] = bool(details.get("changed", False))
         module.fail_json(msg=str(exc), **details)
     except Exception as exc:  # pylint: disable=broad-except
         lib_msg = getattr(exc, "msg", None)
         if lib_msg and exc.__class__.__name__ == "LibbpfError":
-            module.fail_json(msg=lib_msg, errno=getattr(exc, "errno", None))
+            module.fail_json(msg=lib_msg, errno=getattr(exc, "errno", None), changed=False)
         if isinstance(exc, OSError) and exc.errno in ENV_FIXES:
-            module.fail_json(msg=str(os_fault(exc)), errno=errno_name(exc.errno))
+            module.fail_json(msg=str(os_fault(exc)), errno=errno_name(exc.errno), changed=False)
         fail_with_traceback(
             module,
             "internal error in %s: %s: %s. This is a bug in lqos.bpf: please report it with the traceback in "
