@@ -28,29 +28,30 @@ import tempfile
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, os_fault
 
 
-def failure(err: LqosError, rolled_back: list, left: list, finish: str = "") -> LqosError:
+def failure(err: LqosError, rolled_back: list, left: list, finish: str = "", who: str = "this run") -> LqosError:
     """``err`` with the outcome of what the run had changed, by the rule above.
 
     ``rolled_back``: [str] changes this run made and put back. ``left``: [{"change": str, "undo": str}] changes
     it made and did not put back (``undo``: how to undo it by hand). ``finish``: how to finish the run instead
-    (e.g. "run the task again once there is space"). Sets ``err.details`` ``changed`` (true iff ``left``),
+    (e.g. "run the task again once there is space"); ``who`` names the part that made the changes ("this run",
+    "the pin step"). Adds to ``err.details`` ``changed`` (true when anything is left, now or by an earlier call),
     ``rolled_back`` and ``changes_left``; the message ends with what was rolled back and what is left."""
     msg = err.msg.rstrip()
     if not msg.endswith("."):
         msg += "."
     if rolled_back:
-        msg += " Rolled back what this run had changed: %s." % "; ".join(rolled_back)
+        msg += " Rolled back what %s had changed: %s." % (who, "; ".join(rolled_back))
     if left:
-        msg += (" This run changed the host and this is left: %s." % "; ".join(
-            "%s (undo: %s)" % (c["change"], c["undo"]) if c.get("undo") else c["change"] for c in left))
+        msg += (" %s changed the host and this is left: %s." % (who[0].upper() + who[1:], "; ".join(
+            "%s (undo: %s)" % (c["change"], c["undo"]) if c.get("undo") else c["change"] for c in left)))
         if finish:
             msg += " To finish instead: %s." % finish.rstrip(".")
     err.msg = msg
-    err.details["changed"] = bool(left)
+    err.details["changed"] = bool(left) or bool(err.details.get("changed"))
     if rolled_back:
-        err.details["rolled_back"] = list(rolled_back)
+        err.details["rolled_back"] = list(err.details.get("rolled_back") or []) + list(rolled_back)
     if left:
-        err.details["changes_left"] = [dict(c) for c in left]
+        err.details["changes_left"] = list(err.details.get("changes_left") or []) + [dict(c) for c in left]
     return err
 
 
