@@ -35,7 +35,7 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    check_bpf_object, confine_pin, LqosError, require_bpffs, sha256_file,
+    check_bpf_object, confine_pin, int_bytes, LqosError, require_bpffs, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
@@ -80,6 +80,19 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import is_load_value, SPECIAL_VALUES
+
+
+def _check_ranges(btf, params: dict) -> None:
+    """Every integer load-time value against its variable's BTF type (size and signedness), already in a plan:
+    the one range check of _common.int_bytes, which the load and map_entries use too."""
+    for section in ("rodata", "data"):
+        for var, value in sorted(params[section].items()):
+            vi = btf.var_info(var)
+            if vi is None or isinstance(value, bool) or not isinstance(value, int) or vi["size"] not in (1, 2, 4, 8):
+                continue
+            shape = btf.shape(vi["type_id"])
+            int_bytes(value, vi["size"], shape["signed"] if shape["kind"] == "int" else None,
+                      "%s variable %s" % (vi["section"], var))
 
 
 class Attacher(KprobeMixin, ApplyMixin):
@@ -214,8 +227,9 @@ class Attacher(KprobeMixin, ApplyMixin):
         with _bpf_btf.Btf.from_file(self.object) as btf:
             known = {v: btf.var_info(v) is not None for s in ("rodata", "data")
                      for v in list(self.spec["attach"].get(s) or {}) + list(self.overrides.get(s) or {})}
-        self.params = load_params(self.spec, ncpus, self.ifindex, self.overrides, self.lookup_ifindex,
-                                  known.get, self.notes)
+            self.params = load_params(self.spec, ncpus, self.ifindex, self.overrides, self.lookup_ifindex,
+                                      known.get, self.notes)
+            _check_ranges(btf, self.params)
         self.fp = fingerprint(self.object_sha256, self.params)
         self.check_pins(info["maps"])
 

@@ -113,3 +113,14 @@ def test_a_recorded_id_with_another_tag_is_not_ours(env):
     plan = ok(env.attach(state="absent", approve=False))
     assert [n for n in plan["notes"] if "is not ours" in n and "XDP" in n], plan["notes"]
     assert not [a for a in plan["actions"] if a.startswith("detach XDP")]
+
+
+def test_a_negative_value_for_an_unsigned_variable_is_refused_already_in_the_plan(env):
+    """data: {direction: -1} for a __u32 was written as 4294967295; it is refused as map_entries refuses it, with
+    the same words, before anything is loaded (a plan too)."""
+    for approve in (False, True):
+        res = env.attach(data={"direction": -1}, approve=approve)
+        assert res["failed"] is True and res["changed"] is False, res
+        assert res["msg"] == (".data variable direction: -1 does not fit a 4-byte unsigned integer (0 to "
+                              "4294967295). Fix: give a number in that range.")
+    assert nothing_attached(env) and env.pins() == {}
