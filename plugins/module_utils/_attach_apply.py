@@ -339,11 +339,11 @@ class ApplyMixin(object):
                     old_fd = _bpf_maps.prog_fd_by_id(old_id)
                     held.append(old_fd)
                     _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
-                    undo.add("TC %s on %s: id %d replaced by the new %s"
-                             % (direction, self.ifname, old_id, slot["program"]),
-                             lambda dr=direction, h=handle, p=prio, fd=old_fd, oid=old_id: (
+                    back = (lambda dr=direction, h=handle, p=prio, fd=old_fd, oid=old_id: (
                         _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p, replace=True),
                         "TC %s back to id %d" % (dr, oid))[1])
+                    undo.add("TC %s on %s: id %d replaced by the new %s"
+                             % (direction, self.ifname, old_id, slot["program"]), back)
                     res.update(previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
                 info = lo.prog_info(slot["program"])
                 res.update(id=info["id"], tag=info["tag"])

@@ -463,8 +463,8 @@ def _set_globals(obj, path, maps, rodata, data):
                 other = "rodata" if sec.startswith(".rodata") else "data"
                 raise LibbpfError("variable %s lives in section %s, not in %s: pass it under %s"
                                   % (var, sec, "/".join(allowed), other), _errno.EINVAL)
-            by_section.setdefault(sec, []).append((var, vi, _int_bytes(value, vi["size"], order, var, sec,
-                                                                             _signedness(btf, vi["type_id"]))))
+            raw = _int_bytes(value, vi["size"], order, var, sec, _signedness(btf, vi["type_id"]))
+            by_section.setdefault(sec, []).append((var, vi, raw))
     internal = {}
     for name, m in maps.items():
         if lib.bpf_map__is_internal(m):

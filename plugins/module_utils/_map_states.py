@@ -137,8 +137,8 @@ def _half_done(err: LqosError, pin_root: str, actions: list, state_dir: str) -> 
             continue
         parts = ["map %s moved aside to %s" % (a["name"], a["aside"])] if moved else []
         if new_id is not None and new_id not in (a["old_id"], a.get("new_id")):   # new_id: pinned by an earlier run
-            parts.append("%s map (id %d) pinned at %s" % ("the live" if a["live_id"] == new_id else "a new",
-                                                           new_id, a["pin"]))
+            which = "the live" if a["live_id"] == new_id else "a new"
+            parts.append("%s map (id %d) pinned at %s" % (which, new_id, a["pin"]))
         left.append({"change": " and ".join(parts), "undo": undo})
     return failure(err, [], left, "fix the cause, then run state: migrated again (it finishes the replacement "
                                   "from the pins)")

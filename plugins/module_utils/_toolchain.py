@@ -57,8 +57,9 @@ def check_minimums(minimums: dict, given: dict) -> None:
     dot-separated numbers, as `version_tuple` compares them ("14", "5.10", "0.59.2")."""
     bad = sorted(name for name, value in minimums.items() if not _VERSION.match(str(value).strip()))
     if bad:
-        where = ["%s: %r (%s)" % (name, minimums[name], "minimum_versions" if name in given
-                                   else "the spec's toolchain.minimum_versions") for name in bad]
+        source = {name: "minimum_versions" if name in given else "the spec's toolchain.minimum_versions"
+                  for name in bad}
+        where = ["%s: %r (%s)" % (name, minimums[name], source[name]) for name in bad]
         raise LqosError("minimum version(s) that do not parse as a version: %s." % ", ".join(where),
                         "give dot-separated numbers, e.g. clang: \"14\" or kernel: \"5.10\".")
 
