@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from lqos_testlib import sh
-from test_attach import EGRESS, Env, failed, ok, objects  # noqa: F401  (objects: a fixture)
+# objects is a fixture, used by name.
+from test_attach import Env, failed, ok, objects  # noqa: F401 pylint: disable=unused-import
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
 
