@@ -339,11 +339,9 @@ class ApplyMixin(object):
                     old_fd = _bpf_maps.prog_fd_by_id(old_id)
                     held.append(old_fd)
                     _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
-                    back = (lambda dr=direction, h=handle, p=prio, fd=old_fd, oid=old_id: (
-                        _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p, replace=True),
-                        "TC %s back to id %d" % (dr, oid))[1])
                     undo.add("TC %s on %s: id %d replaced by the new %s"
-                             % (direction, self.ifname, old_id, slot["program"]), back)
+                             % (direction, self.ifname, old_id, slot["program"]),
+                             self._tc_back(direction, handle, prio, old_fd, old_id))
                     res.update(previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
                 info = lo.prog_info(slot["program"])
                 res.update(id=info["id"], tag=info["tag"])
@@ -356,6 +354,13 @@ class ApplyMixin(object):
                     _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
                 res.update(id=None, tag=None, previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
             self.result_tc.append(res)
+
+    def _tc_back(self, direction: str, handle: int, prio: int, old_fd: int, old_id: int):
+        """The rollback of a TC replace: put program ``old_id`` back at its slot."""
+        def back() -> str:
+            _bpf_hooks.tc_attach(self.ifindex, direction, old_fd, handle, prio, replace=True)
+            return "TC %s back to id %d" % (direction, old_id)
+        return back
 
     def cleanup_pins(self) -> None:
         """Unpin our programs that no hook we manage holds any more (and leftover __new pins)."""
