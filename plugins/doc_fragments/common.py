@@ -50,6 +50,9 @@ options:
       - The approval gate. Live changes (attaching or detaching programs, replacing, removing or restoring
         map pins, writing or deleting map entries) are made only when this is V(true). Without it the module
         returns the exact plan in RV(actions) and changes nothing.
+      - A failed approved run says what it left (C(docs/behaviour.md)) - C(changed=false) and C(rolled_back) when it
+        put back everything it had changed, C(changed=true) and C(changes_left) (each change with how to undo it)
+        when something stays changed.
     type: bool
     default: false
 """

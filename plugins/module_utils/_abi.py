@@ -331,6 +331,18 @@ def compare_pair(entry: dict, c_layout: dict | None, c_fields: list | None, c_er
                 abs(report["btf_size"] - report["rust_size"]), "Rust" if report["btf_size"] > report["rust_size"] else "C")
         report["problems"].append("%s: size is %d bytes in C BTF but %d bytes in Rust, with every field in line: %s"
                                   % (head, report["btf_size"], report["rust_size"], fix))
+    elif report["btf_align"] != report["rust_align"] and (lay.get("packed") or lay.get("repr_align")):
+        # Same size, every field in line, but a repr (packed, align(N)) gives the type another alignment than C:
+        # a struct holding it as a field, or an array of it, is laid out differently on the two sides. A natural
+        # difference (byte arrays mirroring in6_addr, as LibreQoS does) is left to the pairs that hold the type,
+        # whose field offsets are compared.
+        report["problems"].append(
+            "%s: alignment is %d in C BTF but %d in Rust (#[repr(%s)]), with the same size and every field in line, "
+            "so a struct holding it or an array of it is laid out differently: make the Rust alignment %d (%s)"
+            % (head, report["btf_align"], report["rust_align"],
+               "C, packed" if lay.get("packed") else "C, align(%d)" % lay["repr_align"], report["btf_align"],
+               "drop packed: plain #[repr(C)] aligns it as C does" if lay.get("packed")
+               else "drop align(N): plain #[repr(C)] aligns it as C does"))
     for a in report["asserted"]:
         if a["size"] != report["btf_size"]:
             report["problems"].append(

@@ -35,7 +35,7 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    check_bpf_object, confine_pin, LqosError, require_bpffs, sha256_file,
+    check_bpf_object, confine_pin, int_bytes, LqosError, require_bpffs, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
@@ -80,6 +80,19 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import is_load_value, SPECIAL_VALUES
+
+
+def _check_ranges(btf, params: dict) -> None:
+    """Every integer load-time value against its variable's BTF type (size and signedness), already in a plan:
+    the one range check of _common.int_bytes, which the load and map_entries use too."""
+    for section in ("rodata", "data"):
+        for var, value in sorted(params[section].items()):
+            vi = btf.var_info(var)
+            if vi is None or isinstance(value, bool) or not isinstance(value, int) or vi["size"] not in (1, 2, 4, 8):
+                continue
+            shape = btf.shape(vi["type_id"])
+            int_bytes(value, vi["size"], shape["signed"] if shape["kind"] == "int" else None,
+                      "%s variable %s" % (vi["section"], var))
 
 
 class Attacher(KprobeMixin, ApplyMixin):
@@ -214,8 +227,9 @@ class Attacher(KprobeMixin, ApplyMixin):
         with _bpf_btf.Btf.from_file(self.object) as btf:
             known = {v: btf.var_info(v) is not None for s in ("rodata", "data")
                      for v in list(self.spec["attach"].get(s) or {}) + list(self.overrides.get(s) or {})}
-        self.params = load_params(self.spec, ncpus, self.ifindex, self.overrides, self.lookup_ifindex,
-                                  known.get, self.notes)
+            self.params = load_params(self.spec, ncpus, self.ifindex, self.overrides, self.lookup_ifindex,
+                                      known.get, self.notes)
+            _check_ranges(btf, self.params)
         self.fp = fingerprint(self.object_sha256, self.params)
         self.check_pins(info["maps"])
 
@@ -260,7 +274,8 @@ class Attacher(KprobeMixin, ApplyMixin):
                             incompatible_pins=list(self.bad_pins))
 
     def read_pins(self) -> None:
-        """Our pinned programs: their ids define what is ours."""
+        """Our pinned programs: their ids define what is ours (and the record's, see recorded_ids)."""
+        self.ours |= self.recorded_ids()
         if not os.path.isdir(self.pin_dir):
             return
         for entry in sorted(os.listdir(self.pin_dir)):
@@ -271,6 +286,18 @@ class Attacher(KprobeMixin, ApplyMixin):
             self.pins[entry] = {"id": info["id"], "name": info["name"], "tag": info["tag"], "path": path}
             self.ours.add(info["id"])
         self.read_kprobe_pins()
+
+    def recorded_ids(self) -> set:
+        """Ids of the programs the attach record says this collection attached here that the kernel still holds
+        with the recorded tag: ours even when their pins were lost (bpffs remounted) while they stay attached."""
+        rows = [self.record.get("xdp")] + list(self.record.get("tc") or [])
+        out = set()
+        for row in rows:
+            if isinstance(row, dict) and isinstance(row.get("id"), int) and row.get("tag"):
+                info = self.prog_info(row["id"])
+                if info and info["tag"] == row["tag"]:
+                    out.add(row["id"])
+        return out
 
     def prog_info(self, prog_id: int) -> dict | None:
         try:

@@ -18,6 +18,7 @@ import os
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, LqosError,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._changes import HostChanges, probe_writable
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
@@ -39,6 +40,20 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     pin_component,
     slot_id,
 )
+
+
+def _rmdirs(paths: list) -> None:
+    for path in paths:          # deepest first
+        try:
+            os.rmdir(path)
+        except OSError:
+            break
+
+
+def _unlink_tmp(new_pins: list) -> None:
+    for tmp, dummy in new_pins:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def _lib_error(exc) -> LqosError:
@@ -162,39 +177,37 @@ class ApplyMixin(object):
         raise LqosError("no XDP mode to try")  # not reached
 
     def apply_present(self) -> None:
-        undo = []         # callables that restore the previous hook state, newest last
+        """Apply the plan; all or nothing. Every change is recorded in a HostChanges with its rollback, and the
+        state record is written before the new pins take their names: a step that fails, the record write
+        included (a full state_dir), rolls back what this run changed and says so (``_changes.failure``)."""
+        probe_writable(self.state_dir, len(json.dumps(self.record, indent=2)) + 4096, "the attach record")
+        changes = HostChanges()   # what this run changed, oldest first, each with its rollback
         new_pins = []     # (temporary pin, final pin) of the programs attached in this run
         held = []         # fds of replaced programs, kept open so a rollback can put them back
-        lo = self.load() if self.needs_load() else None
-        made = []         # pin folders this run created, removed again when it fails
+        try:
+            lo = self.load() if self.needs_load() else None
+        except LqosError:
+            self._unpin_new_maps()  # libbpf pinned them before the load failed
+            raise
         try:
             if lo is not None:
-                path = self.pin_dir
-                while not os.path.isdir(path) and path != self.pin_root:
-                    made.append(path)
-                    path = os.path.dirname(path)
-                os.makedirs(self.pin_dir, exist_ok=True)
+                self._track_load(lo, changes, new_pins)
             if self.xdp_prog or self.xdp_plan["kind"] == DETACH:
-                self.apply_xdp(lo, undo, held, new_pins)
-            self.apply_tc(lo, undo, held, new_pins)
+                self.apply_xdp(lo, changes, held, new_pins)
+            self.apply_tc(lo, changes, held, new_pins)
             self.apply_kprobes(lo, new_pins)
-            for dummy, map_id, path in self.repin:
+            for name, map_id, path in self.repin:
                 fd = _bpf_maps.map_fd_by_id(map_id)
                 try:
                     _libbpf.obj_pin(fd, path)
                 finally:
                     os.close(fd)
+                changes.add("live map %s (id %d) pinned at %s" % (name, map_id, path),
+                            lambda p=path, n=name: (os.unlink(p), "re-pin of %s undone" % n)[1],
+                            "rm %s" % path)
+            self.write_state()
         except (LqosError, _libbpf.LibbpfError, OSError) as exc:
-            err = exc if isinstance(exc, LqosError) else _lib_error(exc)
-            rolled = self.rollback(undo, new_pins)
-            for path in made:          # deepest first
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    break
-            if rolled:
-                err.msg = "%s Rolled back what this run had changed: %s." % (err.msg.rstrip(), "; ".join(rolled))
-            raise err
+            raise changes.fail(exc, "attaching on %s" % self.ifname, "fix the cause, then run the task again")
         finally:
             for fd in held:
                 os.close(fd)
@@ -204,20 +217,29 @@ class ApplyMixin(object):
             os.rename(tmp, final)     # bpffs rename replaces the old pin atomically
         self.apply_kprobe_detach()
         self.cleanup_pins()
-        self.write_state()
 
-    @staticmethod
-    def rollback(undo: list, new_pins: list) -> list:
-        rolled = []
-        for step in reversed(undo):
-            try:
-                rolled.append(step())
-            except Exception as exc:  # pylint: disable=broad-except
-                rolled.append("FAILED (%s)" % exc)
-        for tmp, dummy in new_pins:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-        return rolled
+    def _track_load(self, lo, changes, new_pins: list) -> None:
+        """Record what the load left on the host (new map pins, the pin folders) and make the pin folder."""
+        for name, path in self.maps_to_pin:
+            if os.path.lexists(path):
+                changes.add("new map %s pinned at %s" % (name, path),
+                            lambda p=path: (os.unlink(p) if os.path.lexists(p) else None,
+                                            "new map pin %s removed" % p)[1], "rm %s" % path)
+        made = []         # pin folders this run creates, deepest first
+        path = self.pin_dir
+        while not os.path.isdir(path) and path != self.pin_root:
+            made.append(path)
+            path = os.path.dirname(path)
+        os.makedirs(self.pin_dir, exist_ok=True)
+        if made:
+            changes.add("pin folder %s created" % made[-1], lambda: (_rmdirs(made), "")[1], "rmdir %s" % made[0])
+        changes.add("new programs pinned under temporary names in %s" % self.pin_dir,
+                    lambda: (_unlink_tmp(new_pins), "")[1], "rm %s/*%s" % (self.pin_dir, NEW_SUFFIX))
+
+    def _unpin_new_maps(self) -> None:
+        for dummy, path in self.maps_to_pin:
+            if os.path.lexists(path):
+                os.unlink(path)
 
     def _pin_new(self, lo, name: str, new_pins: list) -> None:
         final = os.path.join(self.pin_dir, pin_component(name))
@@ -229,7 +251,7 @@ class ApplyMixin(object):
         lo.pin_program(name, tmp)
         new_pins.append((tmp, final))
 
-    def apply_xdp(self, lo, undo: list, held: list, new_pins: list) -> None:
+    def apply_xdp(self, lo, undo: HostChanges, held: list, new_pins: list) -> None:
         d = self.xdp_plan
         kind = d["kind"]
         old_id = d.get("old_id")
@@ -249,7 +271,8 @@ class ApplyMixin(object):
             self._pin_new(lo, self.xdp_prog, new_pins)
             mode = d["mode"]
             _bpf_hooks.xdp_attach(self.ifindex, new_fd, mode, replace_prog_fd=old_fd)
-            undo.append(lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
+            undo.add("XDP on %s: id %d replaced by the new %s" % (self.ifname, old_id, self.xdp_prog),
+                     lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
                 _bpf_hooks.xdp_attach(self.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
             res["mode"] = mode
         elif kind in (ATTACH, REATTACH, REPLACE_LINK):
@@ -258,22 +281,26 @@ class ApplyMixin(object):
             if kind == REPLACE_LINK:
                 link_id, old_mode = d["link"]["id"], d["old_mode"]
                 _bpf_hooks.link_detach(link_id)
-                undo.append(lambda m=old_mode, o=old_fd, i=old_id, lid=link_id: (
+                undo.add("bpf_link %d of XDP id %d on %s detached" % (link_id, old_id, self.ifname),
+                         lambda m=old_mode, o=old_fd, i=old_id, lid=link_id: (
                     _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True),
                     "XDP id %d re-attached through netlink (its bpf_link %d stays detached)" % (i, lid))[1])
             if kind == REATTACH:
                 old_mode = d["old_mode"]
                 _bpf_hooks.xdp_detach(self.ifindex, old_mode, expected_prog_fd=old_fd)
-                undo.append(lambda m=old_mode, o=old_fd, i=old_id: (
+                undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.ifname, old_mode),
+                         lambda m=old_mode, o=old_fd, i=old_id: (
                     _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             mode, tried = self.xdp_walk(new_fd)
-            undo.append(lambda m=mode, n=new_fd: (
+            undo.add("XDP program %s attached to %s in %s mode" % (self.xdp_prog, self.ifname, mode),
+                     lambda m=mode, n=new_fd: (
                 _bpf_hooks.xdp_detach(self.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
             res.update(mode=mode, tried=tried)
         elif kind == DETACH:
             mode = d["mode"]
             _bpf_hooks.xdp_detach(self.ifindex, mode, expected_prog_fd=old_fd)
-            undo.append(lambda m=mode, o=old_fd, i=old_id: (
+            undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.ifname, mode),
+                     lambda m=mode, o=old_fd, i=old_id: (
                 _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             res.update(id=None, tag=None, mode=None)
         if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH, REPLACE_LINK):
@@ -281,7 +308,7 @@ class ApplyMixin(object):
             res.update(id=info["id"], tag=info["tag"])
         self.result_xdp = res
 
-    def apply_tc(self, lo, undo: list, held: list, new_pins: list) -> None:
+    def apply_tc(self, lo, undo: HostChanges, held: list, new_pins: list) -> None:
         created = set()
         if self.replace_ingress and lo is not None:
             _bpf_hooks.qdisc_delete_ingress(self.ifindex)   # not restorable: the plan and a warning said so
@@ -305,15 +332,16 @@ class ApplyMixin(object):
                         _bpf_hooks.tc_hook_create(self.ifindex, direction)
                         created.add(direction)
                     _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio)
-                    undo.append(lambda dr=direction, h=handle, p=prio: (
+                    undo.add("TC %s program %s attached on %s" % (direction, slot["program"], self.ifname),
+                             lambda dr=direction, h=handle, p=prio: (
                         _bpf_hooks.tc_detach(self.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
                 else:
                     old_fd = _bpf_maps.prog_fd_by_id(old_id)
                     held.append(old_fd)
                     _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
-                    undo.append(lambda dr=direction, h=handle, p=prio, fd=old_fd, oid=old_id: (
-                        _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p, replace=True),
-                        "TC %s back to id %d" % (dr, oid))[1])
+                    undo.add("TC %s on %s: id %d replaced by the new %s"
+                             % (direction, self.ifname, old_id, slot["program"]),
+                             self._tc_back(direction, handle, prio, old_fd, old_id))
                     res.update(previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
                 info = lo.prog_info(slot["program"])
                 res.update(id=info["id"], tag=info["tag"])
@@ -321,10 +349,18 @@ class ApplyMixin(object):
                 old_fd = _bpf_maps.prog_fd_by_id(old_id)
                 held.append(old_fd)
                 _bpf_hooks.tc_detach(self.ifindex, direction, handle, prio)
-                undo.append(lambda dr=direction, h=handle, p=prio, fd=old_fd: (
+                undo.add("TC %s filter id %d removed from %s" % (direction, old_id, self.ifname),
+                         lambda dr=direction, h=handle, p=prio, fd=old_fd: (
                     _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
                 res.update(id=None, tag=None, previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
             self.result_tc.append(res)
+
+    def _tc_back(self, direction: str, handle: int, prio: int, old_fd: int, old_id: int):
+        """The rollback of a TC replace: put program ``old_id`` back at its slot."""
+        def back() -> str:
+            _bpf_hooks.tc_attach(self.ifindex, direction, old_fd, handle, prio, replace=True)
+            return "TC %s back to id %d" % (direction, old_id)
+        return back
 
     def cleanup_pins(self) -> None:
         """Unpin our programs that no hook we manage holds any more (and leftover __new pins)."""
@@ -369,11 +405,14 @@ class ApplyMixin(object):
         atomic_write(self.state_path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
     def apply_absent(self) -> None:
-        undo, held, new_pins = [], [], []
+        """Detach our programs; a detach that fails re-attaches what this run had detached (all or nothing)."""
+        changes, held, new_pins = HostChanges(), [], []
         try:
             if self.xdp_plan:
-                self.apply_xdp(None, undo, held, new_pins)
-            self.apply_tc(None, undo, held, new_pins)
+                self.apply_xdp(None, changes, held, new_pins)
+            self.apply_tc(None, changes, held, new_pins)
+        except (LqosError, _libbpf.LibbpfError, OSError) as exc:
+            raise changes.fail(exc, finish="fix the cause, then run the task again")
         finally:
             for fd in held:
                 os.close(fd)

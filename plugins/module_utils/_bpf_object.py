@@ -35,6 +35,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     possible_cpus,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
+from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
 from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path, prog_info_by_fd
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import (
@@ -73,7 +74,9 @@ def object_info(path: str, pin_root: str | None = None) -> dict:
         lib.bpf_object__close(obj)
 
 
-def _int_bytes(value, size: int, order: str, var: str, section: str) -> bytes:
+def _int_bytes(value, size: int, order: str, var: str, section: str, signed: bool | None = None) -> bytes:
+    """The bytes of a load-time value; ``signed`` is the variable's BTF integer signedness (None: not an
+    integer type, either range). The range check is _common.int_bytes, the one map_entries uses too."""
     if isinstance(value, (bytes, bytearray)):
         if len(value) != size:
             raise LibbpfError("value for %s variable %s must be %d bytes, not %d" % (section, var, size, len(value)),
@@ -87,11 +90,10 @@ def _int_bytes(value, size: int, order: str, var: str, section: str) -> bytes:
     if size not in (1, 2, 4, 8):
         raise LibbpfError("%s variable %s is %d bytes wide, not an integer: pass its value as bytes"
                           % (section, var, size), _errno.EINVAL)
-    bits = size * 8
-    if not -(1 << (bits - 1)) <= value < (1 << bits):
-        raise LibbpfError("value %d does not fit %s variable %s (%d bytes)" % (value, section, var, size),
-                          _errno.ERANGE)
-    return value.to_bytes(size, order, signed=value < 0)
+    try:
+        return int_bytes(value, size, signed, "%s variable %s" % (section, var), order)
+    except LqosError as exc:
+        raise LibbpfError(exc.msg.rstrip("."), _errno.ERANGE)
 
 
 class LoadedObject(_Closable):
@@ -464,6 +466,12 @@ def kernel_has_symbol(name: str, path: str = "/proc/kallsyms") -> bool:
     return False
 
 
+def _signedness(btf, type_id: int) -> bool | None:
+    """Whether a variable's BTF type is a signed integer (True), an unsigned one (False), or no integer (None)."""
+    shape = btf.shape(type_id)
+    return shape["signed"] if shape["kind"] == "int" else None
+
+
 def _set_globals(obj, path, maps, rodata, data):
     ffi, lib = _STATE["ffi"], _STATE["lib"]
     btf_ptr = lib.bpf_object__btf(obj)
@@ -483,7 +491,8 @@ def _set_globals(obj, path, maps, rodata, data):
                 other = "rodata" if sec.startswith(".rodata") else "data"
                 raise LibbpfError("variable %s lives in section %s, not in %s: pass it under %s"
                                   % (var, sec, "/".join(allowed), other), _errno.EINVAL)
-            by_section.setdefault(sec, []).append((var, vi, _int_bytes(value, vi["size"], order, var, sec)))
+            raw = _int_bytes(value, vi["size"], order, var, sec, _signedness(btf, vi["type_id"]))
+            by_section.setdefault(sec, []).append((var, vi, raw))
     internal = {}
     for name, m in maps.items():
         if lib.bpf_map__is_internal(m):

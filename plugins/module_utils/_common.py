@@ -46,6 +46,14 @@ APPROVE_ARGS = dict(
 )
 
 
+def run_literal(module, argv: list, **kwargs) -> tuple:
+    """``module.run_command`` taken literally: ``argv`` (a list of str) runs as given, without a shell and
+    without expanding ``~`` or ``$VAR`` (AnsibleModule expands both by default), so ``-DX=$HOME`` reaches the
+    tool as written, as cargo's build.rs passes it. Returns (rc, stdout, stderr). Every command a module of
+    this collection runs goes through here."""
+    return module.run_command(argv, expand_user_and_vars=False, **kwargs)
+
+
 def why_not_live(module) -> str | None:
     """Why a module that has APPROVE_ARGS makes no live change in this run: ``"check mode"``,
     ``"approve is false"``, or None when it may."""
@@ -96,13 +104,15 @@ def run_module(module, run) -> None:
         result = run(module)
     except LqosError as exc:
         details = dict(exc.details)
+        # changed means changed: a failure says whether the host was left changed (_changes.failure).
+        details["changed"] = bool(details.get("changed", False))
         module.fail_json(msg=str(exc), **details)
     except Exception as exc:  # pylint: disable=broad-except
         lib_msg = getattr(exc, "msg", None)
         if lib_msg and exc.__class__.__name__ == "LibbpfError":
-            module.fail_json(msg=lib_msg, errno=getattr(exc, "errno", None))
+            module.fail_json(msg=lib_msg, errno=getattr(exc, "errno", None), changed=False)
         if isinstance(exc, OSError) and exc.errno in ENV_FIXES:
-            module.fail_json(msg=str(os_fault(exc)), errno=errno_name(exc.errno))
+            module.fail_json(msg=str(os_fault(exc)), errno=errno_name(exc.errno), changed=False)
         fail_with_traceback(
             module,
             "internal error in %s: %s: %s. This is a bug in lqos.bpf: please report it with the traceback in "
@@ -159,6 +169,27 @@ def os_fault(exc: OSError, doing: str = "", path: str | None = None) -> LqosErro
                          ENV_FIXES_NO_PATH.get(exc.errno, "check the target's filesystems (df -h, mount) and run again."))
     fix = ENV_FIXES.get(exc.errno, "check {path} and run again.").format(path=path)
     return LqosError("%s%s (%s) on %s." % (what, exc.strerror or exc, errno_name(exc.errno), path), fix)
+
+
+def int_range(size: int, signed: bool | None) -> tuple:
+    """(lowest, highest) integer a ``size``-byte field holds: signed (two's complement), unsigned, or, with
+    ``signed`` None (a type BTF does not call an integer), either."""
+    bits = 8 * size
+    if signed is None:
+        return -(1 << (bits - 1)), (1 << bits) - 1
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
+def int_bytes(value: int, size: int, signed: bool | None, where: str, order: str = "little") -> bytes:
+    """The ``size`` bytes of ``value`` for a field that is ``signed`` or not (from its BTF type), after the one
+    range check every load-time value and map field goes through. Raises LqosError naming ``where``, the range
+    and the type, e.g. ".data variable direction: -1 does not fit a 4-byte unsigned integer (0 to 4294967295)"."""
+    low, high = int_range(size, signed)
+    if not low <= value <= high:
+        kind = {True: "signed ", False: "unsigned ", None: ""}[signed]
+        raise LqosError("%s: %d does not fit a %d-byte %sinteger (%d to %d)." % (where, value, size, kind, low, high),
+                        "give a number in that range.")
+    return value.to_bytes(size, order, signed=value < 0)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -255,6 +286,20 @@ def require_bpffs(pin_root: str) -> str:
         raise LqosError("pin_root %s is not a bpffs mount (statfs magic is not BPF_FS_MAGIC)." % pin_root,
                         "mount bpffs there: mount -t bpf bpf %s" % pin_root)
     return real
+
+
+def refuse_bpffs_folder(path: str, option: str, fix: str) -> None:
+    """Refuse (LqosError) a folder option (``backup_dir``, ...) that is, or would be created, inside a bpffs,
+    directly or through a symlinked folder, before anything is created: a bpffs holds only pins, never files.
+    The nearest existing ancestor of the resolved path is the one whose filesystem is checked."""
+    real = os.path.realpath(path)
+    probe = real
+    while not os.path.exists(probe) and probe != "/":
+        probe = os.path.dirname(probe)
+    if is_bpffs(probe):
+        via = " (through a symlink, it is %s)" % real if real != os.path.normpath(path) else ""
+        raise LqosError("%s %s is inside the bpffs mounted at %s%s, which holds only pins, never files; nothing "
+                        "was changed." % (option, path, _mount_point(probe + "/x"), via), fix)
 
 
 def _mount_point(path: str) -> str:

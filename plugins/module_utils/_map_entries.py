@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, confine_pin, require_bpffs, why_not_live
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    int_bytes, LqosError, confine_pin, require_bpffs, why_not_live,
+)
 
 
 def _what(where: str) -> str:
@@ -87,12 +89,7 @@ def _encode_int(shape: dict, value, where: str, lookup) -> bytes:
     if isinstance(value, bool) or not isinstance(value, int):
         raise LqosError("%s is a %d-byte integer (%s): give a number, ifindex:NAME or be16:N, got %r."
                         % (_what(where), size, shape["name"], value), "write a number.")
-    low, high = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0, (1 << (8 * size)) - 1)
-    if not low <= value <= high:
-        raise LqosError("%s: %d does not fit a %d-byte %s integer (%d to %d)."
-                        % (_what(where), value, size, "signed" if signed else "unsigned", low, high),
-                        "give a number in that range.")
-    return value.to_bytes(size, "little", signed=signed)
+    return int_bytes(value, size, signed, _what(where))
 
 
 def _ifindex_vlan(size: int, value: str, where: str, lookup) -> int:
@@ -124,6 +121,66 @@ def plan_entries(entries: list, current: dict, state: str) -> list:
             action = "unchanged" if before == e["value"] else "set"
         out.append(dict(e, before=before, action=action))
     return out
+
+
+def check_capacity(info: dict, path: str, plan: list, count) -> None:
+    """Refuse, before anything is written, entries the map has no room for: an array index at or past
+    max_entries, or more keys than max_entries in a hash-like map (``count()``: the entries it holds now;
+    an LRU map would evict entries to make room). ``info``: map_info_by_path's dict; ``plan``: plan_entries'."""
+    limit = info["max_entries"]
+    if info["type_name"] == "array":
+        past = [e["key"] for e in plan if int.from_bytes(e["key"][:4], "little") >= limit]
+        if past:
+            raise LqosError("map %s is an array of %d slots; %d of the entries have an index at or past %d (first: "
+                            "%d); nothing was written." % (path, limit, len(past), limit,
+                                                           int.from_bytes(past[0][:4], "little")),
+                            "give indexes from 0 to %d, or grow the map's max_entries." % (limit - 1))
+        return
+    new_keys = sum(1 for e in plan if e["action"] == "set" and e["before"] is None)
+    if not new_keys:
+        return
+    held = count()
+    if held + new_keys > limit:
+        raise LqosError("map %s has room for %d entries and holds %d; the %d new keys would make %d, so nothing was "
+                        "written." % (path, limit, held, new_keys, held + new_keys),
+                        "write at most %d new entries, delete entries first, or grow the map's max_entries."
+                        % max(limit - held, 0))
+
+
+def _write_all_or_none(path: str, todo: list, info: dict, maps, lib_error) -> None:
+    """Write every change, or none: a write that fails puts back what this run wrote (_changes.HostChanges)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._changes import HostChanges
+
+    def restore(key: bytes, before):
+        if before is None:
+            maps.map_delete(path, key)
+        else:
+            maps.map_update(path, key, before)
+        return ""
+
+    changes = HostChanges()
+    for e in todo:
+        try:
+            if e["action"] == "set":
+                maps.map_update(path, e["key"], e["value"])
+            else:
+                maps.map_delete(path, e["key"])
+        except lib_error as exc:
+            err = LqosError("writing %s[%s] failed: %s." % (path, e["key"].hex(), exc.msg.rstrip(".")),
+                            "check that the map has room (max_entries %d) and is not read-only, and that the entry "
+                            "is valid for a %s map." % (info["max_entries"], info["type_name"]))
+            written = len(changes.steps)
+            err = changes.fail(err, finish="fix the entry, then run the task again")
+            if written and not err.details.get("changes_left"):
+                what = "the %d entr%s written before it, put back as %s" % (
+                    written, "y" if written == 1 else "ies", "it was" if written == 1 else "they were")
+                err.msg += " Rolled back what this run had changed: %s." % what
+                err.details["rolled_back"] = [what]
+            raise err
+        changes.add("%s %s[%s]" % (e["action"], path, e["key"].hex()),
+                    lambda k=e["key"], b=e["before"]: restore(k, b),
+                    "write %s[%s] back to %s" % (path, e["key"].hex(), "nothing (delete it)" if e["before"] is None
+                                                 else e["before"].hex()))
 
 
 def _hex(blob) -> str | None:
@@ -212,17 +269,10 @@ def run_map_entries(module) -> dict:
     todo = [e for e in plan if e["action"] in ("set", "delete")]
     actions = ["%s %s[%s]%s" % ("set" if e["action"] == "set" else "delete", path, e["key"].hex(),
                                 " = %s" % e["value"].hex() if e["action"] == "set" else "") for e in todo]
+    if todo and state == "present":
+        check_capacity(info, path, plan, lambda: len(_bpf_maps.map_entries(path)))
     if todo and not why_not:
-        for e in todo:
-            try:
-                if e["action"] == "set":
-                    _bpf_maps.map_update(path, e["key"], e["value"])
-                else:
-                    _bpf_maps.map_delete(path, e["key"])
-            except LibbpfError as exc:
-                raise LqosError("writing %s[%s] failed: %s." % (path, e["key"].hex(), exc.msg.rstrip(".")),
-                                "check that the map has room (max_entries %d) and is not read-only."
-                                % info["max_entries"])
+        _write_all_or_none(path, todo, info, _bpf_maps, LibbpfError)
     result = {
         "changed": bool(todo),
         "applied": bool(todo) and not why_not,

@@ -27,6 +27,8 @@ capacity; ``Converter`` turns one old key or value into the new bytes.
 
 from __future__ import annotations
 
+from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError
+
 HASH_KINDS = frozenset(("hash", "lru_hash"))
 PERCPU_HASH_KINDS = frozenset(("percpu_hash", "lru_percpu_hash"))
 ARRAY_KINDS = frozenset(("array", "percpu_array"))
@@ -144,9 +146,9 @@ def _new_field(shape: dict, do: int, path: str, defaults: dict, r: dict) -> None
                                 % (path, shape.get("name") or shape["kind"], value))
             return
         try:
-            raw = value.to_bytes(shape["size"], "little", signed=bool(shape.get("signed")))
-        except OverflowError:
-            r["refused"].append("default %d for %s does not fit in %s" % (value, path, _fmt_int(shape)))
+            raw = int_bytes(value, shape["size"], bool(shape.get("signed")), "default for %s" % path)
+        except LqosError as exc:  # the one range check of load-time values and map fields
+            r["refused"].append(exc.msg.rstrip("."))
             return
         r["ops"].append(("const", do, shape["size"], raw))
         r["defaulted"].append({"field": path, "value": value})

@@ -12,6 +12,7 @@ this file adds the approval gate, check and diff mode, and messages."""
 
 from __future__ import annotations
 
+from ansible_collections.lqos.bpf.plugins.module_utils._changes import as_error, failure, probe_writable
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, why_not_live
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
@@ -19,8 +20,9 @@ from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepar
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 except ImportError:  # pragma: no cover
-    L = None
+    L = M = None
 
 
 def _public(action: dict, backup_dir: str) -> dict:
@@ -98,7 +100,13 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
         result["msg"] = "%d map(s) would be replaced, keeping their entries: %s; nothing was changed (%s)." % (
             len(actions), "; ".join(describe(a) for a in actions), why)
         return result
-    done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"])
+    # The journal must be writable before any pin moves: a full or read-only state_dir stops here, nothing changed.
+    probe_writable(params["state_dir"], 4096 + 256 * len(actions), "the replacement journal")
+    try:
+        done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"])
+    except (LqosError, OSError) as exc:
+        raise _half_done(as_error(exc, "replacing the map pins under %s" % pin_root), pin_root, actions,
+                         params["state_dir"])
     result["migrated"] = done
     result["msg"] = ("replaced %d map(s) keeping their entries (old maps moved aside under %s/%s until "
                      "state: committed): %s" % (len(done), pin_root, R.ASIDE_DIR,
@@ -107,6 +115,33 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
                                                           "%s %s/%s entries" % (d["name"], d["entries_written"],
                                                                                 d["entries_total"]) for d in done)))
     return result
+
+
+def _pinned_map_id(path: str):
+    try:
+        return M.map_info_by_path(path)["id"]
+    except L.LibbpfError:
+        return None
+
+
+def _half_done(err: LqosError, pin_root: str, actions: list, state_dir: str) -> LqosError:
+    """A replacement that failed part-way: the error says which pins this run moved aside and which new maps
+    it pinned (changed: true), how to finish (run migrated again: it completes the replacement) and how to undo
+    (state: rolled_back). A replacement resumes from its pins, so nothing is rolled back automatically."""
+    left = []
+    undo = "lqos.bpf.pinned_maps state: rolled_back approve: true (pin_root %s, state_dir %s)" % (pin_root, state_dir)
+    for a in actions:
+        new_id = _pinned_map_id(a["pin"])
+        moved = a["action"] == "replace" and _pinned_map_id(a["aside"]) == a["old_id"]
+        if not moved and new_id in (None, a["old_id"], a.get("new_id")):
+            continue
+        parts = ["map %s moved aside to %s" % (a["name"], a["aside"])] if moved else []
+        if new_id is not None and new_id not in (a["old_id"], a.get("new_id")):   # new_id: pinned by an earlier run
+            which = "the live" if a["live_id"] == new_id else "a new"
+            parts.append("%s map (id %d) pinned at %s" % (which, new_id, a["pin"]))
+        left.append({"change": " and ".join(parts), "undo": undo})
+    return failure(err, [], left, "fix the cause, then run state: migrated again (it finishes the replacement "
+                                  "from the pins)")
 
 
 def run_committed(module, pin_root: str, pins: list) -> dict:

@@ -16,7 +16,11 @@ pin root, object, approval and check mode.
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import MAP_BACKUP_DIR, MAP_STATE_DIR, why_not_live
+import os
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    MAP_BACKUP_DIR, MAP_STATE_DIR, require_bpffs, why_not_live,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import run_pinned_maps
 
 # lqos.bpf.pinned_maps' options a caller may set, with that module's defaults; the rest come from the caller.
@@ -64,3 +68,33 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
 def pending(module, result: dict) -> bool:
     """True when the step planned pin changes it did not carry out (no approval, or check mode)."""
     return bool(result.get("changed")) and why_not_live(module) is not None
+
+
+def roll_back_step(module, result: dict, err):
+    """The attach after an applied pin step failed: put back what the step changed in this run (the maps it
+    moved aside, by pinned_maps' state: rolled_back limited to them), and return ``err`` saying so
+    (``_changes.failure``: changed: false when everything is back, else changed: true with what is left and how
+    to undo it)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
+    from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
+    from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path
+    names = [d["name"] for d in result.get("migrated") or []]
+    if not names or why_not_live(module) is not None:
+        return err
+    pin_root = require_bpffs(module.params["pin_root"])
+    state_dir = (module.params.get("pinned_maps") or {}).get("state_dir") or STEP_OPTIONS["state_dir"]["default"]
+    undo = ("lqos.bpf.pinned_maps state: rolled_back approve: true (pin_root %s, state_dir %s)"
+            % (pin_root, state_dir))
+    rolled, left = [], []
+    for name in names:
+        aside = os.path.join(pin_root, R.aside_name(name))
+        change = "map %s moved aside to %s and a new map pinned at %s" % (name, aside, os.path.join(pin_root, name))
+        try:
+            pin = {"name": R.aside_name(name), "kind": "map", "path": aside, "id": map_info_by_path(aside)["id"]}
+            R.rollback(pin_root, [pin], state_dir, True)
+        except Exception as exc:  # pylint: disable=broad-except
+            left.append({"change": change, "undo": undo, "rollback_error": getattr(exc, "msg", None) or str(exc)})
+            continue
+        rolled.append("map %s put back at %s (the new map pinned there was unpinned)" % (name, name))
+    return failure(err, rolled, left, "fix the cause, then run the task again (the pin step finishes the "
+                                      "replacement)", who="the pin step")

@@ -19,7 +19,8 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, MAP_ASIDE_DIR as ASIDE_DIR, check_bpf_object, errno_name, normalise_names, require_bpffs,
+    LqosError, MAP_ASIDE_DIR as ASIDE_DIR, check_bpf_object, errno_name, MAP_BACKUP_DIR, normalise_names,
+    refuse_bpffs_folder, require_bpffs,
 )
 
 try:
@@ -497,6 +498,9 @@ def run_pinned_maps(module) -> dict:
     """Everything lqos.bpf.pinned_maps does, returned as the module's result dict."""
     params = module.params
     pin_root = require_bpffs(params["pin_root"])
+    if params.get("backup_dir"):  # every state: refused before anything is created
+        refuse_bpffs_folder(params["backup_dir"], "backup_dir",
+                            "give a folder on a persistent filesystem, e.g. %s." % MAP_BACKUP_DIR)
     spec = None
     if params.get("spec") is not None:
         from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.lqos.bpf.plugins.module_utils import _builds
 from ansible_collections.lqos.bpf.plugins.module_utils._buildrs import apply_build_rs_flags
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, sha256_bytes, sha256_file,
+    atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, run_literal, sha256_bytes, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import TOOL_CACHE, tool_versions
 
@@ -243,7 +243,7 @@ class Pipeline:
         """Run one step; it fails on a non-zero exit, on stderr when ``stderr_fatal``, and when its
         ``output`` file is missing, empty or possibly truncated because the build folder filled up."""
         started = time.monotonic()
-        rc, out, err = self.module.run_command(argv, cwd=cwd)
+        rc, out, err = run_literal(self.module, argv, cwd=cwd)
         timings[step] = round(time.monotonic() - started, 4)
         cmd = shlex.join(argv)
         tool = argv[0].rsplit("/", 1)[-1]

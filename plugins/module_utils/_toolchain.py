@@ -18,7 +18,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, count_cpu_list, is_bpffs, LqosError,
+    atomic_write, count_cpu_list, is_bpffs, LqosError, run_literal,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
@@ -46,6 +46,22 @@ def meets(version: str | None, minimum: str | None) -> bool:
     if not version:
         return False
     return version_tuple(version) >= version_tuple(minimum)
+
+
+_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
+
+
+def check_minimums(minimums: dict, given: dict) -> None:
+    """Refuse a minimum version that does not parse (LqosError naming the tool, the value and where it was
+    given: the module's ``minimum_versions`` or the spec's ``toolchain.minimum_versions``). A version is 1 to 4
+    dot-separated numbers, as `version_tuple` compares them ("14", "5.10", "0.59.2")."""
+    bad = sorted(name for name, value in minimums.items() if not _VERSION.match(str(value).strip()))
+    if bad:
+        source = {name: "minimum_versions" if name in given else "the spec's toolchain.minimum_versions"
+                  for name in bad}
+        where = ["%s: %r (%s)" % (name, minimums[name], source[name]) for name in bad]
+        raise LqosError("minimum version(s) that do not parse as a version: %s." % ", ".join(where),
+                        "give dot-separated numbers, e.g. clang: \"14\" or kernel: \"5.10\".")
 
 
 def _stat_key(path: str) -> str:
@@ -81,7 +97,7 @@ def tool_versions(module, names=None, cache_path: str | None = None, path_prefix
 
     def probe(name):
         argv, regex = TOOLS[name][0], TOOLS[name][1]
-        rc, out, err = module.run_command([found[name]["path"]] + argv)
+        rc, out, err = run_literal(module, [found[name]["path"]] + argv)
         match = re.search(regex, out + err)
         return rc, match.group(1) if match else None
 
@@ -403,6 +419,7 @@ def run_preflight(module, spec: dict | None, pin_root: str, minimum_versions: di
     """
     minimums = dict(spec["toolchain"]["minimum_versions"]) if spec else {}
     minimums.update({str(k): str(v) for k, v in minimum_versions.items()})
+    check_minimums(minimums, dict(minimum_versions))
     if checks == "object":
         result = object_preflight(spec, obj_path)
     else:

@@ -486,7 +486,9 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
-from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import pending, run_pin_step, STEP_OPTIONS
+from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import (
+    pending, roll_back_step, run_pin_step, STEP_OPTIONS,
+)
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 
@@ -534,6 +536,8 @@ def run(module) -> dict:
                     "notes": ["the attach is planned past the pins the step above would replace: %s"
                               % "; ".join(exc.details["incompatible_pins"])],
                     "msg": "%s; the attach is planned once they are replaced." % pins.get("msg", "").rstrip(".")}
+        # All or nothing: what the step changed in this run is put back too, and the error says so.
+        exc = roll_back_step(module, pins, exc)
         # What the step did, without its per-pin records: a failed task prints its whole result.
         brief = {k: pins[k] for k in ("changed", "actions", "migrated", "summary", "msg") if k in pins}
         raise LqosError(exc.msg, exc.fix, **dict(exc.details, pinned_maps=brief))

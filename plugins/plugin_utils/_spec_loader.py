@@ -26,6 +26,36 @@ def builtin_specs() -> list:
     return sorted(os.path.splitext(f)[0] for f in os.listdir(BUILTIN_DIR) if f.endswith(".yml"))
 
 
+def _unique_key_loader():
+    """(loader class, error class): a PyYAML SafeLoader that refuses a mapping holding the same key twice
+    (plain PyYAML keeps the last one silently), and the error it raises (a ConstructorError whose
+    ``problem`` names the key and both 1-based lines)."""
+    import yaml
+
+    class DuplicateKey(yaml.constructor.ConstructorError):
+        pass
+
+    class UniqueKeyLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = {}
+                for key_node, _value in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node)
+                    except TypeError:  # an unhashable key: SafeLoader refuses it itself
+                        continue
+                    if first is not key_node:
+                        raise DuplicateKey(
+                            None, None, "key %r is given twice, at line %d and at line %d"
+                            % (key, first.start_mark.line + 1, key_node.start_mark.line + 1), key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader, DuplicateKey
+
+
 def load_spec_file(path: str) -> dict:
     """Read, parse and validate one YAML spec file; every failure names ``path``."""
     import yaml  # the controller always has PyYAML (ansible-core depends on it)
@@ -43,8 +73,12 @@ def load_spec_file(path: str) -> dict:
         raise LqosError("pipeline spec %s is not UTF-8 text: byte 0x%02x at line %d (offset %d) is not valid UTF-8."
                         % (path, data[exc.start], line, exc.start),
                         "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).")
+    loader, duplicate = _unique_key_loader()
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=loader)  # nosec B506: a SafeLoader subclass
+    except duplicate as exc:
+        raise LqosError("pipeline spec %s has a duplicate key: %s (YAML would keep only the last one)."
+                        % (path, exc.problem), "give each key once; remove or rename the other one.")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = " at line %d column %d" % (mark.line + 1, mark.column + 1) if mark else ""

@@ -156,6 +156,19 @@ def test_rust_field_reordered(tmp_path, reference):
         ("cpu", "offset"), ("tc_handle", "offset"), ("circuit_id", "ok"), ("device_id", "ok")]
 
 
+def test_packed_mirror_of_the_same_size_is_flagged(tmp_path, reference):
+    """#[repr(C, packed)] keeps IpHashData at 24 bytes, every field in line, but aligns it to 1 against C's 8: it
+    passed as "ABI parity holds" while the result listed rust_align 1, btf_align 8."""
+    result = run_mutation(tmp_path, reference, [
+        ("shaper_sys/src/ip_mapping/ip_hash_data.rs", "#[repr(C)]\n", "#[repr(C, packed)]\n")], False)
+    assert_failed(result, [
+        IPHASH + "alignment is 8 in C BTF but 1 in Rust (#[repr(C, packed)]), with the same size "
+        "and every field in line, so a struct holding it or an array of it is laid out differently: make the Rust "
+        "alignment 8 (drop packed: plain #[repr(C)] aligns it as C does)"])
+    p = pair(result, "IpHashData")
+    assert (p["btf_size"], p["rust_size"], p["btf_align"], p["rust_align"]) == (24, 24, 8, 1)
+
+
 def test_padding_removed_on_the_rust_side(tmp_path, reference):
     result = run_mutation(tmp_path, reference, [("shaper_sys/src/throughput.rs", "    pad0: u32,\n", "")], False)
     assert_failed(result, [

@@ -79,3 +79,26 @@ def test_without_object_the_pin_step_checks_the_object_the_attach_would_load(wor
     assert res["failed"] and res["msg"] == (
         "object %s does not exist. Fix: give the BPF object built by lqos.bpf.pipeline (its outputs.object.path, "
         "e.g. <dest>/current/<spec outputs.object>); rebuild it if it was damaged." % default), res
+
+
+def test_an_attach_that_fails_after_the_pin_step_rolls_the_pin_step_back_too(world, versions):
+    """xdp_mode: hw on a veth fails after the pin step moved three maps aside and pinned new ones: the step is
+    rolled back with the attach (it reported changed: false with the maps left moved aside), and the message
+    says what both rolled back. All or nothing: pins, hooks and entries are as before."""
+    w = world
+    w.attach("v1")
+    fill_v1(w.bpffs, versions["v1"])
+    old_flows, old_ips = synthetic_flows(w.bpffs), entries(os.path.join(w.bpffs, "ip_to_shaper"))
+    before, old_prog = pins(w.bpffs), w.xdp_prog()
+    res = run_module("attach", attach_args(w, approve=True, xdp_mode="hw"))
+    assert res["failed"] is True and res["changed"] is False, res
+    msg = res["msg"]
+    assert "in hw mode failed" in msg, msg
+    assert "Rolled back what this run had changed: " in msg, msg
+    assert ("Rolled back what the pin step had changed: %s." % "; ".join(
+        "map %s put back at %s (the new map pinned there was unpinned)" % (n, n)
+        for n in sorted(d["name"] for d in res["pinned_maps"]["migrated"]))) in msg, msg
+    assert sorted(d["name"] for d in res["pinned_maps"]["migrated"]) == REPLACED
+    assert "changes_left" not in res
+    assert pins(w.bpffs) == before and w.xdp_prog() == old_prog
+    assert synthetic_flows(w.bpffs) == old_flows and entries(os.path.join(w.bpffs, "ip_to_shaper")) == old_ips

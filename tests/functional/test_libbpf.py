@@ -698,7 +698,11 @@ def test_load_object_variable_errors(objs, bpffs):
         (dict(rodata={"direction": 1}),
          "variable direction lives in section .data, not in .rodata: pass it under data"),
         (dict(data={"magic": 1}), "variable magic lives in section .rodata, not in .data/.bss: pass it under rodata"),
-        (dict(rodata={"num_cpus": 1 << 32}), "value 4294967296 does not fit .rodata variable num_cpus (4 bytes)"),
+        (dict(rodata={"num_cpus": 1 << 32}),
+         ".rodata variable num_cpus: 4294967296 does not fit a 4-byte unsigned integer (0 to 4294967295)"),
+        # A __u32 takes no negative number (it was written as 4294967295), as map_entries refuses it.
+        (dict(data={"direction": -1}),
+         ".data variable direction: -1 does not fit a 4-byte unsigned integer (0 to 4294967295)"),
         (dict(rodata={"num_cpus": "two"}), "value for .rodata variable num_cpus must be an integer or bytes"),
         (dict(resize={"no_map": 2}), "cannot resize map no_map: %s has no such map" % objs["main"]),
     ]

@@ -457,9 +457,30 @@ def test_backup_failure_never_unlinks(bpffs, tmp_path):
     assert result["msg"] == ("cannot create backup_dir %s: Not a directory; nothing was removed. Fix: give a "
                              "writable folder on a persistent filesystem." % (blocker / "sub"))
     result = pinned_maps(bpffs, state="clean", approve=True, spec=spec, backup_dir=os.path.join(bpffs, "bk"))
-    assert result["msg"].startswith("backup_dir %s is on a bpffs, which cannot hold backup files; nothing was "
-                                    "removed." % os.path.join(bpffs, "bk"))
+    assert result["msg"].startswith("backup_dir %s is inside the bpffs mounted at %s, which holds only pins, never "
+                                    "files; nothing was changed." % (os.path.join(bpffs, "bk"), bpffs))
     assert M.map_entries(path) == [(b"\1\0\0\0", b"abcd")]
+
+
+@pytest.mark.parametrize("state", ["audited", "clean", "restored", "migrated", "committed", "rolled_back"])
+def test_backup_dir_in_the_bpffs_is_refused_before_anything_is_created(bpffs, tmp_path, reference, state):
+    """Directly or through a symlinked folder, in every state (migrated accepted it; clean refused it only after
+    creating the folder in the bpffs)."""
+    pin_map(bpffs, "m", "hash", 4, 4, 4, [(b"\1\0\0\0", b"abcd")])
+    link = tmp_path / "link"
+    os.symlink(bpffs, str(link))
+    extra = dict(restored=dict(restore_from=str(tmp_path / "none.json")),
+                 migrated=dict(object=reference["object"], spec="reference"))
+    before = snapshot(bpffs)
+    for backup_dir, via in ((os.path.join(bpffs, "bk", "deeper"), ""),
+                            (str(link / "bk"), " (through a symlink, it is %s)" % os.path.join(bpffs, "bk"))):
+        result = pinned_maps(bpffs, state=state, approve=True, backup_dir=backup_dir, **extra.get(state, {}))
+        assert result["failed"] is True and result.get("changed", False) is False, result
+        assert result["msg"] == (
+            "backup_dir %s is inside the bpffs mounted at %s%s, which holds only pins, never files; nothing was "
+            "changed. Fix: give a folder on a persistent filesystem, e.g. /var/lib/lqos-bpf/map-backups."
+            % (backup_dir, bpffs, via))
+        assert snapshot(bpffs) == before
 
 
 def test_maps_option_limits_audit_and_cleanup(bpffs, tmp_path):

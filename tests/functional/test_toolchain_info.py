@@ -73,6 +73,14 @@ def test_minimum_versions_are_enforced(bpffs):
     assert row["fix"] == "upgrade the clang package (or lower toolchain.minimum_versions.clang in the spec)"
 
 
+def test_a_minimum_version_that_does_not_parse_is_an_error(bpffs):
+    """clang: "abc" used to pass with meets_minimum: true (no digits compare as the empty tuple)."""
+    result = run_module("toolchain_info", dict(pin_root=bpffs, minimum_versions={"clang": "abc", "llc": "14"}))
+    assert result["failed"] is True and "checks" not in result
+    assert result["msg"] == ("minimum version(s) that do not parse as a version: clang: 'abc' (minimum_versions). "
+                             'Fix: give dot-separated numbers, e.g. clang: "14" or kernel: "5.10".')
+
+
 def test_cpu_map_e2big_is_predicted(bpffs):
     src = os.path.join(REPO, "bpf", "shaper_sys")
     result = run_module("toolchain_info", dict(pin_root=bpffs, spec="reference", src=src))

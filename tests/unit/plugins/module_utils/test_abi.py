@@ -175,6 +175,27 @@ def test_trailing_size_differences():
                                          "add 4 byte(s) of explicit trailing padding to the Rust side"]
 
 
+def test_same_size_but_other_alignment_is_flagged():
+    """A #[repr(C, packed)] mirror of the same size as its C struct (align 1 against 8) passed as parity."""
+    rust = [f("cpu", 0, 4), f("tc_handle", 4, 4), f("circuit_id", 8, 8, "u64"), f("device_id", 16, 8, "u64")]
+    e = entry(rust, 24, align=1)
+    e["layout"]["packed"] = True
+    packed = _abi.compare_pair(e, c_layout(24), C_IP, None, {})
+    assert packed["status"] == "mismatch" and (packed["rust_align"], packed["btf_align"]) == (1, 8)
+    assert packed["problems"] == [HEAD + "alignment is 8 in C BTF but 1 in Rust (#[repr(C, packed)]), with the same "
+                                         "size and every field in line, so a struct holding it or an array of it is "
+                                         "laid out differently: make the Rust alignment 8 (drop packed: plain "
+                                         "#[repr(C)] aligns it as C does)"]
+    e = entry(rust, 24, align=16)
+    e["layout"]["repr_align"] = 16
+    over = _abi.compare_pair(e, c_layout(24), C_IP, None, {})
+    assert over["status"] == "mismatch" and "(#[repr(C, align(16))])" in over["problems"][0]
+    assert over["problems"][0].endswith("make the Rust alignment 8 (drop align(N): plain #[repr(C)] aligns it as C does)")
+    # A natural difference (a byte array mirroring in6_addr, as LibreQoS does) is left to the pairs holding it.
+    natural = report([f("bytes", 0, 24, "[u8; 24]")], 24, c_fields=[f("bytes", 0, 24, "__u8[24]")], align=1)
+    assert natural["status"] == "ok", natural["problems"]
+
+
 def test_stale_assertion_and_errors():
     rust = [f("cpu", 0, 4), f("tc_handle", 4, 4), f("circuit_id", 8, 8, "u64"), f("device_id", 16, 8, "u64")]
     r = report(rust, 24, asserted=[{"size": 32, "style": "const_array", "file": "src/ip.rs", "line": 30}])

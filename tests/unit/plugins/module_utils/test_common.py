@@ -188,7 +188,17 @@ def test_a_known_error_is_one_message():
         raise LqosError("dest /x is a file, not a folder.", "move it.", step="dest")
 
     module = _run(refused)
-    assert module.result == {"failed": True, "msg": "dest /x is a file, not a folder. Fix: move it.", "step": "dest"}
+    # Every failed result says whether the host was left changed (issue 25: changed means changed).
+    assert module.result == {"failed": True, "msg": "dest /x is a file, not a folder. Fix: move it.", "step": "dest",
+                             "changed": False}
+
+
+def test_a_failure_that_left_changes_says_changed():
+    def half(module):
+        raise LqosError("step 2 failed.", "fix it.", changed=True, changes_left=[{"change": "a", "undo": "b"}])
+
+    module = _run(half)
+    assert module.result["changed"] is True and module.result["changes_left"] == [{"change": "a", "undo": "b"}]
 
 
 def test_os_fault_without_a_path():

@@ -74,7 +74,16 @@ def test_int_bytes():
     assert O._int_bytes(b"abc", 3, "little", "n", ".data") == b"abc"
     with pytest.raises(LibbpfError) as ei:
         O._int_bytes(256, 1, "little", "flag", ".rodata")
-    assert ei.value.msg == "value 256 does not fit .rodata variable flag (1 bytes)"
+    assert ei.value.msg == ".rodata variable flag: 256 does not fit a 1-byte integer (-128 to 255)"
+    # The variable's BTF signedness decides the range (one check with map_entries: _common.int_bytes).
+    with pytest.raises(LibbpfError) as ei:
+        O._int_bytes(-1, 4, "little", "direction", ".data", signed=False)
+    assert ei.value.msg == ".data variable direction: -1 does not fit a 4-byte unsigned integer (0 to 4294967295)"
+    assert ei.value.errno == errno.ERANGE
+    with pytest.raises(LibbpfError) as ei:
+        O._int_bytes(1 << 31, 4, "little", "shift", ".rodata", signed=True)
+    assert ei.value.msg.endswith("does not fit a 4-byte signed integer (-2147483648 to 2147483647)")
+    assert O._int_bytes(-2, 4, "little", "shift", ".rodata", signed=True) == b"\xfe\xff\xff\xff"
     with pytest.raises(LibbpfError) as ei:
         O._int_bytes(-129, 1, "little", "flag", ".rodata")
     assert ei.value.errno == errno.ERANGE

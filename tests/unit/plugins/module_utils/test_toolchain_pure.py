@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import meets, summary
+from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import check_minimums, meets, summary
 
 
 @pytest.mark.parametrize("version,minimum,ok", [
@@ -48,3 +48,16 @@ struct shaper_kern {
 def test_skeleton_names():
     assert skeleton_names(SKELETON) == {"object": "shaper_kern", "programs": ["xdp_shaper", "tc_classify"],
                                         "maps": ["cpu_map", "flow_table"], "internal_maps": ["rodata", "data"]}
+
+
+@pytest.mark.parametrize("value", ["abc", "", "v14", "14.x", "1.2.3.4.5", "14 "[:-1] + "-rc1"])
+def test_a_minimum_that_does_not_parse_is_refused(value):
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+    with pytest.raises(LqosError) as err:
+        check_minimums({"kernel": value}, {})
+    assert err.value.msg == ("minimum version(s) that do not parse as a version: kernel: %r (the spec's "
+                             "toolchain.minimum_versions)." % value)
+
+
+def test_minimums_that_parse_pass():
+    check_minimums({"clang": "14", "kernel": "5.10", "bindgen": "0.59.2"}, {"clang": "14"})

@@ -1,0 +1,77 @@
+"""lqos.bpf.pinned_maps state: migrated tells the truth when its record folder fails (issue 25, item 2): a full
+folder stops the run before any pin moves; a record that fails after pins moved reports changed: true with
+what is left, how to finish and how to undo. Real kernel, private bpffs, a tiny tmpfs for the folder."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from lqos_testlib import sh
+# The fixtures versions and world are used by name.
+from test_map_migrate import (  # noqa: F401 pylint: disable=unused-import
+    entries, fill_v1, ok, pins, synthetic_flows, versions, world,
+)
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+REPLACED = ["flow_table", "ip_to_shaper", "shaper_hotcache"]
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    path = str(tmp_path / "full")
+    os.makedirs(path)
+    sh("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", path)
+    subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(path, "filler"), "bs=4k"], capture_output=True,
+                   check=False)
+    yield path
+    sh("umount", "-l", path)
+
+
+def test_migrated_with_a_full_record_folder_moves_nothing(world, versions, full_dir):
+    w = world
+    w.attach("v1")
+    fill_v1(w.bpffs, versions["v1"])
+    before = pins(w.bpffs)
+    res = w.maps("migrated", state_dir=full_dir)
+    assert res["failed"] is True and res["changed"] is False, res
+    assert res["msg"].startswith("the replacement journal cannot be written in %s: No space left on device (ENOSPC) "
+                                 "on %s; nothing was changed." % (full_dir, full_dir)), res["msg"]
+    assert pins(w.bpffs) == before
+
+
+def test_a_journal_that_fails_after_pins_moved_reports_what_is_left(world, versions):
+    """The journal's own path is a folder: the probe passes, the first journal write fails after the pins moved
+    aside and the new maps were pinned. The result says changed: true, lists them, how to finish and undo; the
+    rollback it names puts everything back."""
+    w = world
+    w.attach("v1")
+    fill_v1(w.bpffs, versions["v1"])
+    before = pins(w.bpffs)
+    old_flows = synthetic_flows(w.bpffs)
+    journal = os.path.join(w.maps_state, "replace-%s.json" % hashlib.sha256(
+        os.path.realpath(w.bpffs).encode()).hexdigest()[:16])
+    os.makedirs(journal)
+    res = w.maps("migrated")
+    assert res["failed"] is True and res["changed"] is True, res
+    msg = res["msg"]
+    assert "(EISDIR)" in msg, msg
+    assert " This run changed the host and this is left: " in msg, msg
+    left = res["changes_left"]
+    moved = sorted(c["change"].split()[1] for c in left if " moved aside to " in c["change"])
+    assert moved and set(moved) <= set(REPLACED), left
+    undo = "lqos.bpf.pinned_maps state: rolled_back approve: true (pin_root %s, state_dir %s)" % (
+        os.path.realpath(w.bpffs), w.maps_state)
+    assert all(c["undo"] == undo for c in left), left
+    assert msg.endswith("To finish instead: fix the cause, then run state: migrated again (it finishes the "
+                        "replacement from the pins). Fix: %s" % res["msg"].rsplit("Fix: ", 1)[1]), msg
+    now = pins(w.bpffs)
+    for name in moved:
+        assert now["lqos_bpf_aside/" + name] == before[name] and now[name] != before[name]
+    # The undo it names works.
+    os.rmdir(journal)
+    ok(w.maps("rolled_back"))
+    assert pins(w.bpffs) == before and synthetic_flows(w.bpffs) == old_flows
