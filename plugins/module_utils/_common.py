@@ -236,6 +236,35 @@ def is_bpffs(path: str) -> bool:
         return False
 
 
+# Folders of the system a bpffs must never be mounted over (it would hide what they hold); below the kernel's
+# pseudo filesystems (KERNEL_FOLDERS) no folder is a place for one either, except /sys/fs/bpf and below.
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+                  "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/var")
+KERNEL_FOLDERS = ("/dev", "/proc", "/sys")
+
+
+def bpffs_mount_fix(pin_root: str) -> str:
+    """The fix for "no bpffs at ``pin_root``": the mount command when ``pin_root`` is a place for a bpffs (under
+    /sys/fs/bpf, or a folder of its own that is missing or empty), never for / or a system folder
+    (``SYSTEM_FOLDERS``, anything under /proc, /sys or /dev but /sys/fs/bpf, a folder that holds files: a mount
+    would hide them): then the fix is to choose a bpffs location."""
+    path = os.path.normpath(pin_root) if os.path.isabs(pin_root) else pin_root
+    bpffs_place = path == DEFAULT_PIN_ROOT or path.startswith(DEFAULT_PIN_ROOT + "/")
+    system = (path == "/" or path in SYSTEM_FOLDERS or DEFAULT_PIN_ROOT.startswith(path + "/")
+              or any(path.startswith(k + "/") for k in KERNEL_FOLDERS))
+    try:
+        busy = os.path.isdir(path) and bool(os.listdir(path))
+    except OSError:
+        busy = True
+    if bpffs_place or not (system or busy):
+        return "mount bpffs there: %smount -t bpf bpf %s" % ("" if os.path.isdir(path) else "mkdir -p %s && " % path,
+                                                             path)
+    what = "a system folder" if system else "a folder that already holds files"
+    return ("set pin_root to a bpffs mount point such as %s (mounted by systemd; else mkdir -p %s && mount -t bpf "
+            "bpf %s). Never mount a bpffs over %s: it is %s and the mount would hide what it holds."
+            % (DEFAULT_PIN_ROOT, DEFAULT_PIN_ROOT, DEFAULT_PIN_ROOT, path, what))
+
+
 def require_bpffs(pin_root: str) -> str:
     """Return the canonical pin root, or fail clearly if it is not a bpffs mount."""
     if not os.path.isabs(pin_root):
@@ -249,11 +278,10 @@ def require_bpffs(pin_root: str) -> str:
                         "give the bpffs mount point (e.g. %s), not a pin in it." % (
                             _mount_point(real) if inside else DEFAULT_PIN_ROOT))
     if not os.path.isdir(real):
-        raise LqosError("pin_root %s does not exist." % pin_root,
-                        "mount bpffs there: mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root))
+        raise LqosError("pin_root %s does not exist." % pin_root, bpffs_mount_fix(pin_root))
     if not is_bpffs(real):
         raise LqosError("pin_root %s is not a bpffs mount (statfs magic is not BPF_FS_MAGIC)." % pin_root,
-                        "mount bpffs there: mount -t bpf bpf %s" % pin_root)
+                        bpffs_mount_fix(pin_root))
     return real
 
 

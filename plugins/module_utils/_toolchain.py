@@ -18,7 +18,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, count_cpu_list, is_bpffs, LqosError,
+    atomic_write, bpffs_mount_fix, count_cpu_list, is_bpffs, LqosError,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
@@ -288,11 +288,20 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
             pin_root, "pinned BPF object" if is_bpffs(pin_root) else "file"),
             "set pin_root to the bpffs folder that holds it (e.g. %s)" % (os.path.dirname(pin_root) or "/")))
     else:
+        fix = bpffs_mount_fix(pin_root)
+        bad = not mounted and not fix.startswith("mount bpffs there")
+        if bad:
+            # Never a place to mount one: a check of its own, which ignore: [bpffs] (the role then mounts) does
+            # not skip, so no role mounts a bpffs over / or a system folder.
+            kernel["bpffs"]["mount_here"] = False
+            checks.append(_check("pin_root", False, "pin_root %s is not a bpffs and no place to mount one" % pin_root,
+                                 fix))
         checks.append(_check("bpffs", mounted,
                              "bpffs mounted at %s" % pin_root if mounted else
                              ("bpffs not mounted at %s (the kernel supports it)" % pin_root if mountable
                               else "the kernel has no bpf filesystem"),
-                             "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable
+                             "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable and not bad
+                             else fix if mountable
                              else "boot a kernel with CONFIG_BPF_SYSCALL=y"))
 
     caps = effective_caps()

@@ -62,6 +62,9 @@ options:
       - Names of checks (the C(name) of a row of RV(checks), e.g. V(bpffs)) whose failure does not fail the task with
         O(fail_on_missing). They are still reported under RV(problems) and RV(ok). The toolchain role ignores
         V(bpffs) when it mounts bpffs itself right after the preflight.
+      - A O(pin_root) where no bpffs may be mounted (V(/), a system folder such as V(/usr) or V(/etc), anything under
+        V(/proc) or V(/sys) but V(/sys/fs/bpf), a folder that holds files) fails the check V(pin_root) as well, whose
+        fix is to choose a bpffs location: ignoring V(bpffs) never leads a role to mount over it.
     type: list
     elements: str
     default: []

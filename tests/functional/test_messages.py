@@ -1,0 +1,77 @@
+"""Messages that point at the real cause (issue 25, items 16, 19-21): each case run for real, in the private
+bpffs of the functional tests, and its exact text asserted."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lqos_testlib import run_module
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+
+def pin_hash(path, name="m"):
+    fd = M.map_create("hash", 4, 8, 16, name=name)
+    try:
+        L.obj_pin(fd, path)
+    finally:
+        L.close(fd)
+
+
+def test_a_maps_entry_through_a_symlinked_folder_is_refused_as_going_through_a_symlink(bpffs):
+    os.makedirs(os.path.join(bpffs, "real"))
+    pin_hash(os.path.join(bpffs, "real", "flows"), "flows")
+    os.symlink("real", os.path.join(bpffs, "link"))
+    result = run_module("pinned_maps", dict(pin_root=bpffs, maps=["link/flows"]))
+    assert result["_rc"] == 0, result
+    [pin] = [p for p in result["pins"] if p["name"] == "link/flows"]
+    assert pin["status"] == "not_a_map" and pin["kind"] == "symlink", pin
+    assert pin["reason"] == ("refused: the path goes through the symlink %s/link (-> real); symlinks are never "
+                             "followed or touched. Name the real pin instead" % bpffs), pin
+    assert os.path.exists(os.path.join(bpffs, "real", "flows"))
+
+
+@pytest.mark.parametrize("root", ["/", "/usr", "/etc", "/proc", "/sys", "/sys/fs"])
+def test_a_pin_root_that_is_a_system_folder_is_never_given_a_mount_over_it(root):
+    result = run_module("pinned_maps", dict(pin_root=root))
+    assert result["failed"], result
+    assert result["msg"] == (
+        "pin_root %s is not a bpffs mount (statfs magic is not BPF_FS_MAGIC). Fix: set pin_root to a bpffs mount "
+        "point such as /sys/fs/bpf (mounted by systemd; else mkdir -p /sys/fs/bpf && mount -t bpf bpf "
+        "/sys/fs/bpf). Never mount a bpffs over %s: it is a system folder and the mount would hide what it "
+        "holds." % (root, root)), result
+    assert "mount -t bpf bpf %s " % root not in result["msg"] + " "
+    info = run_module("toolchain_info", dict(pin_root=root, fail_on_missing=True, ignore=["bpffs"]))
+    assert info["failed"], info  # the role, which ignores bpffs to mount it, stops here instead
+    assert info["msg"] == (
+        "preflight found 1 problem(s) on this host:\n- pin_root: pin_root %s is not a bpffs and no place to mount "
+        "one. Fix: set pin_root to a bpffs mount point such as /sys/fs/bpf (mounted by systemd; else mkdir -p "
+        "/sys/fs/bpf && mount -t bpf bpf /sys/fs/bpf). Never mount a bpffs over %s: it is a system folder and the "
+        "mount would hide what it holds." % (root, root)), info
+
+
+def test_a_pin_root_folder_that_holds_files_is_not_mounted_over_but_a_new_one_is(tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    result = run_module("pinned_maps", dict(pin_root=str(busy)))
+    assert result["msg"].endswith("Never mount a bpffs over %s: it is a folder that already holds files and the "
+                                  "mount would hide what it holds." % busy), result
+    fresh = tmp_path / "fresh"
+    result = run_module("pinned_maps", dict(pin_root=str(fresh)))
+    assert result["msg"] == ("pin_root %s does not exist. Fix: mount bpffs there: mkdir -p %s && mount -t bpf bpf "
+                             "%s" % (fresh, fresh, fresh)), result
+
+
+def test_map_entries_naming_a_folder_says_it_is_a_folder(bpffs):
+    assert os.geteuid() == 0  # the old message said "permission denied ... run as root" to root
+    os.makedirs(os.path.join(bpffs, "shaper"))
+    result = run_module("map_entries", dict(pin_root=bpffs, map="shaper", entries=[{"key": 1, "value": 2}],
+                                            approve=True))
+    assert result["failed"], result
+    assert result["msg"] == ("%s/shaper is a folder, not a pinned map. Fix: name the map pin itself in map (a path "
+                             "relative to pin_root, e.g. shaper/<map name>)." % bpffs), result
