@@ -408,3 +408,51 @@ def errno_name(num: int | None) -> str:
     if not num:
         return ""
     return errno.errorcode.get(num, str(num))
+
+
+MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argument or environment string (32 pages, linux/binfmts.h)
+
+
+def _size(n: int) -> str:
+    return "%.1f MB" % (n / 1e6) if n >= 1e6 else "%d KB" % (n // 1000) if n >= 1000 else "%d bytes" % n
+
+
+def argv_too_long(step: str, argv: list, env: dict | None = None) -> str:
+    """Why the kernel refused to start ``argv`` with E2BIG, in one line: the step (``step``, e.g. "build step
+    clang", starts the line), the size of the argument list
+    and the environment, and the limit (``os.sysconf("SC_ARG_MAX")``, what ``getconf ARG_MAX`` prints; or
+    MAX_ARG_STRLEN for one argument). Never the command itself: it is what is too long."""
+    env = os.environ if env is None else env
+    args = sum(len(os.fsencode(a)) + 1 for a in argv)
+    envs = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+    pointers = (len(argv) + len(env) + 2) * ctypes.sizeof(ctypes.c_void_p)
+    longest = max(range(len(argv)), key=lambda i: len(argv[i])) if argv else 0
+    tool = os.path.basename(argv[0]) if argv else "?"
+    if argv and len(os.fsencode(argv[longest])) + 1 > MAX_ARG_STRLEN:
+        return ("%s: the kernel refused to start %s: argument %d alone is %s, over the kernel's limit for one "
+                "argument (MAX_ARG_STRLEN, %d bytes) [E2BIG: Argument list too long]"
+                % (step, tool, longest, _size(len(os.fsencode(argv[longest]))), MAX_ARG_STRLEN))
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        limit = -1
+    return ("%s: the kernel refused to start %s: its %d arguments take %s and the environment %s (%s in all, "
+            "with the pointers), over the limit ARG_MAX of %s (%d bytes, getconf ARG_MAX) [E2BIG: Argument list "
+            "too long]" % (step, tool, len(argv), _size(args), _size(envs), _size(args + envs + pointers),
+                           _size(limit) if limit > 0 else "this system", limit))
+
+
+def run_step(module, step: str, argv: list, fix: str, **kwargs) -> tuple:
+    """``module.run_command(argv, **kwargs)`` that turns a command the kernel cannot start into one LqosError
+    naming ``step`` (E2BIG: the sizes and the limit, not the command; another OSError: its errno), instead of
+    Ansible's failure that dumps the whole command. Returns (rc, stdout, stderr)."""
+    try:
+        return module.run_command(argv, handle_exceptions=False, **kwargs)
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:
+            env = dict(os.environ)
+            env.update(getattr(module, "run_command_environ_update", None) or {})
+            env.update(kwargs.get("environ_update") or {})
+            raise LqosError(argv_too_long(step, argv, env) + ".", fix)
+        raise LqosError("%s: cannot start %s: %s (%s)." % (step, argv[0] if argv else "?", exc.strerror,
+                                                                  errno_name(exc.errno)), fix)

@@ -75,3 +75,27 @@ def test_map_entries_naming_a_folder_says_it_is_a_folder(bpffs):
     assert result["failed"], result
     assert result["msg"] == ("%s/shaper is a folder, not a pinned map. Fix: name the map pin itself in map (a path "
                              "relative to pin_root, e.g. shaper/<map name>)." % bpffs), result
+
+
+def test_an_argument_list_too_long_names_the_step_the_size_and_the_limit(tmp_path):
+    import yaml
+    from lqos_testlib import REPO, copy_bpf
+    crate = copy_bpf(tmp_path / "src")
+    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
+        spec = yaml.safe_load(fh)
+    spec["flags"]["clang"] = spec["flags"]["clang"] + ["-DLQOS_FLAG_%06d=1" % i for i in range(200000)]
+    spec_file = tmp_path / "huge.yml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    result = run_module("pipeline", dict(spec=str(spec_file), src=crate, dest=str(tmp_path / "out")))
+    assert result["failed"], result
+    limit = os.sysconf("SC_ARG_MAX")
+    msg = result["msg"]
+    assert msg.startswith("build step clang: the kernel refused to start clang: its %d arguments take "
+                          % (len(spec["flags"]["clang"]) + 7)), msg
+    assert "over the limit ARG_MAX of " in msg and "(%d bytes, getconf ARG_MAX) [E2BIG: Argument list too long]. " \
+        % limit in msg, msg
+    assert msg.endswith("Fix: shorten flags.clang in the spec (the limit counts every argument and the environment): "
+                        "put -D definitions in a header the source includes, fold -I folders into fewer ones."), msg
+    # No command dump: only Ansible's echo of the module's own arguments (shown at -vvv) holds the flags.
+    shown = {k: v for k, v in result.items() if k != "invocation"}
+    assert len(msg) < 1000 and "LQOS_FLAG_000001" not in repr(shown), len(repr(shown))
