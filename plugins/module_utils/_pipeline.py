@@ -160,6 +160,11 @@ class Pipeline:
             raise LqosError("build tool(s) not found in PATH: %s." % ", ".join(missing),
                             "apt-get install %s (lqos.bpf.toolchain_info lists every miss)."
                             % " ".join(sorted({tools[m]["package"] for m in missing})))
+        # A distribution wrapper without its binary would fail the first step that runs it, with its own text.
+        broken = [name for name, info in tools.items() if info.get("wrapper")]
+        if broken:
+            raise LqosError("build tool(s) that cannot run: %s." % "; ".join(tools[n]["problem"] for n in broken),
+                            "; ".join(tools[n]["fix"] for n in broken) + ".")
         build_spec = {k: self.spec[k] for k in ("sources", "outputs", "flags")}
         manifest = {
             "version": MANIFEST_VERSION,

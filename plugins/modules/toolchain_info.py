@@ -117,7 +117,13 @@ warnings_found:
   type: list
   elements: dict
 toolchain:
-  description: Per tool, whether it was found, its path, version, minimum and package.
+  description:
+    - Per tool, whether it was found, its path, version, minimum and package.
+    - A tool found but printing no version also has C(problem) and C(fix), and C(wrapper=true) when it is a
+      distribution wrapper that found no binary for the running kernel (Ubuntu's C(/usr/sbin/bpftool) without the
+      kernel's C(linux-tools-$(uname -r)) package): the fix names the package that provides one (Ubuntu
+      C(linux-tools-$(uname -r)) or C(linux-tools-generic), Debian C(bpftool)). M(lqos.bpf.pipeline) refuses to
+      build with such a wrapper, with the same text.
   returned: always
   type: dict
   sample: {clang: {found: true, path: /usr/lib/llvm-14/bin/clang, version: "14.0.6", minimum: "11.0",

@@ -99,3 +99,54 @@ def test_an_argument_list_too_long_names_the_step_the_size_and_the_limit(tmp_pat
     # No command dump: only Ansible's echo of the module's own arguments (shown at -vvv) holds the flags.
     shown = {k: v for k, v in result.items() if k != "invocation"}
     assert len(msg) < 1000 and "LQOS_FLAG_000001" not in repr(shown), len(repr(shown))
+
+
+WRAPPER = """#!/bin/sh
+# What Ubuntu's linux-tools-common wrapper prints when the running kernel's linux-tools package is missing.
+echo "WARNING: bpftool not found for kernel 6.8.0-45" >&2
+echo "" >&2
+echo "  You may need to install the following packages for this specific kernel:" >&2
+echo "    linux-tools-6.8.0-45-generic" >&2
+exit 2
+"""
+
+
+def _wrapper_path(tmp_path):
+    import shutil
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "bpftool").write_text(WRAPPER)
+    os.chmod(str(bindir / "bpftool"), 0o755)
+    for tool in ("clang", "llc", "bindgen", "ar"):
+        os.symlink(shutil.which(tool), str(bindir / tool))
+    return str(bindir)
+
+
+def _wrapper_fix():
+    release = os.uname().release
+    return ("install the package that provides bpftool for kernel %s: on Ubuntu linux-tools-%s (apt-get install "
+            "linux-tools-$(uname -r)) or linux-tools-generic to follow the kernel; on Debian the bpftool package "
+            "(apt-get install bpftool)" % (release, release))
+
+
+def test_a_bpftool_wrapper_without_bpftool_for_this_kernel_is_named_with_the_package(tmp_path, bpffs):
+    bindir = _wrapper_path(tmp_path)
+    problem = ("bpftool at %s/bpftool is a distribution wrapper that found no bpftool for this kernel (6.8.0-45): "
+               "bpftool not found for kernel 6.8.0-45" % bindir)
+    # Ansible searches /usr/sbin after PATH, so the fake wrapper is first on PATH and found there.
+    result = run_module("toolchain_info", dict(pin_root=bpffs), env={"PATH": bindir + ":/usr/bin:/bin"})
+    assert result["_rc"] == 0, result
+    [row] = [c for c in result["checks"] if c["name"] == "bpftool"]
+    assert row["ok"] is False and row["message"] == problem, row
+    assert row["fix"] == _wrapper_fix(), row
+    assert "older than" not in row["message"]
+    assert result["toolchain"]["bpftool"]["wrapper"] is True
+
+    from lqos_testlib import copy_bpf
+    crate = copy_bpf(tmp_path / "src")
+    built = run_module("pipeline", dict(spec="reference", src=crate, dest=str(tmp_path / "out")),
+                       env={"PATH": bindir + ":/usr/bin:/bin"})
+    assert built["failed"], built
+    assert built["msg"] == "build tool(s) that cannot run: %s. Fix: %s." % (problem, _wrapper_fix()), built["msg"]
+    assert "llc" not in built["msg"]
+    assert not os.path.exists(str(tmp_path / "out" / "builds")) or not os.listdir(str(tmp_path / "out" / "builds"))
