@@ -454,5 +454,5 @@ def run_step(module, step: str, argv: list, fix: str, **kwargs) -> tuple:
             env.update(getattr(module, "run_command_environ_update", None) or {})
             env.update(kwargs.get("environ_update") or {})
             raise LqosError(argv_too_long(step, argv, env) + ".", fix)
-        raise LqosError("%s: cannot start %s: %s (%s)." % (step, argv[0] if argv else "?", exc.strerror,
-                                                                  errno_name(exc.errno)), fix)
+        raise LqosError("%s: cannot start %s: %s (%s)." % (
+            step, argv[0] if argv else "?", exc.strerror, errno_name(exc.errno)), fix)

@@ -126,8 +126,9 @@ def no_version_problem(name: str, path: str, rc: int, output: str) -> dict:
                 "problem": "%s at %s is a distribution wrapper that found no %s for this kernel (%s): %s not found "
                            "for kernel %s" % (name, path, name, miss.group(2), name, miss.group(2))}
     first = output.splitlines()[0] if output else "no output"
-    return {"wrapper": False, "fix": "check the %s at %s (run it with %s) or reinstall the %s package" % (
-                name, path, " ".join(TOOLS[name][0]), TOOLS[name][2]),
+    fix = "check the %s at %s (run it with %s) or reinstall the %s package" % (
+        name, path, " ".join(TOOLS[name][0]), TOOLS[name][2])
+    return {"wrapper": False, "fix": fix,
             "problem": "%s at %s printed no version (exit code %d: %s)" % (name, path, rc, first[:200])}
 
 

@@ -3,7 +3,6 @@ ansible-playbook on the embedded sandbox (its own netns and private bpffs), an a
 from __future__ import annotations
 
 import json
-import os
 
 from lqos_testlib import sh
 

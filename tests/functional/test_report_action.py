@@ -24,9 +24,8 @@ def report(tmp_path, **args):
     """Run one abi_report task; return (rc, the task's result)."""
     task = {"lqos.bpf.abi_report": dict({"hosts": [EVIL], "results": {EVIL: RESULT}, "dest": str(tmp_path / "out"),
                                          "fail_on_drift": False}, **args), "register": "r"}
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [
-        dict(task, ignore_errors=True), {"ansible.builtin.copy": {"content": "{{ r | to_json }}",
-                                                                   "dest": str(tmp_path / "result.json")}}]}]
+    save = {"ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(tmp_path / "result.json")}}
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [dict(task, ignore_errors=True), save]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
     playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
