@@ -12,7 +12,6 @@ import os
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import atomic_write
 from ansible_collections.lqos.bpf.plugins.modules.abi_report import argument_spec
 from ansible_collections.lqos.bpf.plugins.plugin_utils import _report
 
@@ -62,6 +61,11 @@ class ActionModule(ActionBase):
         report = _report.aggregate(results, {
             "generated_at": generated_at, "spec": args["spec"],
             "collection": {"name": "lqos.bpf", "version": _report.collection_version(COLLECTION_ROOT)}})
+        try:
+            _report.check_basename(args["basename"])
+        except _report.ReportError as exc:
+            result.update(failed=True, msg="%s." % exc)
+            return result
         templates = {}
         for fmt in ("markdown", "html"):
             given = (args["templates"] or {}).get(fmt)
@@ -77,8 +81,21 @@ class ActionModule(ActionBase):
                                                "the playbook's templates/). Fix: give an existing path in "
                                                "lqos_bpf_report_templates.%s." % (fmt, given, fmt))
                 return result
+            try:
+                _report.check_template(templates[fmt])
+            except _report.ReportTemplateError as exc:
+                result.update(failed=True, msg="the %s report template: %s in lqos_bpf_report_templates.%s." % (
+                    fmt, exc, fmt))
+                return result
         dest = os.path.abspath(os.path.expanduser(args["dest"]))
-        files, changed = {}, False
+        # Every file is rendered before any is written: a template that fails leaves the older set untouched.
+        try:
+            rendered = _report.render_set(report, dest, args["basename"], args["formats"], templates)
+        except _report.ReportError as exc:
+            result.update(failed=True, msg="%s. Fix: correct the template or drop it from "
+                                           "lqos_bpf_report_templates to use the built-in one. Nothing was written."
+                          % exc)
+            return result
         if not self._task.check_mode:
             try:
                 os.makedirs(dest, exist_ok=True)
@@ -87,14 +104,8 @@ class ActionModule(ActionBase):
                                                "lqos_bpf_report_dir on the controller." % (dest, exc.strerror))
                 return result
         previous = _previous_time(os.path.join(dest, args["basename"] + _report.SUFFIXES["json"]))
-        for fmt in args["formats"]:
-            path = os.path.join(dest, args["basename"] + _report.SUFFIXES[fmt])
-            try:
-                text = _report.to_json(report) if fmt == "json" else _report.render(report, templates[fmt])
-            except _report.ReportTemplateError as exc:
-                result.update(failed=True, msg="%s. Fix: correct the template or drop it from "
-                                               "lqos_bpf_report_templates to use the built-in one." % exc)
-                return result
+        files, changed, writes = {}, False, {}
+        for fmt, (path, text) in rendered.items():
             data = text.encode("utf-8")
             files[fmt] = path
             old = _read(path)
@@ -102,8 +113,16 @@ class ActionModule(ActionBase):
                 # A new time alone is no change: the fleet's state is what the report is about.
                 if previous is None or old != text.replace(generated_at, previous).encode("utf-8"):
                     changed = True
-                if not self._task.check_mode:
-                    atomic_write(path, data)
+                writes[path] = data
+        if writes and not self._task.check_mode:
+            try:
+                _report.write_set(writes)
+            except OSError as exc:
+                result.update(failed=True, msg="cannot write the report into %s: %s. Nothing was replaced: the "
+                                               "older report files are as they were. Fix: free space or choose a "
+                                               "writable lqos_bpf_report_dir on the controller." % (
+                                                   dest, exc.strerror or exc))
+                return result
         line = _report.summary_line(report)
         result.update(changed=changed, ok=report["ok"], files=files, status_counts=report["status_counts"],
                       groups=report["groups"], drift=report["drift"], drifted_hosts=report["drifted_hosts"],

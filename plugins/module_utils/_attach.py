@@ -570,15 +570,28 @@ class Attacher(KprobeMixin, ApplyMixin):
         return self.hooks_snapshot()
 
     def skb_warning(self, xdp: dict | None) -> None:
+        """A warning for an XDP program in skb (generic) mode: why it is there and how to get native XDP."""
         if not xdp or xdp.get("mode") != "skb":
             return
+        slow = "generic XDP is much slower than native XDP"
         if xdp.get("tried"):
-            self.warnings.append("XDP program %s on %s fell back to skb (generic) mode: the driver refused %s mode; "
-                                 "generic XDP is much slower than native XDP"
-                                 % (xdp["program"], self.ifname, " and ".join(t["mode"] for t in xdp["tried"])))
+            self.warnings.append(
+                "XDP program %s on %s fell back to skb (generic) mode: the driver refused %s; %s. To get native XDP: "
+                "shape on an interface whose driver supports native XDP (ethtool -i %s names the driver; see its "
+                "XDP limits, e.g. MTU or queue count, in dmesg), then set xdp_mode: native to fail instead of "
+                "falling back" % (xdp["program"], self.ifname,
+                                  " and ".join("%s mode (%s)" % (t["mode"], t["error"]) for t in xdp["tried"]), slow,
+                                  self.ifname))
+        elif self.want_mode == "skb":
+            self.warnings.append("XDP program %s on %s runs in skb (generic) mode because xdp_mode is skb; %s. To "
+                                 "get native XDP: set xdp_mode: auto or native" % (xdp["program"], self.ifname, slow))
         else:
-            self.warnings.append("XDP program %s on %s runs in skb (generic) mode, which is much slower than "
-                                 "native XDP" % (xdp["program"], self.ifname))
+            why = ("the program it replaced ran in skb mode and an atomic replace keeps the mode"
+                   if xdp.get("action") in (REPLACE, REPLACE_FOREIGN) else "it stays as it was attached earlier")
+            self.warnings.append(
+                "XDP program %s on %s runs in skb (generic) mode: %s; %s. To get native XDP: set xdp_mode: native "
+                "(a detach and an attach, not atomic), and if the driver refuses it, shape on an interface whose "
+                "driver supports native XDP" % (xdp["program"], self.ifname, why, slow))
 
 
 CHANGING = (ATTACH, REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH)

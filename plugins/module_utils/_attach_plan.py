@@ -251,6 +251,10 @@ def decide_xdp(program: str | None, want_mode: str, current: dict, ours: set, re
     if old_id not in ours:
         if not force:
             return dict(base, kind=REFUSE, reason="foreign", mode=old_mode)
+        if want_mode == "auto" and old_mode == "skb":
+            # Someone else's generic-mode program says nothing about the driver: detach it and walk hw -> native
+            # -> skb, as for an empty hook, rather than keep the slow mode an atomic replace would keep.
+            return dict(base, kind=REATTACH, foreign=True, mode="auto")
         return dict(base, kind=REPLACE_FOREIGN if mode_ok else REATTACH, foreign=True,
                     mode=old_mode if mode_ok else want_mode)
     if not mode_ok:

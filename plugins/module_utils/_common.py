@@ -267,6 +267,35 @@ def is_bpffs(path: str) -> bool:
         return False
 
 
+# Folders of the system a bpffs must never be mounted over (it would hide what they hold); below the kernel's
+# pseudo filesystems (KERNEL_FOLDERS) no folder is a place for one either, except /sys/fs/bpf and below.
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+                  "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv", "/sys", "/tmp", "/usr", "/var")
+KERNEL_FOLDERS = ("/dev", "/proc", "/sys")
+
+
+def bpffs_mount_fix(pin_root: str) -> str:
+    """The fix for "no bpffs at ``pin_root``": the mount command when ``pin_root`` is a place for a bpffs (under
+    /sys/fs/bpf, or a folder of its own that is missing or empty), never for / or a system folder
+    (``SYSTEM_FOLDERS``, anything under /proc, /sys or /dev but /sys/fs/bpf, a folder that holds files: a mount
+    would hide them): then the fix is to choose a bpffs location."""
+    path = os.path.normpath(pin_root) if os.path.isabs(pin_root) else pin_root
+    bpffs_place = path == DEFAULT_PIN_ROOT or path.startswith(DEFAULT_PIN_ROOT + "/")
+    system = (path == "/" or path in SYSTEM_FOLDERS or DEFAULT_PIN_ROOT.startswith(path + "/")
+              or any(path.startswith(k + "/") for k in KERNEL_FOLDERS))
+    try:
+        busy = os.path.isdir(path) and bool(os.listdir(path))
+    except OSError:
+        busy = True
+    if bpffs_place or not (system or busy):
+        return "mount bpffs there: %smount -t bpf bpf %s" % ("" if os.path.isdir(path) else "mkdir -p %s && " % path,
+                                                             path)
+    what = "a system folder" if system else "a folder that already holds files"
+    return ("set pin_root to a bpffs mount point such as %s (mounted by systemd; else mkdir -p %s && mount -t bpf "
+            "bpf %s). Never mount a bpffs over %s: it is %s and the mount would hide what it holds."
+            % (DEFAULT_PIN_ROOT, DEFAULT_PIN_ROOT, DEFAULT_PIN_ROOT, path, what))
+
+
 def require_bpffs(pin_root: str) -> str:
     """Return the canonical pin root, or fail clearly if it is not a bpffs mount."""
     if not os.path.isabs(pin_root):
@@ -280,11 +309,10 @@ def require_bpffs(pin_root: str) -> str:
                         "give the bpffs mount point (e.g. %s), not a pin in it." % (
                             _mount_point(real) if inside else DEFAULT_PIN_ROOT))
     if not os.path.isdir(real):
-        raise LqosError("pin_root %s does not exist." % pin_root,
-                        "mount bpffs there: mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root))
+        raise LqosError("pin_root %s does not exist." % pin_root, bpffs_mount_fix(pin_root))
     if not is_bpffs(real):
         raise LqosError("pin_root %s is not a bpffs mount (statfs magic is not BPF_FS_MAGIC)." % pin_root,
-                        "mount bpffs there: mount -t bpf bpf %s" % pin_root)
+                        bpffs_mount_fix(pin_root))
     return real
 
 
@@ -425,3 +453,51 @@ def errno_name(num: int | None) -> str:
     if not num:
         return ""
     return errno.errorcode.get(num, str(num))
+
+
+MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argument or environment string (32 pages, linux/binfmts.h)
+
+
+def _size(n: int) -> str:
+    return "%.1f MB" % (n / 1e6) if n >= 1e6 else "%d KB" % (n // 1000) if n >= 1000 else "%d bytes" % n
+
+
+def argv_too_long(step: str, argv: list, env: dict | None = None) -> str:
+    """Why the kernel refused to start ``argv`` with E2BIG, in one line: the step (``step``, e.g. "build step
+    clang", starts the line), the size of the argument list
+    and the environment, and the limit (``os.sysconf("SC_ARG_MAX")``, what ``getconf ARG_MAX`` prints; or
+    MAX_ARG_STRLEN for one argument). Never the command itself: it is what is too long."""
+    env = os.environ if env is None else env
+    args = sum(len(os.fsencode(a)) + 1 for a in argv)
+    envs = sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+    pointers = (len(argv) + len(env) + 2) * ctypes.sizeof(ctypes.c_void_p)
+    longest = max(range(len(argv)), key=lambda i: len(argv[i])) if argv else 0
+    tool = os.path.basename(argv[0]) if argv else "?"
+    if argv and len(os.fsencode(argv[longest])) + 1 > MAX_ARG_STRLEN:
+        return ("%s: the kernel refused to start %s: argument %d alone is %s, over the kernel's limit for one "
+                "argument (MAX_ARG_STRLEN, %d bytes) [E2BIG: Argument list too long]"
+                % (step, tool, longest, _size(len(os.fsencode(argv[longest]))), MAX_ARG_STRLEN))
+    try:
+        limit = os.sysconf("SC_ARG_MAX")
+    except (ValueError, OSError):
+        limit = -1
+    return ("%s: the kernel refused to start %s: its %d arguments take %s and the environment %s (%s in all, "
+            "with the pointers), over the limit ARG_MAX of %s (%d bytes, getconf ARG_MAX) [E2BIG: Argument list "
+            "too long]" % (step, tool, len(argv), _size(args), _size(envs), _size(args + envs + pointers),
+                           _size(limit) if limit > 0 else "this system", limit))
+
+
+def run_step(module, step: str, argv: list, fix: str, **kwargs) -> tuple:
+    """``module.run_command(argv, **kwargs)`` that turns a command the kernel cannot start into one LqosError
+    naming ``step`` (E2BIG: the sizes and the limit, not the command; another OSError: its errno), instead of
+    Ansible's failure that dumps the whole command. Returns (rc, stdout, stderr)."""
+    try:
+        return run_literal(module, argv, handle_exceptions=False, **kwargs)
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:
+            env = dict(os.environ)
+            env.update(getattr(module, "run_command_environ_update", None) or {})
+            env.update(kwargs.get("environ_update") or {})
+            raise LqosError(argv_too_long(step, argv, env) + ".", fix)
+        raise LqosError("%s: cannot start %s: %s (%s)." % (
+            step, argv[0] if argv else "?", exc.strerror, errno_name(exc.errno)), fix)

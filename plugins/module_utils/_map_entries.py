@@ -225,6 +225,10 @@ def run_map_entries(module) -> dict:
             return _unpinned_plan(path, p["entries"], state, why_not)
         raise LqosError("no map is pinned at %s." % path,
                         "attach the programs first (lqos.bpf.attach pins their maps under pin_root), or fix map.")
+    if os.path.isdir(path):  # confine_pin refused symlinks: this is a real folder under the pin root
+        raise LqosError("%s is a folder, not a pinned map." % path,
+                        "name the map pin itself in map (a path relative to pin_root, e.g. %s/<map name>)."
+                        % os.path.relpath(path, root))
     try:
         info = _bpf_maps.map_info_by_path(path)
     except LibbpfError as exc:

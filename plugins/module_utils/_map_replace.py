@@ -259,7 +259,9 @@ def refusals(actions: list) -> list:
 def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, state_dir: str,
                        allow_narrowing: bool) -> list:
     """Move aside, create the new maps (object loaded with no program), fill and verify. Returns
-    [{name, entries_written, entries_total, new_id}]."""
+    [{name, entries_written, entries_total, new_id}], plus ``started_empty`` and ``aside`` for a map that starts
+    empty (its ``entries_total``: the entries kept in the old map aside; None for a type whose contents never
+    move, such as a ring buffer) and ``repinned`` for a live map pinned again."""
     journal = read_journal(state_dir, pin_root)
     for a in actions:
         if a["action"] != "replace":
@@ -299,7 +301,10 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         if a["old"]["type"] not in G.MIGRATABLE or a.get("empty"):
             journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
             write_journal(state_dir, pin_root, journal)
-            done.append({"name": a["name"], "entries_total": None, "entries_written": 0, "new_id": new["id"]})
+            # Started empty: the old map keeps its entries aside (counted, so the result says what is kept).
+            kept = len(M.map_entries(a["aside"])) if a["old"]["type"] in G.MIGRATABLE else None
+            done.append({"name": a["name"], "entries_total": kept, "entries_written": 0, "new_id": new["id"],
+                         "started_empty": True, "aside": a["aside"]})
             continue
         entries = M.map_entries(a["aside"])
         try:

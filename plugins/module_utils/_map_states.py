@@ -109,11 +109,7 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
                          params["state_dir"])
     result["migrated"] = done
     result["msg"] = ("replaced %d map(s) keeping their entries (old maps moved aside under %s/%s until "
-                     "state: committed): %s" % (len(done), pin_root, R.ASIDE_DIR,
-                                                ", ".join(("%s re-pinned (live map id %d)" % (d["name"], d["new_id"]))
-                                                          if d.get("repinned") else
-                                                          "%s %s/%s entries" % (d["name"], d["entries_written"],
-                                                                                d["entries_total"]) for d in done)))
+                     "state: committed): %s" % (len(done), pin_root, R.ASIDE_DIR, ", ".join(_done_text(d) for d in done)))
     return result
 
 
@@ -142,6 +138,20 @@ def _half_done(err: LqosError, pin_root: str, actions: list, state_dir: str) -> 
         left.append({"change": " and ".join(parts), "undo": undo})
     return failure(err, [], left, "fix the cause, then run state: migrated again (it finishes the replacement "
                                   "from the pins)")
+
+
+def _done_text(d: dict) -> str:
+    """One replaced map in the result's message."""
+    if d.get("repinned"):
+        return "%s re-pinned (live map id %d)" % (d["name"], d["new_id"])
+    if d.get("started_empty"):
+        if d["entries_total"] is None:
+            return "%s started empty (its contents never move; the old map is kept aside at %s)" % (
+                d["name"], d["aside"])
+        return "%s started empty (its %d entr%s could not move to the new layout and are kept in the old map " \
+               "aside at %s; state: committed backs them up, state: rolled_back puts the map back)" % (
+                   d["name"], d["entries_total"], "y" if d["entries_total"] == 1 else "ies", d["aside"])
+    return "%s %d/%d entries" % (d["name"], d["entries_written"], d["entries_total"])
 
 
 def run_committed(module, pin_root: str, pins: list) -> dict:

@@ -332,12 +332,43 @@ def classify(pin: dict, expectations: dict) -> dict:
     return pin
 
 
+def through_symlink(pin_root: str, name: str):
+    """The first folder on the way from ``pin_root`` to ``name`` that is a symlink, as (path, target); or None.
+
+    A pin behind a symlinked folder is never reached (the walk does not follow symlinks), so it is refused as
+    going through a symlink rather than reported missing."""
+    probe = pin_root
+    for part in name.split("/")[:-1]:
+        probe = os.path.join(probe, part)
+        if os.path.islink(probe):
+            try:
+                return probe, os.readlink(probe)
+            except OSError:
+                return probe, "?"
+        if not os.path.isdir(probe):
+            return None
+    return None
+
+
+def _unseen(pin_root: str, name: str, reason: str) -> dict:
+    """A named or expected pin the walk did not find: through a symlinked folder (refused), else missing."""
+    path = os.path.join(pin_root, name)
+    link = through_symlink(pin_root, name)
+    if link is None:
+        return _base(name, path, None, "missing", reason)
+    pin = _base(name, path, "symlink", "not_a_map",
+                "refused: the path goes through the symlink %s (-> %s); symlinks are never followed or touched. "
+                "Name the real pin instead" % link)
+    pin["target"] = link[1]
+    return pin
+
+
 def missing_pins(pin_root: str, expectations: dict, seen, names=None) -> list:
     out = []
     for name in sorted(expectations):
         if name in seen or (names is not None and name not in names):
             continue
-        pin = _base(name, os.path.join(pin_root, name), None, "missing", "expected, but nothing is pinned here")
+        pin = _unseen(pin_root, name, "expected, but nothing is pinned here")
         pin["expected"] = expected_view(expectations[name])
         out.append(pin)
     return out
@@ -370,8 +401,7 @@ def audit(pin_root: str, expectations: dict, names=None, hook=None) -> list:
     if names is not None:
         for name in names:
             if name not in seen and name not in expectations:
-                pins.append(_base(name, os.path.join(pin_root, name), None, "missing",
-                                  "named in maps, but nothing is pinned here"))
+                pins.append(_unseen(pin_root, name, "named in maps, but nothing is pinned here"))
     if any(p["kind"] == "map" and p["status"] != "vanished" for p in pins):
         users = programs_by_map()
         for pin in pins:

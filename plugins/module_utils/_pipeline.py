@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.lqos.bpf.plugins.module_utils import _builds
 from ansible_collections.lqos.bpf.plugins.module_utils._buildrs import apply_build_rs_flags
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, run_literal, sha256_bytes, sha256_file,
+    atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, run_step, sha256_bytes, sha256_file,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import TOOL_CACHE, tool_versions
 
@@ -160,6 +160,11 @@ class Pipeline:
             raise LqosError("build tool(s) not found in PATH: %s." % ", ".join(missing),
                             "apt-get install %s (lqos.bpf.toolchain_info lists every miss)."
                             % " ".join(sorted({tools[m]["package"] for m in missing})))
+        # A distribution wrapper without its binary would fail the first step that runs it, with its own text.
+        broken = [name for name, info in tools.items() if info.get("wrapper")]
+        if broken:
+            raise LqosError("build tool(s) that cannot run: %s." % "; ".join(tools[n]["problem"] for n in broken),
+                            "; ".join(tools[n]["fix"] for n in broken) + ".")
         build_spec = {k: self.spec[k] for k in ("sources", "outputs", "flags")}
         manifest = {
             "version": MANIFEST_VERSION,
@@ -243,7 +248,7 @@ class Pipeline:
         """Run one step; it fails on a non-zero exit, on stderr when ``stderr_fatal``, and when its
         ``output`` file is missing, empty or possibly truncated because the build folder filled up."""
         started = time.monotonic()
-        rc, out, err = run_literal(self.module, argv, cwd=cwd)
+        rc, out, err = run_step(self.module, "build step " + step, argv, _STEP_E2BIG.get(step, _STEP_FIX.get(step, "")), cwd=cwd)
         timings[step] = round(time.monotonic() - started, 4)
         cmd = shlex.join(argv)
         tool = argv[0].rsplit("/", 1)[-1]
@@ -395,6 +400,15 @@ _STEP_FIX = {
     "wrapper": "fix wrapper.c against the generated skeleton (names in the skeleton come from the BPF source).",
     "ar": "check that binutils' ar is installed and the build folder is writable.",
     "bindgen": "fix wrapper.h or flags.bindgen / flags.bindgen_clang in the spec.",
+}
+
+
+# A step the kernel cannot start because its argument list is too long (E2BIG): the spec's flags of that step.
+_STEP_E2BIG = {
+    step: "shorten flags.%s in the spec (the limit counts every argument and the environment): put -D definitions "
+          "in a header the source includes, fold -I folders into fewer ones." % key
+    for step, key in (("clang", "clang"), ("llc", "llc"), ("wrapper", "wrapper"),
+                      ("bindgen", "bindgen / flags.bindgen_clang"))
 }
 
 

@@ -18,7 +18,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, count_cpu_list, is_bpffs, LqosError, run_literal,
+    atomic_write, bpffs_mount_fix, count_cpu_list, is_bpffs, LqosError, run_literal,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
@@ -99,13 +99,15 @@ def tool_versions(module, names=None, cache_path: str | None = None, path_prefix
         argv, regex = TOOLS[name][0], TOOLS[name][1]
         rc, out, err = run_literal(module, [found[name]["path"]] + argv)
         match = re.search(regex, out + err)
-        return rc, match.group(1) if match else None
+        return rc, match.group(1) if match else None, (err.strip() or out.strip())
 
     if probes:
         with ThreadPoolExecutor(max_workers=len(probes)) as pool:
             results = dict(zip(probes, pool.map(probe, probes)))
-        for name, (rc, version) in results.items():
+        for name, (rc, version, output) in results.items():
             found[name]["version"] = version
+            if version is None:
+                found[name].update(no_version_problem(name, found[name]["path"], rc, output))
             if rc == 0 and version:
                 cache[probes[name]] = version
         if cache_path and not os.environ.get("LQOS_BPF_READ_ONLY_CACHES"):
@@ -115,6 +117,35 @@ def tool_versions(module, names=None, cache_path: str | None = None, path_prefix
             except OSError:
                 pass  # a cache that cannot be written only costs time
     return found
+
+
+# Ubuntu's /usr/sbin/bpftool (linux-tools-common) is a script that runs the bpftool of the running kernel's
+# linux-tools package; without that package it prints this and exits 2.
+_WRAPPER_MISS = re.compile(r"(\S+) not found for kernel (\S+)")
+
+
+def wrapper_fix(name: str, release: str | None = None) -> str:
+    """How to get a real ``name`` (bpftool) for the running kernel (``release``: ``uname -r``), by distribution:
+    the package that provides it."""
+    release = release or os.uname().release
+    return ("install the package that provides %s for kernel %s: on Ubuntu linux-tools-%s (apt-get install "
+            "linux-tools-$(uname -r)) or linux-tools-generic to follow the kernel; on Debian the %s package "
+            "(apt-get install %s)" % (name, release, release, TOOLS[name][2], TOOLS[name][2]))
+
+
+def no_version_problem(name: str, path: str, rc: int, output: str) -> dict:
+    """``problem`` and ``fix`` for a tool that printed no version: a distribution wrapper that found no binary for
+    this kernel (``wrapper: true``), or a tool that failed or printed something else (its exit code and first line)."""
+    miss = _WRAPPER_MISS.search(output)
+    if miss and miss.group(1).endswith(name):
+        return {"wrapper": True, "fix": wrapper_fix(name),
+                "problem": "%s at %s is a distribution wrapper that found no %s for this kernel (%s): %s not found "
+                           "for kernel %s" % (name, path, name, miss.group(2), name, miss.group(2))}
+    first = output.splitlines()[0] if output else "no output"
+    fix = "check the %s at %s (run it with %s) or reinstall the %s package" % (
+        name, path, " ".join(TOOLS[name][0]), TOOLS[name][2])
+    return {"wrapper": False, "fix": fix,
+            "problem": "%s at %s printed no version (exit code %d: %s)" % (name, path, rc, first[:200])}
 
 
 def libbpf_status() -> dict:
@@ -259,6 +290,8 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
         if not info["found"]:
             checks.append(_check(name, False, "%s not found in PATH" % name,
                                  "apt-get install %s" % info["package"], tool=name))
+        elif info.get("problem"):
+            checks.append(_check(name, False, info["problem"], info["fix"], tool=name))
         elif not info["meets_minimum"]:
             checks.append(_check(name, False, "%s %s is older than %s" % (name, info["version"], minimum),
                                  "upgrade the %s package (or lower toolchain.minimum_versions.%s in the spec)"
@@ -306,11 +339,20 @@ def preflight(module, pin_root: str, minimums: dict, spec: dict | None = None, s
             pin_root, "pinned BPF object" if is_bpffs(pin_root) else "file"),
             "set pin_root to the bpffs folder that holds it (e.g. %s)" % (os.path.dirname(pin_root) or "/")))
     else:
+        fix = bpffs_mount_fix(pin_root)
+        bad = not mounted and not fix.startswith("mount bpffs there")
+        if bad:
+            # Never a place to mount one: a check of its own, which ignore: [bpffs] (the role then mounts) does
+            # not skip, so no role mounts a bpffs over / or a system folder.
+            kernel["bpffs"]["mount_here"] = False
+            checks.append(_check("pin_root", False, "pin_root %s is not a bpffs and no place to mount one" % pin_root,
+                                 fix))
         checks.append(_check("bpffs", mounted,
                              "bpffs mounted at %s" % pin_root if mounted else
                              ("bpffs not mounted at %s (the kernel supports it)" % pin_root if mountable
                               else "the kernel has no bpf filesystem"),
-                             "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable
+                             "mkdir -p %s && mount -t bpf bpf %s" % (pin_root, pin_root) if mountable and not bad
+                             else fix if mountable
                              else "boot a kernel with CONFIG_BPF_SYSCALL=y"))
 
     caps = effective_caps()

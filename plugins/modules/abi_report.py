@@ -22,6 +22,8 @@ description:
     external resources), the last two from Jinja2 templates (O(templates)). Each carries the time, the spec, the
     collection version and a legend of the statuses; hashes are shortened in tables (the full one is in the JSON
     and, in HTML, on hover). Field extraction uses jmespath on the controller.
+  - The files are written as a set, all or none; every file is rendered first, then each is written beside the
+    old one and renamed over it, so a template or a write that fails leaves the older set as it was.
   - Fails when any host drifts, unless O(fail_on_drift=false); the files are written first.
 author: lqos.bpf maintainers (@lqos-bpf)
 options:
@@ -43,7 +45,9 @@ options:
     type: path
     required: true
   basename:
-    description: File name of the report without its suffix (C(.json), C(.md), C(.html)).
+    description:
+      - File name of the report without its suffix (C(.json), C(.md), C(.html)).
+      - A plain name only; one with a path in it (C(../x), C(a/b), C(.), C(..)) is refused and nothing is written.
     type: str
     default: fleet-abi-report
   formats:
@@ -65,8 +69,11 @@ options:
         this collection). A relative name is looked up like M(ansible.builtin.template) does (the role's, then the
         playbook's C(templates/)).
       - "A template gets C(report) (the JSON report as data), C(summary) (the one-line summary) and C(statuses) (in
-        order), and the filters C(short) (a hash's first 12 characters) and C(md) (a Markdown table cell). Files
-        ending in C(.html) or C(.html.j2) are HTML-escaped."
+        order), and the filters C(short) (a hash's first 12 characters) and C(md) (a Markdown table cell)."
+      - Escaping follows the output kind, never the template's file name. The HTML template is always autoescaped.
+        In the Markdown template every expression is HTML-escaped and Markdown-escaped (C(\ ` * [ ] | ~), a line
+        break as C(<br>)), whether or not it uses C(md), because Markdown renders HTML.
+      - A template that is a folder is refused as one.
     type: dict
     suboptions:
       markdown:

@@ -67,7 +67,11 @@ options:
   xdp_mode:
     description:
       - V(auto) tries V(hw), then V(native), then V(skb) and keeps the first that holds; when a program of ours is
-        already attached, V(auto) keeps the mode it runs in.
+        already attached, V(auto) keeps the mode it runs in. A foreign program in V(skb) mode replaced with
+        O(force) is detached and the walk starts at V(hw) (not atomic), so the new program gets native XDP where
+        the driver has it.
+      - A program left in V(skb) mode gets a warning that says why (each refused mode with the driver's error, or
+        the mode kept from the program it replaced) and how to get native XDP.
       - V(hw), V(native) and V(skb) ask for exactly that mode. Changing the mode of an attached program cannot be
         atomic (the kernel allows only one of native and skb at a time).
     type: str

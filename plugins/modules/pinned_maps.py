@@ -278,7 +278,10 @@ restored:
 migrated:
   description: For O(state=migrated), one item per map filled by this run, with C(name), C(entries_total),
     C(entries_written) and C(new_id) (C(repinned=true) when that is the live map the attached programs use,
-    with C(entries_total=null)). RV(actions) carries C(live_id) for such a map, and each map's plan in C(migration) (C(from), C(to), C(entries),
+    with C(entries_total=null); C(started_empty=true) and C(aside) when the map starts empty with
+    O(unmigratable=start_empty) or holds what never moves, such as a ring buffer, and then C(entries_total) is the
+    number of entries kept in the old map aside, null for a ring buffer).
+    RV(actions) carries C(live_id) for such a map, and each map's plan in C(migration) (C(from), C(to), C(entries),
     C(key)/C(value) with C(copied), C(widened), C(narrowed), C(defaulted), C(zeroed), C(lost), and C(refused)) and a
     one-line C(change).
   returned: when state is migrated

@@ -62,6 +62,9 @@ options:
       - Names of checks (the C(name) of a row of RV(checks), e.g. V(bpffs)) whose failure does not fail the task with
         O(fail_on_missing). They are still reported under RV(problems) and RV(ok). The toolchain role ignores
         V(bpffs) when it mounts bpffs itself right after the preflight.
+      - A O(pin_root) where no bpffs may be mounted (V(/), a system folder such as V(/usr) or V(/etc), anything under
+        V(/proc) or V(/sys) but V(/sys/fs/bpf), a folder that holds files) fails the check V(pin_root) as well, whose
+        fix is to choose a bpffs location; ignoring V(bpffs) never leads a role to mount over it.
     type: list
     elements: str
     default: []
@@ -114,7 +117,13 @@ warnings_found:
   type: list
   elements: dict
 toolchain:
-  description: Per tool, whether it was found, its path, version, minimum and package.
+  description:
+    - Per tool, whether it was found, its path, version, minimum and package.
+    - A tool found but printing no version also has C(problem) and C(fix), and C(wrapper=true) when it is a
+      distribution wrapper that found no binary for the running kernel (Ubuntu's C(/usr/sbin/bpftool) without the
+      kernel's C(linux-tools-$(uname -r)) package); the fix names the package that provides one (Ubuntu
+      C(linux-tools-$(uname -r)) or C(linux-tools-generic), Debian C(bpftool)). M(lqos.bpf.pipeline) refuses to
+      build with such a wrapper, with the same text.
   returned: always
   type: dict
   sample: {clang: {found: true, path: /usr/lib/llvm-14/bin/clang, version: "14.0.6", minimum: "11.0",

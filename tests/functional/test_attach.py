@@ -355,21 +355,50 @@ def test_auto_mode_falls_back_to_skb_where_native_xdp_is_unsupported(env):
     xdp = res["xdp"]
     assert xdp["mode"] == "skb" and [t["mode"] for t in xdp["tried"]] == ["hw", "native"]
     assert "does not support native mode" in xdp["tried"][1]["error"]
-    fallback = ("XDP program xdp_shaper on lqbr0 fell back to skb (generic) mode: the driver refused hw and native "
-                "mode; generic XDP is much slower than native XDP")
-    assert res["warnings"] == [fallback] + left_out_warnings(env.objects["reference"], "lqbr0", "reference")
+    warning = ("XDP program xdp_shaper on lqbr0 fell back to skb (generic) mode: the driver refused hw mode (%s) and "
+               "native mode (%s); generic XDP is much slower than native XDP. To get native XDP: shape on an interface "
+               "whose driver supports native XDP (ethtool -i lqbr0 names the driver; see its XDP limits, e.g. MTU or "
+               "queue count, in dmesg), then set xdp_mode: native to fail instead of falling back"
+               % (xdp["tried"][0]["error"], xdp["tried"][1]["error"]))
+    assert res["warnings"] == [warning] + left_out_warnings(env.objects["reference"], "lqbr0", "reference")
     kernel = env.hooks("lqbr0")
     assert kernel["xdp"]["attach_mode"] == "skb" and kernel["xdp"]["skb_prog_id"] == xdp["id"]
     again = ok(env.attach(interface="lqbr0"))
     assert again["changed"] is False and again["xdp"]["mode"] == "skb"
-    assert again["warnings"] == ["XDP program xdp_shaper on lqbr0 runs in skb (generic) mode, which is much slower "
-                                 "than native XDP"]
+    assert [w for w in again["warnings"] if "skb (generic)" in w] == [
+        "XDP program xdp_shaper on lqbr0 runs in skb (generic) mode: it stays as it was attached earlier; generic "
+        "XDP is much slower than native XDP. To get native XDP: set xdp_mode: native (a detach and an attach, not "
+        "atomic), and if the driver refuses it, shape on an interface whose driver supports native XDP"]
     # Asking for native explicitly fails clearly and leaves the skb attachment alone.
     msg = failed(env.attach(interface="lqbr0", xdp_mode="native"))
     assert msg.startswith("attaching XDP program xdp_shaper to lqbr0 in native mode failed: XDP on lqbr0: the driver "
                           "does not support native mode")
     assert msg.endswith("Fix: use xdp_mode: auto (falls back to skb) or a mode the driver supports.")
     assert env.hooks("lqbr0")["xdp"]["skb_prog_id"] == xdp["id"]
+
+
+def test_auto_with_force_over_a_generic_mode_foreign_program_tries_native_first(env):
+    foreign = env.foreign_xdp(mode="xdpgeneric")
+    assert env.hooks()["xdp"]["skb_prog_id"] == foreign
+    res = ok(env.attach(force=True))
+    xdp = res["xdp"]
+    assert (xdp["action"], xdp["mode"], xdp["previous_id"]) == ("reattach", "native", foreign), xdp
+    assert [t["mode"] for t in xdp["tried"]] == ["hw"]  # veth: no offload, native works
+    kernel = env.hooks()["xdp"]
+    assert (kernel["attach_mode"], kernel["drv_prog_id"], kernel["skb_prog_id"]) == ("native", xdp["id"], 0)
+    assert not [w for w in res["warnings"] if "skb (generic) mode" in w], res["warnings"]
+    assert unloaded(foreign)
+    # Where the driver has no native XDP (a Linux bridge) the walk ends in skb, and the warning says why and how.
+    env.ip("link", "add", "lqbr1", "type", "bridge")
+    env.ip("link", "set", "lqbr1", "up")
+    foreign = env.foreign_xdp(mode="xdpgeneric", ifname="lqbr1")
+    res = ok(env.attach(interface="lqbr1", force=True))
+    xdp = res["xdp"]
+    assert (xdp["action"], xdp["mode"]) == ("reattach", "skb") and [t["mode"] for t in xdp["tried"]] == ["hw", "native"]
+    [warning] = [w for w in res["warnings"] if "skb (generic) mode" in w]
+    assert "the driver refused hw mode (" in warning and "native mode (XDP on lqbr1: the driver does not support " \
+        "native mode" in warning, warning
+    assert "To get native XDP: shape on an interface whose driver supports native XDP (ethtool -i lqbr1" in warning
 
 
 def test_explicit_mode_change_is_reported_as_not_atomic(env):

@@ -564,6 +564,27 @@ def test_entries_that_do_not_fit_the_new_max_entries_are_refused_before_anything
     assert pins(bpffs) == before and len(entries(path)) == 1001
 
 
+def test_start_empty_reports_the_map_kept_aside_and_its_entry_count(tmp_path, bpffs):
+    old_obj = compile_bpf(tmp_path, "e_old", PERCPU_C % ("__u32 packets; __u32 drops;", "HASH"))
+    new_obj = compile_bpf(tmp_path, "e_new", (PERCPU_C % ("__u64 packets;", "LRU_HASH")).replace(
+        "__uint(max_entries, 4096);", "__uint(max_entries, 4);"))
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
+    path = os.path.join(bpffs, "counters")
+    for i in range(5):
+        M.map_update(path, struct.pack("<I", i), struct.pack("<II", i, 0))
+    res = ok(run_module("pinned_maps", dict(object=new_obj, pin_root=bpffs, state="migrated", approve=True,
+                                            state_dir=str(tmp_path / "s"), unmigratable="start_empty")))
+    aside = os.path.join(bpffs, "lqos_bpf_aside", "counters")
+    assert res["msg"].endswith(
+        "counters started empty (its 5 entries could not move to the new layout and are kept in the old map aside "
+        "at %s; state: committed backs them up, state: rolled_back puts the map back)" % aside), res["msg"]
+    assert "None" not in res["msg"]
+    [done] = res["migrated"]
+    assert done["entries_total"] == 5 and done["entries_written"] == 0 and done["started_empty"], done
+    assert len(entries(aside)) == 5 and entries(path) == {}
+
+
 RINGBUF_C = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -592,6 +613,8 @@ def test_a_ring_buffer_is_replaced_empty_and_committed_without_a_backup(tmp_path
                 approve=True)
     res = ok(run_module("pinned_maps", dict(args, state="migrated")))
     assert "the new map starts empty (ringbuf maps hold kernel objects" in res["actions"][0]["change"]
+    assert res["msg"].endswith("events started empty (its contents never move; the old map is kept aside at "
+                               "%s/lqos_bpf_aside/events)" % bpffs), res["msg"]
     assert pins(bpffs)["lqos_bpf_aside/events"] == old_id
     assert M.map_info_by_path(os.path.join(bpffs, "events"))["max_entries"] == 8192
     done = ok(run_module("pinned_maps", dict(args, state="committed")))

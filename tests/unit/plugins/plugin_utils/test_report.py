@@ -264,3 +264,113 @@ def test_no_programs_no_verifier_table():
     report = R.aggregate({"a": host()}, META)
     assert report["verifier_headroom"] == {"kernels": [], "programs": [], "cells": {}}
     assert "No verifier figures (no host reported its programs)." in R.render(report, MD)
+
+
+# ---------------------------------------------------------------------------
+# Escaping by output kind, the basename, the set written all or none (issue 25, items 6-9 and 23)
+# ---------------------------------------------------------------------------
+
+EVIL_HOST = "<script>alert(1)</script>|`x`\nnext"
+EVIL_IFACE = "<img src=x onerror=alert(2)>"
+EVIL_MAP = "m|`y`\n<b>z</b>"
+
+
+def evil_report():
+    bad = host(pins=[(EVIL_MAP, "incompatible", "<i>why</i> | `code`")],
+               xdp=dict(xdp(), name="[a](javascript:alert(3))"))
+    bad["attached"][0]["interface"] = EVIL_IFACE
+    return R.aggregate({EVIL_HOST: bad}, META)
+
+
+@pytest.mark.parametrize("text,cell", [
+    ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+    ("<img src=x onerror=alert(2)>", "&lt;img src=x onerror=alert(2)&gt;"),
+    ("a|b", "a\\|b"),
+    ("`x`", "\\`x\\`"),
+    ("one\ntwo\r\nthree", "one<br>two<br>three"),
+    ("[l](javascript:x) *b* _i_ ~~s~~", "\\[l\\](javascript:x) \\*b\\* \\_i\\_ \\~\\~s\\~\\~"),
+    ("flow_table kernel's \"q\" & \\", "flow_table kernel's \"q\" &amp; \\\\"),
+    (None, ""),
+])
+def test_md_cell_escapes_html_and_markdown(text, cell):
+    assert R.md_cell(text) == cell
+    assert R.md_cell(R.md_cell(text)) == cell  # escaped once, never twice
+
+
+def test_the_markdown_report_carries_no_html_and_no_broken_table_row_from_host_data():
+    md = R.render(evil_report(), MD)
+    for raw in ("<script", "<img", "<b>", "<i>", "[a]"):
+        assert raw not in md, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\\|\\`x\\`<br>next" in md
+    assert "&lt;img src=x onerror=alert(2)&gt; xdp \\[a\\](javascript:alert(3))" in md
+    assert "| m\\|\\`y\\`<br>&lt;b&gt;z&lt;/b&gt; | &lt;i&gt;why&lt;/i&gt; \\| \\`code\\` |" in md
+    columns = None
+    for line in md.splitlines():  # every table row keeps its header's column count
+        if not line.startswith("|"):
+            columns = None
+            continue
+        count = line.replace("\\|", "").count("|")
+        columns = columns or count
+        assert count == columns, line
+
+
+def test_a_markdown_template_that_forgets_the_md_filter_is_escaped_all_the_same(tmp_path):
+    mine = tmp_path / "mine.md.j2"
+    mine.write_text("{% for name in report.hosts %}- {{ name }}\n{% endfor %}")
+    assert R.render(evil_report(), str(mine)) == "- &lt;script&gt;alert(1)&lt;/script&gt;\\|\\`x\\`<br>next\n"
+
+
+@pytest.mark.parametrize("name", ["report.j2", "report.txt", "report.md.j2", "report"])
+def test_html_output_is_escaped_whatever_the_templates_name(tmp_path, name):
+    mine = tmp_path / name
+    mine.write_text("<ul>{% for name in report.hosts %}<li>{{ name }}</li>{% endfor %}</ul>\n")
+    page = R.render(evil_report(), str(mine), kind="html")
+    assert page == "<ul><li>&lt;script&gt;alert(1)&lt;/script&gt;|`x`\nnext</li></ul>\n"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "/etc/passwd", "..", ".", "", "x\0y"])
+def test_a_basename_with_a_path_in_it_is_refused(tmp_path, name):
+    with pytest.raises(R.ReportError) as err:
+        R.render_set(R.aggregate({"a": host()}, META), str(tmp_path), name, ["json"], {})
+    assert str(err.value).startswith("the report basename %r is not a plain file name: it must not hold a path"
+                                     % name)
+    assert "Fix: give a name such as fleet-abi-report" in str(err.value)
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_template_that_fails_leaves_the_older_set_untouched(tmp_path):
+    report = R.aggregate({"a": host()}, META)
+    old = {}
+    for fmt, suffix in R.SUFFIXES.items():
+        (tmp_path / ("r" + suffix)).write_text("old " + fmt)
+        old[fmt] = "old " + fmt
+    broken = tmp_path / "broken.html.j2"
+    broken.write_text("{{ report.no_such_key }}")
+    with pytest.raises(R.ReportTemplateError):
+        R.render_set(report, str(tmp_path), "r", ["json", "markdown", "html"], {"markdown": MD, "html": str(broken)})
+    assert {fmt: (tmp_path / ("r" + s)).read_text() for fmt, s in R.SUFFIXES.items()} == old
+    files = R.render_set(report, str(tmp_path), "r", ["json", "markdown", "html"], {"markdown": MD, "html": HTML})
+    R.write_set({path: text.encode() for path, text in files.values()})
+    assert sorted(os.listdir(str(tmp_path))) == ["broken.html.j2", "r.html", "r.json", "r.md"]
+    assert json.loads((tmp_path / "r.json").read_text())["hosts_total"] == 1
+    assert (tmp_path / "r.md").read_text().startswith("# Fleet ABI report")
+
+
+def test_write_set_writes_none_when_one_file_cannot_be_written(tmp_path):
+    (tmp_path / "r.json").write_text("old json")
+    (tmp_path / "r.md").write_text("old md")
+    blocked = tmp_path / "sub"
+    blocked.mkdir()
+    (blocked / "r.html").mkdir()  # a folder where the file should go: its rename fails
+    with pytest.raises(OSError):
+        R.write_set({str(tmp_path / "r.json"): b"new", str(blocked / "r.html"): b"new", str(tmp_path / "r.md"): b"new"})
+    assert (tmp_path / "r.json").read_text() == "old json" and (tmp_path / "r.md").read_text() == "old md"
+    assert sorted(os.listdir(str(tmp_path))) == ["r.json", "r.md", "sub"]
+    assert os.listdir(str(blocked)) == ["r.html"]  # no temporary file left
+
+
+def test_a_template_path_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(R.ReportTemplateError) as err:
+        R.render(R.aggregate({"a": host()}, META), str(tmp_path), kind="markdown")
+    assert str(err.value) == ("the report template %s is a folder, not a template file. Fix: name a Jinja2 template "
+                              "file inside it (e.g. %s)" % (tmp_path, tmp_path / "fleet-abi-report.md.j2"))
