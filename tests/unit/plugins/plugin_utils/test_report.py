@@ -252,7 +252,7 @@ def test_the_verifier_table_is_program_by_kernel_with_the_worst_host_per_kernel(
         "stack_method": "call_graph"}
     assert report["hosts"]["e"]["verifier"] == []
     md = R.render(report, MD)
-    assert "| program | 5.10.0-33-amd64 | 6.1.0-27-amd64 |" in md
+    assert "| program | 5.10.0-33-amd64 | 6.1.0-27-amd64 |\n|---|---|---|\n| flow_reader |" in md
     assert "| xdp_shaper | 70.0 % (insns 99.75 %, stack 70.0 %) | 14.06 % (insns 99.75 %, stack 14.06 %) |" in md
     assert "| flow_reader | not loaded: refused | not loaded: refused |" in md
     page = R.render(report, HTML)
