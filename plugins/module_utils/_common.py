@@ -488,7 +488,8 @@ def argv_too_long(step: str, argv: list, env: dict | None = None) -> str:
 
 
 def run_step(module, step: str, argv: list, fix: str, **kwargs) -> tuple:
-    """``run_literal(module, argv, **kwargs)`` (no ~ or $VAR expansion) that turns a command the kernel cannot start into one LqosError
+    """``run_literal(module, argv, **kwargs)`` (no ~ or $VAR expansion) that turns a command the kernel cannot
+    start into one LqosError
     naming ``step`` (E2BIG: the sizes and the limit, not the command; another OSError: its errno), instead of
     Ansible's failure that dumps the whole command. Returns (rc, stdout, stderr)."""
     try:
