@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what is needed
-# (tests/bootstrap.sh --tests), then runs sanity, lint, unit + functional tests and molecule on the newest
-# ansible-core, and sanity, lint and unit tests on the oldest one meta/runtime.yml declares.
+# (tests/bootstrap.sh --tests), then runs sanity, lint, unit + functional tests and molecule on the main
+# ansible-core, sanity, lint and ansible-test units on the oldest one meta/runtime.yml declares, sanity
+# and one approved deploy on the embedded sandbox on the newest, and the ecosystem's
+# packaging checks (docs, galaxy-importer, ansible-builder, ansible-runner, antsibull-changelog).
+# Every stage prints how long it took.
 #
 #   bash tests/run-all.sh            # everything
 #   LQOS_SKIP_MOLECULE=1 bash tests/run-all.sh
@@ -11,7 +14,19 @@ if [ -z "${LQOS_BOOTSTRAPPED:-}" ]; then
   LQOS_BOOTSTRAPPED=1 exec bash "$here/tests/bootstrap.sh" --tests bash "$here/tests/run-all.sh" "$@"
 fi
 cd "$here"
-stage() { printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+stage_name="" stage_start=0 suite_start=$SECONDS
+stage_end() {
+  if [ -n "$stage_name" ]; then
+    printf '==== %s: %dm%02ds\n' "$stage_name" $(((SECONDS - stage_start) / 60)) $(((SECONDS - stage_start) % 60))
+  fi
+}
+stage() {
+  stage_end
+  stage_name=$1 stage_start=$SECONDS
+  printf '\n==== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"
+}
+# Run a command with another venv first on PATH.
+in_venv() { local venv=$1; shift; PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" "$@"; }
 
 core_version() { "$1" -c 'from ansible.release import __version__ as v; print("ansible-core " + v)'; }
 stage "ansible-test sanity ($(core_version python))"
@@ -22,11 +37,11 @@ ansible-lint --offline
 
 # The oldest ansible-core the collection declares (meta/runtime.yml): sanity, lint and unit tests.
 oldest=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
-stage "oldest ansible-core: sanity, lint, unit ($(core_version "$oldest/bin/python"))"
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" bash tests/sanity.sh
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/ansible-lint" --offline
+stage "oldest ansible-core: sanity, lint, units ($(core_version "$oldest/bin/python"))"
+in_venv "$oldest" bash tests/sanity.sh
+in_venv "$oldest" ansible-lint --offline
 set +e
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/python" -m pytest -p no:cacheprovider tests/unit
+in_venv "$oldest" python -m pytest -p no:cacheprovider tests/unit
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then
@@ -34,6 +49,14 @@ if [ $rc -eq 5 ]; then
   exit 1
 fi
 [ $rc -eq 0 ] || exit $rc
+
+# The newest ansible-core (Python >= 3.12): sanity, ansible-test units, and the README's first command (an
+# approved deploy on the embedded default) in a sandbox of its own, removed afterwards.
+newest=${LQOS_NEWEST_VENV:-/opt/lqos-bpf/venv-newest}
+stage "newest ansible-core: sanity ($(core_version "$newest/bin/python"))"
+in_venv "$newest" bash tests/sanity.sh
+stage "newest ansible-core: approved deploy on the embedded sandbox"
+in_venv "$newest" bash tests/deploy-sandbox.sh
 
 stage "pytest: unit and functional (real toolchain, real kernel, private namespaces)"
 set +e
@@ -50,4 +73,5 @@ if [ -z "${LQOS_SKIP_MOLECULE:-}" ]; then
   stage "molecule: real VMs under QEMU"
   molecule test -s default
 fi
-stage "all stages passed"
+stage_end
+printf '\n==== all stages passed in %dm%02ds\n' $(((SECONDS - suite_start) / 60)) $(((SECONDS - suite_start) % 60))
