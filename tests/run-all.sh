@@ -51,6 +51,9 @@ in_venv "$newest" bash tests/units.sh
 stage "newest ansible-core: approved deploy on the embedded sandbox"
 in_venv "$newest" bash tests/deploy-sandbox.sh
 
+stage "antsibull-docs: lint-collection-docs, docsite with -W"
+bash tests/docs.sh
+
 stage "pytest: unit and functional (real toolchain, real kernel, private namespaces)"
 set +e
 python -m pytest -p no:cacheprovider -rs tests/unit tests/functional

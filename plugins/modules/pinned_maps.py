@@ -41,7 +41,7 @@ options:
     type: raw
   object:
     description:
-      - Path on the target of the built BPF object (for example RV(lqos.bpf.pipeline#module:outputs.object.path)).
+      - Path on the target of the built BPF object (for example C(object.path) of RV(lqos.bpf.pipeline#module:outputs)).
         Expectations are derived from every map it pins by name, unless O(derive_from_object=false).
     type: path
   derive_from_object:
