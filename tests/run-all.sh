@@ -54,6 +54,9 @@ in_venv "$newest" bash tests/deploy-sandbox.sh
 stage "antsibull-docs: lint-collection-docs, docsite with -W"
 bash tests/docs.sh
 
+stage "galaxy-importer (Automation Hub-like: flake8, ansible-lint)"
+bash tests/galaxy-importer.sh
+
 stage "pytest: unit and functional (real toolchain, real kernel, private namespaces)"
 set +e
 python -m pytest -p no:cacheprovider -rs tests/unit tests/functional
