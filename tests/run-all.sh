@@ -57,6 +57,9 @@ bash tests/docs.sh
 stage "galaxy-importer (Automation Hub-like: flake8, ansible-lint)"
 bash tests/galaxy-importer.sh
 
+stage "ansible-builder: the execution environment's build context"
+bash tests/ee.sh
+
 stage "ansible-runner: the audit's artifact carries the verdict; two partial audits merged"
 bash tests/runner-audit.sh
 
