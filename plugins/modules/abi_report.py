@@ -41,7 +41,7 @@ options:
     description:
       - Partial reports to merge into this one, each a path on the controller of a JSON report this module wrote,
         or a report as data (the RV(report) of an earlier run, for example an AWX job artifact).
-      - For an audit split into parts (AWX job slicing, one run per site): the hosts of every part and of
+      - For an audit split into parts (AWX job slicing, one run per site), the hosts of every part and of
         O(hosts) make one report, aggregated as if one run had audited them all. A host in two parts must have
         the same row in both. Every part must have this collection's C(schema_version) (docs/report-schema.md).
     type: list
@@ -50,7 +50,7 @@ options:
     description:
       - Folder on the controller for the report files (created when missing), any path. A relative path is
         relative to the folder C(ansible-playbook) runs in (under ansible-runner or AWX, the project folder,
-        which is thrown away after the job: give an absolute path there, or none).
+        which is thrown away after the job; give an absolute path there, or none).
       - Without it no file is written; the report is returned (RV(report)) only.
     type: path
   basename:
