@@ -49,6 +49,9 @@ description:
     libbpf reads it.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.attributes_info
 options:

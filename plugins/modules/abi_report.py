@@ -24,6 +24,8 @@ description:
     and, in HTML, on hover). Field extraction uses jmespath on the controller.
   - Fails when any host drifts, unless O(fail_on_drift=false); the files are written first.
 author: lqos.bpf maintainers (@lqos-bpf)
+extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
 options:
   hosts:
     description: The hosts to report on, for example C(ansible_play_hosts_all).

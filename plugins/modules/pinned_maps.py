@@ -28,6 +28,9 @@ description:
     removed. O(state=restored) loads such a backup back into a compatible map.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.approve
