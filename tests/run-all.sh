@@ -57,6 +57,9 @@ bash tests/docs.sh
 stage "galaxy-importer (Automation Hub-like: flake8, ansible-lint)"
 bash tests/galaxy-importer.sh
 
+stage "antsibull-changelog: lint, the next release's notes"
+bash tests/changelog.sh
+
 stage "ansible-builder: the execution environment's build context"
 bash tests/ee.sh
 
