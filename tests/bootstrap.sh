@@ -9,13 +9,17 @@
 # Always: the BPF toolchain (clang, llc, bpftool, libbpf, bindgen, gcc-multilib), iproute2, and a venv
 # with the controller's packages (requirements.txt, at the versions tests/requirements.txt pins).
 # With --tests (tests/run-all.sh passes it): also QEMU + debootstrap for the molecule VMs, shellcheck,
-# the whole pinned test stack (tests/requirements.txt), and a second venv with the oldest declared
-# ansible-core (tests/requirements-oldest.txt). Idempotent; safe to rerun.
+# the whole pinned test stack (tests/requirements.txt), a second venv with the oldest declared
+# ansible-core (tests/requirements-oldest.txt) and a third with the newest ansible-core
+# (tests/requirements-newest.txt) on a Python >= 3.12 it finds (python3.13/python3.12 on PATH, pyenv's
+# versions; LQOS_NEWEST_PYTHON names one) or, where only pyenv is there, installs with pyenv.
+# Idempotent; safe to rerun.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${LQOS_VENV:-/opt/lqos-bpf/venv}
 oldest_venv=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
+newest_venv=${LQOS_NEWEST_VENV:-/opt/lqos-bpf/venv-newest}
 tests=false
 if [ "${1:-}" = "--tests" ]; then
   tests=true
@@ -34,6 +38,29 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "bootstrap: run as root (it installs packages and the tests load BPF programs)" >&2
   exit 1
 fi
+
+# A Python >= 3.12 with venv and ensurepip (the newest ansible-core's floor).
+python_ok() {
+  "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 12))' 2>/dev/null
+}
+find_python312() {
+  local cand pyenv_root
+  pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+  # shellcheck disable=SC2012
+  for cand in "${LQOS_NEWEST_PYTHON:-}" python3.13 python3.12 python3 \
+              $(ls -d "$pyenv_root"/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV); do
+    [ -n "$cand" ] || continue
+    cand=$(command -v "$cand" 2>/dev/null) || continue
+    if python_ok "$cand"; then echo "$cand"; return 0; fi
+  done
+  # pyenv without a 3.12+: build one (needs a compiler and python.org).
+  if [ -x "$pyenv_root/bin/pyenv" ] && PYENV_ROOT=$pyenv_root "$pyenv_root/bin/pyenv" install -s 3.12 >&2; then
+    # shellcheck disable=SC2012
+    cand=$(ls -d "$pyenv_root"/versions/3.12*/bin/python3 2>/dev/null | sort -rV | head -1)
+    if [ -n "$cand" ] && python_ok "$cand"; then echo "$cand"; return 0; fi
+  fi
+  return 1
+}
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -65,6 +92,24 @@ if $tests; then
     echo "bootstrap: pip install -r tests/requirements-oldest.txt failed" >&2
     exit 1
   fi
+  # The newest ansible-core needs Python >= 3.12 (Debian 12 has 3.11): sanity, unit tests and one deploy on it.
+  newest_python=$(find_python312) || {
+    echo "bootstrap: the newest ansible-core needs Python >= 3.12 and none was found or installed:" \
+         "set LQOS_NEWEST_PYTHON to one (README: Python 3.12 for the newest ansible-core)" >&2
+    exit 1
+  }
+  if [ -x "$newest_venv/bin/python" ] && ! python_ok "$newest_venv/bin/python"; then
+    echo "bootstrap: $newest_venv has a Python older than 3.12: recreating it"
+    rm -rf "$newest_venv"
+  fi
+  if [ ! -x "$newest_venv/bin/python" ]; then
+    echo "bootstrap: creating $newest_venv with $newest_python"
+    "$newest_python" -m venv "$newest_venv"
+  fi
+  if ! "$newest_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/requirements-newest.txt"; then
+    echo "bootstrap: pip install -r tests/requirements-newest.txt failed" >&2
+    exit 1
+  fi
 else
   # The controller's packages at the tested versions, and cffi: the embedded default runs its modules with
   # this venv's python.
@@ -84,9 +129,9 @@ ln -sfn ../../.. "$link"
 
 if $tests; then
   # ansible-test fetches its pip bootstrap from a host outside the package registries; use the offline stand-in.
-  # (2.19 asks for pip 24.2, 2.16 for pip 23.1.2.)
+  # (2.21 asks for pip 25.2, 2.19 for pip 24.2, 2.16 for pip 23.1.2.)
   mkdir -p "$HOME/.ansible/test/cache"
-  for v in 24_2 23_1_2; do
+  for v in 25_2 24_2 23_1_2; do
     cp "$here/tests/sanity/get_pip_offline.py" "$HOME/.ansible/test/cache/get_pip_$v.py"
   done
 fi

@@ -3,6 +3,11 @@
 Every test (unit and functional) imports the collection the way Ansible does,
 so a throwaway collections folder holding a symlink to this checkout is put on
 ``sys.path`` and on ``ANSIBLE_COLLECTIONS_PATH`` before any test module loads.
+
+Under ``ansible-test units`` (tests/units.sh) the tree already sits at
+``ansible_collections/lqos/bpf`` and ansible-test installs its own collection
+loader in every worker: a second ``ansible_collections`` on ``sys.path`` would
+break that loader, so then this file changes nothing.
 """
 from __future__ import annotations
 
@@ -28,7 +33,14 @@ def _collections_root() -> str:
     return root
 
 
-COLLECTIONS = _collections_root()
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
-os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
+def _inside_collection_layout() -> bool:
+    """True when this tree already is ``<root>/ansible_collections/lqos/bpf`` (ansible-test's layout)."""
+    parts = os.path.realpath(REPO).split(os.sep)
+    return parts[-3:] == ["ansible_collections", "lqos", "bpf"]
+
+
+if not _inside_collection_layout():
+    COLLECTIONS = _collections_root()
+    if COLLECTIONS not in sys.path:
+        sys.path.insert(0, COLLECTIONS)
+    os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS

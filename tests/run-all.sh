@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what is needed
-# (tests/bootstrap.sh --tests), then runs sanity, lint, unit + functional tests and molecule on the newest
-# ansible-core, and sanity, lint and unit tests on the oldest one meta/runtime.yml declares.
+# (tests/bootstrap.sh --tests), then runs sanity, lint, unit + functional tests and molecule on the main
+# ansible-core, sanity, lint and ansible-test units on the oldest one meta/runtime.yml declares, sanity,
+# ansible-test units and one approved deploy on the embedded sandbox on the newest, and the ecosystem's
+# packaging checks (docs, galaxy-importer, ansible-builder, ansible-runner, antsibull-changelog).
+# Every stage prints how long it took.
 #
 #   bash tests/run-all.sh            # everything
 #   LQOS_SKIP_MOLECULE=1 bash tests/run-all.sh
@@ -60,6 +63,8 @@ pytest_pass() {
   fi
   [ "$rc" -eq 0 ] || exit "$rc"
 }
+# Run a command with another venv first on PATH.
+in_venv() { local venv=$1; shift; PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" "$@"; }
 
 core_version() { "$1" -c 'from ansible.release import __version__ as v; print("ansible-core " + v)'; }
 stage "ansible-test sanity ($(core_version python))"
@@ -68,13 +73,36 @@ bash tests/sanity.sh
 stage "ansible-lint"
 ansible-lint --offline
 
-# The oldest ansible-core the collection declares (meta/runtime.yml): sanity, lint and unit tests.
+# The oldest ansible-core the collection declares (meta/runtime.yml): sanity, lint and ansible-test units.
 oldest=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
-stage "oldest ansible-core: sanity, lint, unit ($(core_version "$oldest/bin/python"))"
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" bash tests/sanity.sh
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" "$oldest/bin/ansible-lint" --offline
-stage "oldest ansible-core: unit tests ($(core_version "$oldest/bin/python"))"
-PATH="$oldest/bin:$PATH" VIRTUAL_ENV="$oldest" pytest_pass "$oldest/bin/python" -m pytest -p no:cacheprovider tests/unit
+stage "oldest ansible-core: sanity, lint, units ($(core_version "$oldest/bin/python"))"
+in_venv "$oldest" bash tests/sanity.sh
+in_venv "$oldest" ansible-lint --offline
+in_venv "$oldest" bash tests/units.sh
+
+# The newest ansible-core (Python >= 3.12): sanity, ansible-test units, and the README's first command (an
+# approved deploy on the embedded default) in a sandbox of its own, removed afterwards.
+newest=${LQOS_NEWEST_VENV:-/opt/lqos-bpf/venv-newest}
+stage "newest ansible-core: sanity, units ($(core_version "$newest/bin/python"))"
+in_venv "$newest" bash tests/sanity.sh
+in_venv "$newest" bash tests/units.sh
+stage "newest ansible-core: approved deploy on the embedded sandbox"
+in_venv "$newest" bash tests/deploy-sandbox.sh
+
+stage "antsibull-docs: lint-collection-docs, docsite with -W"
+bash tests/docs.sh
+
+stage "galaxy-importer (Automation Hub-like: flake8, ansible-lint)"
+bash tests/galaxy-importer.sh
+
+stage "antsibull-changelog: lint, the next release's notes"
+bash tests/changelog.sh
+
+stage "ansible-builder: the execution environment's build context"
+bash tests/ee.sh
+
+stage "ansible-runner: the audit's artifact carries the verdict; two partial audits merged"
+bash tests/runner-audit.sh
 
 stage "pytest: unit and functional, the kernel's own policy (real toolchain, real kernel, private namespaces)"
 pytest_pass python -m pytest -p no:cacheprovider -rs tests/unit tests/functional

@@ -42,6 +42,23 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
 
+    @staticmethod
+    def _partial(item):
+        """One entry of ``inputs``: a report (or artifact) as data, or the path of a JSON report on the controller."""
+        if isinstance(item, dict):
+            return item
+        path = os.path.abspath(os.path.expanduser(str(item)))
+        data = _read(path)
+        if data is None:
+            raise _report.ReportMergeError("%s cannot be read" % path)
+        try:
+            part = json.loads(data)
+        except ValueError as exc:
+            raise _report.ReportMergeError("%s is not JSON (%s)" % (path, exc))
+        if isinstance(part, dict):
+            part["_source"] = path
+        return part
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
@@ -58,9 +75,15 @@ class ActionModule(ActionBase):
                 hv = hostvars.get(host) if host in hostvars else None
                 results[host] = hv.get(args["result_var"]) if hv is not None else None
         generated_at = _report.now()
-        report = _report.aggregate(results, {
-            "generated_at": generated_at, "spec": args["spec"],
-            "collection": {"name": "lqos.bpf", "version": _report.collection_version(COLLECTION_ROOT)}})
+        meta = {"generated_at": generated_at, "spec": args["spec"],
+                "collection": {"name": "lqos.bpf", "version": _report.collection_version(COLLECTION_ROOT)}}
+        try:
+            parts = [self._partial(item) for item in args["inputs"] or []]
+            report = _report.merge(parts, [_report.host_summary(h, results[h]) for h in sorted(results)], meta)
+        except _report.ReportMergeError as exc:
+            result.update(failed=True, msg="cannot merge the partial reports: %s. Fix: give lqos_bpf_report_inputs "
+                                           "the JSON reports (or artifacts) of the audit's parts." % exc)
+            return result
         try:
             _report.check_basename(args["basename"])
         except _report.ReportError as exc:
@@ -87,16 +110,18 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg="the %s report template: %s in lqos_bpf_report_templates.%s." % (
                     fmt, exc, fmt))
                 return result
-        dest = os.path.abspath(os.path.expanduser(args["dest"]))
+        # Without dest (an AWX job whose working folder is thrown away) the report is only returned.
+        formats = args["formats"] if args["dest"] else []
+        dest = os.path.abspath(os.path.expanduser(args["dest"] or "."))
         # Every file is rendered before any is written: a template that fails leaves the older set untouched.
         try:
-            rendered = _report.render_set(report, dest, args["basename"], args["formats"], templates)
+            rendered = _report.render_set(report, dest, args["basename"], formats, templates)
         except _report.ReportError as exc:
             result.update(failed=True, msg="%s. Fix: correct the template or drop it from "
                                            "lqos_bpf_report_templates to use the built-in one. Nothing was written."
                           % exc)
             return result
-        if not self._task.check_mode:
+        if formats and not self._task.check_mode:
             try:
                 os.makedirs(dest, exist_ok=True)
             except OSError as exc:
@@ -126,7 +151,7 @@ class ActionModule(ActionBase):
         line = _report.summary_line(report)
         result.update(changed=changed, ok=report["ok"], files=files, status_counts=report["status_counts"],
                       groups=report["groups"], drift=report["drift"], drifted_hosts=report["drifted_hosts"],
-                      hosts_total=report["hosts_total"], msg=line)
+                      hosts_total=report["hosts_total"], msg=line, report=_report.artifact(report))
         if args["fail_on_drift"] and not report["ok"]:
             details = "; ".join("%s: %s %s: %s" % (d["host"], d["kind"], d["subject"], d["detail"])
                                 for d in report["drift"])

@@ -195,8 +195,8 @@ def topology_plan(topology, spec, basedir=None) -> dict:
     if xdp_mode not in XDP_MODES:
         raise _fail("`xdp_mode` must be one of %s, got %r." % (", ".join(XDP_MODES), xdp_mode), "fix xdp_mode.")
     netns = topology.get("netns")
-    if netns is not None and (not isinstance(netns, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", netns)
-                              or netns in (".", "..")):
+    netns_ok = isinstance(netns, str) and re.match(r"^[A-Za-z0-9_.-]{1,64}$", netns) and netns not in (".", "..")
+    if netns is not None and not netns_ok:
         raise _fail("`netns` must be a network namespace name, got %r." % (netns,), "name one under /run/netns.")
     probe = topology.get("probe_target")
     if probe is not None and not isinstance(probe, str):

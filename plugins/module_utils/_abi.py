@@ -261,8 +261,8 @@ def _row_problem(row: dict, rows: list, rust_names: dict, c_name: str) -> str:
         c = row["_c"]
         want = c_rust_spelling(c["type"], c.get("array"), rust_names) or "[u8; %d]" % c["size"]
         prefix = name[:len(name) - len(row["c_name"])]
-        before = [r for r in rows[:rows.index(row)] if r["rust_name"] is not None and r["name"].startswith(prefix)
-                  and "." not in r["name"][len(prefix):]]
+        before = [r for r in rows[:rows.index(row)]
+                  if all((r["rust_name"] is not None, r["name"].startswith(prefix), "." not in r["name"][len(prefix):]))]
         where = ("after `%s` in" % before[-1]["rust_name"]) if before else "as the first field of"
         return ("C field `%s` (offset %d size %d, %s) has no Rust counterpart: add `%s: %s` %s the Rust struct"
                 % (name, row["c_offset"], row["c_size"], row["c_type"], row["c_name"], want, where))

@@ -282,7 +282,7 @@ def interface_facts(iface: dict, spec: dict, deployed) -> dict:
 def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as BO
     from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
 
     out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
@@ -297,7 +297,7 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
         if object_path and os.path.isfile(object_path):
             check_bpf_object(object_path, "the current build's object")
             cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])]
-            tables.append(P.expectations_from_object(O.object_info(object_path, root), cpu_sized,
+            tables.append(P.expectations_from_object(BO.object_info(object_path, root), cpu_sized,
                                                      L.possible_cpus() if cpu_sized else None))
         pins = P.audit(root, P.merge_expectations(*tables))
     except L.LibbpfError as exc:

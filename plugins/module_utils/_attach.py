@@ -407,8 +407,8 @@ class Attacher(KprobeMixin, ApplyMixin):
 
     def needs_load(self) -> bool:
         kinds = [self.xdp_plan["kind"]] + [d["kind"] for dummy, d in self.tc_plan]
-        return (any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH, REPLACE_LINK) for k in kinds)
-                or self.kprobe_loads())
+        loads = any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH, REPLACE_LINK) for k in kinds)
+        return loads or self.kprobe_loads()
 
     def live_maps(self) -> dict:
         """{kernel map name: id} of the maps used by our programs that are attached now."""
@@ -629,8 +629,8 @@ def _run(module, att: Attacher, apply: bool) -> dict:
             att.apply_present()
             xdp, tc = att.result_xdp, att.result_tc
             kinds = [t["action"] for t in tc] + ([xdp["action"]] if xdp else [])
-            changed = (any(k in CHANGING for k in kinds) or bool(att.needs_load() and att.maps_to_pin)
-                       or bool(att.repin) or any(r["kind"] != KEEP for r in att.kprobe_plan))
+            changed = any(k in CHANGING for k in kinds) or bool(att.needs_load() and att.maps_to_pin)
+            changed = changed or bool(att.repin) or any(r["kind"] != KEEP for r in att.kprobe_plan)
         elif applied:
             att.apply_absent()
             xdp, tc = att.result_xdp, att.result_tc

@@ -143,7 +143,7 @@ def xdp_query(ifindex: int) -> dict:
     ffi, lib = _ffi_lib()
     try:
         socket.if_indextoname(ifindex)
-    except OSError as exc:
+    except OSError:
         _fail("querying XDP on ifindex %d failed: no such interface in this network namespace" % ifindex,
               _errno.ENODEV)
     opts = ffi.new("struct bpf_xdp_query_opts *")

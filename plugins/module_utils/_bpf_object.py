@@ -220,7 +220,7 @@ class Link(_Closable):
 
 def _pin_incompatibilities(obj) -> list:
     """[(map name, pin path, [differences])] for pinned-by-name maps whose existing pin libbpf cannot reuse."""
-    ffi, lib = _STATE["ffi"], _STATE["lib"]
+    lib = _STATE["lib"]
     out = []
     for m in _iter_maps(obj):
         pin_path = _s(lib.bpf_map__pin_path(m))
@@ -537,7 +537,7 @@ def _failed_program(log_bufs, said):
 
 
 def _explain_load_failure(obj, path, pin_root, err, log_bufs, said):
-    ffi, lib = _STATE["ffi"], _STATE["lib"]
+    lib = _STATE["lib"]
     # 1. an existing pin libbpf cannot reuse
     bad = _pin_incompatibilities(obj)
     if bad:

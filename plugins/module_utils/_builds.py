@@ -155,8 +155,8 @@ def builds_of(dest: str, build_id: str) -> list:
     builds = os.path.join(dest, "builds")
     if not os.path.isdir(builds):
         return []
-    names = [n for n in os.listdir(builds) if n == build_id or (n.startswith(build_id + ".")
-                                                                and n[len(build_id) + 1:].isdigit())]
+    names = [n for n in os.listdir(builds)
+             if n == build_id or (n.startswith(build_id + ".") and n[len(build_id) + 1:].isdigit())]
     return [os.path.join(builds, n) for n in sorted(names, key=lambda n: (len(n), n))]
 
 

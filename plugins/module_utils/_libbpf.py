@@ -481,7 +481,12 @@ def _cached_ffi(cache_dir: str = CFFI_CACHE_DIR):
                 return None
         spec = importlib.util.spec_from_file_location(name, path)
         mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        # No __pycache__ next to the cache file: a check-mode run reads it and must write nothing.
+        dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+        try:
+            spec.loader.exec_module(mod)
+        finally:
+            sys.dont_write_bytecode = dont_write
         return mod.ffi
     except Exception:  # pylint: disable=broad-except
         return None    # a cache is only an optimisation: parse CDEF in the process instead

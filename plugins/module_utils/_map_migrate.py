@@ -129,8 +129,8 @@ def _walk(old: dict, new: dict, so: int, do: int, path: str, defaults: dict, r: 
         if old["nelems"] > n:
             r["lost"].append("%s[%d..%d]" % (label, n, old["nelems"] - 1))
         return
-    if old["size"] == new["size"] and (ok == nk == "bytes" and old.get("name") == new.get("name")
-                                       or {ok, nk} <= {"int", "bytes"}):
+    same_bytes = ok == nk == "bytes" and old.get("name") == new.get("name")
+    if old["size"] == new["size"] and (same_bytes or {ok, nk} <= {"int", "bytes"}):
         r["ops"].append(("copy", so, old["size"], do, new["size"], False, label))
         r["copied"].append(label)
         return
@@ -176,8 +176,7 @@ class Converter(object):
                 ops.append(op)
         self.template = bytes(template)
         self.ops = _merge(ops)
-        self.identity = (len(self.ops) == 1 and self.ops[0][0] == "copy" and self.ops[0][1] == 0
-                         and self.ops[0][3] == 0 and self.ops[0][2] == new_size and not any(template))
+        self.identity = len(self.ops) == 1 and tuple(self.ops[0][:4]) == ("copy", 0, new_size, 0) and not any(template)
         self.truncated = 0
 
     def one(self, old: bytes) -> bytes:

@@ -234,9 +234,9 @@ class Pipeline:
         if reasons and not force:
             for candidate in _builds.builds_of(self.dest, manifest["hash"][:16]):
                 recorded = self.read_build(candidate)
-                if (recorded and recorded["manifest"]["hash"] == manifest["hash"]
-                        and not self.verify_outputs(candidate, recorded)
-                        and not changed_deps(recorded.get("deps") or {})):
+                if not recorded or recorded["manifest"]["hash"] != manifest["hash"]:
+                    continue
+                if not self.verify_outputs(candidate, recorded) and not changed_deps(recorded.get("deps") or {}):
                     reuse = candidate
                     break
         return {"manifest": manifest, "reasons": reasons, "changed_inputs": changed_inputs,
@@ -304,16 +304,16 @@ class Pipeline:
 
         def wrapper_and_archive():
             # build.rs checks this step's stderr with the same panicking helper as clang and llc.
-            self._run("wrapper", [tools["clang"], "-c", spec["sources"]["wrapper_c"], "-I", out] + flags["wrapper"]
-                      + ["-MD", "-MF", depfile["wrapper"], "-o", path["wrapper_object"]], self.workdir, True, timings, warnings,
-                      output=path["wrapper_object"])
+            argv = [tools["clang"], "-c", spec["sources"]["wrapper_c"], "-I", out, *flags["wrapper"],
+                    "-MD", "-MF", depfile["wrapper"], "-o", path["wrapper_object"]]
+            self._run("wrapper", argv, self.workdir, True, timings, warnings, output=path["wrapper_object"])
             self._run("ar", [tools["ar"], "r", path["archive"], path["wrapper_object"]],
                       self.workdir, False, timings, warnings, output=path["archive"])
 
         def bindings():
-            self._run("bindgen", [tools["bindgen"], wrapper_h, "-o", path["bindings"], "--depfile", depfile["bindgen"]]
-                      + flags["bindgen"] + ["--", "-I", out] + flags["bindgen_clang"], self.workdir, False, timings, warnings,
-                      output=path["bindings"])
+            argv = [tools["bindgen"], wrapper_h, "-o", path["bindings"], "--depfile", depfile["bindgen"],
+                    *flags["bindgen"], "--", "-I", out, *flags["bindgen_clang"]]
+            self._run("bindgen", argv, self.workdir, False, timings, warnings, output=path["bindings"])
 
         # wrapper.c and bindgen both need the skeleton, not each other: run them side by side.
         with ThreadPoolExecutor(max_workers=2) as pool:

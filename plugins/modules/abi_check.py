@@ -49,6 +49,9 @@ description:
     libbpf reads it.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.attributes_info
 options:
@@ -87,14 +90,14 @@ options:
         RV(object_checks). A required program the kernel refuses fails the task with the preflight's message
         (after the O(record) is written and after an ABI drift, which is reported first); a refused optional one
         is a warning.
-      - Lets one call check a build before any live change (role M(lqos.bpf.build) does).
+      - Lets one call check a build before any live change (role P(lqos.bpf.build#role) does).
     type: bool
     default: false
   record:
     description:
       - Write the outcome as JSON to this file on the target (spec, build id, object sha256, ok, summary, problems,
         drift, and each pair's rust/c/status), atomically and only when its content changes - before failing on
-        drift, so a failed check is on record too. Role M(lqos.bpf.build) keeps it as C(<build_dir>/abi-check.json).
+        drift, so a failed check is on record too. Role P(lqos.bpf.build#role) keeps it as C(<build_dir>/abi-check.json).
       - Not written in check mode.
     type: path
   rust_layouts:

@@ -24,6 +24,9 @@ description:
     root that is not a bpffs) is reported in RV(errors) or in the part's own C(error), never as a failure.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.pin_root

@@ -26,6 +26,8 @@ description:
     old one and renamed over it, so a template or a write that fails leaves the older set as it was.
   - Fails when any host drifts, unless O(fail_on_drift=false); the files are written first.
 author: lqos.bpf maintainers (@lqos-bpf)
+extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
 options:
   hosts:
     description: The hosts to report on, for example C(ansible_play_hosts_all).
@@ -39,11 +41,22 @@ options:
   results:
     description: The results by host name, instead of reading O(result_var) from each host's variables.
     type: dict
+  inputs:
+    description:
+      - Partial reports to merge into this one, each a path on the controller of a JSON report this module wrote,
+        or a report as data (the RV(report) of an earlier run, for example an AWX job artifact).
+      - For an audit split into parts (AWX job slicing, one run per site), the hosts of every part and of
+        O(hosts) make one report, aggregated as if one run had audited them all. A host in two parts must have
+        the same row in both. Every part must have this collection's C(schema_version) (docs/report-schema.md).
+    type: list
+    elements: raw
   dest:
-    description: Folder on the controller for the report files (created when missing). A relative path is relative
-      to the folder C(ansible-playbook) runs in.
+    description:
+      - Folder on the controller for the report files (created when missing), any path. A relative path is
+        relative to the folder C(ansible-playbook) runs in (under ansible-runner or AWX, the project folder,
+        which is thrown away after the job; give an absolute path there, or none).
+      - Without it no file is written; the report is returned (RV(report)) only.
     type: path
-    required: true
   basename:
     description:
       - File name of the report without its suffix (C(.json), C(.md), C(.html)).
@@ -157,6 +170,15 @@ hosts_total:
   returned: always
   type: int
   sample: 43
+report:
+  description:
+    - The whole report (as the JSON file holds it, without the legends), with C(schema_version), the summary
+      fields above and one row per host under C(hosts). The audit role returns it as C(set_stats) data
+      (C(lqos_bpf_audit_report)) for ansible-runner and AWX job artifacts; O(inputs) merges such reports.
+  returned: always
+  type: dict
+  sample: {schema_version: 3, ok: true, hosts_total: 1, drifted_hosts: [], status_counts: {deployed: 1},
+           hosts: {shaper1: {host: shaper1, status: deployed, build_id: 3f2a9c0d1e4b5a6c}}}
 msg:
   description: One line summing the report up (and, on failure, every drift finding and the fix).
   returned: always
@@ -172,7 +194,8 @@ def argument_spec() -> dict:
         hosts=dict(type="list", elements="str", required=True),
         result_var=dict(type="str", default="lqos_bpf_abi_info"),
         results=dict(type="dict"),
-        dest=dict(type="path", required=True),
+        inputs=dict(type="list", elements="raw"),
+        dest=dict(type="path"),
         basename=dict(type="str", default="fleet-abi-report"),
         formats=dict(type="list", elements="str", choices=["html", "json", "markdown"],
                      default=["json", "markdown", "html"]),

@@ -35,6 +35,9 @@ description:
     Ansible warnings and so appear in the task result's C(warnings).
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.pin_root

@@ -25,6 +25,7 @@ description:
     the other), and its VLAN redirect map when the topology has a C(vlan_mapping).
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.approve

@@ -28,6 +28,9 @@ description:
     removed. O(state=restored) loads such a backup back into a compatible map.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.approve
@@ -41,7 +44,7 @@ options:
     type: raw
   object:
     description:
-      - Path on the target of the built BPF object (for example RV(lqos.bpf.pipeline#module:outputs.object.path)).
+      - Path on the target of the built BPF object (for example C(object.path) of RV(lqos.bpf.pipeline#module:outputs)).
         Expectations are derived from every map it pins by name, unless O(derive_from_object=false).
     type: path
   derive_from_object:

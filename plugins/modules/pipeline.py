@@ -38,6 +38,9 @@ description:
   - Check mode reads O(dest) only - no lock file, no write probe, no tool version cache.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.spec
   - lqos.bpf.common.attributes_action
 options:

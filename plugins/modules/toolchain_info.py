@@ -18,6 +18,9 @@ description:
   - Read-only; C(changed) is always false.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
+  - lqos.bpf.attributes.platform
+  - lqos.bpf.attributes.action
+  - lqos.bpf.attributes.actiongroup_bpf
   - lqos.bpf.common.pin_root
   - lqos.bpf.common.attributes_info
 options:

@@ -208,7 +208,7 @@ def rust_side(spec: dict, root: str) -> dict:
         except RustLayoutError as exc:
             message = paths.text(str(exc))
             if "tree-sitter" in message:
-                raise LqosError(message.split(":")[0] + ".", "pip install tree-sitter tree-sitter-rust on the controller.")
+                raise LqosError(message.split(":", maxsplit=1)[0] + ".", "pip install tree-sitter tree-sitter-rust on the controller.")
             crate_error = message
     derived = None
     if crate is not None and derive.get("mirrors"):

@@ -72,7 +72,9 @@ PIN_LEGEND = {
     "aside": "an old map moved aside by a replacement that is not committed or rolled back yet",
 }
 SHORT_HASH = 12  # characters of a sha256 shown in tables; the full hash is in the JSON and on hover
-REPORT_VERSION = 2
+# The report's schema version (docs/report-schema.md). Bump it when a field changes meaning or goes away; a new
+# field (a column another change adds to a host row) is added within the version. merge() reads this version only.
+REPORT_VERSION = 3
 SUMMARY_HOSTS = 10  # drifted hosts named in the one-line summary (the report lists them all)
 
 _EXPRESSIONS = {
@@ -234,7 +236,41 @@ def aggregate(results: dict, meta: dict | None = None) -> dict:
     """``results``: {host: abi_info result (or None)} -> the report (a JSON-able dict).
 
     ``meta`` (``generated_at``, ``spec``, ``collection``) goes into the report as it is."""
-    rows = [host_summary(h, results[h]) for h in sorted(results)]
+    return aggregate_rows([host_summary(h, results[h]) for h in sorted(results)], meta)
+
+
+class ReportMergeError(Exception):
+    """A partial report that cannot be merged (wrong schema version, a host in two parts that disagree)."""
+
+
+def merge(parts: list, rows: list | None = None, meta: dict | None = None) -> dict:
+    """Partial reports (each a report dict of this schema, e.g. one per AWX job slice) and this run's own host
+    ``rows`` -> one report over every host, aggregated as if one run had audited them all.
+
+    A host in several parts must have the same row in each (the same audit seen twice); otherwise
+    ReportMergeError names the host. Raises ReportMergeError for a part of another ``schema_version``."""
+    by_host: dict = {}
+    sources: dict = {}
+    for index, part in enumerate(parts):
+        label = (part.get("_source") if isinstance(part, dict) else None) or "input %d" % (index + 1)
+        if not isinstance(part, dict) or not isinstance(part.get("hosts"), dict):
+            raise ReportMergeError("%s is not a fleet ABI report (no hosts)" % label)
+        version = part.get("schema_version", part.get("version"))
+        if version != REPORT_VERSION:
+            raise ReportMergeError("%s has report schema_version %r; this collection reads %d (docs/report-schema.md)"
+                                   % (label, version, REPORT_VERSION))
+        for host, row in part["hosts"].items():
+            if host in by_host and by_host[host] != row:
+                raise ReportMergeError("host %s is in %s and in %s with different results: audit it in one part only"
+                                       % (host, sources[host], label))
+            by_host[host], sources[host] = row, label
+    for row in rows or []:
+        by_host[row["host"]] = row  # this run's own hosts: the newest audit of them
+    return aggregate_rows([by_host[h] for h in sorted(by_host)], meta)
+
+
+def aggregate_rows(rows: list, meta: dict | None = None) -> dict:
+    """Host rows (host_summary) -> the report; aggregate() and merge() share it."""
     counts = {s: 0 for s in STATUSES}
     groups: dict = {}
     by_object: dict = {}
@@ -256,7 +292,8 @@ def aggregate(results: dict, meta: dict | None = None) -> dict:
     drifted = [r["host"] for r in rows if r["status"] == "drift"]
     meta = meta or {}
     return {
-        "version": REPORT_VERSION,
+        "schema_version": REPORT_VERSION,
+        "version": REPORT_VERSION,  # the same number under its first name (reports of schema 2 had only this)
         "generated_at": meta.get("generated_at"),
         "spec": meta.get("spec"),
         "collection": meta.get("collection") or {"name": "lqos.bpf", "version": None},
@@ -273,6 +310,12 @@ def aggregate(results: dict, meta: dict | None = None) -> dict:
         "verifier_headroom": verifier_table(rows),
         "hosts": {r["host"]: r for r in rows},
     }
+
+
+def artifact(report: dict) -> dict:
+    """What the audit returns as set_stats data (ansible-runner / AWX job artifacts): the report without its
+    legends, so a later job (a workflow node after sliced audits) can merge it as a partial report."""
+    return {k: v for k, v in report.items() if k not in ("legend", "pin_legend")}
 
 
 def summary_line(report: dict) -> str:

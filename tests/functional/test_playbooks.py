@@ -480,15 +480,18 @@ def test_check_mode_on_a_fresh_host_gives_the_plan_and_creates_nothing(tmp_path,
     extra = ("-e", "lqos_bpf_state_dir=%s/state" % sbx, "-e", "lqos_bpf_attach_state_dir=%s/attach" % sbx,
              "-e", "lqos_bpf_sandbox_pin_root=%s/bpffs" % sbx, "-e", "lqos_bpf_sandbox_netns=lqchk-a",
              "-e", "lqos_bpf_sandbox_peer_netns=lqchk-b")
+    cache = tmp_path / "controller-cache"
     run = playbook("deploy.yml", None, *extra, "--check", "--diff",
-                   env={"ANSIBLE_INVENTORY": str(empty), "TMPDIR": str(scratch)})
+                   env={"ANSIBLE_INVENTORY": str(empty), "TMPDIR": str(scratch), "XDG_CACHE_HOME": str(cache)})
     assert run.rc == 0, run
     assert run.recap["sandbox"]["failed"] == 0, run
-    # Nothing on the host: no folder, no mount, no network namespace; no archive left on the controller.
+    # Nothing on the host: no folder, no mount, no network namespace; no archive on the controller, not even in
+    # its cache (a real run keeps the sources' archive in $XDG_CACHE_HOME/lqos-bpf).
     assert not sbx.exists()
     assert str(sbx) not in _mounts()
     assert sh("ip", "netns", "list").stdout == netns_before
     assert os.listdir(str(scratch)) == []
+    assert not cache.exists(), list(os.walk(str(cache)))
     [summary] = [d["msg"] for status, h, item, d in run.results if h == "localhost" and item == "sandbox"]
     assert summary == [
         "check mode: nothing was changed; a run with lqos_bpf_approve=true would make these live changes",
@@ -497,6 +500,22 @@ def test_check_mode_on_a_fresh_host_gives_the_plan_and_creates_nothing(tmp_path,
         "they are copied by a real run)" % (sbx, sbx),
         "attach on lqsbx0 (the exact pins and hooks are planned once the build and the bpffs exist)",
     ], summary
+
+
+def test_check_mode_on_a_fresh_host_names_a_mistyped_interface(tmp_path, tools):
+    """Without a build the attach step cannot look at the interfaces: the deploy role asks iproute2 instead."""
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("shaper ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    state = tmp_path / "state"
+    cache = tmp_path / "controller-cache"
+    extra = ("-e", json.dumps({"lqos_bpf_state_dir": str(state), "lqos_bpf_attach_state_dir": str(tmp_path / "attach"),
+                               "lqos_bpf_interfaces": [{"name": "lqnosuch0"}]}))
+    run = playbook("deploy.yml", str(inventory), *extra, "--check", env={"XDG_CACHE_HOME": str(cache)})
+    assert run.rc != 0 and run.recap["shaper"]["failed"] == 1, run
+    [msg] = [d["msg"] for d in run.failures("shaper")]
+    assert msg.startswith("lqnosuch0 does not exist on shaper ("), msg
+    assert "Nothing was changed. Fix: check the name with `ip link show`" in msg, msg
+    assert not state.exists() and not cache.exists()
 
 
 SERIAL_RULE = ('it must be a positive integer, a percentage "1%".."100%", or a non-empty list of those (the '

@@ -183,4 +183,7 @@ def test_check_mode_reads_the_cffi_cache_but_never_writes_it(tmp_path, monkeypat
     monkeypatch.delenv("LQOS_BPF_READ_ONLY_CACHES")
     L._cached_ffi(cache)
     monkeypatch.setenv("LQOS_BPF_READ_ONLY_CACHES", "1")
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)   # as a plain `python3` run writes bytecode
+    before = sorted(os.listdir(cache))
     assert L._cached_ffi(cache) is not None            # an existing trusted file is still used
+    assert sorted(os.listdir(cache)) == before          # ... and no __pycache__ written next to it
