@@ -63,7 +63,7 @@ SECTION_KEYS = {
     "rust": ("roots",),
     "attach": ("xdp", "tc", "rodata", "data"),
     "toolchain": ("minimum_versions",),
-    "health": ("map", "down", "up"),
+    "health": ("map", "down", "up", "ipv4"),
     "topology": ("direction", "own_ifindex", "internet_ifindex", "isp_ifindex", "internet_vlan", "isp_vlan",
                  "stick_offset", "bridge"),
     "topology.bridge": ("program", "map", "target", "vlan"),
@@ -396,6 +396,13 @@ def validate_spec(raw) -> dict:
                 raise c.fail("health.%s" % key, "must be a field path of the map's value, got %s" % _show(hv.get(key)),
                              "name the counter field, e.g. `icmp_packets.down` or `icmp_download_packets`")
             health[key] = hv[key]
+        # How the map's 16-byte address keys hold IPv4 (module_utils/_counters.py IPV4_PREFIXES).
+        ipv4 = hv.get("ipv4", "mapped")
+        if ipv4 not in ("mapped", "ff_prefix"):
+            raise c.fail("health.ipv4", "must be mapped or ff_prefix, got %s" % _show(ipv4),
+                         "mapped: ::ffff:a.b.c.d (RFC 4291); ff_prefix: twelve 0xff bytes then the address "
+                         "(LibreQoS)")
+        health["ipv4"] = ipv4
 
     tv = c.mapping("topology", raw.get("topology"), SECTION_KEYS["topology"])
     topology = None

@@ -1,0 +1,109 @@
+"""Real LibreQoS trees (../shared/libreqos/, unpacked at test time): counters keyed as LibreQoS keys them.
+
+Every test here runs on the shared tarballs (LQOS_LIBREQOS_SRC overrides develop) and builds each ref at most
+once per session (lqos_testlib.libreqos_build). What this kernel loads is probed, never assumed: a kernel that
+refuses a ref's XDP program (this machine's refuses the ``bpf_xdp_adjust_meta`` helper LibreQoS v2.0+ calls)
+skips that ref's traffic tests with the probe's own reason.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import uuid
+
+import pytest
+import yaml
+
+from lqos_testlib import REPO, NetnsPair, needs_xdp, run_module, sh
+
+
+pytestmark = pytest.mark.usefixtures("tools")
+PINGS = 3
+def health_spec(ref: str, tmp_path) -> str:
+    """The built-in libreqos spec; for v1.4 (no ICMP counters yet) the health fields its host_counter has."""
+    if ref != "v1.4":
+        return "libreqos"
+    with open(os.path.join(REPO, "bpf", "specs", "libreqos.yml")) as fh:
+        spec = yaml.safe_load(fh)
+    spec["health"].update(down="download_packets", up="upload_packets")
+    path = str(tmp_path / "libreqos-v1.4.yml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(spec, fh)
+    return path
+
+
+@pytest.fixture
+def dual_stack_pair():
+    """A veth pair in two netns with IPv4 and IPv6 addresses on each end."""
+    pair = NetnsPair("lql" + uuid.uuid4().hex[:7])
+    pair.create()
+    try:
+        net = int(pair.ip_a.split(".")[2])
+        pair.ip6_a, pair.ip6_b = "fd42:211:%x::1" % net, "fd42:211:%x::2" % net
+        for ns, ifname, ip in ((pair.ns_a, pair.if_a, pair.ip6_a), (pair.ns_b, pair.if_b, pair.ip6_b)):
+            sh("ip", "-n", ns, "addr", "add", ip + "/64", "dev", ifname, "nodad")
+        yield pair
+    finally:
+        pair.destroy()
+
+
+@pytest.mark.parametrize("ref", ["develop", "v1.4"])
+def test_a_probe_of_an_ipv4_and_an_ipv6_address_is_counted_on_libreqos(ref, libreqos, dual_stack_pair, bpffs,
+                                                                        tmp_path):
+    """LibreQoS keys IPv4 hosts as twelve 0xff bytes + the address: the health check's probe must look there
+    (it looked up ::ffff:a.b.c.d and found nothing, so every approved deploy with an IPv4 target rolled back)."""
+    build = libreqos.build(ref)
+    needs_xdp(build, ref)
+    pair = dual_stack_pair
+    spec = health_spec(ref, tmp_path)
+    attached = run_module("attach", dict(spec=spec, object=build["object"], pin_root=bpffs, interface=pair.if_a,
+                                         netns=pair.ns_a, state_dir=str(tmp_path / "state"),
+                                         tc_programs=["tc_iphash_to_cpu"], approve=True))
+    assert attached["_rc"] == 0, attached.get("msg")
+    probes = [{"target": pair.ip_b, "netns": pair.ns_a, "direction": 1},
+              {"target": pair.ip6_b, "netns": pair.ns_a, "direction": 1}]
+    args = dict(spec=spec, pin_root=bpffs, toolchain=False, programs=False, build_root=str(tmp_path / "nb"),
+                probes=probes)
+    before = run_module("abi_info", args)
+    assert before["_rc"] == 0, before.get("msg")
+    for target in (pair.ip_b, pair.ip6_b):
+        ping = sh("ip", "netns", "exec", pair.ns_a, "ping", "-c", str(PINGS), "-i", "0.2", "-W", "2", target,
+                  check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    after = run_module("abi_info", args)
+    assert after["_rc"] == 0, after.get("msg")
+    v4, v6 = after["probes"]
+    assert (v4["address"], v6["address"]) == (pair.ip_a, pair.ip6_a)
+    assert v4["key"] == "ff" * 12 + ipaddress.ip_address(pair.ip_a).packed.hex()
+    assert v6["key"] == ipaddress.ip_address(pair.ip6_a).packed.hex()
+    for b, a in zip(before["probes"], after["probes"]):
+        assert a["found"] is True and a["map"] == "map_traffic" and a["nearest"] == []
+        assert a["count"] - (b["count"] or 0) >= PINGS, (b, a)
+
+
+def test_a_key_in_another_encoding_shows_the_key_and_the_nearest_keys(libreqos, netns_pair, bpffs, tmp_path):
+    """A spec that says the map keys IPv4 as ::ffff:a.b.c.d while the object keys it otherwise: no count, and the
+    probe row shows the key looked up next to the keys the map holds, the right one first."""
+    ref = "v1.4"
+    build = libreqos.build(ref)
+    needs_xdp(build, ref)
+    with open(health_spec(ref, tmp_path)) as fh:
+        spec = yaml.safe_load(fh)
+    spec["health"]["ipv4"] = "mapped"
+    path = str(tmp_path / "mapped.yml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(spec, fh)
+    attached = run_module("attach", dict(spec=path, object=build["object"], pin_root=bpffs, interface=netns_pair.if_a,
+                                         netns=netns_pair.ns_a, state_dir=str(tmp_path / "state"),
+                                         tc_programs=["tc_iphash_to_cpu"], approve=True))
+    assert attached["_rc"] == 0, attached.get("msg")
+    assert netns_pair.ping(count=PINGS).returncode == 0
+    facts = run_module("abi_info", dict(spec=path, pin_root=bpffs, toolchain=False, programs=False,
+                                        build_root=str(tmp_path / "nb"),
+                                        probes=[{"target": netns_pair.ip_b, "netns": netns_pair.ns_a}]))
+    assert facts["_rc"] == 0, facts.get("msg")
+    row = facts["probes"][0]
+    packed = ipaddress.ip_address(netns_pair.ip_a).packed.hex()
+    assert row["found"] is False and row["count"] == 0
+    assert row["key"] == "0" * 20 + "ffff" + packed
+    assert row["nearest"][0] == "ff" * 12 + packed
