@@ -107,3 +107,26 @@ def test_a_key_in_another_encoding_shows_the_key_and_the_nearest_keys(libreqos, 
     assert row["found"] is False and row["count"] == 0
     assert row["key"] == "0" * 20 + "ffff" + packed
     assert row["nearest"][0] == "ff" * 12 + packed
+
+
+def abi_check(crate: str, build_dir: str, spec="libreqos", **kw) -> dict:
+    """lqos.bpf.abi_check with the controller half computed as its action plugin computes it."""
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import prepare_args
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+    args = prepare_args(dict(spec=resolve_spec_option(spec, REPO), src=crate, build_dir=build_dir, **kw), REPO)
+    return run_module("abi_check", args)
+
+
+@pytest.mark.parametrize("ref", ["v1.4", "v2.0", "v2.1", "v2.2", "develop"])
+def test_every_release_builds_and_checks_clean_with_spec_libreqos(ref, libreqos):
+    """`spec: libreqos` and nothing else, on each shared tree: the chain as build.rs runs it, then every derived
+    Rust/C pair, asserted size and pinned-map expectation agrees."""
+    build = libreqos.build(ref)
+    assert build["result"]["flags_source"].startswith("build.rs:")
+    assert {"xdp_prog", "tc_iphash_to_cpu", "bifrost"} <= set(build["result"]["programs"])
+    result = abi_check(build["crate"], build["build_dir"])
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["ok"] is True and result["problems"] == [] and result["drift"] == [], result["problems"]
+    statuses = {p["rust"]: p["status"] for p in result["pairs"]}
+    assert statuses and set(statuses.values()) == {"ok"}, statuses
+    assert statuses.get("IpHashKey") == "ok" and statuses.get("HostCounter") == "ok"
