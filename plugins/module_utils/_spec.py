@@ -52,6 +52,9 @@ def is_load_value(value) -> bool:
 
 
 PROGRAM_ROLES = ("required", "optional", "disabled")
+# The shaper topologies (deploy role's lqos_bpf_topology); a TC program of attach.tc is attached in those its
+# `topologies` lists (default: every one, but the bridge redirector of topology.bridge in bridge mode only).
+TOPOLOGIES = ("pair", "bridge", "stick")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
             "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive", "health",
             "topology")
@@ -66,7 +69,7 @@ SECTION_KEYS = {
     "health": ("map", "down", "up", "ipv4"),
     "topology": ("direction", "own_ifindex", "internet_ifindex", "isp_ifindex", "internet_vlan", "isp_vlan",
                  "stick_offset", "bridge"),
-    "topology.bridge": ("program", "map", "target", "vlan"),
+    "topology.bridge": ("program", "map", "target", "vlan", "stick_flag"),
     "topology.bridge.vlan": ("map", "key", "value"),
     "topology.bridge.vlan.key": ("ifindex", "tag"),
 }
@@ -89,7 +92,7 @@ ITEM_KEYS = {
     "mirrors": ("rust", "c"),
     "constants": ("name", "header", "rust", "rust_name"),
     "pinned_maps": ("name", "key_size", "value_size"),
-    "attach.tc": ("program", "direction", "handle", "priority", "optional"),
+    "attach.tc": ("program", "direction", "handle", "priority", "optional", "topologies"),
 }
 # The spec name is a folder name (the default build root is /var/lib/lqos-bpf/<name>).
 NAME_PATTERN = "[a-z0-9_-]+"
@@ -220,6 +223,25 @@ class _Checker:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def tc_topologies(spec: dict, item: dict) -> list:
+    """The topologies a TC program of ``attach.tc`` is attached in: its ``topologies``, else every one but for the
+    bridge redirector of ``topology.bridge`` (bridge mode only). ``spec`` is validated."""
+    if item.get("topologies"):
+        return list(item["topologies"])
+    bridge = (spec.get("topology") or {}).get("bridge")
+    return ["bridge"] if bridge and bridge["program"] == item["program"] else list(TOPOLOGIES)
+
+
+def _topologies(c: "_Checker", key: str, value):
+    """attach.tc[i].topologies: None (the default, see ``tc_topologies``) or a non-empty list of TOPOLOGIES."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or any(v not in TOPOLOGIES for v in value):
+        raise c.fail(key, "must be a non-empty list of %s, got %s" % (", ".join(TOPOLOGIES), _show(value)),
+                     "list the topologies this TC program is attached in, e.g. [bridge, stick]")
+    return [t for t in TOPOLOGIES if t in value]
 
 
 def _vlan_map(c, raw):
@@ -358,6 +380,7 @@ def validate_spec(raw) -> dict:
             "handle": c.integer(key + ".handle", item.get("handle", 1), 1, U32_MAX),
             "priority": c.integer(key + ".priority", item.get("priority", 0xC02F), 1, U16_MAX),
             "optional": c.boolean(key + ".optional", item.get("optional", False)),
+            "topologies": _topologies(c, key + ".topologies", item.get("topologies")),
         })
     variables = {}
     for section in ("rodata", "data"):
@@ -424,6 +447,13 @@ def validate_spec(raw) -> dict:
                              "`to_ifindex`")
             topology["bridge"]["target"] = target
             topology["bridge"]["vlan"] = _vlan_map(c, bv.get("vlan"))
+            # On a stick the redirector sends a frame back out of the interface it came in on, VLAN tag swapped:
+            # the interface map's entry for the stick sets this value field to 1 (LibreQoS: scan_vlans).
+            flag = bv.get("stick_flag")
+            if flag is not None and (not isinstance(flag, str) or not _FIELD_PATH.match(flag)):
+                raise c.fail("topology.bridge.stick_flag", "must be a field path of the map's value, got %s"
+                             % _show(flag), "name the field set to 1 for a stick, e.g. `scan_vlans`")
+            topology["bridge"]["stick_flag"] = flag
 
     tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
     minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))

@@ -130,3 +130,22 @@ def test_every_release_builds_and_checks_clean_with_spec_libreqos(ref, libreqos)
     statuses = {p["rust"]: p["status"] for p in result["pairs"]}
     assert statuses and set(statuses.values()) == {"ok"}, statuses
     assert statuses.get("IpHashKey") == "ok" and statuses.get("HostCounter") == "ok"
+
+
+@pytest.mark.parametrize("ref", ["develop", "v1.4"])
+def test_attach_without_a_topology_leaves_the_bridge_redirector_out_and_says_so(ref, libreqos, netns_pair, bpffs,
+                                                                                tmp_path):
+    """A plain interface is a pair's port: LibreQoS never puts bifrost there (spec attach.tc topologies)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+    build = libreqos.build(ref)
+    needs_xdp(build, ref)
+    res = run_module("attach", dict(spec=health_spec(ref, tmp_path), object=build["object"], pin_root=bpffs,
+                                    interface=netns_pair.if_a, netns=netns_pair.ns_a,
+                                    state_dir=str(tmp_path / "state"), approve=True))
+    assert res["_rc"] == 0, res.get("msg")
+    assert ("TC program bifrost left out: the spec attaches it only in the bridge and stick topologies (attach.tc "
+            "topologies); name it in tc_programs, or deploy with that lqos_bpf_topology, to attach it") in res["notes"]
+    with H.netns(netns_pair.ns_a):
+        idx = H.ifindex(netns_pair.if_a)
+        assert H.tc_query(idx, "egress", 1, 0xC02F)
+        assert not H.tc_query(idx, "ingress", 1, 0xC02F)
