@@ -146,7 +146,7 @@ def test_the_spec_may_be_a_validated_mapping_or_a_raw_one():
     ({"mode": "pair", "internet": "a", "isp": "a"}, "lqos_bpf_topology: `internet` and `isp` are both a."),
     ({"mode": "pair", "internet": "a", "isp": "b", "internet_vlan": 3},
      "lqos_bpf_topology: `internet_vlan` is not a key of mode pair. Fix: use only mode, internet, isp, netns, "
-     "xdp_mode, probe_target."),
+     "xdp_mode, probe_target, probe_netns."),
     ({"mode": "stick", "interface": "a/b", "internet_vlan": 1, "isp_vlan": 2},
      "lqos_bpf_topology: `interface` must be an interface name (1 to 15 characters, no '/', ':' or space), "
      "got 'a/b'."),
