@@ -1,0 +1,206 @@
+"""The deploy role on real LibreQoS (../shared/libreqos/, unpacked at test time): pair, bridge and stick.
+
+One ansible-playbook run deploys every topology at once - each is a local host with its own network namespaces,
+bpffs and state folders - with a traffic probe the health check must see counted in LibreQoS's ``map_traffic``
+(keys: twelve 0xff bytes + the IPv4 address); a second run must report ``changed=0``. What this kernel allows is
+probed: a ref whose xdp_prog the kernel refuses is skipped with the probe's reason (lqos_testlib.needs_xdp) and
+v1.4 (no bpf_xdp_adjust_meta) stands in for develop there, with the health fields its host counter has; the stick
+host joins only where the kernel can make VLAN interfaces (8021q).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import uuid
+
+import pytest
+import yaml
+
+from lqos_testlib import mount_bpffs, needs_xdp, sh, umount, xdp_refusal
+from test_libreqos import health_spec
+from test_playbooks import playbook
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+
+pytestmark = pytest.mark.usefixtures("tools")
+HEALTH_TASK = "lqos.bpf.deploy : Health check - every probe was answered, and the programs counted its replies"
+
+
+def vlans_work(tag: str) -> bool:
+    """Whether this kernel makes VLAN interfaces (8021q), tried in a scratch netns of our own."""
+    ns = tag + "v"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1")
+        return sh("ip", "-n", ns, "link", "add", "link", "p0", "name", "p0.5", "type", "vlan", "id", "5",
+                  check=False).returncode == 0
+    finally:
+        sh("ip", "netns", "delete", ns, check=False)
+
+
+class Site:
+    """client -- shaper -- upstream namespaces for one topology, its bpffs and state folders."""
+
+    def __init__(self, root: str, mode: str, tag: str, net: int):
+        self.mode, self.dir = mode, os.path.join(root, mode)
+        self.ns = {r: "%s%s%s" % (tag, mode[0], r[0]) for r in ("client", "shaper", "upstream")}
+        self.net = net
+        self.pin_root = os.path.join(self.dir, "bpffs")
+
+    def up(self, ns, *argv):
+        sh("ip", "-n", self.ns[ns], *argv)
+
+    def create(self) -> None:
+        os.makedirs(self.pin_root)
+        mount_bpffs(self.pin_root)
+        for name in self.ns.values():
+            sh("ip", "netns", "add", name)
+        n = self.net
+        if self.mode in ("pair", "bridge"):
+            self.up("shaper", "link", "add", "lan0", "type", "veth", "peer", "name", "c0", "netns", self.ns["client"])
+            self.up("shaper", "link", "add", "wan0", "type", "veth", "peer", "name", "u0", "netns", self.ns["upstream"])
+            for where, dev in (("shaper", "lan0"), ("shaper", "wan0"), ("client", "c0"), ("upstream", "u0")):
+                self.up(where, "link", "set", dev, "up")
+        if self.mode == "pair":   # routed: the shaper pings the upstream through wan0 itself
+            self.client, self.upstream, self.wan = "10.231.%d.1" % n, "10.232.%d.1" % n, "10.232.%d.254" % n
+            self.up("client", "addr", "add", self.client + "/24", "dev", "c0")
+            self.up("shaper", "addr", "add", "10.231.%d.254/24" % n, "dev", "lan0")
+            self.up("shaper", "addr", "add", self.wan + "/24", "dev", "wan0")
+            self.up("upstream", "addr", "add", self.upstream + "/24", "dev", "u0")
+            self.up("upstream", "route", "add", "default", "via", self.wan)
+            self.probe_from, self.counted = self.ns["shaper"], self.wan
+        elif self.mode == "bridge":   # one subnet across the bridge: the client pings the upstream
+            self.client, self.upstream = "10.233.%d.1" % n, "10.233.%d.2" % n
+            self.up("client", "addr", "add", self.client + "/24", "dev", "c0")
+            self.up("upstream", "addr", "add", self.upstream + "/24", "dev", "u0")
+            self.probe_from, self.counted = self.ns["client"], self.client
+        else:   # stick: switch side t0 carries VLAN 100 (Internet, the upstream's) and 200 (ISP, the client's)
+            self.up("shaper", "link", "add", "trunk0", "type", "veth", "peer", "name", "t0", "netns", self.ns["client"])
+            self.up("shaper", "link", "set", "trunk0", "up")
+            self.up("client", "link", "set", "t0", "up")
+            self.up("client", "link", "add", "link", "t0", "name", "t0.100", "type", "vlan", "id", "100")
+            self.up("client", "link", "set", "t0.100", "netns", self.ns["upstream"])
+            self.up("client", "link", "add", "link", "t0", "name", "t0.200", "type", "vlan", "id", "200")
+            self.client, self.upstream = "10.234.%d.1" % n, "10.234.%d.2" % n
+            self.up("client", "addr", "add", self.client + "/24", "dev", "t0.200")
+            self.up("client", "link", "set", "t0.200", "up")
+            self.up("upstream", "addr", "add", self.upstream + "/24", "dev", "t0.100")
+            self.up("upstream", "link", "set", "t0.100", "up")
+            self.probe_from, self.counted = self.ns["client"], self.client
+
+    def destroy(self) -> None:
+        for name in self.ns.values():
+            sh("ip", "netns", "delete", name, check=False)
+        umount(self.pin_root)
+
+    def topology(self) -> dict:
+        common = {"netns": self.ns["shaper"], "probe_target": self.upstream}
+        if self.probe_from != self.ns["shaper"]:
+            common["probe_netns"] = self.probe_from
+        if self.mode == "stick":
+            return dict(common, mode="stick", interface="trunk0", internet_vlan=100, isp_vlan=200)
+        return dict(common, mode=self.mode, internet="wan0", isp="lan0")
+
+    def host_vars(self, spec: str, crate: str) -> dict:
+        return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                "lqos_bpf_pin_root": self.pin_root, "lqos_bpf_state_dir": os.path.join(self.dir, "state"),
+                "lqos_bpf_attach_state_dir": os.path.join(self.dir, "attach"), "lqos_bpf_spec": spec,
+                "lqos_bpf_src": crate, "lqos_bpf_topology": self.topology()}
+
+
+@pytest.fixture(scope="module", params=["develop", "v1.4"])
+def deployed(request, libreqos, tmp_path_factory):
+    ref = request.param
+    if ref == "v1.4" and not xdp_refusal(libreqos.build("develop")):
+        pytest.skip("develop deploys on this kernel; v1.4 stands in only where the kernel refuses develop's xdp_prog")
+    build = libreqos.build(ref)
+    needs_xdp(build, ref)
+    root = str(tmp_path_factory.mktemp("lq-deploy-" + ref))
+    spec = health_spec(ref, tmp_path_factory.mktemp("spec"))
+    tag = "lq" + uuid.uuid4().hex[:4]
+    modes = ["pair", "bridge"] + (["stick"] if vlans_work(tag) else [])
+    sites = {m: Site(root, m, tag, 10 + (int(tag[2:], 16) + i) % 200) for i, m in enumerate(modes)}
+    made = []
+    try:
+        for site in sites.values():
+            made.append(site)
+            site.create()
+        inventory = os.path.join(root, "inventory.yml")
+        with open(inventory, "w") as fh:
+            yaml.safe_dump({"all": {"hosts": {m: s.host_vars(spec, build["crate"]) for m, s in sites.items()}}}, fh)
+        first = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
+        with open(os.path.join(root, "first.log"), "w") as fh:
+            fh.write(first.out)
+        state = {m: observe(s) for m, s in sites.items()}
+        again = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
+        yield {"ref": ref, "sites": sites, "first": first, "again": again, "state": state}
+    finally:
+        for site in made:
+            site.destroy()
+
+
+def observe(site: Site) -> dict:
+    """What the first run left: TC programs per interface and direction, promiscuous ports, the bifrost map
+    entries, and the probe's counters in map_traffic (LibreQoS's IPv4 key)."""
+    ifaces = ["trunk0"] if site.mode == "stick" else ["wan0", "lan0"]
+    out = {"tc": {}, "promisc": {}}
+    with H.netns(site.ns["shaper"]):
+        for ifname in ifaces:
+            idx = H.ifindex(ifname)
+            out["tc"][ifname] = {d: (M.prog_info_by_id(p)["name"] if p else None)
+                                 for d, p in (("egress", H.tc_query(idx, "egress", 1, 0xC02F)),
+                                              ("ingress", H.tc_query(idx, "ingress", 1, 0xC02F)))}
+        out["ifindex"] = {i: H.ifindex(i) for i in ifaces}
+    for ifname in ifaces:
+        link = json.loads(sh("ip", "-n", site.ns["shaper"], "-j", "link", "show", "dev", ifname).stdout)[0]
+        out["promisc"][ifname] = "PROMISC" in link["flags"]
+    def entries(name):
+        path = os.path.join(site.pin_root, name)
+        return {k.hex(): v.hex() for k, v in M.map_entries(path)} if os.path.exists(path) else None
+    out["bifrost"], out["vlans"] = entries("bifrost_interface_map"), entries("bifrost_vlan_map")
+    key = b"\xff" * 12 + ipaddress.ip_address(site.counted).packed
+    traffic = os.path.join(site.pin_root, "map_traffic")
+    out["counted"] = os.path.exists(traffic) and M.map_lookup(traffic, key) is not None
+    return out
+
+
+def test_every_topology_deploys_and_its_probe_is_counted(deployed):
+    first = deployed["first"]
+    assert first.rc == 0, first.out[-6000:]
+    for mode, site in deployed["sites"].items():
+        assert first.recap[mode]["failed"] == 0, first
+        assert HEALTH_TASK in first.ran_tasks.get(mode, set()), (mode, first)
+        assert deployed["state"][mode]["counted"], (mode, "no map_traffic entry for %s" % site.counted)
+
+
+def test_bifrost_is_where_libreqos_puts_it(deployed):
+    state = deployed["state"]
+    # A plain pair: the classifier on egress, no redirector, no promiscuous ports.
+    assert state["pair"]["tc"] == {i: {"egress": "tc_iphash_to_cp", "ingress": None} for i in ("wan0", "lan0")}
+    assert state["pair"]["promisc"] == {"wan0": False, "lan0": False} and state["pair"]["bifrost"] == {}
+    # XDP bridge: bifrost on both ports, each redirected to the other, both promiscuous.
+    bridge = state["bridge"]
+    assert bridge["tc"] == {i: {"egress": "tc_iphash_to_cp", "ingress": "bifrost"} for i in ("wan0", "lan0")}
+    assert bridge["promisc"] == {"wan0": True, "lan0": True}
+    wan, lan = bridge["ifindex"]["wan0"], bridge["ifindex"]["lan0"]
+    assert bridge["bifrost"] == {wan.to_bytes(4, "little").hex(): lan.to_bytes(4, "little").hex() + "00000000",
+                                 lan.to_bytes(4, "little").hex(): wan.to_bytes(4, "little").hex() + "00000000"}
+    if "stick" not in state:
+        pytest.skip("this kernel makes no VLAN interfaces (8021q, probed): the stick host was left out")
+    stick = state["stick"]
+    idx = stick["ifindex"]["trunk0"]
+    assert stick["tc"] == {"trunk0": {"egress": "tc_iphash_to_cp", "ingress": "bifrost"}}
+    assert stick["promisc"] == {"trunk0": True}
+    assert stick["bifrost"] == {idx.to_bytes(4, "little").hex(): idx.to_bytes(4, "little").hex() + "01000000"}
+    assert stick["vlans"] == {((idx << 16) | 100).to_bytes(4, "little").hex(): (200).to_bytes(4, "little").hex(),
+                              ((idx << 16) | 200).to_bytes(4, "little").hex(): (100).to_bytes(4, "little").hex()}
+
+
+def test_a_second_run_changes_nothing(deployed):
+    again = deployed["again"]
+    assert again.rc == 0, again
+    for mode in deployed["sites"]:
+        assert again.recap[mode]["changed"] == 0, (mode, again.changed_tasks.get(mode))
