@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import struct
 import uuid
 
 import pytest
@@ -149,3 +150,69 @@ def test_attach_without_a_topology_leaves_the_bridge_redirector_out_and_says_so(
         idx = H.ifindex(netns_pair.if_a)
         assert H.tc_query(idx, "egress", 1, 0xC02F)
         assert not H.tc_query(idx, "ingress", 1, 0xC02F)
+
+
+def _fields(obj: str, struct_name: str) -> dict:
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
+    with B.Btf.from_file(obj) as btf:
+        return {m["name"]: (m["offset"], m["size"]) for m in btf.layout(struct_name)["members"]}
+
+
+def test_v21_to_v22_layout_upgrade_keeps_every_entry_and_rolls_back_to_v21_with_every_entry(libreqos, bpffs,
+                                                                                             tmp_path):
+    """map_traffic's value grows 112 -> 128 bytes between v2.1 and v2.2 (two fields inserted): the pin step
+    migrates every entry by field name, a rollback (what the deploy role's rescue runs after a failed health
+    check) puts v2.1's own map back with every entry, and a commit after a second migration keeps them all."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    old, new = libreqos.build("v2.1")["object"], libreqos.build("v2.2")["object"]
+    ncpus = possible_cpus()
+    programs = [p["name"] for p in O.object_info(old)["programs"]]
+    O.load_object(old, pin_root=bpffs, resize={"cpu_map": ncpus}, disabled=programs).close()
+    traffic, iphash = os.path.join(bpffs, "map_traffic"), os.path.join(bpffs, "map_ip_to_cpu_and_tc")
+    info = M.map_info_by_path(traffic)
+    assert info["value_size"] == 112
+    f_old, f_new = _fields(old, "host_counter"), _fields(new, "host_counter")
+    assert f_old["icmp_download_packets"][0] != f_new["icmp_download_packets"][0]   # the layout really moved
+    n = 1000
+    stride = 112
+    for i in range(n):
+        key = b"\xff" * 12 + bytes([10, 9, i >> 8, i & 0xFF])
+        blob = bytearray(stride * ncpus)
+        for cpu in range(ncpus):
+            for name, (off, size) in f_old.items():
+                blob[cpu * stride + off:cpu * stride + off + size] = ((i + 1) * 100 + cpu + len(name)).to_bytes(
+                    size, "little")
+        M.map_update(traffic, key, bytes(blob))
+        M.map_update(iphash, struct.pack("<I", 128) + key, struct.pack("<IIQQ", i % 2, 0x10000 + i, i, i * 3))
+    before = {"traffic": dict(M.map_entries(traffic)), "iphash": dict(M.map_entries(iphash)), "id": info["id"]}
+    args = dict(spec="libreqos", object=new, pin_root=bpffs, state_dir=str(tmp_path / "s"),
+                backup_dir=str(tmp_path / "b"), approve=True)
+
+    def migrated_entries_kept():
+        res = run_module("pinned_maps", dict(args, state="migrated"))
+        assert res["_rc"] == 0, res.get("msg")
+        now = M.map_info_by_path(traffic)
+        assert now["value_size"] == 128 and now["id"] != before["id"]
+        got = dict(M.map_entries(traffic))
+        assert set(got) == set(before["traffic"])
+        for key, blob in before["traffic"].items():
+            for cpu in range(ncpus):
+                for name, (off, size) in f_old.items():
+                    o2, s2 = f_new[name]
+                    assert got[key][cpu * 128 + o2:cpu * 128 + o2 + s2] == blob[cpu * stride + off:cpu * stride + off
+                                                                                 + size], (name, cpu)
+        assert dict(M.map_entries(iphash)) == before["iphash"]
+        return res
+
+    migrated_entries_kept()
+    back = run_module("pinned_maps", dict(args, state="rolled_back"))
+    assert back["_rc"] == 0, back.get("msg")
+    assert M.map_info_by_path(traffic)["id"] == before["id"]
+    assert dict(M.map_entries(traffic)) == before["traffic"] and dict(M.map_entries(iphash)) == before["iphash"]
+    migrated_entries_kept()
+    done = run_module("pinned_maps", dict(args, state="committed"))
+    assert done["_rc"] == 0, done.get("msg")
+    assert M.map_info_by_path(traffic)["value_size"] == 128 and len(M.map_entries(traffic)) == n
+    assert not os.path.exists(os.path.join(bpffs, "lqos_bpf_aside")) or not os.listdir(os.path.join(bpffs, "lqos_bpf_aside"))
