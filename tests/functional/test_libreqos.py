@@ -15,7 +15,7 @@ import uuid
 import pytest
 import yaml
 
-from lqos_testlib import REPO, NetnsPair, needs_xdp, run_module, sh
+from lqos_testlib import REPO, NetnsPair, edit, needs_xdp, run_module, sh
 
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -216,3 +216,35 @@ def test_v21_to_v22_layout_upgrade_keeps_every_entry_and_rolls_back_to_v21_with_
     assert done["_rc"] == 0, done.get("msg")
     assert M.map_info_by_path(traffic)["value_size"] == 128 and len(M.map_entries(traffic)) == n
     assert not os.path.exists(os.path.join(bpffs, "lqos_bpf_aside")) or not os.listdir(os.path.join(bpffs, "lqos_bpf_aside"))
+
+
+def test_a_c_only_change_to_a_struct_a_sibling_crate_mirrors_is_caught(libreqos, tmp_path):
+    """lqos_heimdall (not lqos_sys) opens heimdall_config with its own mirror: the workspace gives the root."""
+    crate = libreqos.copy(tmp_path / "tree", "develop")
+    edit(os.path.join(crate, "src", "bpf", "common", "heimdall.h"),
+         "__u32 monitor_mode;", "__u32 monitor_mode;\n    __u32 sampling;")
+    built = run_module("pipeline", dict(spec="libreqos", src=crate, dest=str(tmp_path / "out")))
+    assert built["_rc"] == 0, built.get("msg")
+    result = abi_check(crate, built["build_dir"])
+    assert result["_rc"] == 1 and result["ok"] is False
+    [heimdall] = [p for p in result["pairs"] if p["rust"] == "HeimdalConfig"]
+    assert heimdall["status"] != "ok" and heimdall["btf_size"] == 8 and heimdall["rust_size"] == 4
+    assert any("HeimdalConfig" in p for p in result["problems"]), result["problems"]
+    assert result["rust_roots"]["workspace"]["members"] == [
+        {"crate": "lqos_heimdall", "src": "../lqos_heimdall/src", "maps": ["heimdall_config", "heimdall_watching"]}]
+
+
+def test_a_root_the_spec_expects_but_the_tree_lacks_is_named_with_its_path(libreqos, tmp_path):
+    """lqos_sys alone, without its sibling crates: the missing root is the problem, not an empty mirrors list."""
+    import shutil
+    crate = str(tmp_path / "lqos_sys")
+    shutil.copytree(libreqos.crate("develop"), crate)
+    build = libreqos.build("develop")
+    result = abi_check(crate, build["build_dir"])
+    assert result["_rc"] == 1
+    missing = os.path.normpath(os.path.join(crate, "..", "lqos_utils", "src"))
+    assert result["rust_roots"]["missing"] == [{"root": "../lqos_utils/src", "path": missing}]
+    assert ("Rust root ../lqos_utils/src of spec rust.roots is missing: %s does not exist, so the mirrors there were "
+            "not compared: give the crate inside its whole tree (its sibling crates next to it), or fix rust.roots"
+            % missing) in result["problems"]
+    assert "the spec's `mirrors` list is empty" not in result["msg"]
