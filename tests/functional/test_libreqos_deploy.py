@@ -18,7 +18,7 @@ import uuid
 import pytest
 import yaml
 
-from lqos_testlib import mount_bpffs, needs_xdp, sh, umount, xdp_refusal
+from lqos_testlib import REPO, mount_bpffs, needs_xdp, sh, umount, xdp_refusal
 from test_libreqos import health_spec
 from test_playbooks import playbook
 
@@ -44,9 +44,10 @@ def vlans_work(tag: str) -> bool:
 class Site:
     """client -- shaper -- upstream namespaces for one topology, its bpffs and state folders."""
 
-    def __init__(self, root: str, mode: str, tag: str, net: int):
-        self.mode, self.dir = mode, os.path.join(root, mode)
-        self.ns = {r: "%s%s%s" % (tag, mode[0], r[0]) for r in ("client", "shaper", "upstream")}
+    def __init__(self, root: str, mode: str, tag: str, net: int, name: str | None = None):
+        self.name = name or mode
+        self.mode, self.dir = mode, os.path.join(root, self.name)
+        self.ns = {r: "%s%s%s" % (tag, self.name[0], r[0]) for r in ("client", "shaper", "upstream")}
         self.net = net
         self.pin_root = os.path.join(self.dir, "bpffs")
 
@@ -123,20 +124,31 @@ def deployed(request, libreqos, tmp_path_factory):
     tag = "lq" + uuid.uuid4().hex[:4]
     modes = ["pair", "bridge"] + (["stick"] if vlans_work(tag) else [])
     sites = {m: Site(root, m, tag, 10 + (int(tag[2:], 16) + i) % 200) for i, m in enumerate(modes)}
+    # Last (its own batch): a pair whose spec says the map keys IPv4 as ::ffff:a.b.c.d - its health check must
+    # fail, roll back, and say which key it looked up and which keys the map holds.
+    wrong = Site(root, "pair", tag, 10 + (int(tag[2:], 16) + 7) % 200, name="wrongkey")
+    with open(spec if spec.endswith(".yml") else os.path.join(REPO, "bpf", "specs", "libreqos.yml")) as fh:
+        raw = yaml.safe_load(fh)
+    raw["health"]["ipv4"] = "mapped"
+    wrong_spec = os.path.join(root, "libreqos-mapped.yml")
+    with open(wrong_spec, "w") as fh:
+        yaml.safe_dump(raw, fh)
     made = []
     try:
-        for site in sites.values():
+        for site in list(sites.values()) + [wrong]:
             made.append(site)
             site.create()
         inventory = os.path.join(root, "inventory.yml")
+        hosts = {m: s.host_vars(spec, build["crate"]) for m, s in sites.items()}
+        hosts["wrongkey"] = wrong.host_vars(wrong_spec, build["crate"])
         with open(inventory, "w") as fh:
-            yaml.safe_dump({"all": {"hosts": {m: s.host_vars(spec, build["crate"]) for m, s in sites.items()}}}, fh)
+            yaml.safe_dump({"all": {"hosts": hosts}}, fh)
         first = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
         with open(os.path.join(root, "first.log"), "w") as fh:
             fh.write(first.out)
         state = {m: observe(s) for m, s in sites.items()}
         again = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
-        yield {"ref": ref, "sites": sites, "first": first, "again": again, "state": state}
+        yield {"ref": ref, "sites": sites, "first": first, "again": again, "state": state, "wrong": wrong}
     finally:
         for site in made:
             site.destroy()
@@ -169,7 +181,7 @@ def observe(site: Site) -> dict:
 
 def test_every_topology_deploys_and_its_probe_is_counted(deployed):
     first = deployed["first"]
-    assert first.rc == 0, first.out[-6000:]
+    assert first.rc == 2 and list(first.recap) and first.recap["wrongkey"]["failed"] == 1, first.out[-6000:]
     for mode, site in deployed["sites"].items():
         assert first.recap[mode]["failed"] == 0, first
         assert HEALTH_TASK in first.ran_tasks.get(mode, set()), (mode, first)
@@ -199,8 +211,21 @@ def test_bifrost_is_where_libreqos_puts_it(deployed):
                               ((idx << 16) | 200).to_bytes(4, "little").hex(): (100).to_bytes(4, "little").hex()}
 
 
+def test_a_key_in_the_wrong_encoding_fails_the_health_check_naming_the_key_and_the_nearest_keys(deployed):
+    """The regression of issue 22 made visible: the key looked up and the keys LibreQoS really wrote."""
+    first, wrong = deployed["first"], deployed["wrong"]
+    packed = ipaddress.ip_address(wrong.wan).packed.hex()
+    # The role's last word on the host (the rescue's), after rolling back.
+    failure = first.failures("wrongkey")[-1].get("msg", "")
+    assert "No previous build: the programs attached by this run were detached." in failure, failure
+    assert ("the down count of %s rose by 0" % wrong.wan) in failure, failure
+    assert ("(key %s in map_traffic: no entry; nearest keys there: %s"
+            % ("00" * 10 + "ffff" + packed, "ff" * 12 + packed)) in failure, failure
+    assert first.recap["wrongkey"]["rescued"] == 1, first.recap
+
+
 def test_a_second_run_changes_nothing(deployed):
     again = deployed["again"]
-    assert again.rc == 0, again
+    assert again.rc == 2 and again.recap["wrongkey"]["failed"] == 1, again
     for mode in deployed["sites"]:
         assert again.recap[mode]["changed"] == 0, (mode, again.changed_tasks.get(mode))
