@@ -21,7 +21,7 @@ description:
     redirector's interface map.
   - The names of the load-time variables come from the spec's C(topology) section (docs/pipeline-spec.md), never
     from this filter - the reference pipeline and LibreQoS name them differently.
-  - Each TC program of the spec's C(attach.tc) is attached in the topologies its C(topologies) lists (default: all,
+  - Each TC program of the spec's C(attach.tc) is attached in the topologies its C(topologies) lists (by default all,
     but the bridge redirector of C(topology.bridge) in bridge mode only). The built-in C(libreqos) spec lists
     C(bifrost) for bridge and stick, as LibreQoS attaches it.
   - V(pair) - direction 1 on the Internet-facing interface, 2 on the ISP-facing one, both interface indexes
@@ -179,8 +179,8 @@ def _stick_bridge(bridge: dict, name: str, internet_vlan: int, isp_vlan: int, ne
              {"parent": name, "tag": isp_vlan, "redirect_to": internet_vlan}]
     return {"program": bridge["program"], "map": bridge["map"], "netns": netns,
             "entries": [{"key": "ifindex:%s" % name, "value": value}],
-            "vlan": {"map": bridge["vlan"]["map"], "entries": _vlan_entries(swaps, bridge["vlan"], (name, name),
-                                                                          spec_name),
+            "vlan": {"map": bridge["vlan"]["map"],
+                     "entries": _vlan_entries(swaps, bridge["vlan"], (name, name), spec_name),
                      "rewrites": ["%s VLAN %d -> %d" % (name, s["tag"], s["redirect_to"]) for s in swaps]}}
 
 

@@ -836,8 +836,8 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
         # Comparing nothing proves nothing: an empty check is a problem, not a pass.
         missing = (rust or {}).get("missing_roots", [])
         if missing:
-            why = "Rust root(s) missing from the tree: %s" % ", ".join("%s (%s)" % (m["root"], m["path"])
-                                                                        for m in missing)
+            why = "Rust root(s) missing from the tree: %s" % ", ".join(
+                "%s (%s)" % (m["root"], m["path"]) for m in missing)
         elif not spec["mirrors"]:
             why = "the spec's `mirrors` list is empty"
         else:

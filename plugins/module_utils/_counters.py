@@ -162,8 +162,9 @@ def probe_source(target: str, netns: str | None) -> str:
 
 def probe_facts(pin_root: str, spec: dict, probes: list) -> list:
     """Where each traffic probe is counted, and the count now: [{target, netns, direction, address, field,
-    count, key, map, found, nearest}]; count is None when the spec names no counter map (``health``); key is the hex
-    key looked up in ``map``, found whether it has an entry, nearest the map's keys most like it when it has no entry (``counter_facts``). Direction 1 (the interface faces
+    count, key, map, found, nearest}]; count is None when the spec names no counter map (``health``); key is the
+    hex key looked up in ``map``, found whether it has an entry, nearest the map's keys most like it when it has
+    no entry (``counter_facts``). Direction 1 (the interface faces
     the Internet): the replies come in towards this host, counted ``down`` on its own address; 2 (faces the
     customers): they come in from the target, counted ``up`` on the target's address. (Both the reference
     pipeline and LibreQoS count a host on ingress this way.)"""

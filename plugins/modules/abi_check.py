@@ -59,8 +59,9 @@ options:
         so it must exist there too.
       - On the target, where it exists there, the build must have been made from these sources - the BPF sources
         under it hash as the build folder's C(manifest.json) records them. A build made from other sources is
-        refused before anything is compared (C(build X was made from other sources (file F changed): rebuild
-        first)): comparing another tree's object with these Rust mirrors gives a false pass or a false alarm.
+        refused before anything is compared, naming the build and the first files that differ (C(build X was made
+        from other sources (file F changed)), then C(rebuild first)) - comparing another tree's object with these
+        Rust mirrors gives a false pass or a false alarm.
     type: path
   rust_src:
     description:

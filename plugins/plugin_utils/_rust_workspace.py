@@ -65,7 +65,7 @@ def find_workspace(crate: str) -> tuple:
     """(workspace folder, [member crate folders]) of the nearest Cargo.toml above ``crate`` with a [workspace]
     table, or (None, [])."""
     here = os.path.dirname(os.path.abspath(crate))
-    for _ in range(MAX_UP):
+    for unused_level in range(MAX_UP):
         manifest = os.path.join(here, "Cargo.toml")
         if os.path.isfile(manifest):
             try:

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from lqos_testlib import (LIBREQOS_REFS, NetnsPair, libreqos_build, libreqos_copy, libreqos_crate, mount_bpffs,
-                           set_libreqos_root, umount)
+                          set_libreqos_root, umount)
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000

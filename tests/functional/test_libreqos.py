@@ -20,6 +20,8 @@ from lqos_testlib import REPO, NetnsPair, edit, needs_xdp, run_module, sh
 
 pytestmark = pytest.mark.usefixtures("tools")
 PINGS = 3
+
+
 def health_spec(ref: str, tmp_path) -> str:
     """The built-in libreqos spec; for v1.4 (no ICMP counters yet) the health fields its host_counter has."""
     if ref != "v1.4":
@@ -50,7 +52,7 @@ def dual_stack_pair():
 
 @pytest.mark.parametrize("ref", ["develop", "v1.4"])
 def test_a_probe_of_an_ipv4_and_an_ipv6_address_is_counted_on_libreqos(ref, libreqos, dual_stack_pair, bpffs,
-                                                                        tmp_path):
+                                                                       tmp_path):
     """LibreQoS keys IPv4 hosts as twelve 0xff bytes + the address: the health check's probe must look there
     (it looked up ::ffff:a.b.c.d and found nothing, so every approved deploy with an IPv4 target rolled back)."""
     build = libreqos.build(ref)
@@ -159,7 +161,7 @@ def _fields(obj: str, struct_name: str) -> dict:
 
 
 def test_v21_to_v22_layout_upgrade_keeps_every_entry_and_rolls_back_to_v21_with_every_entry(libreqos, bpffs,
-                                                                                             tmp_path):
+                                                                                            tmp_path):
     """map_traffic's value grows 112 -> 128 bytes between v2.1 and v2.2 (two fields inserted): the pin step
     migrates every entry by field name, a rollback (what the deploy role's rescue runs after a failed health
     check) puts v2.1's own map back with every entry, and a commit after a second migration keeps them all."""
@@ -201,8 +203,8 @@ def test_v21_to_v22_layout_upgrade_keeps_every_entry_and_rolls_back_to_v21_with_
             for cpu in range(ncpus):
                 for name, (off, size) in f_old.items():
                     o2, s2 = f_new[name]
-                    assert got[key][cpu * 128 + o2:cpu * 128 + o2 + s2] == blob[cpu * stride + off:cpu * stride + off
-                                                                                 + size], (name, cpu)
+                    was = blob[cpu * stride + off:cpu * stride + off + size]
+                    assert got[key][cpu * 128 + o2:cpu * 128 + o2 + s2] == was, (name, cpu)
         assert dict(M.map_entries(iphash)) == before["iphash"]
         return res
 

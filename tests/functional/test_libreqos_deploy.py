@@ -169,6 +169,7 @@ def observe(site: Site) -> dict:
     for ifname in ifaces:
         link = json.loads(sh("ip", "-n", site.ns["shaper"], "-j", "link", "show", "dev", ifname).stdout)[0]
         out["promisc"][ifname] = "PROMISC" in link["flags"]
+
     def entries(name):
         path = os.path.join(site.pin_root, name)
         return {k.hex(): v.hex() for k, v in M.map_entries(path)} if os.path.exists(path) else None
