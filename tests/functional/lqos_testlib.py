@@ -168,6 +168,32 @@ def libreqos_build(ref: str = "develop") -> dict:
     return _LIBREQOS["builds"][ref]
 
 
+META_CALL = "bpf_xdp_adjust_meta(ctx, -round_up(ETH_ALEN, sizeof(struct metadata_pass_t)))"
+
+
+def libreqos_fitted(ref: str = "develop") -> dict:
+    """The build of ``ref`` this kernel loads: the real one, or - when the kernel refuses the
+    ``bpf_xdp_adjust_meta`` helper (kernel policy on some machines) - a build of a private copy whose one call to
+    it is answered "not supported" (-1), the path LibreQoS itself takes on a driver without XDP metadata. The
+    result has ``fitted``: None, or what was changed and why. Refusals for any other reason stay (needs_xdp)."""
+    real = libreqos_build(ref)
+    why = xdp_refusal(real)
+    if not why or "bpf_xdp_adjust_meta" not in why:
+        return dict(real, fitted=None)
+    key = ref + "+nometa"
+    if key not in _LIBREQOS["builds"]:
+        crate = libreqos_copy(os.path.join(_libreqos_root(), key), ref)
+        edit(os.path.join(crate, "src", "bpf", "lqos_kern.c"), META_CALL, "-1 /* lqos.bpf tests: no XDP metadata */")
+        dest = os.path.join(_libreqos_root(), "build-" + key)
+        result = run_module("pipeline", dict(spec="libreqos", src=crate, dest=dest))
+        if result["_rc"] != 0:
+            raise AssertionError("building LibreQoS %s without XDP metadata failed: %s" % (ref, result.get("msg")))
+        _LIBREQOS["builds"][key] = {"crate": crate, "dest": dest, "build_dir": result["build_dir"],
+                                    "object": result["outputs"]["object"]["path"], "result": result,
+                                    "fitted": "bpf_xdp_adjust_meta answered -1 (this kernel refuses it: %s)" % why}
+    return _LIBREQOS["builds"][key]
+
+
 def xdp_refusal(build: dict) -> str | None:
     """None when this kernel loads a LibreQoS build's xdp_prog (a trial load: nothing pinned or attached), else
     the probe's reason. Kernels differ (this machine's refuses the bpf_xdp_adjust_meta helper v2.0+ calls)."""

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from lqos_testlib import REPO, libreqos_build, needs_xdp, mount_bpffs, run_module, sh, umount
+from lqos_testlib import REPO, libreqos_build, libreqos_fitted, needs_xdp, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
@@ -132,8 +132,9 @@ def test_bridge_vlan_mapping_rewrites_the_tag_on_the_way_across(reference, bridg
 def test_libreqos_bridge_vlan_mapping_through_bifrost_vlan_map(ref, bridged, bpffs, tmp_path):
     """The same mapping on a LibreQoS checkout: one-integer keys (ifindex << 16 | tag) in bifrost_vlan_map,
     the tag rewritten by LibreQoS's own XDP program."""
-    built = libreqos_build(ref)["result"]
-    needs_xdp(libreqos_build(ref), ref)
+    fitted = libreqos_fitted(ref) if ref == "develop" else libreqos_build(ref)
+    needs_xdp(fitted, ref)
+    built = fitted["result"]
     ns = bridged["ns"]["shaper"]
     plan = topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns,
                           "vlan_mapping": MAPPING}, "libreqos")
