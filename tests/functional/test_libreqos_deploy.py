@@ -229,3 +229,86 @@ def test_a_second_run_changes_nothing(deployed):
     assert again.rc == 2 and again.recap["wrongkey"]["failed"] == 1, again
     for mode in deployed["sites"]:
         assert again.recap[mode]["changed"] == 0, (mode, again.changed_tasks.get(mode))
+
+
+# ---------------------------------------------------------------------------
+# v2.1 -> v2.2 through the deploy role: map_traffic's value grows 112 -> 128 bytes
+# ---------------------------------------------------------------------------
+
+def traffic_fields(obj: str) -> dict:
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
+    with B.Btf.from_file(obj) as btf:
+        return {m["name"]: (m["offset"], m["size"]) for m in btf.layout("host_counter")["members"]}
+
+
+@pytest.fixture(scope="module")
+def upgraded(libreqos, tmp_path_factory):
+    """v2.1 deployed in pair topology, its map_traffic filled; v2.2 with a probe nobody answers (a forced health
+    failure: rolled back); v2.2 with a probe that answers (kept). Fitted builds where the kernel refuses
+    bpf_xdp_adjust_meta (lqos_testlib.libreqos_fitted): the maps are LibreQoS's own either way."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    old, new = libreqos_fitted("v2.1"), libreqos_fitted("v2.2")
+    needs_xdp(old, "v2.1")
+    needs_xdp(new, "v2.2")
+    root = str(tmp_path_factory.mktemp("lq-upgrade"))
+    tag = "lu" + uuid.uuid4().hex[:4]
+    site = Site(root, "pair", tag, 10 + int(tag[2:], 16) % 200)
+    site.create()
+    try:
+        def deploy(crate, name, **topology):
+            host = site.host_vars("libreqos", crate)
+            host["lqos_bpf_topology"].update(topology)
+            inventory = os.path.join(root, name + ".yml")
+            with open(inventory, "w") as fh:
+                yaml.safe_dump({"all": {"hosts": {"shaper": host}}}, fh)
+            return playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
+
+        runs = {"v21": deploy(old["crate"], "v21")}
+        traffic = os.path.join(site.pin_root, "map_traffic")
+        fields, ncpus = traffic_fields(old["object"]), possible_cpus()
+        for i in range(500):
+            blob = bytearray(112 * ncpus)
+            for cpu in range(ncpus):
+                for n, (off, size) in fields.items():
+                    blob[cpu * 112 + off:cpu * 112 + off + size] = (i * 1000 + cpu * 10 + off).to_bytes(size, "little")
+            M.map_update(traffic, b"\xff" * 12 + bytes([100, 64, i >> 8, i & 0xFF]), bytes(blob))
+        # Only the entries written here: live traffic (the probe, neighbour discovery) keeps updating others.
+        def ours():
+            return {k: v for k, v in M.map_entries(traffic) if k[:14] == b"\xff" * 12 + b"\x64\x40"}
+
+        state = {"v21": {"id": M.map_info_by_path(traffic)["id"], "entries": ours()}}
+        runs["bad"] = deploy(new["crate"], "v22-bad", probe_target=site.upstream.rsplit(".", 1)[0] + ".99")
+        state["bad"] = {"id": M.map_info_by_path(traffic)["id"], "value_size": M.map_info_by_path(traffic)["value_size"],
+                        "entries": ours(), "pins": sorted(os.listdir(site.pin_root))}
+        runs["good"] = deploy(new["crate"], "v22-good")
+        state["good"] = {"value_size": M.map_info_by_path(traffic)["value_size"],
+                         "entries": ours(), "pins": sorted(os.listdir(site.pin_root))}
+        yield {"runs": runs, "state": state, "fields": (fields, traffic_fields(new["object"])), "ncpus": ncpus}
+    finally:
+        site.destroy()
+
+
+def test_a_failed_v22_deploy_restores_v21s_map_with_every_entry(upgraded):
+    runs, state = upgraded["runs"], upgraded["state"]
+    assert runs["v21"].rc == 0, runs["v21"].out[-6000:]
+    assert runs["bad"].recap["shaper"]["failed"] == 1 and runs["bad"].recap["shaper"]["rescued"] == 1, runs["bad"]
+    bad = state["bad"]
+    assert bad["id"] == state["v21"]["id"] and bad["value_size"] == 112     # v2.1's own map, at its name
+    assert len(state["v21"]["entries"]) == 500
+    assert bad["entries"] == state["v21"]["entries"]                       # every entry, as it was
+    assert "lqos_bpf_aside" not in bad["pins"]
+
+
+def test_a_passed_v22_deploy_keeps_every_entry_in_the_new_layout(upgraded):
+    runs, state = upgraded["runs"], upgraded["state"]
+    assert runs["good"].rc == 0, runs["good"].out[-6000:]
+    assert state["good"]["value_size"] == 128
+    (f_old, f_new), ncpus = upgraded["fields"], upgraded["ncpus"]
+    got = state["good"]["entries"]
+    assert set(got) == set(state["v21"]["entries"])
+    for key, blob in state["v21"]["entries"].items():
+        for cpu in range(ncpus):
+            for name, (off, size) in f_old.items():
+                o2, s2 = f_new[name]
+                assert got[key][cpu * 128 + o2:cpu * 128 + o2 + s2] == blob[cpu * 112 + off:cpu * 112 + off + size]
+    assert "lqos_bpf_aside" not in state["good"]["pins"]
