@@ -90,8 +90,11 @@ def libreqos_tarball_dirs() -> list:
     worktree also beside the main checkout it belongs to."""
     dirs = [os.environ["LQOS_LIBREQOS_TARBALLS"]] if os.environ.get("LQOS_LIBREQOS_TARBALLS") else []
     dirs.append(os.path.join(os.path.dirname(REPO), "shared", "libreqos"))
-    proc = subprocess.run(["git", "-C", REPO, "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                          capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["git", "-C", REPO, "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                              capture_output=True, text=True, check=False)
+    except OSError:   # no git: a plain copy of the project
+        proc = subprocess.CompletedProcess([], 1, "", "")
     common = proc.stdout.strip()
     if proc.returncode == 0 and os.path.basename(common) == ".git":
         dirs.append(os.path.join(os.path.dirname(os.path.dirname(common)), "shared", "libreqos"))

@@ -235,3 +235,14 @@ def test_a_root_the_spec_expects_but_the_tree_lacks_is_named_with_its_path(libre
             "not compared: give the crate inside its whole tree (its sibling crates next to it), or fix rust.roots"
             % missing) in result["problems"]
     assert "the spec's `mirrors` list is empty" not in result["msg"]
+
+
+def test_a_missing_tree_fails_the_test_with_where_it_looked_and_the_fixes():
+    """CI always has the trees: a missing one is a failure that says what to do, never a skip."""
+    from lqos_testlib import libreqos_tarball, libreqos_tarball_dirs
+    with pytest.raises(pytest.fail.Exception) as err:
+        libreqos_tarball("v0.0")
+    msg = str(err.value)
+    assert msg.startswith("the LibreQoS test tree libreqos-v0.0.tar.gz is missing: looked in %s."
+                          % ", ".join(libreqos_tarball_dirs()))
+    assert "../shared/libreqos/" in msg and "LQOS_LIBREQOS_TARBALLS" in msg and "LQOS_LIBREQOS_SRC" in msg
