@@ -823,10 +823,10 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
     holds it, never in check mode); a drift raised (``fail_on_drift``) or warned; every program of the object
     trial-loaded on this kernel (``trial_load``). ``warn(text)`` reports a warning. ``changed`` is whether the
     record changed (or would have). With ``src`` (the crate on this host) a build made from other sources is
-    refused before anything is compared (``_pipeline.refuse_other_sources``)."""
+    refused before anything is compared (``_build_sources.refuse_other_sources``)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object
     if src and os.path.isdir(build_dir):
-        from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import refuse_other_sources
+        from ansible_collections.lqos.bpf.plugins.module_utils._build_sources import refuse_other_sources
         refuse_other_sources(spec, src, build_dir)
     if os.path.lexists(obj):
         check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does

@@ -269,9 +269,10 @@ def upgraded(libreqos, tmp_path_factory):
         for i in range(500):
             blob = bytearray(112 * ncpus)
             for cpu in range(ncpus):
-                for n, (off, size) in fields.items():
+                for unused_name, (off, size) in fields.items():
                     blob[cpu * 112 + off:cpu * 112 + off + size] = (i * 1000 + cpu * 10 + off).to_bytes(size, "little")
             M.map_update(traffic, b"\xff" * 12 + bytes([100, 64, i >> 8, i & 0xFF]), bytes(blob))
+
         # Only the entries written here: live traffic (the probe, neighbour discovery) keeps updating others.
         def ours():
             return {k: v for k, v in M.map_entries(traffic) if k[:14] == b"\xff" * 12 + b"\x64\x40"}
