@@ -21,21 +21,27 @@ description:
     redirector's interface map.
   - The names of the load-time variables come from the spec's C(topology) section (docs/pipeline-spec.md), never
     from this filter - the reference pipeline and LibreQoS name them differently.
+  - Each TC program of the spec's C(attach.tc) is attached in the topologies its C(topologies) lists (by default all,
+    but the bridge redirector of C(topology.bridge) in bridge mode only). The built-in C(libreqos) spec lists
+    C(bifrost) for bridge and stick, as LibreQoS attaches it.
   - V(pair) - direction 1 on the Internet-facing interface, 2 on the ISP-facing one, both interface indexes
-    set where the object has such variables; TC programs other than the bridge redirector.
+    set where the object has such variables; no bridge redirector.
   - V(bridge) - the pair, plus the bridge redirector on TC ingress of both interfaces and the map entries that
     send what arrives on one interface out of the other; with C(vlan_mapping), the entries of the redirector's VLAN
     redirect map (spec C(topology.bridge.vlan)) that rewrite a frame's tag on the way across. VLAN ids there are
     plain integers, host byte order, as both programs compare them.
   - V(stick) - one interface, direction 3, the Internet and ISP VLAN ids (network byte order) and the stick
-    offset; no bridge redirector.
+    offset; when the spec attaches the bridge redirector on a stick (LibreQoS's single-interface mode), its map
+    entry sending the interface's frames back out of it with the spec's C(topology.bridge.stick_flag) set to 1,
+    and its VLAN map entries rewriting each of the two VLANs to the other.
 author: lqos.bpf maintainers (@lqos-bpf)
 options:
   _input:
     description: The topology - C(mode), C(internet) and C(isp) (pair, bridge) or C(interface) (stick),
       C(internet_vlan), C(isp_vlan), C(stick_offset) (stick), C(vlan_mapping) (bridge - a list of
       C({parent, tag, redirect_to}) as in LibreQoS's lqos.conf), and optionally C(netns), C(xdp_mode),
-      C(probe_target).
+      C(probe_target) and C(probe_netns) (the network namespace the health check's probe is sent from, default
+      C(netns); on a bridge the shaper has no address of its own, so a host behind the ISP-facing port sends it).
     type: dict
     required: true
   spec:
@@ -61,7 +67,7 @@ _value:
     - C(mode); C(interfaces) - entries for the deploy role's C(lqos_bpf_interfaces) (C(name), C(netns),
       C(xdp_mode), C(topology_data) (the option of that name of M(lqos.bpf.attach) -
       a variable an older object lacks is left out with a note), C(tc_programs), C(probe_target),
-      C(probe_direction));
+      C(probe_netns), C(probe_direction));
       C(bridge) - null, or
       C(program), C(map), C(netns) and C(entries) (C(key), C(value)) for M(lqos.bpf.map_entries), and C(vlan) -
       null, or the VLAN redirect map's C(map), C(entries) and C(rewrites) (one line per mapping, for the plan).
@@ -70,7 +76,7 @@ _value:
 
 import re
 
-from ansible_collections.lqos.bpf.plugins.module_utils._spec import VLAN_PACKED_KEY
+from ansible_collections.lqos.bpf.plugins.module_utils._spec import VLAN_PACKED_KEY, tc_topologies
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -79,9 +85,10 @@ except ImportError:  # pragma: no cover - unit tests run with ansible-core insta
 
 MODES = ("pair", "bridge", "stick")
 KEYS = {
-    "pair": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target"),
-    "bridge": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target", "vlan_mapping"),
-    "stick": ("mode", "interface", "internet_vlan", "isp_vlan", "stick_offset", "netns", "xdp_mode", "probe_target"),
+    "pair": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target", "probe_netns"),
+    "bridge": ("mode", "internet", "isp", "netns", "xdp_mode", "probe_target", "probe_netns", "vlan_mapping"),
+    "stick": ("mode", "interface", "internet_vlan", "isp_vlan", "stick_offset", "netns", "xdp_mode", "probe_target",
+              "probe_netns"),
 }
 VLAN_KEYS = ("parent", "tag", "redirect_to")   # as LibreQoS's lqos.conf writes its bridge's vlan_mapping
 XDP_MODES = ("auto", "hw", "native", "skb")
@@ -157,6 +164,26 @@ def _vlan_entries(mapping, vlan, ports: tuple, spec_name: str) -> list:
     return entries
 
 
+def _stick_bridge(bridge: dict, name: str, internet_vlan: int, isp_vlan: int, netns, spec_name: str) -> dict:
+    """The redirector's maps on a stick (LibreQoS's single-interface mode): the interface redirects to itself with
+    the spec's ``stick_flag`` field set (scan the VLANs), and each of the two VLANs is rewritten to the other."""
+    if not bridge.get("stick_flag") or not bridge.get("vlan"):
+        raise _fail("pipeline spec %r attaches its bridge redirector %s on a stick but names no %s."
+                    % (spec_name, bridge["program"], "stick_flag (topology.bridge.stick_flag)"
+                       if not bridge.get("stick_flag") else "VLAN redirect map (topology.bridge.vlan)"),
+                    "add it to the spec's topology.bridge, or leave stick out of the redirector's "
+                    "attach.tc topologies.")
+    value = dict(_at(bridge["target"], "ifindex:%s" % name))
+    value.update(_at(bridge["stick_flag"], 1))
+    swaps = [{"parent": name, "tag": internet_vlan, "redirect_to": isp_vlan},
+             {"parent": name, "tag": isp_vlan, "redirect_to": internet_vlan}]
+    return {"program": bridge["program"], "map": bridge["map"], "netns": netns,
+            "entries": [{"key": "ifindex:%s" % name, "value": value}],
+            "vlan": {"map": bridge["vlan"]["map"],
+                     "entries": _vlan_entries(swaps, bridge["vlan"], (name, name), spec_name),
+                     "rewrites": ["%s VLAN %d -> %d" % (name, s["tag"], s["redirect_to"]) for s in swaps]}}
+
+
 def _spec_of(spec, basedir):
     """The validated spec: a built-in name, a YAML path or a mapping (validating a validated spec is a no-op)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
@@ -201,6 +228,11 @@ def topology_plan(topology, spec, basedir=None) -> dict:
     probe = topology.get("probe_target")
     if probe is not None and not isinstance(probe, str):
         raise _fail("`probe_target` must be an address, got %r." % (probe,), "quote it.")
+    probe_netns = topology.get("probe_netns")
+    if probe_netns is not None and (not isinstance(probe_netns, str) or probe_netns in (".", "..")
+                                    or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", probe_netns)):
+        raise _fail("`probe_netns` must be a network namespace name, got %r." % (probe_netns,),
+                    "name one under /run/netns.")
 
     bridge = names.get("bridge")
     all_tc = [t["program"] for t in (spec.get("attach") or {}).get("tc") or []]
@@ -212,9 +244,10 @@ def topology_plan(topology, spec, basedir=None) -> dict:
             raise _fail("the bridge redirector %s is not among the spec's TC programs (attach.tc: %s)."
                         % (bridge["program"], ", ".join(all_tc) or "none"),
                         "list it in the spec's attach.tc with direction ingress.")
-        tc_programs = all_tc
-    else:
-        tc_programs = [p for p in all_tc if not bridge or p != bridge["program"]]
+    # Each TC program in the topologies its spec entry lists (attach.tc[i].topologies): LibreQoS attaches its
+    # bridge redirector in XDP-bridge mode and on a stick, never in a plain pair.
+    tc_programs = [t["program"] for t in (spec.get("attach") or {}).get("tc") or [] if mode in tc_topologies(spec, t)]
+    stick_redirect = bool(mode == "stick" and bridge and bridge["program"] in tc_programs)
 
     def values(direction: int, internet: str, isp: str) -> dict:
         data = {names["direction"]: direction}
@@ -233,6 +266,8 @@ def topology_plan(topology, spec, basedir=None) -> dict:
             out["netns"] = netns
         if probe_target is not None:
             out["probe_target"] = probe_target
+            if probe_target and probe_netns:
+                out["probe_netns"] = probe_netns
         return out
 
     if mode == "stick":
@@ -255,7 +290,11 @@ def topology_plan(topology, spec, basedir=None) -> dict:
                             "leave stick_offset out, or add it to the spec's topology section.")
             data[names["stick_offset"]] = offset
         # The probe's replies come back tagged with the Internet VLAN: counted "down", as on an Internet-facing port.
-        return {"mode": mode, "interfaces": [entry(name, data, probe, 1)], "bridge": None}
+        plan_bridge = None
+        if stick_redirect:
+            plan_bridge = _stick_bridge(bridge, name, int(topology["internet_vlan"]), int(topology["isp_vlan"]), netns,
+                                        spec["name"])
+        return {"mode": mode, "interfaces": [entry(name, data, probe, 1)], "bridge": plan_bridge}
 
     internet, isp = _ifname(topology, "internet"), _ifname(topology, "isp")
     if internet == isp:

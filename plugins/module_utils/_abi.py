@@ -802,7 +802,10 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     drift.extend(const_drift)
     paired = {e["layout"]["name"] for e in entries if e.get("layout")}
     drift.extend(assertion_drift([a for a in (rust or {}).get("assertions", []) if a["type"] not in paired]))
-    problems = [p for pair in pairs for p in pair["problems"]]
+    problems = ["Rust root %s of spec rust.roots is missing: %s does not exist, so the mirrors there were not "
+                "compared: give the crate inside its whole tree (its sibling crates next to it), or fix rust.roots"
+                % (m["root"], m["path"]) for m in (rust or {}).get("missing_roots", [])]
+    problems.extend(p for pair in pairs for p in pair["problems"])
     problems.extend("%s: %s" % (d["message"], d["fix"]) for d in drift)
     return {
         "ok": not problems,
@@ -815,6 +818,8 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         "build_dir": build_dir,
         "skeleton": skel,
         "derivation": derivation,
+        "rust_roots": None if rust is None else {"missing": rust.get("missing_roots", []),
+                                                 "workspace": rust.get("workspace")},
         "summary": summarize(spec["name"], pairs, drift, problems),
     }
 
@@ -825,20 +830,30 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
 # --------------------------------------------------------------------------
 
 def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: str | None, fail_on_drift: bool,
-              trial_load: bool, check_mode: bool, warn) -> dict:
+              trial_load: bool, check_mode: bool, warn, src: str | None = None) -> dict:
     """check_build, then: an empty comparison is a problem; the outcome written to ``record`` (unless it already
     holds it, never in check mode); a drift raised (``fail_on_drift``) or warned; every program of the object
     trial-loaded on this kernel (``trial_load``). ``warn(text)`` reports a warning. ``changed`` is whether the
-    record changed (or would have)."""
+    record changed (or would have). With ``src`` (the crate on this host) a build made from other sources is
+    refused before anything is compared (``_build_sources.refuse_other_sources``)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object
+    if src and os.path.isdir(build_dir):
+        from ansible_collections.lqos.bpf.plugins.module_utils._build_sources import refuse_other_sources
+        refuse_other_sources(spec, src, build_dir)
     if os.path.lexists(obj):
         check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
     result = check_build(spec, build_dir, obj, rust)
     result["changed"] = False
     if not result["pairs"]:
         # Comparing nothing proves nothing: an empty check is a problem, not a pass.
-        why = ("the spec's `mirrors` list is empty" if not spec["mirrors"]
-               else "none of the spec's %d mirror pair(s) was found" % len(spec["mirrors"]))
+        missing = (rust or {}).get("missing_roots", [])
+        if missing:
+            why = "Rust root(s) missing from the tree: %s" % ", ".join(
+                "%s (%s)" % (m["root"], m["path"]) for m in missing)
+        elif not spec["mirrors"]:
+            why = "the spec's `mirrors` list is empty"
+        else:
+            why = "none of the spec's %d mirror pair(s) was found" % len(spec["mirrors"])
         result["problems"].append(
             "no mirror pair was compared (%s), so Rust/C ABI parity is unproven: list the Rust types that mirror "
             "C types under `mirrors:` in the spec (see docs/pipeline-spec.md)" % why)

@@ -167,11 +167,22 @@ def describe_params(params: dict) -> str:
 def wanted_slots(spec: dict, programs: dict, with_tc: bool, object_path: str, only=None) -> tuple:
     """(xdp program or None, [tc slots], notes) for an object whose programs are
     ``programs`` {name: prog type name}; ``only``: the names of the spec's TC
-    programs to attach (None: all). Fails when a required program is missing or
+    programs to attach (None: those the spec attaches on a plain interface, its
+    ``topologies`` listing ``pair``; the others are named in a note). Fails when a required program is missing or
     has the wrong type."""
     attach = spec.get("attach") or {}
     notes = []
-    if only is not None:
+    if only is None and with_tc:
+        # No topology given: the interface is a plain one (a pair's port); a TC program the spec marks for other
+        # topologies only (LibreQoS's bifrost: bridge, stick) is left out, and the note says which. A program
+        # without `topologies` is attached, as before they existed.
+        left = [t for t in attach.get("tc") or [] if "pair" not in (t.get("topologies") or ["pair"])]
+        only = [t["program"] for t in attach.get("tc") or [] if t not in left]
+        for t in left:
+            notes.append("TC program %s left out: the spec attaches it only in the %s topolog%s (attach.tc "
+                         "topologies); name it in tc_programs, or deploy with that lqos_bpf_topology, to attach it"
+                         % (t["program"], " and ".join(t["topologies"]), "y" if len(t["topologies"]) == 1 else "ies"))
+    elif only is not None:
         listed = [t["program"] for t in attach.get("tc") or []]
         unknown = [p for p in only if p not in listed]
         if unknown:

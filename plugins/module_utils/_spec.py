@@ -52,6 +52,9 @@ def is_load_value(value) -> bool:
 
 
 PROGRAM_ROLES = ("required", "optional", "disabled")
+# The shaper topologies (deploy role's lqos_bpf_topology); a TC program of attach.tc is attached in those its
+# `topologies` lists (default: every one, but the bridge redirector of topology.bridge in bridge mode only).
+TOPOLOGIES = ("pair", "bridge", "stick")
 TOP_KEYS = ("name", "description", "sources", "outputs", "flags", "expect", "cpu_sized_maps", "rust",
             "mirrors", "constants", "pinned_maps", "attach", "toolchain", "programs", "derive", "health",
             "topology")
@@ -60,13 +63,13 @@ SECTION_KEYS = {
     "outputs": OUTPUT_KEYS,
     "flags": ("clang", "llc", "wrapper", "bindgen", "bindgen_clang"),
     "expect": ("programs", "maps"),
-    "rust": ("roots",),
+    "rust": ("roots", "workspace"),
     "attach": ("xdp", "tc", "rodata", "data"),
     "toolchain": ("minimum_versions",),
-    "health": ("map", "down", "up"),
+    "health": ("map", "down", "up", "ipv4"),
     "topology": ("direction", "own_ifindex", "internet_ifindex", "isp_ifindex", "internet_vlan", "isp_vlan",
                  "stick_offset", "bridge"),
-    "topology.bridge": ("program", "map", "target", "vlan"),
+    "topology.bridge": ("program", "map", "target", "vlan", "stick_flag"),
     "topology.bridge.vlan": ("map", "key", "value"),
     "topology.bridge.vlan.key": ("ifindex", "tag"),
 }
@@ -89,7 +92,7 @@ ITEM_KEYS = {
     "mirrors": ("rust", "c"),
     "constants": ("name", "header", "rust", "rust_name"),
     "pinned_maps": ("name", "key_size", "value_size"),
-    "attach.tc": ("program", "direction", "handle", "priority", "optional"),
+    "attach.tc": ("program", "direction", "handle", "priority", "optional", "topologies"),
 }
 # The spec name is a folder name (the default build root is /var/lib/lqos-bpf/<name>).
 NAME_PATTERN = "[a-z0-9_-]+"
@@ -222,6 +225,25 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def tc_topologies(spec: dict, item: dict) -> list:
+    """The topologies a TC program of ``attach.tc`` is attached in: its ``topologies``, else every one but for the
+    bridge redirector of ``topology.bridge`` (bridge mode only). ``spec`` is validated."""
+    if item.get("topologies"):
+        return list(item["topologies"])
+    bridge = (spec.get("topology") or {}).get("bridge")
+    return ["bridge"] if bridge and bridge["program"] == item["program"] else list(TOPOLOGIES)
+
+
+def _topologies(c: "_Checker", key: str, value):
+    """attach.tc[i].topologies: None (the default, see ``tc_topologies``) or a non-empty list of TOPOLOGIES."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or any(v not in TOPOLOGIES for v in value):
+        raise c.fail(key, "must be a non-empty list of %s, got %s" % (", ".join(TOPOLOGIES), _show(value)),
+                     "list the topologies this TC program is attached in, e.g. [bridge, stick]")
+    return [t for t in TOPOLOGIES if t in value]
+
+
 def _vlan_map(c, raw):
     """topology.bridge.vlan: {map, key: {ifindex, tag} or VLAN_PACKED_KEY, value} or None."""
     vv = c.mapping("topology.bridge.vlan", raw, SECTION_KEYS["topology.bridge.vlan"])
@@ -309,7 +331,10 @@ def validate_spec(raw) -> dict:
         })
 
     rust_raw = c.mapping("rust", raw.get("rust"), SECTION_KEYS["rust"])
-    rust = {"roots": [c.rel_path("rust.roots", p) for p in c.str_list("rust.roots", rust_raw.get("roots", ["src"]))]}
+    rust = {"roots": [c.rel_path("rust.roots", p) for p in c.str_list("rust.roots", rust_raw.get("roots", ["src"]))],
+            # Also every crate of the Cargo workspace around the crate that names a pin path of a map the C
+            # sources pin (plugin_utils/_rust_workspace.py), e.g. LibreQoS's lqos_heimdall.
+            "workspace": c.boolean("rust.workspace", rust_raw.get("workspace", False))}
 
     mirrors = []
     for i, item in enumerate(c.items("mirrors", raw.get("mirrors"))):
@@ -358,6 +383,7 @@ def validate_spec(raw) -> dict:
             "handle": c.integer(key + ".handle", item.get("handle", 1), 1, U32_MAX),
             "priority": c.integer(key + ".priority", item.get("priority", 0xC02F), 1, U16_MAX),
             "optional": c.boolean(key + ".optional", item.get("optional", False)),
+            "topologies": _topologies(c, key + ".topologies", item.get("topologies")),
         })
     variables = {}
     for section in ("rodata", "data"):
@@ -396,6 +422,13 @@ def validate_spec(raw) -> dict:
                 raise c.fail("health.%s" % key, "must be a field path of the map's value, got %s" % _show(hv.get(key)),
                              "name the counter field, e.g. `icmp_packets.down` or `icmp_download_packets`")
             health[key] = hv[key]
+        # How the map's 16-byte address keys hold IPv4 (module_utils/_counters.py IPV4_PREFIXES).
+        ipv4 = hv.get("ipv4", "mapped")
+        if ipv4 not in ("mapped", "ff_prefix"):
+            raise c.fail("health.ipv4", "must be mapped or ff_prefix, got %s" % _show(ipv4),
+                         "mapped: ::ffff:a.b.c.d (RFC 4291); ff_prefix: twelve 0xff bytes then the address "
+                         "(LibreQoS)")
+        health["ipv4"] = ipv4
 
     tv = c.mapping("topology", raw.get("topology"), SECTION_KEYS["topology"])
     topology = None
@@ -417,6 +450,13 @@ def validate_spec(raw) -> dict:
                              "`to_ifindex`")
             topology["bridge"]["target"] = target
             topology["bridge"]["vlan"] = _vlan_map(c, bv.get("vlan"))
+            # On a stick the redirector sends a frame back out of the interface it came in on, VLAN tag swapped:
+            # the interface map's entry for the stick sets this value field to 1 (LibreQoS: scan_vlans).
+            flag = bv.get("stick_flag")
+            if flag is not None and (not isinstance(flag, str) or not _FIELD_PATH.match(flag)):
+                raise c.fail("topology.bridge.stick_flag", "must be a field path of the map's value, got %s"
+                             % _show(flag), "name the field set to 1 for a stick, e.g. `scan_vlans`")
+            topology["bridge"]["stick_flag"] = flag
 
     tool = c.mapping("toolchain", raw.get("toolchain"), SECTION_KEYS["toolchain"])
     minimums = c.mapping("toolchain.minimum_versions", tool.get("minimum_versions"))

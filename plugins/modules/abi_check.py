@@ -59,7 +59,12 @@ options:
     description:
       - The crate root (the folder that holds C(src/bpf)), as given to M(lqos.bpf.pipeline).
       - Read on the controller for the Rust mirror types and the C header constants when O(rust_src) is not set,
-        so it must exist there too. Not used on the target.
+        so it must exist there too.
+      - On the target, where it exists there, the build must have been made from these sources - the BPF sources
+        under it hash as the build folder's C(manifest.json) records them. A build made from other sources is
+        refused before anything is compared, naming the build and the first files that differ (C(build X was made
+        from other sources (file F changed)), then C(rebuild first)) - comparing another tree's object with these
+        Rust mirrors gives a false pass or a false alarm.
     type: path
   rust_src:
     description:
@@ -439,8 +444,10 @@ def run(module) -> dict:
         raise LqosError("build_dir %s is a file, not a build folder." % build_dir,
                         "give the folder lqos.bpf.pipeline built (its build_dir, or <dest>/current).")
     obj = params["object"] or os.path.join(build_dir, spec["outputs"]["object"])
+    # src is the crate on this host, as given to lqos.bpf.pipeline: the build must have been made from it.
+    src = params["src"] if params["src"] and os.path.isdir(params["src"]) else None
     return run_check(spec, build_dir, obj, params["rust_layouts"], params["record"], params["fail_on_drift"],
-                     params["trial_load"], module.check_mode, module.warn)
+                     params["trial_load"], module.check_mode, module.warn, src=src)
 
 
 def main():

@@ -128,12 +128,17 @@ toolchain:
   type: dict
   sample: {clang: "14.0.6", llc: "14.0.6", bpftool: "7.1.0", bindgen: "0.60.1", ar: "2.40", libbpf: "1.1"}
 probes:
-  description: With O(probes), each probe with the C(address) and C(field) (down or up) its replies are counted on,
-    and the C(count) now.
+  description:
+    - With O(probes), each probe with the C(address) and C(field) (down or up) its replies are counted on,
+      and the C(count) now.
+    - With a counter map (spec C(health)), also the C(key) looked up (hex, encoded for the map's key size and the
+      spec's C(health.ipv4)), the C(map), whether it C(found) an entry, and without one the C(nearest) keys the
+      map holds (hex, most alike first), so a key in another encoding is plain to see.
   returned: when O(probes) is given
   type: list
   elements: dict
-  sample: [{target: 10.0.0.1, netns: shaper, direction: 1, address: 10.0.0.2, field: down, count: 6}]
+  sample: [{target: 10.0.0.1, netns: shaper, direction: 1, address: 10.0.0.2, field: down, count: 6,
+            key: ffffffffffffffffffffffff0a000002, map: map_traffic, found: true, nearest: []}]
 counters:
   description: With O(counters), C(down) and C(up) of each address (null when the map has no entry for it).
   returned: when O(counters) is given

@@ -88,7 +88,10 @@ options:
   tc_programs:
     description:
       - With O(tc), attach only these of the spec's TC programs (names from C(attach.tc)); a TC program this
-        collection attached on the interface earlier and not named here is detached. Left out, all of them.
+        collection attached on the interface earlier and not named here is detached. Left out, those the spec
+        attaches on a plain interface (a pair's port, C(attach.tc[].topologies) listing V(pair)); each one left out
+        (for example LibreQoS's bridge redirector C(bifrost), attached only in bridge and stick topologies) is named
+        in RV(notes).
       - The deploy role's topologies use it to attach the bridge redirector only in bridge mode.
     type: list
     elements: str

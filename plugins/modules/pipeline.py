@@ -95,13 +95,19 @@ options:
       - Also check the current build in the same run, exactly as M(lqos.bpf.abi_check) does with the same options
         (its O(lqos.bpf.abi_check#module:build_dir) is RV(build_dir)) - one module run instead of two. The result is
         RV(abi_check).
-      - Runs whenever a build exists after this run (in check mode, the current one). A failed check fails the task
-        with the check's own message; the build stays published.
+      - Runs whenever a build of these sources exists after this run. In check mode with a rebuild pending it
+        does not run (the current build is of other sources) and a warning says so; a build made from other
+        sources is refused as by M(lqos.bpf.abi_check). A failed check fails the task with the check's own
+        message; the build stays published.
+      - Accepted in every form Ansible allows - a YAML mapping, a JSON string, or key=value pairs
+        (C(check='trial_load=true record=false')) - with the same result. Without its own C(src) the check reads
+        the Rust side at O(src).
       - Ignored with O(state=rolled_back).
     type: dict
     suboptions:
       src:
-        description: The crate root on the controller, where the Rust mirrors are read (O(lqos.bpf.abi_check#module:src)).
+        description: The crate root on the controller, where the Rust mirrors are read (O(lqos.bpf.abi_check#module:src));
+          defaults to O(src).
         type: path
       rust_src:
         description: As O(lqos.bpf.abi_check#module:rust_src).
@@ -341,7 +347,12 @@ def run(module) -> dict:
     if synced:
         result["sources_current"] = True
     check = params["check"]
-    if check and result.get("build_dir"):
+    if check and result.get("build_dir") and module.check_mode and result.get("changed"):
+        # The current build is of other sources than src (a rebuild is pending): checking it would compare the
+        # Rust mirrors of this tree with another tree's object.
+        module.warn("the ABI check runs on the build of these sources, which this check-mode run only plans "
+                    "(%s)" % "; ".join(result.get("rebuild_reasons") or ["no build yet"]))
+    elif check and result.get("build_dir"):
         # Imported here: a build without a check compiles none of it.
         from ansible_collections.lqos.bpf.plugins.module_utils._abi import run_check
         build_dir = result["build_dir"]
@@ -349,7 +360,7 @@ def run(module) -> dict:
             result["abi_check"] = run_check(
                 spec, build_dir, os.path.join(build_dir, spec["outputs"]["object"]), check["rust_layouts"],
                 os.path.join(build_dir, ABI_CHECK_FILE) if check["record"] else None, check["fail_on_drift"],
-                check["trial_load"], module.check_mode, module.warn)
+                check["trial_load"], module.check_mode, module.warn, src=params["src"])
         except LqosError as exc:
             # The build stays published: report it along with the check that failed.
             built = {k: v for k, v in result.items() if k != "msg"}

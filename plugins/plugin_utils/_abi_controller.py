@@ -21,6 +21,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
 from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_derive import RustDerivation, restated_constants
 from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_layout import RustCrate, RustLayoutError
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_workspace import rust_roots
 
 MAX_NESTING = 8
 _PRIMITIVE = re.compile(r"^(u|i)(8|16|32|64|128|size)$|^(f32|f64|bool|char)$")
@@ -199,10 +200,12 @@ def rust_side(spec: dict, root: str) -> dict:
     paths = _Paths(root)
     crate = None
     crate_error = None
+    missing_roots, workspace = [], None
     derive = spec.get("derive", {})
     if spec["mirrors"] or any(c["rust"] for c in spec["constants"]) or derive.get("mirrors") \
             or derive.get("constants"):
-        roots = [os.path.normpath(os.path.join(paths.root, r)) for r in spec["rust"]["roots"]]
+        found = rust_roots(spec, paths.root)
+        roots, missing_roots, workspace = found["roots"], found["missing"], found["workspace"]
         try:
             crate = RustCrate(roots)
         except RustLayoutError as exc:
@@ -249,7 +252,12 @@ def rust_side(spec: dict, root: str) -> dict:
     if crate is not None and derive.get("constants"):
         constants += derived_constants(spec, paths.root, crate, paths)
     return {"root": paths.root, "pairs": pairs, "assertions": assertions, "derived": derived,
-            "constants": constants_data(dict(spec, constants=constants), paths.root, crate, paths)}
+            "constants": constants_data(dict(spec, constants=constants), paths.root, crate, paths),
+            "missing_roots": missing_roots,
+            "workspace": None if workspace is None else {
+                "path": workspace["path"],
+                "members": [{"crate": m["crate"], "src": paths.rel(m["src"]), "maps": m["maps"]}
+                            for m in workspace["members"]]}}
 
 
 def prepare_args(args: dict, basedir: str | None) -> dict:

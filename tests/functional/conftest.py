@@ -17,7 +17,8 @@ import uuid
 
 import pytest
 
-from lqos_testlib import TRACING_REFUSED, mount_bpffs, umount, NetnsPair
+from lqos_testlib import (LIBREQOS_REFS, TRACING_REFUSED, NetnsPair, libreqos_build, libreqos_copy,
+                          libreqos_crate, mount_bpffs, set_libreqos_root, umount)
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
@@ -107,3 +108,17 @@ def pytest_report_header(config):
         return ["tracing programs: refused to every module and playbook (LQOS_TEST_TRACING_REFUSED=1, "
                 "tests/functional/tracing_refusal.py)"]
     return ["tracing programs: as this kernel's policy allows them (expectations probed)"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _libreqos_session_root(tmp_path_factory):
+    """Unpacked LibreQoS trees and their builds live in one session folder (lqos_testlib.libreqos_crate)."""
+    set_libreqos_root(str(tmp_path_factory.mktemp("libreqos")))
+
+
+@pytest.fixture(scope="session")
+def libreqos():
+    """The real LibreQoS trees of ../shared/libreqos/, unpacked at first use and built once per session:
+    ``libreqos.crate(ref)``, ``libreqos.build(ref)`` (lqos_testlib), ``libreqos.copy(dest, ref)``."""
+    import types
+    return types.SimpleNamespace(crate=libreqos_crate, build=libreqos_build, copy=libreqos_copy, refs=LIBREQOS_REFS)

@@ -104,25 +104,145 @@ def edit(path, old: str, new: str) -> None:
         fh.write(text.replace(old, new, 1))
 
 
-def libreqos_crate() -> str:
-    """The lqos_sys crate of the LibreQoS checkout named by LQOS_LIBREQOS_SRC (its root or the crate)."""
+# ---------------------------------------------------------------------------
+# Real LibreQoS trees: the shared tarballs, unpacked at test time (GPL-2.0 test data, never copied into the repo)
+# ---------------------------------------------------------------------------
+
+LIBREQOS_REFS = ("v1.4", "v2.0", "v2.1", "v2.2", "develop")
+_LIBREQOS = {"root": None, "trees": {}, "builds": {}}
+
+
+def libreqos_tarball_dirs() -> list:
+    """Where the tarballs ``libreqos-<ref>.tar.gz`` may be, first match wins: ``LQOS_LIBREQOS_TARBALLS``; then
+    ``../shared/libreqos`` beside the checkout (CI clones the project next to a copy of shared/); for a git
+    worktree also beside the main checkout it belongs to."""
+    dirs = [os.environ["LQOS_LIBREQOS_TARBALLS"]] if os.environ.get("LQOS_LIBREQOS_TARBALLS") else []
+    dirs.append(os.path.join(os.path.dirname(REPO), "shared", "libreqos"))
+    try:
+        proc = subprocess.run(["git", "-C", REPO, "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                              capture_output=True, text=True, check=False)
+    except OSError:   # no git: a plain copy of the project
+        proc = subprocess.CompletedProcess([], 1, "", "")
+    common = proc.stdout.strip()
+    if proc.returncode == 0 and os.path.basename(common) == ".git":
+        dirs.append(os.path.join(os.path.dirname(os.path.dirname(common)), "shared", "libreqos"))
+    return dirs
+
+
+def libreqos_tarball(ref: str) -> str:
     import pytest
-    root = os.environ.get("LQOS_LIBREQOS_SRC", "")
-    for cand in (os.path.join(root, "src", "rust", "lqos_sys"), root):
-        if os.path.isfile(os.path.join(cand, "src", "bpf", "lqos_kern.c")):
-            return cand
-    pytest.fail("LQOS_LIBREQOS_SRC=%s holds neither src/rust/lqos_sys nor src/bpf/lqos_kern.c" % root)
+    name = "libreqos-%s.tar.gz" % ref
+    dirs = libreqos_tarball_dirs()
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, name)):
+            return os.path.join(d, name)
+    pytest.fail("the LibreQoS test tree %s is missing: looked in %s. CI always has them: clone the project next to "
+                "a copy of shared/ (../shared/libreqos/ from the project root), set LQOS_LIBREQOS_TARBALLS to the "
+                "folder holding libreqos-<ref>.tar.gz, or LQOS_LIBREQOS_SRC to a LibreQoS checkout"
+                % (name, ", ".join(dirs)))
 
 
-def _needs_libreqos():
+def set_libreqos_root(path: str) -> None:
+    """The session's folder for unpacked trees (conftest's session fixture sets it from tmp_path_factory)."""
+    _LIBREQOS["root"] = path
+
+
+def _libreqos_root() -> str:
+    if _LIBREQOS["root"] is None:
+        _LIBREQOS["root"] = tempfile.mkdtemp(prefix="lqos-libreqos-")
+    return _LIBREQOS["root"]
+
+
+def libreqos_crate(ref: str = "develop") -> str:
+    """The lqos_sys crate of LibreQoS ``ref``, unpacked once per session from the shared tarball (read-only use:
+    a test that edits it works on ``libreqos_copy``). ``LQOS_LIBREQOS_SRC`` (a checkout's root or its lqos_sys)
+    replaces the develop tree."""
     import pytest
-    return pytest.mark.skipif(
-        not os.environ.get("LQOS_LIBREQOS_SRC"),
-        reason="set LQOS_LIBREQOS_SRC to a LibreQoS checkout (its root or src/rust/lqos_sys, with "
-               "src/rust/lqos_utils next to it) to check the built-in libreqos spec against it")
+    src = os.environ.get("LQOS_LIBREQOS_SRC", "")
+    if src and ref == "develop":
+        for cand in (os.path.join(src, "src", "rust", "lqos_sys"), src):
+            if os.path.isfile(os.path.join(cand, "src", "bpf", "lqos_kern.c")):
+                return cand
+        pytest.fail("LQOS_LIBREQOS_SRC=%s holds neither src/rust/lqos_sys nor src/bpf/lqos_kern.c" % src)
+    if ref not in _LIBREQOS["trees"]:
+        import tarfile
+        dest = os.path.join(_libreqos_root(), ref)
+        os.makedirs(dest)
+        with tarfile.open(libreqos_tarball(ref)) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]  # no links or devices from data
+            tar.extractall(dest, members=members)
+        crate = os.path.join(dest, "src", "rust", "lqos_sys")
+        if not os.path.isfile(os.path.join(crate, "src", "bpf", "lqos_kern.c")):
+            pytest.fail("%s holds no src/rust/lqos_sys/src/bpf/lqos_kern.c" % libreqos_tarball(ref))
+        _LIBREQOS["trees"][ref] = crate
+    return _LIBREQOS["trees"][ref]
 
 
-needs_libreqos = _needs_libreqos()
+def libreqos_copy(dest, ref: str = "develop") -> str:
+    """A private, editable copy of LibreQoS ``ref``'s src/rust under ``dest``; returns its lqos_sys crate."""
+    rust = os.path.dirname(libreqos_crate(ref))
+    shutil.copytree(rust, os.path.join(str(dest), "rust"), symlinks=True)
+    return os.path.join(str(dest), "rust", "lqos_sys")
+
+
+def libreqos_build(ref: str = "develop") -> dict:
+    """``lqos.bpf.pipeline`` with spec libreqos on ``ref``'s tree, run once per session and shared by every test
+    that only reads the build: {"crate", "dest", "build_dir", "object", "result"}."""
+    if ref not in _LIBREQOS["builds"]:
+        crate = libreqos_crate(ref)
+        dest = os.path.join(_libreqos_root(), "build-" + ref)
+        result = run_module("pipeline", dict(spec="libreqos", src=crate, dest=dest))
+        if result["_rc"] != 0:
+            raise AssertionError("building LibreQoS %s failed: %s" % (ref, result.get("msg")))
+        _LIBREQOS["builds"][ref] = {"crate": crate, "dest": dest, "build_dir": result["build_dir"],
+                                    "object": result["outputs"]["object"]["path"], "result": result}
+    return _LIBREQOS["builds"][ref]
+
+
+META_CALL = "bpf_xdp_adjust_meta(ctx, -round_up(ETH_ALEN, sizeof(struct metadata_pass_t)))"
+
+
+def libreqos_fitted(ref: str = "develop") -> dict:
+    """The build of ``ref`` this kernel loads: the real one, or - when the kernel refuses the
+    ``bpf_xdp_adjust_meta`` helper (kernel policy on some machines) - a build of a private copy whose one call to
+    it is answered "not supported" (-1), the path LibreQoS itself takes on a driver without XDP metadata. The
+    result has ``fitted``: None, or what was changed and why. Refusals for any other reason stay (needs_xdp)."""
+    real = libreqos_build(ref)
+    why = xdp_refusal(real)
+    if not why or "bpf_xdp_adjust_meta" not in why:
+        return dict(real, fitted=None)
+    key = ref + "+nometa"
+    if key not in _LIBREQOS["builds"]:
+        crate = libreqos_copy(os.path.join(_libreqos_root(), key), ref)
+        edit(os.path.join(crate, "src", "bpf", "lqos_kern.c"), META_CALL, "-1 /* lqos.bpf tests: no XDP metadata */")
+        dest = os.path.join(_libreqos_root(), "build-" + key)
+        result = run_module("pipeline", dict(spec="libreqos", src=crate, dest=dest))
+        if result["_rc"] != 0:
+            raise AssertionError("building LibreQoS %s without XDP metadata failed: %s" % (ref, result.get("msg")))
+        _LIBREQOS["builds"][key] = {"crate": crate, "dest": dest, "build_dir": result["build_dir"],
+                                    "object": result["outputs"]["object"]["path"], "result": result,
+                                    "fitted": "bpf_xdp_adjust_meta answered -1 (this kernel refuses it: %s)" % why}
+    return _LIBREQOS["builds"][key]
+
+
+def xdp_refusal(build: dict) -> str | None:
+    """None when this kernel loads a LibreQoS build's xdp_prog (a trial load: nothing pinned or attached), else
+    the probe's reason. Kernels differ (this machine's refuses the bpf_xdp_adjust_meta helper v2.0+ calls)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    if "xdp_refusal" not in build:
+        row = _bpf_object.probe_programs(build["object"], names=["xdp_prog"], resize={"cpu_map": possible_cpus()})[0]
+        build["xdp_refusal"] = None if row["loadable"] else "%s %s" % (
+            row["reason"], " ".join((row["log_tail"] or "").split())[-160:])
+    return build["xdp_refusal"]
+
+
+def needs_xdp(build: dict, ref: str) -> None:
+    """Skip (with the probe's reason, never for want of a tree) when this kernel refuses the ref's xdp_prog."""
+    import pytest
+    why = xdp_refusal(build)
+    if why:
+        pytest.skip("this kernel refuses LibreQoS %s's xdp_prog (trial load): %s" % (ref, why))
 
 
 def module_path(name: str) -> str:

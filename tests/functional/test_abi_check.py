@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, REPO, run_module, sh
+from lqos_testlib import copy_bpf, edit, libreqos_crate, REPO, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import prepare_args
@@ -447,10 +447,9 @@ def test_through_the_action_plugin_with_ansible_playbook(tmp_path, reference):
 
 
 # ---------------------------------------------------------------------------
-# A real LibreQoS checkout (only when LQOS_LIBREQOS_SRC points to one)
+# A real LibreQoS tree (the shared tarball of develop, or LQOS_LIBREQOS_SRC)
 # ---------------------------------------------------------------------------
 
-@needs_libreqos
 def test_libreqos_checkout_with_the_builtin_spec(tmp_path):
     """Release-agnostic: every derived pair matches, asserted sizes agree, and what
     the Rust side uses of the skeleton is there (test_abi_derive.py has more)."""

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, REPO, run_module
+from lqos_testlib import copy_bpf, edit, libreqos_crate, REPO, run_module
 
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import prepare_args
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
@@ -279,7 +279,6 @@ def test_build_rs_the_derivation_cannot_read(tmp_path):
         "derive.flags: false in the spec and give flags.clang/llc/wrapper as this build.rs passes them." % crate)
 
 
-@needs_libreqos
 def test_libreqos_checkout_with_zero_configuration(tmp_path):
     """Any LibreQoS release (v1.4, v2.0, v2.1, v2.2, develop): `spec: libreqos` and nothing else."""
     crate = libreqos_crate()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lqos_testlib import copy_bpf, edit, libreqos_crate, needs_libreqos, run_module, sh, run_pipeline
+from lqos_testlib import copy_bpf, edit, libreqos_crate, run_module, sh, run_pipeline
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -333,7 +333,6 @@ def test_killed_build_leaves_previous_outputs_usable(crate, dest, tmp_path):
     assert not [n for n in os.listdir(dest) if n.startswith(".staging-")]
 
 
-@needs_libreqos
 def test_libreqos_checkout_builds_with_the_builtin_spec(tmp_path):
     dest = str(tmp_path / "out")
     first = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=dest))

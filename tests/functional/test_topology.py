@@ -23,7 +23,7 @@ import uuid
 import pytest
 import yaml
 
-from lqos_testlib import build_reference, libreqos_crate, mount_bpffs, needs_libreqos, run_module, sh, umount
+from lqos_testlib import build_reference, libreqos_build, libreqos_fitted, needs_xdp, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
 
@@ -404,12 +404,13 @@ def test_stick_counts_each_vlan_on_its_side(reference, trunk, bpffs, tmp_path):
         assert counters(bpffs, address) is None
 
 
-@needs_libreqos
-def test_libreqos_bridge_through_bifrost_with_its_own_names(bridged, bpffs, tmp_path):
+@pytest.mark.parametrize("ref", ["develop", "v1.4"])
+def test_libreqos_bridge_through_bifrost_with_its_own_names(ref, bridged, bpffs, tmp_path):
     """The same bridge topology on a LibreQoS checkout: the spec's topology names (direction,
     to_internet_ifindex, to_isp_ifindex; bifrost and bifrost_interface_map.redirect_to) reach the real object."""
-    built = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=str(tmp_path / "out")))
-    assert built["_rc"] == 0, built.get("msg")
+    fitted = libreqos_fitted(ref) if ref == "develop" else libreqos_build(ref)
+    needs_xdp(fitted, ref)
+    built = fitted["result"]
     obj = built["outputs"]["object"]["path"]
     ns = bridged["ns"]["shaper"]
     plan = topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns}, "libreqos")

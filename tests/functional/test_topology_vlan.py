@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from lqos_testlib import REPO, libreqos_crate, mount_bpffs, needs_libreqos, run_module, sh, umount
+from lqos_testlib import REPO, libreqos_build, libreqos_fitted, needs_xdp, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
@@ -128,12 +128,13 @@ def test_bridge_vlan_mapping_rewrites_the_tag_on_the_way_across(reference, bridg
         (0x8100, 100, "10.230.0.1"), (0x8100, 100, "10.230.1.1")]
 
 
-@needs_libreqos
-def test_libreqos_bridge_vlan_mapping_through_bifrost_vlan_map(bridged, bpffs, tmp_path):
+@pytest.mark.parametrize("ref", ["develop", "v1.4"])
+def test_libreqos_bridge_vlan_mapping_through_bifrost_vlan_map(ref, bridged, bpffs, tmp_path):
     """The same mapping on a LibreQoS checkout: one-integer keys (ifindex << 16 | tag) in bifrost_vlan_map,
     the tag rewritten by LibreQoS's own XDP program."""
-    built = run_module("pipeline", dict(spec="libreqos", src=libreqos_crate(), dest=str(tmp_path / "out")))
-    assert built["_rc"] == 0, built.get("msg")
+    fitted = libreqos_fitted(ref) if ref == "develop" else libreqos_build(ref)
+    needs_xdp(fitted, ref)
+    built = fitted["result"]
     ns = bridged["ns"]["shaper"]
     plan = topology_plan({"mode": "bridge", "internet": "wan0", "isp": "lan0", "netns": ns,
                           "vlan_mapping": MAPPING}, "libreqos")

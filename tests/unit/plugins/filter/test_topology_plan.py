@@ -113,12 +113,21 @@ def test_a_vlan_mapping_needs_bridge_mode_and_a_spec_that_names_the_map():
 def test_stick_sets_direction_3_the_vlans_big_endian_and_the_offset():
     plan = topology_plan({"mode": "stick", "interface": "ens19", "internet_vlan": 100, "isp_vlan": "200",
                           "stick_offset": 1}, "libreqos")
-    assert plan["bridge"] is None
+    # As LibreQoS's single-interface mode: bifrost on ingress, the interface redirecting to itself with
+    # scan_vlans set, and each VLAN rewritten to the other (one-integer keys ifindex << 16 | tag).
+    assert plan["bridge"] == {
+        "program": "bifrost", "map": "bifrost_interface_map", "netns": None,
+        "entries": [{"key": "ifindex:ens19", "value": {"redirect_to": "ifindex:ens19", "scan_vlans": 1}}],
+        "vlan": {"map": "bifrost_vlan_map",
+                 "entries": [{"key": "ifindex_vlan:ens19:100", "value": {"redirect_to": 200}},
+                             {"key": "ifindex_vlan:ens19:200", "value": {"redirect_to": 100}}],
+                 "rewrites": ["ens19 VLAN 100 -> 200", "ens19 VLAN 200 -> 100"]}}
     assert plan["interfaces"] == [{
-        "name": "ens19", "xdp_mode": "auto", "tc_programs": ["tc_iphash_to_cpu"], "probe_direction": 1,
+        "name": "ens19", "xdp_mode": "auto", "tc_programs": ["tc_iphash_to_cpu", "bifrost"], "probe_direction": 1,
         "topology_data": {"direction": 3, "to_internet_ifindex": "ifindex:ens19", "to_isp_ifindex": "ifindex:ens19",
                           "internet_vlan": "be16:100", "isp_vlan": "be16:200", "stick_offset": 1}}]
     ref = topology_plan({"mode": "stick", "interface": "eth1", "internet_vlan": 100, "isp_vlan": 200}, "reference")
+    assert ref["bridge"] is None and ref["interfaces"][0]["tc_programs"] == ["tc_classify"]
     assert ref["interfaces"][0]["topology_data"] == {"direction": 3, "attach_ifindex": "ifindex",
                                                      "stick_vlan_internet": "be16:100", "stick_vlan_lan": "be16:200"}
 
@@ -137,7 +146,7 @@ def test_the_spec_may_be_a_validated_mapping_or_a_raw_one():
     ({"mode": "pair", "internet": "a", "isp": "a"}, "lqos_bpf_topology: `internet` and `isp` are both a."),
     ({"mode": "pair", "internet": "a", "isp": "b", "internet_vlan": 3},
      "lqos_bpf_topology: `internet_vlan` is not a key of mode pair. Fix: use only mode, internet, isp, netns, "
-     "xdp_mode, probe_target."),
+     "xdp_mode, probe_target, probe_netns."),
     ({"mode": "stick", "interface": "a/b", "internet_vlan": 1, "isp_vlan": 2},
      "lqos_bpf_topology: `interface` must be an interface name (1 to 15 characters, no '/', ':' or space), "
      "got 'a/b'."),
@@ -171,3 +180,17 @@ def test_a_spec_without_the_names_is_an_error_naming_the_fix():
         topology_plan({"mode": "bridge", "internet": "a", "isp": "b"}, no_bridge)
     with pytest.raises(AnsibleFilterError, match="no built-in pipeline spec named 'nosuch'"):
         topology_plan({"mode": "pair", "internet": "a", "isp": "b"}, "nosuch")
+
+
+def test_each_tc_program_is_attached_in_the_topologies_its_spec_entry_lists():
+    """LibreQoS: bifrost in bridge and stick mode, never in a plain pair; the reference redirector in bridge mode."""
+    for mode, topo, want in (("pair", {"internet": "a", "isp": "b"}, ["tc_iphash_to_cpu"]),
+                             ("bridge", {"internet": "a", "isp": "b"}, ["tc_iphash_to_cpu", "bifrost"]),
+                             ("stick", {"interface": "a", "internet_vlan": 1, "isp_vlan": 2},
+                              ["tc_iphash_to_cpu", "bifrost"])):
+        plan = topology_plan(dict(topo, mode=mode), "libreqos")
+        assert [i["tc_programs"] for i in plan["interfaces"]] == [want] * len(plan["interfaces"]), mode
+    spec = resolve_spec_option("libreqos")
+    spec["topology"]["bridge"].pop("stick_flag")
+    with pytest.raises(Exception, match=r"attaches its bridge redirector bifrost on a stick but names no stick_flag"):
+        topology_plan({"mode": "stick", "interface": "a", "internet_vlan": 1, "isp_vlan": 2}, spec)

@@ -1,6 +1,8 @@
 """abi_info's pure parts: build description, the deploy record, hook judgement and the problem list."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _abi_info as A
@@ -139,3 +141,47 @@ def test_counter_keys_and_field_offsets():
                              "bytes, icmp_packets).")
     with pytest.raises(LqosError, match="is a struct down_up_u64 of 16 bytes, not a counter"):
         field_at(layouts.__getitem__, "host_counter", "icmp_packets")
+
+
+@pytest.mark.parametrize("address,ipv4,key_size,key", [
+    ("10.232.1.1", "ff_prefix", 16, "ff" * 12 + "0ae80101"),          # LibreQoS
+    ("10.232.1.1", "mapped", 16, "00" * 10 + "ffff" + "0ae80101"),    # ::ffff:a.b.c.d, the reference pipeline
+    ("2001:db8::1", "ff_prefix", 16, "20010db8" + "00" * 11 + "01"),  # IPv6 is the same in every encoding
+    ("10.232.1.1", "mapped", 4, "0ae80101"),                          # a map keyed by IPv4 only
+])
+def test_address_keys_follow_the_spec_and_the_maps_key_size(address, ipv4, key_size, key):
+    from ansible_collections.lqos.bpf.plugins.module_utils._counters import address_key
+    assert address_key(address, ipv4, key_size).hex() == key
+
+
+def test_address_keys_that_cannot_fit_are_one_clear_error():
+    from ansible_collections.lqos.bpf.plugins.module_utils._counters import address_key
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+    with pytest.raises(LqosError, match=r"2001:db8::1 is an IPv6 address, but the counter map's keys are 4 bytes"):
+        address_key("2001:db8::1", "mapped", 4)
+    with pytest.raises(LqosError, match=r"keys are 20 bytes, not an address"):
+        address_key("10.0.0.1", "mapped", 20)
+    with pytest.raises(LqosError, match=r"unknown IPv4 key encoding 'zeros'"):
+        address_key("10.0.0.1", "zeros")
+
+
+def test_nearest_keys_put_the_same_address_in_another_encoding_first():
+    from ansible_collections.lqos.bpf.plugins.module_utils._counters import nearest_keys
+    looked = bytes.fromhex("00" * 10 + "ffff0ae80101")
+    held = [bytes.fromhex("ff" * 12 + a) for a in ("0ae80102", "0ae80101", "c0a80001")] + [bytes(16)]
+    assert nearest_keys(looked, held) == ["ff" * 12 + "0ae80101", "ff" * 12 + "0ae80102", "ff" * 12 + "c0a80001"]
+    assert nearest_keys(looked, []) == []
+
+
+def test_spec_health_ipv4_is_checked_and_defaults_to_mapped():
+    from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+    from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    assert validate_spec(resolve_spec_option("libreqos", repo))["health"]["ipv4"] == "ff_prefix"
+    raw = resolve_spec_option("reference", repo)
+    raw["health"].pop("ipv4")
+    assert validate_spec(raw)["health"]["ipv4"] == "mapped"
+    raw["health"]["ipv4"] = "v4mapped"
+    with pytest.raises(LqosError, match=r"`health.ipv4` must be mapped or ff_prefix, got 'v4mapped'"):
+        validate_spec(raw)

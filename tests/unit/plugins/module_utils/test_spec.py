@@ -85,7 +85,7 @@ def test_topology_names_the_object_s_variables():
                                                  "bridge": {"program": "b", "map": "m", "target": "t.x"}}))
     assert spec["topology"] == {"direction": "dir", "own_ifindex": None, "internet_ifindex": None, "isp_ifindex": None,
                                 "internet_vlan": None, "isp_vlan": None, "stick_offset": "off",
-                                "bridge": {"program": "b", "map": "m", "target": "t.x", "vlan": None}}
+                                "bridge": {"program": "b", "map": "m", "target": "t.x", "vlan": None, "stick_flag": None}}
     assert validate_spec(MINIMAL)["topology"] is None
     for key in ({"ifindex": "ifindex", "tag": "vlan_id"}, "ifindex<<16|tag"):
         vlan = {"map": "vm", "key": key, "value": "to.vid"}
