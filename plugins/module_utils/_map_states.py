@@ -98,7 +98,9 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
         result["msg"] = "%d map(s) would be replaced, keeping their entries: %s; nothing was changed (%s)." % (
             len(actions), "; ".join(describe(a) for a in actions), why)
         return result
-    done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"])
+    counters = {m["name"] for m in (spec or {}).get("pinned_maps", []) if m.get("counter")}
+    done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"],
+                                counters=counters, backup_dir=params.get("backup_dir"))
     result["migrated"] = done
     result["msg"] = ("replaced %d map(s) keeping their entries (old maps moved aside under %s/%s until "
                      "state: committed): %s" % (len(done), pin_root, R.ASIDE_DIR,

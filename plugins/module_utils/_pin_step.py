@@ -64,3 +64,17 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
 def pending(module, result: dict) -> bool:
     """True when the step planned pin changes it did not carry out (no approval, or check mode)."""
     return bool(result.get("changed")) and why_not_live(module) is not None
+
+
+def catch_up(module, options: dict) -> dict:
+    """After the attach swapped the programs: one catch-up pass over every published replacement under the
+    caller's pin root ({map: {carried, deleted, kept_newer, added_up}}; empty when none is under way, in check
+    mode or without approval)."""
+    if why_not_live(module) is not None:
+        return {}
+    from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import catch_up_all
+    params = step_params(dict(module.params), options)
+    if params["state"] != "migrated":
+        return {}
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import require_bpffs
+    return catch_up_all(require_bpffs(params["pin_root"]), params["state_dir"])

@@ -472,6 +472,9 @@ pinned_maps:
   description:
     - The result of the pin step (O(pinned_maps)), as M(lqos.bpf.pinned_maps) returns it - C(actions), C(migrated),
       C(pins), C(summary), C(msg), ... Also in the result of a run that failed after the step, without C(pins).
+    - After an applied attach, C(caught_up) says per replaced map what the catch-up pass carried from the old map
+      into the new one since the copy - C(carried), C(deleted), C(kept_newer) (written in the new map since:
+      kept), C(added_up) (a counter map's increases added).
   returned: with O(pinned_maps)
   type: dict
   sample: {changed: false, actions: [], migrated: [], summary: {total: 9, compatible: 9},
@@ -486,7 +489,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
-from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import pending, run_pin_step, STEP_OPTIONS
+from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import catch_up, pending, run_pin_step, STEP_OPTIONS
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 
@@ -537,6 +540,9 @@ def run(module) -> dict:
         # What the step did, without its per-pin records: a failed task prints its whole result.
         brief = {k: pins[k] for k in ("changed", "actions", "migrated", "summary", "msg") if k in pins}
         raise LqosError(exc.msg, exc.fix, **dict(exc.details, pinned_maps=brief))
+    if result.get("applied") or (pins.get("migrated") and not pending(module, pins)):
+        # the programs now run on the new maps: carry over what the old ones received since the copy
+        pins["caught_up"] = catch_up(module, step)
     result["pinned_maps"] = pins
     result["changed"] = bool(result["changed"] or pins["changed"])
     return result

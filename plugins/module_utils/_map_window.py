@@ -1,0 +1,279 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this module_util is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""Writes made while a map is replaced: the journal, the copy-time snapshot and the catch-up.
+
+The entries of an old map are copied into the new one at one instant; the old
+programs, and user-space writers, keep writing the old map until the programs
+are swapped (and a writer holding an fd on it, until it reopens the pin). The
+snapshot taken at copy time says, per key, a digest of the old value copied and
+a digest of the value written into the new map (blake2b, 8 bytes each; a counter
+map keeps the old value too, to add up its fields). ``sync`` then carries over,
+key by key:
+
+- old map changed since the snapshot, new map not (still what was written):
+  the old value, converted, replaces it (a key deleted from the old map is
+  deleted from the new one);
+- both changed: the new map's value stays (it was written after the swap,
+  so it is newer), or, for a counter map (``counter: true`` in the spec's
+  ``pinned_maps``), every integer field gets the old map's increase added;
+- old map unchanged: nothing moves, whatever the new map holds.
+
+So a rerun never puts an older value over a newer one. After each pass the
+snapshot says what both maps hold, so passes repeat safely (the attach runs one
+right after the swap, the commit one more before the old map is unpinned).
+
+State files live in ``state_dir`` (``/run``): ``replace-<hash>.json`` (which
+new map was filled from which old one) and ``snap-<hash>-<map>.bin`` (the
+snapshot: one JSON header line, then per key the key bytes and the two
+digests). Temporary files a killed run left are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+    LqosError, MAP_STATE_DIR, atomic_write, remove_stale_temps,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
+
+DIGEST = 8
+SNAPSHOT_FORMAT = "lqos.bpf.map-snapshot/1"
+
+
+def digest(data) -> bytes:
+    return hashlib.blake2b(data, digest_size=DIGEST).digest()
+
+
+def _root_hash(pin_root: str) -> str:
+    return hashlib.sha256(pin_root.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------
+# Journal
+# --------------------------------------------------------------------------
+
+def journal_path(state_dir: str, pin_root: str) -> str:
+    return os.path.join(state_dir, "replace-%s.json" % _root_hash(pin_root))
+
+
+def read_journal(state_dir: str, pin_root: str) -> dict:
+    try:
+        with open(journal_path(state_dir, pin_root)) as fh:
+            doc = json.load(fh)
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _state_dir_ok(state_dir: str) -> None:
+    if os.path.lexists(state_dir) and not os.path.isdir(state_dir):
+        raise LqosError("state_dir %s is a file, not a folder; nothing was changed." % state_dir,
+                        "give a folder (default %s)." % MAP_STATE_DIR)
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+
+
+def write_journal(state_dir: str, pin_root: str, doc: dict) -> None:
+    """Record ``doc``; an empty one removes the record and every snapshot of ``pin_root`` (nothing under way
+    leaves no file behind)."""
+    if not doc:
+        for path in [journal_path(state_dir, pin_root)] + _snapshots(state_dir, pin_root):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # state_dir is a file: reported by the next write that needs it
+        return
+    _state_dir_ok(state_dir)
+    atomic_write(journal_path(state_dir, pin_root), json.dumps(doc, sort_keys=True), mode=0o600)
+
+
+def remove_leftovers(state_dir: str, backup_dir: str | None = None) -> list:
+    """Temporary journal, snapshot and backup files of a killed run (``.replace-*.json.<pid>.*``,
+    ``.snap-*.bin.<pid>.*``, ``.<map>.<ts>.json.<pid>.*``) whose writer is gone."""
+    out = remove_stale_temps(state_dir, r"(replace-[0-9a-f]+\.json|snap-[0-9a-f]+-.+\.bin)")
+    if backup_dir:
+        out += remove_stale_temps(backup_dir, r".+\.json")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Snapshot
+# --------------------------------------------------------------------------
+
+def snapshot_path(state_dir: str, pin_root: str, name: str) -> str:
+    return os.path.join(state_dir, "snap-%s-%s.bin" % (_root_hash(pin_root), name.replace("/", "__")))
+
+
+def _snapshots(state_dir: str, pin_root: str) -> list:
+    prefix = "snap-%s-" % _root_hash(pin_root)
+    try:
+        return [os.path.join(state_dir, n) for n in os.listdir(state_dir) if n.startswith(prefix)]
+    except OSError:
+        return []
+
+
+def drop_snapshot(state_dir: str, pin_root: str, name: str) -> None:
+    try:
+        os.unlink(snapshot_path(state_dir, pin_root, name))
+    except OSError:
+        pass
+
+
+def save_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, rows: dict, counter_bytes: int = 0
+                  ) -> None:
+    """rows: {key: (old digest, new digest, old value or None)}; old values are kept only for a counter map
+    (``counter_bytes``: their size)."""
+    _state_dir_ok(state_dir)
+    head = json.dumps({"format": SNAPSHOT_FORMAT, "name": name, "key_size": key_size, "entries": len(rows),
+                       "counter_bytes": counter_bytes}, sort_keys=True).encode() + b"\n"
+    if counter_bytes:
+        body = b"".join(k + od + nd + (old or bytes(counter_bytes)) for k, (od, nd, old) in rows.items())
+    else:
+        body = b"".join(k + od + nd for k, (od, nd, _old) in rows.items())
+    atomic_write(snapshot_path(state_dir, pin_root, name), head + body, mode=0o600)
+
+
+def load_snapshot(state_dir: str, pin_root: str, name: str) -> dict | None:
+    """The rows save_snapshot wrote, or None (no snapshot, or not one this version wrote)."""
+    try:
+        with open(snapshot_path(state_dir, pin_root, name), "rb") as fh:
+            raw = fh.read()
+        head, body = raw.split(b"\n", 1)
+        meta = json.loads(head.decode())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
+        return None
+    ksz, cb = meta["key_size"], meta["counter_bytes"]
+    rec = ksz + 2 * DIGEST + cb
+    if len(body) != rec * meta["entries"]:
+        return None
+    rows = {}
+    for off in range(0, len(body), rec):
+        k = body[off:off + ksz]
+        rows[k] = (body[off + ksz:off + ksz + DIGEST], body[off + ksz + DIGEST:off + ksz + 2 * DIGEST],
+                   body[off + ksz + 2 * DIGEST:off + rec] if cb else None)
+    return rows
+
+
+def snapshot_rows(old_table, new_table, counter: bool) -> dict:
+    """The snapshot of a copy: old entries (a _bpf_batch.Table) and the entries written from them, in order."""
+    rows = {}
+    ov, nv, ob, nb = old_table.values, new_table.values, old_table.value_bytes, new_table.value_bytes
+    nk, kb = new_table.keys, new_table.key_size
+    for i in range(new_table.n):
+        old = ov[i * ob:(i + 1) * ob]
+        rows[nk[i * kb:(i + 1) * kb]] = (digest(old), digest(nv[i * nb:(i + 1) * nb]), old if counter else None)
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Catch-up
+# --------------------------------------------------------------------------
+
+def int_leaves(shape: dict | None, off: int = 0) -> list:
+    """[(offset, size, signed)] of every integer field of a BTF shape."""
+    if not shape:
+        return []
+    if shape["kind"] == "int":
+        return [(off, shape["size"], bool(shape.get("signed")))]
+    out = []
+    if shape["kind"] == "struct":
+        for m in shape["members"]:
+            out += int_leaves(m["shape"], off + m["offset"])
+    elif shape["kind"] == "array":
+        for i in range(shape["nelems"]):
+            out += int_leaves(shape["elem"], off + i * shape["elem"]["size"])
+    return out
+
+
+def add_delta(new_now: bytes, conv_now: bytes, conv_then: bytes, leaves: list, stride: int) -> bytes:
+    """new_now + (conv_now - conv_then) for every integer field (little-endian, wrapping at its width), in
+    every per-CPU copy (``stride`` bytes apart)."""
+    out = bytearray(new_now)
+    for base in range(0, len(out), stride):
+        for off, size, _signed in leaves:
+            a, b = base + off, base + off + size
+            mod = 1 << (8 * size)
+            v = (int.from_bytes(new_now[a:b], "little") + int.from_bytes(conv_now[a:b], "little")
+                 - int.from_bytes(conv_then[a:b], "little")) % mod
+            out[a:b] = v.to_bytes(size, "little")
+    return bytes(out)
+
+
+def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dict, rows: dict | None,
+         counter: bool, ncpus: int, allow_narrowing: bool = False) -> tuple:
+    """One catch-up pass from the old map into the new one (rules in the module docstring). ``rows``: the
+    snapshot (None: none survived, so the new map's value wins for every key it holds). Returns (new rows,
+    {carried, deleted, kept_newer, added_up})."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB  # kernel side, imported late
+    read_at = time.time()          # every write to the old map that returned before this is carried over
+    old_t, new_t = BB.dump(old_path), BB.dump(new_path)
+    new_now = new_t.as_dict()
+    if rows is None:
+        rows, counter = {}, False  # without the snapshot an increase cannot be told from the copied total
+    stats = {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0, "old_read_at": read_at}
+    changed = []          # (new key, old key, old value now, snapshot row or None)
+    seen = set()
+    ov, ob, okb = old_t.values, old_t.value_bytes, old_t.key_size
+    keys_new = {}
+    if not (G.Converter(plan["_key_plan"], new_side["key_size"]).identity and okb == new_side["key_size"]):
+        # keys that change layout: every old key converted once to find its row
+        nk, _nv = G.convert_table(plan, old_side, new_side, old_t.keys, ov, old_t.n, ncpus, allow_narrowing=True)
+        keys_new = {old_t.key(i): nk[i * new_side["key_size"]:(i + 1) * new_side["key_size"]] for i in range(old_t.n)}
+    for i in range(old_t.n):
+        okey = old_t.keys[i * okb:(i + 1) * okb]
+        key = keys_new.get(okey, okey)
+        seen.add(key)
+        value = ov[i * ob:(i + 1) * ob]
+        row = rows.get(key)
+        if row is not None and row[0] == digest(value):
+            continue                          # unchanged in the old map since the last pass
+        changed.append((key, okey, value, row))
+    deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[1]]
+    out_rows = {k: row for k, row in rows.items() if k in seen}
+    todo_keys, todo_vals = [], []
+    if changed:
+        ktab = b"".join(c[1] for c in changed)
+        vtab = b"".join(c[2] for c in changed)
+        _k, conv = G.convert_table(plan, old_side, new_side, ktab, vtab, len(changed), ncpus,
+                                   allow_narrowing=allow_narrowing)
+        nb = len(conv) // len(changed)
+        leaves = int_leaves(new_side.get("value_shape")) if counter else []
+        stride = (new_side["value_size"] + 7) // 8 * 8 if new_side["type"] in G.PERCPU_KINDS else nb
+        then_conv = {}
+        if counter:
+            olds = [(c[1], c[3][2]) for c in changed if c[3] is not None and c[3][2] is not None]
+            if olds:
+                _k2, tc = G.convert_table(plan, old_side, new_side, b"".join(o[0] for o in olds),
+                                          b"".join(o[1] for o in olds), len(olds), ncpus, allow_narrowing=True)
+                then_conv = {o[0]: tc[j * nb:(j + 1) * nb] for j, o in enumerate(olds)}
+        for j, (key, okey, value, row) in enumerate(changed):
+            cv = conv[j * nb:(j + 1) * nb]
+            cur = new_now.get(key)
+            if cur is None or (row is not None and digest(cur) == row[1]):
+                write = cv                    # the new map still holds what the copy wrote (or nothing)
+                stats["carried"] += 1
+            elif counter:
+                then = then_conv.get(okey, bytes(nb))
+                write = add_delta(cur, cv, then, leaves, stride)
+                stats["added_up"] += 1
+            else:
+                stats["kept_newer"] += 1      # written in the new map since: newer than the old map's value
+                out_rows[key] = (digest(value), digest(cur), value if counter else None)
+                continue
+            todo_keys.append(key)
+            todo_vals.append(write)
+            out_rows[key] = (digest(value), digest(write), value if counter else None)
+    if todo_keys:
+        BB.fill(new_path, BB.Table(b"".join(todo_keys), b"".join(todo_vals), new_t.key_size, new_t.value_bytes))
+    if deletes:
+        stats["deleted"] = BB.delete(new_path, deletes)
+    return out_rows, stats
