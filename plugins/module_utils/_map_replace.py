@@ -40,7 +40,6 @@ itself with SIGKILL right after that step (tests).
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import time
@@ -278,6 +277,7 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         name = a["name"]
         counter = name in counters
         if a["sync_only"]:
+            from ansible_collections.lqos.bpf.plugins.module_utils._map_commit import catch_up
             out = catch_up(pin_root, name, state_dir, counter, allow_narrowing)
             journal[name] = {"aside_id": a["old_id"], "new_id": a["new_id"], "counter": counter}
             write_journal(state_dir, pin_root, journal)
@@ -288,8 +288,8 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         tmp_id = _pinned_id(a["tmp"])
         if not a["filled"]:
             if a["live_id"] is None and a["old"]["type"] in G.MIGRATABLE and not a.get("empty"):
-                row["entries_total"], row["entries_written"] = _fill(a, kernel_side(a["tmp"]), state_dir,
-                                                                     pin_root, counter, ncpus, allow_narrowing)
+                row["entries_total"], row["entries_written"], row["timings"] = _fill(
+                    a, kernel_side(a["tmp"]), state_dir, pin_root, counter, ncpus, allow_narrowing)
             journal[name] = {"old_id": a["old_id"], "tmp_id": tmp_id, "aside_id": a["old_id"], "counter": counter,
                              "repinned": a["live_id"] is not None}
             write_journal(state_dir, pin_root, journal)
@@ -360,166 +360,45 @@ def _create_maps(obj: str, pin_root: str, resize: dict, pin_paths: dict) -> None
 
 def _fill(a: dict, new: dict, state_dir: str, pin_root: str, counter: bool, ncpus: int,
           allow_narrowing: bool) -> tuple:
-    """Copy every entry of the old map into the new one at its temporary pin (batch operations), read them
-    back, keep the snapshot. Returns (entries read, entries written). Test hook step ``half:<name>``."""
+    """Copy every entry of the old map into the new one at its temporary pin (batch operations), count them
+    back, keep the snapshot. Returns (entries read, entries written, {read, convert, fill, check, snapshot}:
+    seconds each). Test hook step ``half:<name>``."""
+    clock = [time.perf_counter()]
+    took = {}
+
+    def lap(what):
+        clock.append(time.perf_counter())
+        took[what] = round(clock[-1] - clock[-2], 6)
+
     old_t = BB.dump(a["old_path"])
+    lap("read")
     try:
         nk, nv = G.convert_table(a["plan"], a["old"], new, old_t.keys, old_t.values, old_t.n, ncpus,
                                  allow_narrowing=allow_narrowing)
     except G.MigrationError as exc:
         raise LqosError(exc.msg + " The old map stays pinned at %s." % a["old_path"],
                         "roll back with state: rolled_back, or fix the new layout and run again.")
+    lap("convert")
     kb, vb = new["key_size"], len(nv) // old_t.n if old_t.n else 0
     new_t = BB.Table(nk, nv, kb, vb)
     half = new_t.n // 2
     BB.fill(a["tmp"], BB.Table(nk[:half * kb], nv[:half * vb], kb, vb), a["tmp"])
     step("half:" + a["name"])
     BB.fill(a["tmp"], BB.Table(nk[half * kb:], nv[half * vb:], kb, vb), a["tmp"])
-    back = BB.dump(a["tmp"]).as_dict()
-    missing = sum(1 for i in range(new_t.n) if new_t.key(i) not in back)
-    differ = sum(1 for i in range(new_t.n) if back.get(new_t.key(i), new_t.value(i)) != new_t.value(i))
-    if missing or differ:
-        # Nothing but this run writes the map at its temporary pin, so the kernel dropped or changed them.
+    lap("fill")
+    back = BB.dump(a["tmp"]) if new["type"] not in G.ARRAY_KINDS else new_t   # an array map never evicts
+    if back.n != new_t.n:
+        # Nothing but this run writes the map at its temporary pin, so the kernel dropped them.
+        have = back.as_dict()
+        missing = sum(1 for i in range(new_t.n) if new_t.key(i) not in have)
         raise LqosError("after migrating into the new map %s (pinned at %s until it is complete), %d of %d entries "
-                        "are missing and %d differ: %s evicts entries when it is nearly full (max_entries %d)."
-                        % (a["name"], a["tmp"], missing, new_t.n, differ, new["type"], new["max_entries"]),
+                        "are missing: a %s map evicts entries when it is nearly full (max_entries %d)."
+                        % (a["name"], a["tmp"], missing or abs(new_t.n - back.n), new_t.n, new["type"],
+                           new["max_entries"]),
                         "grow the new map's max_entries, then run again; the old map is still pinned at %s."
                         % a["old_path"])
+    lap("check")
     W.save_snapshot(state_dir, pin_root, a["name"], kb, W.snapshot_rows(old_t, new_t, counter),
                     old_t.value_bytes if counter else 0)
-    return old_t.n, new_t.n
-
-
-def catch_up(pin_root: str, name: str, state_dir: str, counter: bool, allow_narrowing: bool = False) -> dict:
-    """Carry what changed in the moved-aside map since the copy into the map now at its name (``_map_window``
-    rules: a newer value in the new map is never replaced, a counter map's increases add up); the snapshot
-    is updated. Returns {carried, deleted, kept_newer, added_up}."""
-    old_path, new_path = os.path.join(pin_root, aside_name(name)), os.path.join(pin_root, name)
-    old, new = kernel_side(old_path), kernel_side(new_path)
-    if old["id"] == new["id"] or old["type"] not in G.MIGRATABLE or new["type"] not in G.MIGRATABLE:
-        return {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0}
-    plan = G.plan_map(name, old, new, None)
-    if plan["refused"]:
-        return {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0}
-    rows, stats = W.sync(old_path, new_path, plan, old, new, W.load_snapshot(state_dir, pin_root, name), counter,
-                         L.possible_cpus(), allow_narrowing)
-    W.save_snapshot(state_dir, pin_root, name, new["key_size"], rows,
-                    BB.value_bytes(M.map_info_by_path(old_path)) if counter else 0)
-    return stats
-
-
-def catch_up_all(pin_root: str, state_dir: str) -> dict:
-    """catch_up for every replacement the journal records as published: {name: stats}."""
-    journal = read_journal(state_dir, pin_root)
-    out = {}
-    for name, j in sorted(journal.items()):
-        if not isinstance(j, dict) or j.get("repinned") or _pinned_id(os.path.join(pin_root, name)) is None \
-                or _pinned_id(os.path.join(pin_root, aside_name(name))) != j.get("aside_id"):
-            continue
-        if _pinned_id(os.path.join(pin_root, name)) == j.get("aside_id"):
-            continue   # not renamed yet
-        out[name] = catch_up(pin_root, name, state_dir, bool(j.get("counter")))
-        step("caught_up:" + name)
-    return out
-
-
-# --------------------------------------------------------------------------
-# committed / rolled_back
-# --------------------------------------------------------------------------
-
-def commit(pin_root: str, pins: list, backup_dir: str, state_dir: str, write_backup, write: bool) -> list:
-    """Carry over the last writes (catch-up), then back up each moved-aside map (with its BTF shapes) and unpin
-    it. Refuses while the new pin is absent or not yet renamed over the name."""
-    out = []
-    journal = read_journal(state_dir, pin_root)
-    todo = pending(pins)
-    for name, apin in todo:
-        new_path = os.path.join(pin_root, name)
-        if _pinned_id(new_path) in (None, apin["id"]):
-            raise LqosError("moved-aside map %s has no replacement pinned at %s; nothing was committed."
-                            % (apin["path"], new_path),
-                            "finish the replacement (state: migrated) or roll it back (state: rolled_back).")
-    if write:
-        W.remove_leftovers(state_dir, backup_dir)
-    for name, apin in todo:
-        new_path = os.path.join(pin_root, name)
-        out.append({"action": "commit", "name": name, "aside": apin["path"], "pin": new_path, "id": apin["id"]})
-        if not write:
-            continue
-        j = journal.get(name, {})
-        if not j.get("repinned"):
-            out[-1]["caught_up"] = catch_up(pin_root, name, state_dir, bool(j.get("counter")))
-            step("caught_up:" + name)
-        side = kernel_side(apin["path"])
-        why = ("a stale pin over the live map the attached programs use, which took its name back; committed"
-               if j.get("repinned") else "replaced by a new layout; committed")
-        apin = dict(apin, name=name, pinned_as=new_path, reason=why)
-        try:
-            backup = write_backup(apin, backup_dir, types={"key": side["key_shape"], "value": side["value_shape"],
-                                                           "source": side["source"]})
-        except LqosError as exc:
-            if side["type"] in G.MIGRATABLE:
-                raise
-            # A map of kernel objects or without walkable entries (ring buffer, queue, perf events): nothing
-            # a file can hold; its loader refills the new map.
-            backup = None
-            out[-1]["note"] = "not backed up: %s" % exc.msg
-        out[-1]["backup"] = backup
-        step("backed_up:" + name)
-        try:
-            os.unlink(apin["path"])
-        except FileNotFoundError:
-            pass
-        journal.pop(name, None)
-        W.drop_snapshot(state_dir, pin_root, name)
-        write_journal(state_dir, pin_root, journal)
-        step("committed:" + name)
-    if write:
-        _prune_aside_dirs(pin_root)
-    return out
-
-
-def rollback(pin_root: str, pins: list, state_dir: str, write: bool) -> list:
-    """Put each moved-aside pin back at its name: rename(2) over the new map's pin, so the name never goes
-    missing; a second pin of the old map (a run killed before its rename) and temporary pins are removed."""
-    out = []
-    journal = read_journal(state_dir, pin_root)
-    for name, apin in pending(pins):
-        path = os.path.join(pin_root, name)
-        new_id = _pinned_id(path)
-        out.append({"action": "roll_back", "name": name, "aside": apin["path"], "pin": path, "id": apin["id"],
-                    "unpins": new_id if new_id != apin["id"] else None})
-        if not write:
-            continue
-        try:
-            if new_id == apin["id"]:
-                os.unlink(apin["path"])          # the old map is still at its name: drop its second pin
-            else:
-                os.rename(apin["path"], path)    # replaces the new map's pin in one step
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise LqosError("putting %s back at %s failed: %s." % (apin["path"], path, exc.strerror),
-                                "check that pin_root is writable; run again to finish the rollback.")
-        step("unpinned:" + name)
-        journal.pop(name, None)
-        W.drop_snapshot(state_dir, pin_root, name)
-        write_journal(state_dir, pin_root, journal)
-    if write:
-        for p in pins:
-            if p["kind"] == "map" and p["name"].startswith(TMP_DIR + "/") and os.path.lexists(p["path"]):
-                os.unlink(p["path"])
-        W.remove_leftovers(state_dir)
-        if not journal:
-            write_journal(state_dir, pin_root, {})
-        _prune_aside_dirs(pin_root)
-    return out
-
-
-def _prune_aside_dirs(pin_root: str) -> None:
-    root = os.path.join(pin_root, ASIDE_DIR)
-    for cur, dirs, files in os.walk(root, topdown=False):
-        if not files:
-            try:
-                os.rmdir(cur)
-            except OSError:
-                pass
+    lap("snapshot")
+    return old_t.n, new_t.n, took

@@ -15,6 +15,7 @@ from __future__ import annotations
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, why_not_live
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
 from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, write_backup
 
 try:
@@ -116,7 +117,7 @@ def run_committed(module, pin_root: str, pins: list) -> dict:
     write = why_not_live(module) is None
     if write and R.pending(pins):
         prepare_backup_dir(params["backup_dir"])
-    done = R.commit(pin_root, pins, params["backup_dir"], params["state_dir"], write_backup, write)
+    done = C.commit(pin_root, pins, params["backup_dir"], params["state_dir"], write_backup, write)
     result = {"actions": done, "changed": bool(done), "removed": [d["aside"] for d in done] if write else [],
               "backups": [d["backup"] for d in done if d.get("backup")]}
     for d in done:
@@ -135,7 +136,7 @@ def run_committed(module, pin_root: str, pins: list) -> dict:
 
 def run_rolled_back(module, pin_root: str, pins: list) -> dict:
     write = why_not_live(module) is None
-    done = R.rollback(pin_root, pins, module.params["state_dir"], write)
+    done = C.rollback(pin_root, pins, module.params["state_dir"], write)
     result = {"actions": done, "changed": bool(done), "rolled_back": [d["name"] for d in done] if write else []}
     if not done:
         result["msg"] = "no moved-aside map under %s; nothing to roll back" % pin_root

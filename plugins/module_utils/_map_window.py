@@ -9,10 +9,11 @@
 The entries of an old map are copied into the new one at one instant; the old
 programs, and user-space writers, keep writing the old map until the programs
 are swapped (and a writer holding an fd on it, until it reopens the pin). The
-snapshot taken at copy time says, per key, a digest of the old value copied and
-a digest of the value written into the new map (blake2b, 8 bytes each; a counter
-map keeps the old value too, to add up its fields). ``sync`` then carries over,
-key by key:
+snapshot taken at copy time keeps, per key, a digest (blake2b, 8 bytes) of the
+value written into the new map; a counter map keeps the old value too, to add up
+its fields. The old map's value now, converted the same way, tells whether it
+changed since (a change only to a field the new layout drops is no change). ``sync``
+then carries over, key by key:
 
 - old map changed since the snapshot, new map not (still what was written):
   the old value, converted, replaces it (a key deleted from the old map is
@@ -28,8 +29,7 @@ right after the swap, the commit one more before the old map is unpinned).
 
 State files live in ``state_dir`` (``/run``): ``replace-<hash>.json`` (which
 new map was filled from which old one) and ``snap-<hash>-<map>.bin`` (the
-snapshot: one JSON header line, then per key the key bytes and the two
-digests). Temporary files a killed run left are removed by the next run.
+snapshot: one JSON header line, then per key the key bytes and the digest). Temporary files a killed run left are removed by the next run.
 """
 
 from __future__ import annotations
@@ -128,15 +128,15 @@ def drop_snapshot(state_dir: str, pin_root: str, name: str) -> None:
 
 def save_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, rows: dict, counter_bytes: int = 0
                   ) -> None:
-    """rows: {key: (old digest, new digest, old value or None)}; old values are kept only for a counter map
-    (``counter_bytes``: their size)."""
+    """rows: {new key: (digest of the new value, old value or None)}; old values are kept only for a counter
+    map (``counter_bytes``: their size)."""
     _state_dir_ok(state_dir)
     head = json.dumps({"format": SNAPSHOT_FORMAT, "name": name, "key_size": key_size, "entries": len(rows),
                        "counter_bytes": counter_bytes}, sort_keys=True).encode() + b"\n"
     if counter_bytes:
-        body = b"".join(k + od + nd + (old or bytes(counter_bytes)) for k, (od, nd, old) in rows.items())
+        body = b"".join(k + nd + (old or bytes(counter_bytes)) for k, (nd, old) in rows.items())
     else:
-        body = b"".join(k + od + nd for k, (od, nd, _old) in rows.items())
+        body = b"".join(k + nd for k, (nd, _old) in rows.items())
     atomic_write(snapshot_path(state_dir, pin_root, name), head + body, mode=0o600)
 
 
@@ -152,26 +152,21 @@ def load_snapshot(state_dir: str, pin_root: str, name: str) -> dict | None:
     if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
         return None
     ksz, cb = meta["key_size"], meta["counter_bytes"]
-    rec = ksz + 2 * DIGEST + cb
+    rec = ksz + DIGEST + cb
     if len(body) != rec * meta["entries"]:
         return None
-    rows = {}
-    for off in range(0, len(body), rec):
-        k = body[off:off + ksz]
-        rows[k] = (body[off + ksz:off + ksz + DIGEST], body[off + ksz + DIGEST:off + ksz + 2 * DIGEST],
-                   body[off + ksz + 2 * DIGEST:off + rec] if cb else None)
-    return rows
+    return {body[off:off + ksz]: (body[off + ksz:off + ksz + DIGEST], body[off + ksz + DIGEST:off + rec] if cb else None)
+            for off in range(0, len(body), rec)}
 
 
 def snapshot_rows(old_table, new_table, counter: bool) -> dict:
-    """The snapshot of a copy: old entries (a _bpf_batch.Table) and the entries written from them, in order."""
-    rows = {}
-    ov, nv, ob, nb = old_table.values, new_table.values, old_table.value_bytes, new_table.value_bytes
-    nk, kb = new_table.keys, new_table.key_size
-    for i in range(new_table.n):
-        old = ov[i * ob:(i + 1) * ob]
-        rows[nk[i * kb:(i + 1) * kb]] = (digest(old), digest(nv[i * nb:(i + 1) * nb]), old if counter else None)
-    return rows
+    """The snapshot of a copy: the entries written (a _bpf_batch.Table), from ``old_table``'s, in order."""
+    nv, nb, nk, kb = new_table.values, new_table.value_bytes, new_table.keys, new_table.key_size
+    if not counter:
+        return {nk[i * kb:(i + 1) * kb]: (digest(nv[i * nb:(i + 1) * nb]), None) for i in range(new_table.n)}
+    ov, ob = old_table.values, old_table.value_bytes
+    return {nk[i * kb:(i + 1) * kb]: (digest(nv[i * nb:(i + 1) * nb]), ov[i * ob:(i + 1) * ob])
+            for i in range(new_table.n)}
 
 
 # --------------------------------------------------------------------------
@@ -212,66 +207,63 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
          counter: bool, ncpus: int, allow_narrowing: bool = False) -> tuple:
     """One catch-up pass from the old map into the new one (rules in the module docstring). ``rows``: the
     snapshot (None: none survived, so the new map's value wins for every key it holds). Returns (new rows,
-    {carried, deleted, kept_newer, added_up})."""
+    {carried, deleted, kept_newer, added_up, old_read_at}); old_read_at: when the old map was read (seconds
+    since the epoch; every write to it that returned before is carried over)."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB  # kernel side, imported late
-    read_at = time.time()          # every write to the old map that returned before this is carried over
+    read_at = time.time()
     old_t, new_t = BB.dump(old_path), BB.dump(new_path)
-    new_now = new_t.as_dict()
     if rows is None:
         rows, counter = {}, False  # without the snapshot an increase cannot be told from the copied total
     stats = {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0, "old_read_at": read_at}
-    changed = []          # (new key, old key, old value now, snapshot row or None)
+    # every old entry converted at once: a value is "changed" when its conversion differs from what was written
+    # (the new map's capacity is the fill's to report, key by key)
+    room = new_side if new_side["type"] in G.ARRAY_KINDS else dict(new_side, max_entries=max(new_side["max_entries"],
+                                                                                              old_t.n))
+    nk, nv = G.convert_table(plan, old_side, room, old_t.keys, old_t.values, old_t.n, ncpus,
+                             allow_narrowing=allow_narrowing)
+    kb, nb, ob = new_side["key_size"], new_t.value_bytes, old_t.value_bytes
+    new_now = new_t.as_dict()
     seen = set()
-    ov, ob, okb = old_t.values, old_t.value_bytes, old_t.key_size
-    keys_new = {}
-    if not (G.Converter(plan["_key_plan"], new_side["key_size"]).identity and okb == new_side["key_size"]):
-        # keys that change layout: every old key converted once to find its row
-        nk, _nv = G.convert_table(plan, old_side, new_side, old_t.keys, ov, old_t.n, ncpus, allow_narrowing=True)
-        keys_new = {old_t.key(i): nk[i * new_side["key_size"]:(i + 1) * new_side["key_size"]] for i in range(old_t.n)}
-    for i in range(old_t.n):
-        okey = old_t.keys[i * okb:(i + 1) * okb]
-        key = keys_new.get(okey, okey)
-        seen.add(key)
-        value = ov[i * ob:(i + 1) * ob]
-        row = rows.get(key)
-        if row is not None and row[0] == digest(value):
-            continue                          # unchanged in the old map since the last pass
-        changed.append((key, okey, value, row))
-    deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[1]]
-    out_rows = {k: row for k, row in rows.items() if k in seen}
+    out_rows = {}
     todo_keys, todo_vals = [], []
-    if changed:
-        ktab = b"".join(c[1] for c in changed)
-        vtab = b"".join(c[2] for c in changed)
-        _k, conv = G.convert_table(plan, old_side, new_side, ktab, vtab, len(changed), ncpus,
-                                   allow_narrowing=allow_narrowing)
-        nb = len(conv) // len(changed)
-        leaves = int_leaves(new_side.get("value_shape")) if counter else []
-        stride = (new_side["value_size"] + 7) // 8 * 8 if new_side["type"] in G.PERCPU_KINDS else nb
-        then_conv = {}
-        if counter:
-            olds = [(c[1], c[3][2]) for c in changed if c[3] is not None and c[3][2] is not None]
-            if olds:
-                _k2, tc = G.convert_table(plan, old_side, new_side, b"".join(o[0] for o in olds),
-                                          b"".join(o[1] for o in olds), len(olds), ncpus, allow_narrowing=True)
-                then_conv = {o[0]: tc[j * nb:(j + 1) * nb] for j, o in enumerate(olds)}
-        for j, (key, okey, value, row) in enumerate(changed):
-            cv = conv[j * nb:(j + 1) * nb]
-            cur = new_now.get(key)
-            if cur is None or (row is not None and digest(cur) == row[1]):
-                write = cv                    # the new map still holds what the copy wrote (or nothing)
-                stats["carried"] += 1
-            elif counter:
-                then = then_conv.get(okey, bytes(nb))
-                write = add_delta(cur, cv, then, leaves, stride)
-                stats["added_up"] += 1
-            else:
-                stats["kept_newer"] += 1      # written in the new map since: newer than the old map's value
-                out_rows[key] = (digest(value), digest(cur), value if counter else None)
-                continue
+    leaves = int_leaves(new_side.get("value_shape")) if counter else []
+    stride = (new_side["value_size"] + 7) // 8 * 8 if new_side["type"] in G.PERCPU_KINDS else nb
+    then = {}
+    for i in range(old_t.n):
+        key, cv = nk[i * kb:(i + 1) * kb], nv[i * nb:(i + 1) * nb]
+        seen.add(key)
+        row = rows.get(key)
+        d = digest(cv)
+        old_value = old_t.values[i * ob:(i + 1) * ob] if counter else None
+        if row is not None and row[0] == d:
+            out_rows[key] = row if not counter else (row[0], old_value)
+            continue                              # unchanged in the old map since the last pass
+        cur = new_now.get(key)
+        if cur is None or (row is not None and digest(cur) == row[0]):
+            write = cv                            # the new map still holds what was written (or nothing)
+            stats["carried"] += 1
+        elif counter and row is not None and row[1] is not None:
+            then[key] = (i, row[1])
+            continue                              # both changed: added up below, in bulk
+        else:
+            stats["kept_newer"] += 1              # written in the new map since: newer than the old map's value
+            out_rows[key] = (digest(cur), old_value)
+            continue
+        todo_keys.append(key)
+        todo_vals.append(write)
+        out_rows[key] = (digest(write), old_value)
+    if then:
+        order = sorted(then, key=lambda k: then[k][0])
+        _k, tc = G.convert_table(plan, old_side, new_side, b"".join(old_t.key(then[k][0]) for k in order),
+                                 b"".join(then[k][1] for k in order), len(order), ncpus, allow_narrowing=True)
+        for j, key in enumerate(order):
+            i = then[key][0]
+            write = add_delta(new_now[key], nv[i * nb:(i + 1) * nb], tc[j * nb:(j + 1) * nb], leaves, stride)
+            stats["added_up"] += 1
             todo_keys.append(key)
             todo_vals.append(write)
-            out_rows[key] = (digest(value), digest(write), value if counter else None)
+            out_rows[key] = (digest(write), old_t.values[i * ob:(i + 1) * ob])
+    deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[0]]
     if todo_keys:
         BB.fill(new_path, BB.Table(b"".join(todo_keys), b"".join(todo_vals), new_t.key_size, new_t.value_bytes))
     if deletes:

@@ -122,12 +122,16 @@ class Writer(threading.Thread):
         if self.fd is not None:
             os.close(self.fd)
 
-    def lost(self, values: dict, before: float | None = None) -> int:
-        """Writes (returned before ``before``, or all) that no value of ``values`` {key: value bytes} reflects:
-        the key holds an older seq."""
+    def lost(self, values: dict, before: float | None = None, after: float | None = None) -> int:
+        """Writes (returned before ``before`` and after ``after``, or all) that no value of ``values``
+        {key: value bytes} reflects: the key holds an older seq."""
         have = {kid: struct.unpack_from("<Q", values[key(kid)])[0] if key(kid) in values else -1
                 for kid in range(*self.keys)}
-        return sum(1 for kid, seq, t in self.records if (before is None or t < before) and have[kid] < seq)
+        return sum(1 for kid, seq, t in self.records if (before is None or t < before)
+                   and (after is None or t >= after) and have[kid] < seq)
+
+    def made(self, before: float | None = None, after: float | None = None) -> int:
+        return sum(1 for _k, _s, t in self.records if (before is None or t < before) and (after is None or t >= after))
 
 
 class Pinger(object):
