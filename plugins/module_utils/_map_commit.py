@@ -41,8 +41,8 @@ def catch_up(pin_root: str, name: str, state_dir: str, counter: bool, allow_narr
     if plan["refused"]:
         return {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0}
     try:
-        rows, stats = W.sync(old_path, new_path, plan, old, new, W.load_snapshot(state_dir, pin_root, name),
-                             counter, L.possible_cpus(), allow_narrowing)
+        rows = W.deferred_rows(pin_root, name) or W.load_snapshot(state_dir, pin_root, name)
+        rows, stats = W.sync(old_path, new_path, plan, old, new, rows, counter, L.possible_cpus(), allow_narrowing)
     except G.MigrationError as exc:
         raise LqosError(exc.msg + " (written into the old map %s since the copy)" % old_path,
                         "roll back with state: rolled_back, or allow narrowing, then run again.")

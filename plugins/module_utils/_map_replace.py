@@ -398,7 +398,6 @@ def _fill(a: dict, new: dict, state_dir: str, pin_root: str, counter: bool, ncpu
                         "grow the new map's max_entries, then run again; the old map is still pinned at %s."
                         % a["old_path"])
     lap("check")
-    W.save_snapshot(state_dir, pin_root, a["name"], kb, W.snapshot_rows(old_t, new_t, counter),
-                    old_t.value_bytes if counter else 0)
+    W.keep_snapshot(state_dir, pin_root, a["name"], kb, old_t, new_t, counter)
     lap("snapshot")
     return old_t.n, new_t.n, took

@@ -9,10 +9,12 @@
 The entries of an old map are copied into the new one at one instant; the old
 programs, and user-space writers, keep writing the old map until the programs
 are swapped (and a writer holding an fd on it, until it reopens the pin). The
-snapshot taken at copy time keeps, per key, a digest (blake2b, 8 bytes) of the
-value written into the new map; a counter map keeps the old value too, to add up
-its fields. The old map's value now, converted the same way, tells whether it
-changed since (a change only to a field the new layout drops is no change). ``sync``
+snapshot taken at copy time keeps, per key, two digests (blake2b, 8 bytes each):
+of the old map's value as converted, and of the new map's value, both the value
+written at copy time (one digest computed); a counter map keeps the old value
+too, to add up its fields. The old map's value now, converted the same way,
+tells whether it changed since (a change only to a field the new layout drops is
+no change); the new map's value now, whether a writer changed it. ``sync``
 then carries over, key by key:
 
 - old map changed since the snapshot, new map not (still what was written):
@@ -29,7 +31,7 @@ right after the swap, the commit one more before the old map is unpinned).
 
 State files live in ``state_dir`` (``/run``): ``replace-<hash>.json`` (which
 new map was filled from which old one) and ``snap-<hash>-<map>.bin`` (the
-snapshot: one JSON header line, then per key the key bytes and the digest). Temporary files a killed run left are removed by the next run.
+snapshot: one JSON header line, then per key the key bytes and the two digests). Temporary files a killed run left are removed by the next run.
 """
 
 from __future__ import annotations
@@ -128,15 +130,15 @@ def drop_snapshot(state_dir: str, pin_root: str, name: str) -> None:
 
 def save_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, rows: dict, counter_bytes: int = 0
                   ) -> None:
-    """rows: {new key: (digest of the new value, old value or None)}; old values are kept only for a counter
-    map (``counter_bytes``: their size)."""
+    """rows: {new key: (digest of the old value converted, digest of the new map's value, old value or None)}
+    as of the last pass; old values are kept only for a counter map (``counter_bytes``: their size)."""
     _state_dir_ok(state_dir)
     head = json.dumps({"format": SNAPSHOT_FORMAT, "name": name, "key_size": key_size, "entries": len(rows),
                        "counter_bytes": counter_bytes}, sort_keys=True).encode() + b"\n"
     if counter_bytes:
-        body = b"".join(k + nd + (old or bytes(counter_bytes)) for k, (nd, old) in rows.items())
+        body = b"".join(k + do + dn + (old or bytes(counter_bytes)) for k, (do, dn, old) in rows.items())
     else:
-        body = b"".join(k + nd for k, (nd, _old) in rows.items())
+        body = b"".join(k + do + dn for k, (do, dn, _old) in rows.items())
     atomic_write(snapshot_path(state_dir, pin_root, name), head + body, mode=0o600)
 
 
@@ -152,21 +154,60 @@ def load_snapshot(state_dir: str, pin_root: str, name: str) -> dict | None:
     if not isinstance(meta, dict) or meta.get("format") != SNAPSHOT_FORMAT:
         return None
     ksz, cb = meta["key_size"], meta["counter_bytes"]
-    rec = ksz + DIGEST + cb
+    rec = ksz + 2 * DIGEST + cb
     if len(body) != rec * meta["entries"]:
         return None
-    return {body[off:off + ksz]: (body[off + ksz:off + ksz + DIGEST], body[off + ksz + DIGEST:off + rec] if cb else None)
+    d = 2 * DIGEST
+    return {body[off:off + ksz]: (body[off + ksz:off + ksz + DIGEST], body[off + ksz + DIGEST:off + ksz + d],
+                                  body[off + ksz + d:off + rec] if cb else None)
             for off in range(0, len(body), rec)}
 
 
+# Copies whose snapshot this process computes later: {(pin_root, name): (old table, new table, counter, state_dir)}.
+# lqos.bpf.attach's pin step defers them (DEFER[0]) until its catch-up right after the swap has read the old map,
+# so the digests are not computed between the copy and the swap; flush_snapshots() writes what is left.
+DEFER = [False]
+DEFERRED = {}
+
+
+def keep_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, old_table, new_table, counter: bool
+                  ) -> None:
+    """The snapshot of a copy: written now, or kept in this process when DEFER[0] (an older file is removed)."""
+    drop_snapshot(state_dir, pin_root, name)
+    if DEFER[0]:
+        DEFERRED[(pin_root, name)] = (old_table, new_table, counter, state_dir)
+        return
+    save_snapshot(state_dir, pin_root, name, key_size, snapshot_rows(old_table, new_table, counter),
+                  old_table.value_bytes if counter else 0)
+
+
+def deferred_rows(pin_root: str, name: str):
+    """A callable giving the rows of a deferred copy (taken out of DEFERRED), or None."""
+    kept = DEFERRED.pop((pin_root, name), None)
+    if kept is None:
+        return None
+    return lambda: snapshot_rows(kept[0], kept[1], kept[2])
+
+
+def flush_snapshots() -> None:
+    """Write every snapshot still deferred in this process."""
+    while DEFERRED:
+        (pin_root, name), (old_t, new_t, counter, state_dir) = DEFERRED.popitem()
+        save_snapshot(state_dir, pin_root, name, new_t.key_size, snapshot_rows(old_t, new_t, counter),
+                      old_t.value_bytes if counter else 0)
+
+
 def snapshot_rows(old_table, new_table, counter: bool) -> dict:
-    """The snapshot of a copy: the entries written (a _bpf_batch.Table), from ``old_table``'s, in order."""
+    """The snapshot of a copy: the entries written (a _bpf_batch.Table), from ``old_table``'s, in order. A row
+    is (digest of the old value converted, digest of the new map's value, old value for a counter map): at copy
+    time both digests are of the value written, so one is computed."""
     nv, nb, nk, kb = new_table.values, new_table.value_bytes, new_table.keys, new_table.key_size
-    if not counter:
-        return {nk[i * kb:(i + 1) * kb]: (digest(nv[i * nb:(i + 1) * nb]), None) for i in range(new_table.n)}
+    out = {}
     ov, ob = old_table.values, old_table.value_bytes
-    return {nk[i * kb:(i + 1) * kb]: (digest(nv[i * nb:(i + 1) * nb]), ov[i * ob:(i + 1) * ob])
-            for i in range(new_table.n)}
+    for i in range(new_table.n):
+        d = digest(nv[i * nb:(i + 1) * nb])
+        out[nk[i * kb:(i + 1) * kb]] = (d, d, ov[i * ob:(i + 1) * ob] if counter else None)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -206,12 +247,15 @@ def add_delta(new_now: bytes, conv_now: bytes, conv_then: bytes, leaves: list, s
 def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dict, rows: dict | None,
          counter: bool, ncpus: int, allow_narrowing: bool = False) -> tuple:
     """One catch-up pass from the old map into the new one (rules in the module docstring). ``rows``: the
-    snapshot (None: none survived, so the new map's value wins for every key it holds). Returns (new rows,
+    snapshot (None: none survived, so the new map's value wins for every key it holds; a callable: computed
+    after both maps were read). Returns (new rows,
     {carried, deleted, kept_newer, added_up, old_read_at}); old_read_at: when the old map was read (seconds
     since the epoch; every write to it that returned before is carried over)."""
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB  # kernel side, imported late
     read_at = time.time()
     old_t, new_t = BB.dump(old_path), BB.dump(new_path)
+    if callable(rows):
+        rows = rows()             # a snapshot deferred until the old map was read
     if rows is None:
         rows, counter = {}, False  # without the snapshot an increase cannot be told from the copied total
     stats = {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0, "old_read_at": read_at}
@@ -236,22 +280,22 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
         d = digest(cv)
         old_value = old_t.values[i * ob:(i + 1) * ob] if counter else None
         if row is not None and row[0] == d:
-            out_rows[key] = row if not counter else (row[0], old_value)
+            out_rows[key] = row if not counter else (row[0], row[1], old_value)
             continue                              # unchanged in the old map since the last pass
         cur = new_now.get(key)
-        if cur is None or (row is not None and digest(cur) == row[0]):
+        if cur is None or (row is not None and digest(cur) == row[1]):
             write = cv                            # the new map still holds what was written (or nothing)
             stats["carried"] += 1
-        elif counter and row is not None and row[1] is not None:
-            then[key] = (i, row[1])
+        elif counter and row is not None and row[2] is not None:
+            then[key] = (i, row[2])
             continue                              # both changed: added up below, in bulk
         else:
             stats["kept_newer"] += 1              # written in the new map since: newer than the old map's value
-            out_rows[key] = (digest(cur), old_value)
+            out_rows[key] = (d, digest(cur), old_value)
             continue
         todo_keys.append(key)
         todo_vals.append(write)
-        out_rows[key] = (digest(write), old_value)
+        out_rows[key] = (d, d, old_value)          # both maps now hold the same value
     if then:
         order = sorted(then, key=lambda k: then[k][0])
         _k, tc = G.convert_table(plan, old_side, new_side, b"".join(old_t.key(then[k][0]) for k in order),
@@ -262,8 +306,8 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
             stats["added_up"] += 1
             todo_keys.append(key)
             todo_vals.append(write)
-            out_rows[key] = (digest(write), old_t.values[i * ob:(i + 1) * ob])
-    deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[0]]
+            out_rows[key] = (digest(nv[i * nb:(i + 1) * nb]), digest(write), old_t.values[i * ob:(i + 1) * ob])
+    deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[1]]
     if todo_keys:
         BB.fill(new_path, BB.Table(b"".join(todo_keys), b"".join(todo_vals), new_t.key_size, new_t.value_bytes))
     if deletes:

@@ -58,7 +58,16 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
     ``obj``: the object the caller will load, when it is not its ``object`` param (e.g. the build's default path).
     Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
     caller = dict(module.params, object=obj or module.params.get("object"))
+    from ansible_collections.lqos.bpf.plugins.module_utils import _map_window
+    _map_window.DEFER[0] = True   # the snapshots are computed by catch_up() after the swap, or by flush()
     return run_pinned_maps(_StepModule(module, step_params(caller, options)))
+
+
+def flush() -> None:
+    """Write the copy-time snapshots the step kept in this process (an attach that failed before its catch-up)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _map_window
+    _map_window.flush_snapshots()
+    _map_window.DEFER[0] = False
 
 
 def pending(module, result: dict) -> bool:
@@ -71,16 +80,19 @@ def catch_up(module, options: dict) -> dict:
     caller's pin root ({map: {carried, deleted, kept_newer, added_up}}; empty when none is under way, in check
     mode or without approval)."""
     if why_not_live(module) is not None:
+        flush()
         return {}
     from ansible_collections.lqos.bpf.plugins.module_utils._map_commit import catch_up_all
     params = step_params(dict(module.params), options)
     if params["state"] != "migrated":
+        flush()
         return {}
     from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, require_bpffs
     from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
     try:
         return catch_up_all(require_bpffs(params["pin_root"]), params["state_dir"])
     except (LqosError, LibbpfError) as exc:
+        flush()
         # the swap is done and stays: the commit's pass tries again, with the same rules
         module.warn("the catch-up after the swap stopped (%s); state: committed carries the writes over before it "
                     "unpins the old maps" % getattr(exc, "msg", exc))

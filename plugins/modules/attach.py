@@ -489,7 +489,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
-from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import catch_up, pending, run_pin_step, STEP_OPTIONS
+from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import catch_up, flush, pending, run_pin_step, STEP_OPTIONS
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 
@@ -525,7 +525,14 @@ def run(module) -> dict:
         raise LqosError("pinned_maps is a step before an attach; it has no meaning with state: absent.",
                         "leave pinned_maps out when detaching (lqos.bpf.pinned_maps audits or cleans pins on its own).")
     # The object the attach loads: the one given, or the current build of the spec (as run_attach resolves it).
-    pins = run_pin_step(module, step, module.params["object"] or default_object(spec))
+    try:
+        pins = run_pin_step(module, step, module.params["object"] or default_object(spec))
+        return _attach_after_step(module, spec, step, pins)
+    finally:
+        flush()   # snapshots the catch-up did not take (a failed attach): written for the commit's pass
+
+
+def _attach_after_step(module, spec: dict, step: dict, pins: dict) -> dict:
     try:
         result = run_attach(module, spec)
     except LqosError as exc:

@@ -178,3 +178,15 @@ def test_kill_at_each_step_then_a_rerun_leaves_every_program_pinned_and_owned(up
     assert not [p for p in os.listdir(up.bpffs) if p.startswith("lqos_bpf_aside")]
     flows = dict(M.map_entries(up.flows))
     assert all(flows[WR.key(i)][:24] == struct.pack("<QQQ", i, i * 3, i * 5) for i in range(N))
+
+
+def test_an_attach_that_fails_after_the_pin_step_keeps_the_snapshot_for_the_commit(up):
+    res = run_module("attach", up.attach_args(2, interface="nosuch0"))
+    assert res["_rc"] != 0 and "nosuch0" in res["msg"] and "Traceback" not in res["msg"]
+    # the new maps took their names; the snapshot the catch-up needs was written, not lost with the process
+    assert sorted(f.split("-", 2)[2] for f in os.listdir(up.maps_state) if f.startswith("snap-")) == \
+        ["flow_table.bin", "pkt_count.bin"]
+    M.map_update(os.path.join(up.bpffs, "lqos_bpf_aside", "flow_table"), WR.key(5), struct.pack("<QQQ", 99, 0, 0))
+    done = up.commit()
+    assert {d["name"]: d["caught_up"]["carried"] for d in done["actions"]}["flow_table"] == 1
+    assert dict(M.map_entries(up.flows))[WR.key(5)] == struct.pack("<QQQQ", 99, 0, 0, 0)

@@ -28,10 +28,10 @@ def test_int_leaves_and_the_delta_of_a_counter_map_add_up_per_cpu_and_wrap():
 
 
 def test_a_snapshot_reads_back_as_written_and_a_damaged_one_is_none(tmp_path):
-    rows = {b"k%03d" % n: (W.digest(b"v%d" % n), None) for n in range(50)}
+    rows = {b"k%03d" % n: (W.digest(b"v%d" % n), W.digest(b"w%d" % n), None) for n in range(50)}
     W.save_snapshot(str(tmp_path), "/sys/fs/bpf", "flows", 4, rows)
     assert W.load_snapshot(str(tmp_path), "/sys/fs/bpf", "flows") == rows
-    counters = {b"k000": (W.digest(b"x"), b"\1" * 16)}
+    counters = {b"k000": (W.digest(b"x"), W.digest(b"x"), b"\1" * 16)}
     W.save_snapshot(str(tmp_path), "/sys/fs/bpf", "counts", 4, counters, counter_bytes=16)
     assert W.load_snapshot(str(tmp_path), "/sys/fs/bpf", "counts") == counters
     path = W.snapshot_path(str(tmp_path), "/sys/fs/bpf", "flows")
