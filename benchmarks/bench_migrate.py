@@ -18,7 +18,8 @@ B. Writers. An object with an XDP program counting packets (tests/functional/lqo
 Never touches the host's /sys/fs/bpf or interfaces: it re-executes itself under ``unshare -m`` and uses its
 own bpffs and netns. Exits 0 unless ``--strict`` and a goal is missed.
 
-    python3 benchmarks/bench_migrate.py [--entries 100000,1000000] [--writers-entries 100000] [--strict]
+    python3 benchmarks/bench_migrate.py [--entries 100000,1000000] [--writers-entries 100000] [--repeat 3]
+                                        [--strict]
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def mount_bpffs(tmp: str, name: str) -> str:
     return root
 
 
-def speed(n: int, tmp: str) -> dict:
+def speed(n: int, tmp: str, rep: int = 0) -> dict:
     # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB
@@ -116,7 +117,7 @@ def speed(n: int, tmp: str) -> dict:
     cap = n + n // 4
     v1 = compile_src(tmp, "v1-%d" % n, FLOW_C % ("", cap))
     v2 = compile_src(tmp, "v2-%d" % n, FLOW_C % ("\n    __u64 retransmits;", cap))
-    root = mount_bpffs(tmp, "speed-%d" % n)
+    root = mount_bpffs(tmp, "speed-%d-%d" % (n, rep))
     O.load_object(v1, pin_root=root, disabled=["flows"]).close()
     path = os.path.join(root, "flow_table")
     keys = b"".join(struct.pack("<QQ16sHHB3x", 0, i, b"\1" * 16, i & 0xFFFF, 443, 6) for i in range(n))
@@ -134,7 +135,8 @@ def speed(n: int, tmp: str) -> dict:
         os.close(fd)
     del table, keys, values
     res, took = module("pinned_maps", {"object": v2, "pin_root": root, "state": "migrated",
-                                       "state_dir": os.path.join(tmp, "state-%d" % n), "approve": True}, tmp)
+                                       "state_dir": os.path.join(tmp, "state-%d-%d" % (n, rep)), "approve": True},
+                       tmp)
     row = res["migrated"][0]
     kept = M.map_info_by_path(path)["value_size"] == 144 and len(BB.dump(path).keys) // 40 == n
     subprocess.run(["umount", "-l", root], check=False)
@@ -208,6 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--entries", default="100000,1000000")
     parser.add_argument("--writers-entries", type=int, default=100000)
+    parser.add_argument("--repeat", type=int, default=3, help="speed runs per size; the fastest of each is printed")
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     reexec_in_private_mount_namespace()
@@ -218,11 +221,16 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="lqos-bench-migrate-")
     missed = []
     try:
-        print("A. migration of a flow map (LRU hash, 40-byte key, 136 -> 144-byte value: one field added)")
-        print("%-10s %10s %10s %7s %10s %10s %10s %8s" % ("entries", "floor s", "migrate s", "ratio", "snapshot s",
-                                                         "to name s", "module s", "kept"))
+        print("A. migration of a flow map (LRU hash, 40-byte key, 136 -> 144-byte value: one field added); "
+              "fastest of %d runs each" % max(1, args.repeat))
+        print("%-10s %10s %10s %7s %10s %10s %10s %8s"
+              % ("entries", "floor s", "migrate s", "ratio", "snapshot s", "to name s", "module s", "kept"))
         for n in [int(x) for x in args.entries.split(",") if x]:
-            r = speed(n, tmp)
+            runs = [speed(n, tmp, i) for i in range(max(1, args.repeat))]
+            # the fastest run of each: the least disturbed by other work on the machine
+            r = min(runs, key=lambda x: sum(x["timings"][k] for k in ("read", "convert", "fill", "check")))
+            r["floor"] = min((x["floor"] for x in runs), key=lambda f: f["read"] + f["fill"])
+            r["kept"] = all(x["kept"] for x in runs)
             floor = r["floor"]["read"] + r["floor"]["fill"]
             t = r["timings"]
             mig = t["read"] + t["convert"] + t["fill"] + t["check"]

@@ -306,8 +306,8 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
             os.rename(a["tmp"], a["pin"])     # bpffs: the name holds the old map, then the new one, never nothing
         except OSError as exc:
             raise LqosError("publishing the new map %s (rename %s over %s) failed: %s. The old map is still "
-                            "pinned at %s and at %s." % (name, a["tmp"], a["pin"], exc.strerror, a["old_path"],
-                                                          a["aside"]),
+                            "pinned at %s and at %s."
+                            % (name, a["tmp"], a["pin"], exc.strerror, a["old_path"], a["aside"]),
                             "check that pin_root is a writable bpffs, then run again (it continues) or roll back "
                             "with state: rolled_back.")
         row["published_at"] = time.time()

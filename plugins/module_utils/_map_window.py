@@ -256,13 +256,14 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
     old_t, new_t = BB.dump(old_path), BB.dump(new_path)
     if callable(rows):
         rows = rows()             # a snapshot deferred until the old map was read
+    keep_old = counter            # a counter map's rows keep the old values for the next pass
     if rows is None:
         rows, counter = {}, False  # without the snapshot an increase cannot be told from the copied total
     stats = {"carried": 0, "deleted": 0, "kept_newer": 0, "added_up": 0, "old_read_at": read_at}
     # every old entry converted at once: a value is "changed" when its conversion differs from what was written
     # (the new map's capacity is the fill's to report, key by key)
-    room = new_side if new_side["type"] in G.ARRAY_KINDS else dict(new_side, max_entries=max(new_side["max_entries"],
-                                                                                              old_t.n))
+    room = new_side if new_side["type"] in G.ARRAY_KINDS else \
+        dict(new_side, max_entries=max(new_side["max_entries"], old_t.n))
     nk, nv = G.convert_table(plan, old_side, room, old_t.keys, old_t.values, old_t.n, ncpus,
                              allow_narrowing=allow_narrowing)
     kb, nb, ob = new_side["key_size"], new_t.value_bytes, old_t.value_bytes
@@ -278,9 +279,9 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
         seen.add(key)
         row = rows.get(key)
         d = digest(cv)
-        old_value = old_t.values[i * ob:(i + 1) * ob] if counter else None
+        old_value = old_t.values[i * ob:(i + 1) * ob] if keep_old else None
         if row is not None and row[0] == d:
-            out_rows[key] = row if not counter else (row[0], row[1], old_value)
+            out_rows[key] = row if not keep_old else (row[0], row[1], old_value)
             continue                              # unchanged in the old map since the last pass
         cur = new_now.get(key)
         if cur is None or (row is not None and digest(cur) == row[1]):

@@ -473,7 +473,7 @@ pinned_maps:
     - The result of the pin step (O(pinned_maps)), as M(lqos.bpf.pinned_maps) returns it - C(actions), C(migrated),
       C(pins), C(summary), C(msg), ... Also in the result of a run that failed after the step, without C(pins).
     - After an applied attach, C(caught_up) says per replaced map what the catch-up pass carried from the old map
-      into the new one since the copy - C(carried), C(deleted), C(kept_newer) (written in the new map since:
+      into the new one since the copy - C(carried), C(deleted), C(kept_newer) (written in the new map since, so
       kept), C(added_up) (a counter map's increases added).
   returned: with O(pinned_maps)
   type: dict

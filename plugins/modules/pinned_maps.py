@@ -281,8 +281,8 @@ restored:
            entries_total: 3, entries_to_write: 3, entries_written: 3}
 migrated:
   description: For O(state=migrated), one item per map filled by this run, with C(name), C(entries_total),
-    C(entries_written), C(new_id), C(copied_at) and C(published_at) (seconds since the epoch: the copy began,
-    the new map took the name) and C(timings) (seconds spent to C(read), C(convert), C(fill), C(check) and
+    C(entries_written), C(new_id), C(copied_at) and C(published_at) (seconds since the epoch, when the copy
+    began and when the new map took the name) and C(timings) (seconds spent to C(read), C(convert), C(fill), C(check) and
     C(snapshot)) (C(repinned=true) when that is the live map the attached programs use, with
     C(entries_total=null)). RV(actions) carries C(live_id) for such a map, and each map's plan in C(migration) (C(from), C(to), C(entries),
     C(key)/C(value) with C(copied), C(widened), C(narrowed), C(defaulted), C(zeroed), C(lost), and C(refused)) and a
