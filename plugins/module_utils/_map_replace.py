@@ -386,7 +386,8 @@ def _fill(a: dict, new: dict, state_dir: str, pin_root: str, counter: bool, ncpu
     step("half:" + a["name"])
     BB.fill(a["tmp"], BB.Table(nk[half * kb:], nv[half * vb:], kb, vb), a["tmp"])
     lap("fill")
-    back = BB.dump(a["tmp"]) if new["type"] not in G.ARRAY_KINDS else new_t   # an array map never evicts
+    # Only an LRU map drops entries without an error (it evicts); a full hash or trie refuses the write instead.
+    back = BB.dump(a["tmp"]) if new["type"].startswith("lru_") else new_t
     if back.n != new_t.n:
         # Nothing but this run writes the map at its temporary pin, so the kernel dropped them.
         have = back.as_dict()
