@@ -618,6 +618,8 @@ def _run(module, att: Attacher, apply: bool) -> dict:
         else:
             att.tc_slots = [{"program": t["program"], "direction": t["direction"], "handle": t["handle"],
                              "priority": t["priority"]} for t in (att.spec.get("attach") or {}).get("tc") or []]
+        if apply and have_if:
+            att.publish_leftover_pins()
         att.read_pins()
         if present:
             att.plan_present()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, LqosError,
@@ -213,6 +214,8 @@ class ApplyMixin(object):
                 os.close(fd)
             if lo is not None:
                 lo.close()
+        if os.environ.get("LQOS_BPF_TEST_KILL_AT") == "attach:swapped":   # test hook: a crash right after the swap
+            os.kill(os.getpid(), signal.SIGKILL)
         for tmp, final in new_pins:
             os.rename(tmp, final)     # bpffs rename replaces the old pin atomically
         self.apply_kprobe_detach()
@@ -362,8 +365,8 @@ class ApplyMixin(object):
             return "TC %s back to id %d" % (direction, old_id)
         return back
 
-    def cleanup_pins(self) -> None:
-        """Unpin our programs that no hook we manage holds any more (and leftover __new pins)."""
+    def live_ids(self) -> set:
+        """Ids of the programs on the hooks this module manages on the interface (XDP, TC slots)."""
         live = set()
         q = _bpf_hooks.xdp_query(self.ifindex)
         live.update(i for i in (q["drv_prog_id"], q["skb_prog_id"], q["hw_prog_id"]) if i)
@@ -373,13 +376,39 @@ class ApplyMixin(object):
             cur = _bpf_hooks.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
             if cur:
                 live.add(cur)
+        return live
+
+    def publish_leftover_pins(self) -> list:
+        """A run killed between a swap and the rename of the new program's pin left the program on the hook
+        pinned at NAME__new: rename it over NAME (what that run would have done next), so the program stays
+        pinned and ours. Returns the published pins."""
+        if self.ifindex is None or not os.path.isdir(self.pin_dir):
+            return []
+        live = self.live_ids()
+        out = []
+        for entry in sorted(os.listdir(self.pin_dir)):
+            path = os.path.join(self.pin_dir, entry)
+            if not entry.endswith(NEW_SUFFIX) or _libbpf.pinned_kind(path) != "prog":
+                continue
+            if _bpf_maps.prog_info_by_path(path)["id"] in live:
+                os.rename(path, path[:-len(NEW_SUFFIX)])
+                out.append(path[:-len(NEW_SUFFIX)])
+        return out
+
+    def cleanup_pins(self) -> None:
+        """Unpin our programs that no hook we manage holds any more; a leftover __new pin of a program a hook
+        holds is renamed over its name, any other is removed."""
+        live = self.live_ids()
         if not os.path.isdir(self.pin_dir):
             return
         for entry in os.listdir(self.pin_dir):
             path = os.path.join(self.pin_dir, entry)
             if _libbpf.pinned_kind(path) != "prog":
                 continue
-            if entry.endswith(NEW_SUFFIX) or _bpf_maps.prog_info_by_path(path)["id"] not in live:
+            on_hook = _bpf_maps.prog_info_by_path(path)["id"] in live
+            if entry.endswith(NEW_SUFFIX) and on_hook:
+                os.rename(path, path[:-len(NEW_SUFFIX)])
+            elif entry.endswith(NEW_SUFFIX) or not on_hook:
                 os.unlink(path)
 
     def write_state(self) -> None:

@@ -247,7 +247,7 @@ def _pin_incompatibilities(obj) -> list:
 
 
 def _prepare(path: str, pin_root: str | None, resize: dict, rodata: dict, data: dict, disabled, log_size: int,
-             no_pins: bool = False, shrink_to: int | None = None):
+             no_pins: bool = False, shrink_to: int | None = None, pin_paths: dict | None = None):
     """Open ``path`` and apply everything before bpf_object__load: resizes,
     load-time values, autoload off for ``disabled``, one verifier log buffer per
     loaded program. no_pins: pin nothing and reuse no pin (a trial load).
@@ -273,6 +273,12 @@ def _prepare(path: str, pin_root: str | None, resize: dict, rodata: dict, data: 
                 if shrink_to and name not in resize and lib.bpf_map__type(m) in SHRINKABLE_MAP_TYPES \
                         and lib.bpf_map__max_entries(m) > shrink_to:
                     lib.bpf_map__set_max_entries(m, shrink_to)
+        for name, pin in (pin_paths or {}).items():
+            if name not in maps:
+                raise LibbpfError("cannot pin map %s at %s: %s has no such map" % (name, pin, path), _errno.ENOENT)
+            ret = lib.bpf_map__set_pin_path(maps[name], _b(pin))
+            if ret < 0:
+                _fail("setting the pin path of map %s to %s failed" % (name, pin), _errno_of(ret))
         if pin_root and not no_pins:
             _reuse_pins(maps, pin_root)
         if rodata or data:
@@ -334,14 +340,16 @@ def _reuse_pins(maps: dict, pin_root: str) -> None:
 
 
 def load_object(path: str, pin_root: str | None = None, resize: dict | None = None, rodata: dict | None = None,
-                data: dict | None = None, log_size: int = 1 << 20, disabled=()) -> LoadedObject:
+                data: dict | None = None, log_size: int = 1 << 20, disabled=(), pin_paths: dict | None = None
+                ) -> LoadedObject:
     """Open, adjust and load a BPF object.
 
     pin_root: where LIBBPF_PIN_BY_NAME maps are pinned or reused (libbpf default
     /sys/fs/bpf). resize: {map: max_entries}. rodata / data: {variable: int or
     bytes} written into .rodata* / .data*/.bss* before load (integers in the
     object's byte order, the variable's width). disabled: program names left
-    out (autoload off). Every loaded program gets a verifier log buffer of
+    out (autoload off). pin_paths: {map: pin path} for maps pinned (or reused)
+    somewhere else than pin_root/NAME. Every loaded program gets a verifier log buffer of
     log_size bytes (filled only when its load fails).
 
     Raises LoadError (a LibbpfError with ``program`` and ``refusal`` set when
@@ -349,7 +357,7 @@ def load_object(path: str, pin_root: str | None = None, resize: dict | None = No
     """
     ffi, lib = _ffi_lib()
     obj, log_bufs = _prepare(path, pin_root, dict(resize or {}), dict(rodata or {}), dict(data or {}),
-                             set(disabled or ()), log_size)
+                             set(disabled or ()), log_size, pin_paths=pin_paths)
     ok = False
     try:
         mark = _log_mark()

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 import traceback
 
@@ -223,12 +224,16 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    # The pid in the temporary name lets a later run remove what a killed writer left (remove_stale_temps).
+    fd, tmp = tempfile.mkstemp(prefix=".%s.%d." % (os.path.basename(path), os.getpid()), dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        kill = os.environ.get("LQOS_BPF_TEST_KILL_AT", "")
+        if kill.startswith("write:") and os.path.basename(path).startswith(kill[6:]):
+            os.kill(os.getpid(), 9)   # test hook: a crash with the temporary file written, not yet renamed
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as exc:
@@ -238,6 +243,37 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
             exc.filename = path
         raise
     fsync_dir(directory)
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<base>.+)\.(?P<pid>[0-9]+)\.[A-Za-z0-9_]+$")
+
+
+def remove_stale_temps(directory: str, base_pattern: str) -> list:
+    """Remove the temporary files atomic_write left in ``directory`` for final names matching ``base_pattern``
+    (a regular expression) when the process that wrote them is gone (killed mid-write); returns their paths."""
+    pattern = re.compile(base_pattern + "$")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_NAME.match(name)
+        if not m or not pattern.match(m.group("base")):
+            continue
+        try:
+            os.kill(int(m.group("pid")), 0)
+            continue            # its writer still runs
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+        except OSError:
+            pass
+    return removed
 
 
 def atomic_symlink(target: str, link: str) -> None:

@@ -343,3 +343,82 @@ def convert_entries(plan: dict, old: dict, new: dict, entries: list, ncpus: int,
         raise MigrationError("map %s: %d entries do not fit in max_entries %d; nothing was changed."
                              % (plan["map"], len(out), new["max_entries"]))
     return out
+
+
+def _unit(*numbers) -> int:
+    """The widest of 8, 4, 2, 1 bytes that divides every number (offsets, sizes, strides)."""
+    for u in (8, 4, 2, 1):
+        if all(n % u == 0 for n in numbers):
+            return u
+    return 1
+
+
+_FORMATS = {8: "Q", 4: "I", 2: "H", 1: "B"}
+
+
+def _columns(conv: Converter, src: bytes, n: int, stride_in: int, stride_out: int):
+    """All n records of ``src`` (stride_in bytes apart) converted at once, column by column: every op copies a
+    column of 8, 4, 2 or 1 bytes across all records in one strided slice assignment (plain Python, no numpy).
+    Returns the new bytes (stride_out bytes per record), or None when an op needs the value itself (a signed
+    widening, a narrowing whose high bytes are not all zero, a big-endian layout): the caller converts record by
+    record then."""
+    if conv.order != "little":
+        return None
+    out = bytearray((conv.template + bytes(stride_out - conv.new_size)) * n)
+    if not n:
+        return bytes(out)
+    moves = []
+    for how, so, ssz, do, dsz, signed, _path in conv.ops:
+        if how == "copy":
+            moves.append((so, do, min(ssz, dsz)))
+        elif how == "widen" and not signed:
+            moves.append((so, do, ssz))          # the low bytes; the template holds zeros above
+        elif how == "narrow" and not signed:
+            high = memoryview(src)
+            for b in range(dsz, ssz):            # every dropped byte must be zero in every record
+                if high[so + b::stride_in].tobytes().count(0) != n:
+                    return None
+            moves.append((so, do, dsz))
+        else:
+            return None
+    for so, do, size in moves:
+        u = _unit(so, do, size, stride_in, stride_out)
+        fmt = _FORMATS[u]
+        mi = memoryview(src).cast(fmt)
+        mo = memoryview(out).cast(fmt)
+        si, sd = stride_in // u, stride_out // u
+        for j in range(size // u):
+            mo[do // u + j::sd] = mi[so // u + j::si]
+    return bytes(out)
+
+
+def convert_table(plan: dict, old: dict, new: dict, keys: bytes, values: bytes, n: int, ncpus: int,
+                  order: str = "little", allow_narrowing: bool = False) -> tuple:
+    """(new keys, new values) as flat buffers for n entries given as flat buffers (``keys``: n x old key_size
+    bytes; ``values``: n x the old value bytes, per-CPU blobs whole). Converts column by column where it can
+    (``_columns``), else through ``convert_entries``; raises MigrationError like it, before returning anything."""
+    if plan["refused"]:
+        raise MigrationError("map %s cannot be migrated: %s" % (plan["map"], "; ".join(plan["refused"])))
+    kc = Converter(plan["_key_plan"], new["key_size"], order, allow_narrowing)
+    vc = Converter(plan["_value_plan"], new["value_size"], order, allow_narrowing)
+    percpu = old["type"] in PERCPU_KINDS
+    copies = ncpus if percpu else 1
+    si = (old["value_size"] + 7) // 8 * 8 if percpu else old["value_size"]
+    so = (new["value_size"] + 7) // 8 * 8 if percpu else new["value_size"]
+    if kc.identity and new["key_size"] == old["key_size"]:
+        nkeys = keys
+    else:
+        nkeys = _columns(kc, keys, n, old["key_size"], new["key_size"])
+    nvalues = values if vc.identity and si == so else _columns(vc, values, n * copies, si, so)
+    fits = new["type"] not in ARRAY_KINDS or all(
+        int.from_bytes(nkeys[i * new["key_size"]:(i + 1) * new["key_size"]], order) < new["max_entries"]
+        for i in range(n)) if nkeys is not None else False
+    if nkeys is None or nvalues is None or not fits:
+        ksz, vsz = old["key_size"], si * copies
+        rows = [(keys[i * ksz:(i + 1) * ksz], values[i * vsz:(i + 1) * vsz]) for i in range(n)]
+        out = convert_entries(plan, old, new, rows, ncpus, order, allow_narrowing)
+        return b"".join(k for k, v in out), b"".join(v for k, v in out)
+    if new["type"] not in ARRAY_KINDS and n > new["max_entries"]:
+        raise MigrationError("map %s: %d entries do not fit in max_entries %d; nothing was changed."
+                             % (plan["map"], n, new["max_entries"]))
+    return nkeys, nvalues

@@ -5,54 +5,56 @@
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
 """Two-phase replacement of incompatible map pins (kernel side of ``pinned_maps``
-states ``migrated``, ``committed`` and ``rolled_back``).
+states ``migrated``, ``committed`` and ``rolled_back``). A map's name is never
+missing while it runs:
 
-1. ``migrated``: each incompatible pin ``NAME`` is renamed (``rename(2)``,
-   atomic within one bpffs) to ``<pin_root>/lqos_bpf_aside/NAME``: the old map
-   stays alive and pinned, and the programs that use it keep running. The new
-   object is then loaded with every program left out, so libbpf creates and
-   pins its maps at the free names; every entry of the moved-aside map is
-   converted to the new layout by BTF (``_map_migrate``), all before the first
-   write, then written and read back. ``lqos.bpf.attach`` swaps the programs
-   atomically afterwards.
-2. ``committed`` (after the health check): each moved-aside map is backed up
-   to a file (with the BTF shapes of its key and value) and unpinned.
-3. ``rolled_back`` (on failure): the new pin at ``NAME`` is unpinned and the
-   moved-aside pin renamed back, so re-attaching the previous build reuses the
-   live old maps.
+1. ``migrated``: the new object is loaded with every program left out, so
+   libbpf creates each new map pinned at ``<pin_root>/lqos_bpf_aside/lqos_bpf_new/NAME``;
+   every entry of the old map is read (``BPF_MAP_LOOKUP_BATCH``), converted to
+   the new layout by BTF (``_map_migrate``), written (``BPF_MAP_UPDATE_BATCH``)
+   and read back, and a snapshot of what was copied is kept (``_map_window``).
+   The old map is then pinned a second time at ``lqos_bpf_aside/NAME`` and the
+   new pin renamed over ``NAME`` (``rename(2)``: bpffs replaces the name in one
+   step). The old programs keep running on the old map; ``lqos.bpf.attach``
+   swaps the programs atomically afterwards and runs a catch-up pass.
+2. ``committed`` (after the health check): a last catch-up carries what changed
+   in the old map since the copy, then each moved-aside map is backed up to a
+   file (with the BTF shapes of its key and value) and unpinned.
+3. ``rolled_back`` (on failure): each moved-aside pin is renamed back over
+   ``NAME``, so re-attaching the previous build reuses the live old maps.
 
 A stale pin can also sit over a map the attached programs still use: the pin
 was replaced by hand or by another loader while this collection's programs
 (pinned under ``<pin_root>/lqos_bpf/``) kept the original map by fd. Then the
 live map already has the new layout and holds the programs' data: ``migrated``
-moves the stale pin aside as above and pins the live map at ``NAME`` instead
-of creating an empty one ("adopt"); the stale map's entries are not copied
-(they are the ones the programs never saw), and commit backs it up.
+pins the live map at the temporary name and publishes it the same way instead
+of creating an empty one ("adopt"); the stale map's entries are not copied, and
+commit backs it up.
 
 The pins themselves are the journal: a pin under ``lqos_bpf_aside/`` means a
-replacement is under way, whatever happened to the process. One small record
-per pin_root in ``state_dir`` (``/run``, gone at reboot like the pins) says
-which new map was completely filled from which old one, so a rerun never
-overwrites entries the new programs wrote. ``LQOS_BPF_TEST_KILL_AT=<step>``
-makes the process kill itself with SIGKILL right after that step (tests).
+replacement is under way, whatever happened to the process; a small record per
+pin_root in ``state_dir`` (``/run``) says which new map was completely filled
+from which old one. ``LQOS_BPF_TEST_KILL_AT=<step>`` makes the process kill
+itself with SIGKILL right after that step (tests).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
 import os
 import signal
+import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR, atomic_write
+from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_window as W
+from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal  # noqa: F401
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O  # noqa: E741
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
@@ -60,6 +62,7 @@ ASIDE_DIR = MAP_ASIDE_DIR
 PROG_PIN_DIR = "lqos_bpf"  # where lqos.bpf.attach pins the programs it attached (_attach_plan.PIN_SUBDIR)
 DEFAULT_STATE_DIR = MAP_STATE_DIR
 KILL_ENV = "LQOS_BPF_TEST_KILL_AT"
+TMP_DIR = ASIDE_DIR + "/lqos_bpf_new"  # (bpffs refuses dots in names)  # new maps pinned here while they are filled, then renamed over their names
 
 
 def step(name: str) -> None:
@@ -72,47 +75,19 @@ def aside_name(name: str) -> str:
     return ASIDE_DIR + "/" + name
 
 
+def tmp_name(name: str) -> str:
+    return TMP_DIR + "/" + name
+
+
 def is_aside(name: str) -> bool:
+    """A pin under lqos_bpf_aside/: a moved-aside map, or a new map not yet renamed over its name."""
     return name == ASIDE_DIR or name.startswith(ASIDE_DIR + "/")
 
 
 def pending(pins: list) -> list:
-    """The audited pins that are moved-aside maps: [(original name, aside pin)]."""
-    return [(p["name"][len(ASIDE_DIR) + 1:], p) for p in pins if p["kind"] == "map" and is_aside(p["name"])]
-
-
-# --------------------------------------------------------------------------
-# Journal: which new map was filled from which old one
-# --------------------------------------------------------------------------
-
-def _journal_path(state_dir: str, pin_root: str) -> str:
-    return os.path.join(state_dir, "replace-%s.json" % hashlib.sha256(pin_root.encode()).hexdigest()[:16])
-
-
-def read_journal(state_dir: str, pin_root: str) -> dict:
-    try:
-        with open(_journal_path(state_dir, pin_root)) as fh:
-            doc = json.load(fh)
-        return doc if isinstance(doc, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def write_journal(state_dir: str, pin_root: str, doc: dict) -> None:
-    """Record ``doc``; an empty one removes the record (nothing under way leaves no file behind)."""
-    if not doc:
-        try:
-            os.unlink(_journal_path(state_dir, pin_root))
-        except FileNotFoundError:
-            pass
-        except NotADirectoryError:
-            pass  # state_dir is a file: reported by the next write that needs it
-        return
-    if os.path.lexists(state_dir) and not os.path.isdir(state_dir):
-        raise LqosError("state_dir %s is a file, not a folder; nothing was changed." % state_dir,
-                        "give a folder (default %s)." % DEFAULT_STATE_DIR)
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    atomic_write(_journal_path(state_dir, pin_root), json.dumps(doc, sort_keys=True), mode=0o600)
+    """The audited pins that are moved-aside maps: [(original name, aside pin)] (temporary pins left out)."""
+    return [(p["name"][len(ASIDE_DIR) + 1:], p) for p in pins if p["kind"] == "map" and is_aside(p["name"])
+            and not p["name"].startswith(TMP_DIR + "/")]
 
 
 # --------------------------------------------------------------------------
@@ -190,11 +165,12 @@ def live_maps(pins: list, sides: dict) -> dict:
 
 def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, defaults: dict,
                       allow_narrowing: bool = False) -> list:
-    """One action per incompatible map pin the object makes, and per moved-aside pin not yet filled:
-    {action: replace|finish, name, pin, aside, old_id, new_id, live_id, plan}. ``live_id`` is set when the
-    attached programs already use a live map of the new layout under that name (it is pinned, not a new
-    map created). Raises when a moved-aside pin and an incompatible pin share a name (an earlier
-    replacement was never committed or rolled back)."""
+    """One action per incompatible map pin the object makes, and per moved-aside pin whose replacement is not
+    published: {action: replace|finish, name, pin, aside, old_id, new_id, live_id, plan}. ``live_id`` is set
+    when the attached programs already use a live map of the new layout under that name (it is pinned, not a
+    new map created). An incompatible pin pinned a second time at its aside path is a replacement a killed run
+    left before the rename: it continues. Raises when a moved-aside pin and a different incompatible pin share
+    a name (an earlier replacement was never committed or rolled back)."""
     aside = dict(pending(pins))
     live = live_maps(pins, sides)
     actions = []
@@ -202,7 +178,7 @@ def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, def
         if pin["kind"] != "map" or is_aside(pin["name"]):
             continue
         if pin["status"] == "incompatible" and pin["name"] in sides:
-            if pin["name"] in aside:
+            if pin["name"] in aside and aside[pin["name"]]["id"] != pin.get("id"):
                 raise LqosError("map %s has both an incompatible pin and a moved-aside pin %s from an earlier "
                                 "replacement; nothing was changed." % (pin["name"], aside[pin["name"]]["path"]),
                                 "finish that replacement first: state: committed (keep the new maps) or "
@@ -215,8 +191,11 @@ def plan_replacements(pin_root: str, pins: list, sides: dict, journal: dict, def
             continue
         path = os.path.join(pin_root, name)
         new_id = _pinned_id(path)
+        if new_id == apin["id"]:
+            continue  # the old map pinned twice: the incompatible pin above continues it
         done = journal.get(name)
-        if new_id is not None and done and (done.get("aside_id"), done.get("new_id")) == (apin["id"], new_id):
+        if new_id is not None and done and done.get("aside_id") == apin["id"] \
+                and new_id in (done.get("new_id"), done.get("tmp_id")):
             continue
         live_id = live.get(name) if new_id in (None, live.get(name)) else None
         actions.append(_action("finish", pin_root, name, apin["path"], sides, defaults, new_id, allow_narrowing,
@@ -235,20 +214,21 @@ def _action(kind: str, pin_root: str, name: str, old_path: str, sides: dict, def
             new_id=None, allow_narrowing: bool = False, live_id=None) -> dict:
     old = kernel_side(old_path)
     try:  # a stale pin over a live map is not copied: its entries are not read
-        rows = M.map_entries(old_path) if old["type"] in G.MIGRATABLE and live_id is None else None
+        table = BB.dump(old_path) if old["type"] in G.MIGRATABLE and live_id is None else None
     except L.LibbpfError:
-        rows = None
-    plan = G.plan_map(name, old, sides[name], None if rows is None else len(rows), (defaults or {}).get(name))
+        table = None
+    plan = G.plan_map(name, old, sides[name], None if table is None else table.n, (defaults or {}).get(name))
     if live_id is not None:
         plan["refused"] = []  # nothing moves out of the stale map: the live map is the programs' own
-    elif rows and not plan["refused"]:
+    elif table and table.n and not plan["refused"]:
         try:  # every entry converted once now, so a value that cannot move refuses the plan itself
-            G.convert_entries(plan, old, sides[name], rows, L.possible_cpus(), allow_narrowing=allow_narrowing)
+            G.convert_table(plan, old, sides[name], table.keys, table.values, table.n, L.possible_cpus(),
+                            allow_narrowing=allow_narrowing)
         except G.MigrationError as exc:
             plan["refused"].append(exc.msg.split(": ", 1)[1].split("; nothing was changed")[0])
     return {"action": kind, "name": name, "pin": os.path.join(pin_root, name),
-            "aside": os.path.join(pin_root, aside_name(name)), "old_id": old["id"], "new_id": new_id,
-            "live_id": live_id, "plan": plan, "old": old}
+            "aside": os.path.join(pin_root, aside_name(name)), "tmp": os.path.join(pin_root, tmp_name(name)),
+            "old_id": old["id"], "new_id": new_id, "live_id": live_id, "plan": plan, "old": old}
 
 
 def refusals(actions: list) -> list:
@@ -257,208 +237,175 @@ def refusals(actions: list) -> list:
 
 
 def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, state_dir: str,
-                       allow_narrowing: bool) -> list:
-    """Move aside, create the new maps (object loaded with no program), fill and verify. Returns
-    [{name, entries_written, entries_total, new_id}], plus ``started_empty`` and ``aside`` for a map that starts
-    empty (its ``entries_total``: the entries kept in the old map aside; None for a type whose contents never
-    move, such as a ring buffer) and ``repinned`` for a live map pinned again."""
+                       allow_narrowing: bool, counters=(), backup_dir: str | None = None) -> list:
+    """Publish each new map without its name ever going missing: create it pinned at
+    ``lqos_bpf_aside/lqos_bpf_new/NAME`` (the object loaded with no program), fill and verify it there, keep the
+    snapshot, pin the old map a second time at ``lqos_bpf_aside/NAME``, then rename(2) the new pin over NAME
+    (bpffs replaces the old name in one step). ``counters``: names of maps whose fields add up. Returns
+    [{name, entries_written, entries_total, new_id, copied_at, published_at}] (times: seconds since the
+    epoch), plus ``started_empty`` and ``aside`` for a map that starts empty (its ``entries_total``: the entries
+    kept in the old map aside; None for a type whose contents never move, such as a ring buffer) and
+    ``repinned`` for a live map pinned again."""
+    W.remove_leftovers(state_dir, backup_dir)
     journal = read_journal(state_dir, pin_root)
     for a in actions:
-        if a["action"] != "replace":
-            continue
-        if _pinned_id(a["pin"]) != a["old_id"]:
+        cur = _pinned_id(a["pin"])
+        if a["action"] == "replace" and cur != a["old_id"]:
             raise LqosError("pin %s no longer holds the audited map id %d; nothing was moved."
-                            % (a["pin"], a["old_id"]),
-                            "run the task again to audit the current pins.")
-        os.makedirs(os.path.dirname(a["aside"]), exist_ok=True)
-        if os.path.lexists(a["aside"]):
+                            % (a["pin"], a["old_id"]), "run the task again to audit the current pins.")
+        if a["action"] == "replace" and os.path.lexists(a["aside"]) and _pinned_id(a["aside"]) != a["old_id"]:
             raise LqosError("%s already exists; map %s was not moved aside." % (a["aside"], a["name"]),
                             "commit or roll back the earlier replacement first.")
-        try:
-            os.rename(a["pin"], a["aside"])
-        except OSError as exc:
-            raise LqosError("moving pin %s aside to %s failed: %s." % (a["pin"], a["aside"], exc.strerror),
-                            "check that pin_root is a writable bpffs (root, CAP_SYS_ADMIN).")
-        journal.pop(a["name"], None)
-        step("aside:" + a["name"])
+        a["old_path"] = a["pin"] if cur == a["old_id"] else a["aside"]
+        a["sync_only"] = a["action"] == "finish" and cur is not None   # a new map is there already
+        j = journal.get(a["name"]) or {}
+        tid = _pinned_id(a["tmp"])
+        if tid is not None and (a["sync_only"] or (j.get("tmp_id"), j.get("old_id")) != (tid, a["old_id"])):
+            os.unlink(a["tmp"])   # a killed run's new map, not completely filled: start it again
+            tid = None
+        a["filled"] = tid is not None
+    os.makedirs(os.path.join(pin_root, TMP_DIR), exist_ok=True)
     for a in actions:
-        if a["live_id"] is not None and _pinned_id(a["pin"]) != a["live_id"]:
+        if a["live_id"] is not None and not a["sync_only"] and not a["filled"]:
             _pin_live(a)
             step("repinned:" + a["name"])
-    if any(_pinned_id(a["pin"]) is None for a in actions):
-        _create_maps(obj, pin_root, resize)
+    if any(not a["sync_only"] and not a["filled"] and a["live_id"] is None for a in actions):
+        # every replaced map at its temporary pin: libbpf creates the missing ones and reuses the others
+        _create_maps(obj, pin_root, resize, {a["name"]: a["tmp"] for a in actions if not a["sync_only"]})
         step("loaded")
+    ncpus = L.possible_cpus()
     done = []
     for a in actions:
-        old, new_path = a["old"], a["pin"]
-        new = kernel_side(new_path)
-        if a["live_id"] is not None:
-            journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"], "repinned": True}
+        name = a["name"]
+        counter = name in counters
+        if a["sync_only"]:
+            from ansible_collections.lqos.bpf.plugins.module_utils._map_commit import catch_up
+            out = catch_up(pin_root, name, state_dir, counter, allow_narrowing)
+            journal[name] = {"aside_id": a["old_id"], "new_id": a["new_id"], "counter": counter}
             write_journal(state_dir, pin_root, journal)
-            done.append({"name": a["name"], "entries_total": None, "entries_written": 0, "new_id": new["id"],
-                         "repinned": True})
+            done.append({"name": name, "entries_total": None, "entries_written": out["carried"],
+                         "new_id": a["new_id"], "caught_up": out})
             continue
-        if a["old"]["type"] not in G.MIGRATABLE or a.get("empty"):
-            journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
+        row = {"name": name, "entries_total": None, "entries_written": 0, "copied_at": time.time()}
+        tmp_id = _pinned_id(a["tmp"])
+        if not a["filled"]:
+            if a["live_id"] is None and a["old"]["type"] in G.MIGRATABLE and not a.get("empty"):
+                row["entries_total"], row["entries_written"], row["timings"] = _fill(
+                    a, kernel_side(a["tmp"]), state_dir, pin_root, counter, ncpus, allow_narrowing)
+            elif a["live_id"] is None:
+                # Started empty: the old map keeps its entries aside (counted, so the result says what is kept).
+                row["entries_total"] = (len(M.map_entries(a["old_path"])) if a["old"]["type"] in G.MIGRATABLE
+                                        else None)
+                row.update(started_empty=True, aside=a["aside"])
+            journal[name] = {"old_id": a["old_id"], "tmp_id": tmp_id, "aside_id": a["old_id"], "counter": counter,
+                             "repinned": a["live_id"] is not None}
             write_journal(state_dir, pin_root, journal)
-            # Started empty: the old map keeps its entries aside (counted, so the result says what is kept).
-            kept = len(M.map_entries(a["aside"])) if a["old"]["type"] in G.MIGRATABLE else None
-            done.append({"name": a["name"], "entries_total": kept, "entries_written": 0, "new_id": new["id"],
-                         "started_empty": True, "aside": a["aside"]})
-            continue
-        entries = M.map_entries(a["aside"])
+            step("filled:" + name)
+        if not os.path.lexists(a["aside"]):
+            os.makedirs(os.path.dirname(a["aside"]), exist_ok=True)
+            fd = L._obj_get(a["old_path"])
+            try:
+                L.obj_pin(fd, a["aside"])
+            finally:
+                os.close(fd)
+            step("aside:" + name)
         try:
-            converted = G.convert_entries(a["plan"], old, new, entries, L.possible_cpus(),
-                                          allow_narrowing=allow_narrowing)
-        except G.MigrationError as exc:
-            raise LqosError(exc.msg + " The old map stays moved aside at %s." % a["aside"],
-                            "roll back with state: rolled_back, or fix the new layout and run again.")
-        written = _fill(new_path, converted, a["name"])
-        journal[a["name"]] = {"aside_id": a["old_id"], "new_id": new["id"]}
+            os.rename(a["tmp"], a["pin"])     # bpffs: the name holds the old map, then the new one, never nothing
+        except OSError as exc:
+            raise LqosError("publishing the new map %s (rename %s over %s) failed: %s. The old map is still "
+                            "pinned at %s and at %s."
+                            % (name, a["tmp"], a["pin"], exc.strerror, a["old_path"], a["aside"]),
+                            "check that pin_root is a writable bpffs, then run again (it continues) or roll back "
+                            "with state: rolled_back.")
+        row["published_at"] = time.time()
+        step("renamed:" + name)
+        journal[name] = dict(journal.get(name) or {}, aside_id=a["old_id"], new_id=tmp_id)
         write_journal(state_dir, pin_root, journal)
-        done.append({"name": a["name"], "entries_total": len(entries), "entries_written": written,
-                     "new_id": new["id"]})
-        step("filled:" + a["name"])
+        row["new_id"] = tmp_id
+        if a["live_id"] is not None:
+            row["repinned"] = True
+        done.append(row)
+    try:
+        os.rmdir(os.path.join(pin_root, TMP_DIR))
+    except OSError:
+        pass
     return done
 
 
 def _pin_live(a: dict) -> None:
-    """Pin the live map the attached programs use at the name the stale pin left."""
+    """Pin the live map the attached programs use at the temporary name (renamed over the stale pin next)."""
     try:
         fd = M.map_fd_by_id(a["live_id"])
     except L.LibbpfError as exc:
         raise LqosError("the live map %s (id %d) the attached programs used is gone: %s. The stale pin stays "
-                        "moved aside at %s." % (a["name"], a["live_id"], exc.msg, a["aside"]),
+                        "at %s." % (a["name"], a["live_id"], exc.msg, a["old_path"]),
                         "run again: with the map gone, a new map is created and the entries migrated.")
     try:
-        L.obj_pin(fd, a["pin"])
+        L.obj_pin(fd, a["tmp"])
     except L.LibbpfError as exc:
-        raise LqosError("pinning the live map %s (id %d) at %s failed: %s. The stale pin stays moved aside at %s."
-                        % (a["name"], a["live_id"], a["pin"], exc.msg, a["aside"]),
+        raise LqosError("pinning the live map %s (id %d) at %s failed: %s. The stale pin stays at %s."
+                        % (a["name"], a["live_id"], a["tmp"], exc.msg, a["old_path"]),
                         "check that pin_root is a writable bpffs, then run again or roll back with "
                         "state: rolled_back.")
     finally:
         os.close(fd)
 
 
-def _create_maps(obj: str, pin_root: str, resize: dict) -> None:
-    """Load the object with every program left out: libbpf creates (and pins by name) the maps that are
-    missing under pin_root, with the object's BTF, and reuses the others; nothing is attached."""
+def _create_maps(obj: str, pin_root: str, resize: dict, pin_paths: dict) -> None:
+    """Load the object with every program left out: libbpf creates the maps of ``pin_paths`` pinned at those
+    temporary paths, creates (and pins by name) other maps missing under pin_root, and reuses the rest;
+    nothing is attached."""
     programs = [p["name"] for p in O.object_info(obj, pin_root)["programs"]]
     try:
-        loaded = O.load_object(obj, pin_root=pin_root, resize=resize, disabled=programs)
+        loaded = O.load_object(obj, pin_root=pin_root, resize=resize, disabled=programs, pin_paths=pin_paths)
     except L.LibbpfError as exc:
-        raise LqosError("creating the new maps of %s failed: %s. The old maps stay moved aside under %s."
-                        % (obj, exc.msg, os.path.join(pin_root, ASIDE_DIR)),
-                        "fix the cause, then run again (it finishes the replacement) or roll back with "
-                        "state: rolled_back.")
+        raise LqosError("creating the new maps of %s failed: %s. The old maps stay pinned at their names."
+                        % (obj, exc.msg),
+                        "fix the cause, then run again (it continues) or roll back with state: rolled_back.")
     loaded.close()
 
 
-def _fill(path: str, converted: list, name: str = "") -> int:
-    """Write converted entries (skipping those already equal), then read every one back.
-    Test hook step ``half:<name>``: after half of them."""
-    fd = L._obj_get(path)
+def _fill(a: dict, new: dict, state_dir: str, pin_root: str, counter: bool, ncpus: int,
+          allow_narrowing: bool) -> tuple:
+    """Copy every entry of the old map into the new one at its temporary pin (batch operations), count them
+    back, keep the snapshot. Returns (entries read, entries written, {read, convert, fill, check, snapshot}:
+    seconds each). Test hook step ``half:<name>``."""
+    clock = [time.perf_counter()]
+    took = {}
+
+    def lap(what):
+        clock.append(time.perf_counter())
+        took[what] = round(clock[-1] - clock[-2], 6)
+
+    old_t = BB.dump(a["old_path"])
+    lap("read")
     try:
-        current = dict(M.map_entries(fd))
-        written = 0
-        ffi, lib = L._ffi_lib()
-        M.map_info_by_fd(fd)  # checks it is a map once; the sizes were checked by the conversion
-        for key, value in converted:
-            if current.get(key) != value:
-                ret = lib.bpf_map_update_elem(fd, ffi.from_buffer(key), ffi.from_buffer(value), 0)
-                if ret < 0:
-                    M.map_update(fd, key, value)  # the same write again, for its error message
-                written += 1
-                if written == len(converted) // 2:
-                    step("half:" + name)
-        after = dict(M.map_entries(fd))
-    finally:
-        os.close(fd)
-    wrong = sum(1 for k, v in converted if after.get(k) != v)
-    if wrong:
-        raise LqosError("after migrating into %s, %d of %d entries are not there as written (an LRU map "
-                        "evicting, or a program writing?)." % (path, wrong, len(converted)),
-                        "grow the new map's max_entries, then run again; the old map is still moved aside.")
-    return written
-
-
-# --------------------------------------------------------------------------
-# committed / rolled_back
-# --------------------------------------------------------------------------
-
-def commit(pin_root: str, pins: list, backup_dir: str, state_dir: str, write_backup, write: bool) -> list:
-    """Back up each moved-aside map (with its BTF shapes) and unpin it. Refuses while the new pin is absent."""
-    out = []
-    journal = read_journal(state_dir, pin_root)
-    for name, apin in pending(pins):
-        new_path = os.path.join(pin_root, name)
-        if _pinned_id(new_path) is None:
-            raise LqosError("moved-aside map %s has no replacement pinned at %s; nothing was committed."
-                            % (apin["path"], new_path),
-                            "finish the replacement (state: migrated) or roll it back (state: rolled_back).")
-        out.append({"action": "commit", "name": name, "aside": apin["path"], "pin": new_path, "id": apin["id"]})
-        if not write:
-            continue
-        side = kernel_side(apin["path"])
-        why = ("a stale pin over the live map the attached programs use, which took its name back; committed"
-               if journal.get(name, {}).get("repinned") else "replaced by a new layout; committed")
-        apin = dict(apin, name=name, pinned_as=new_path, reason=why)
-        try:
-            backup = write_backup(apin, backup_dir, types={"key": side["key_shape"], "value": side["value_shape"],
-                                                           "source": side["source"]})
-        except LqosError as exc:
-            if side["type"] in G.MIGRATABLE:
-                raise
-            # A map of kernel objects or without walkable entries (ring buffer, queue, perf events): nothing
-            # a file can hold; its loader refills the new map.
-            backup = None
-            out[-1]["note"] = "not backed up: %s" % exc.msg
-        out[-1]["backup"] = backup
-        step("backed_up:" + name)
-        try:
-            os.unlink(apin["path"])
-        except FileNotFoundError:
-            pass
-        journal.pop(name, None)
-        write_journal(state_dir, pin_root, journal)
-    if write:
-        _prune_aside_dirs(pin_root)
-    return out
-
-
-def rollback(pin_root: str, pins: list, state_dir: str, write: bool) -> list:
-    """Put each moved-aside pin back at its name (unpinning the new map that took it)."""
-    out = []
-    journal = read_journal(state_dir, pin_root)
-    for name, apin in pending(pins):
-        path = os.path.join(pin_root, name)
-        new_id = _pinned_id(path)
-        out.append({"action": "roll_back", "name": name, "aside": apin["path"], "pin": path, "id": apin["id"],
-                    "unpins": new_id})
-        if not write:
-            continue
-        if new_id is not None and new_id != apin["id"]:
-            os.unlink(path)
-            step("unpinned:" + name)
-        try:
-            os.rename(apin["path"], path)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise LqosError("putting %s back at %s failed: %s." % (apin["path"], path, exc.strerror),
-                                "check that pin_root is writable; run again to finish the rollback.")
-        journal.pop(name, None)
-        write_journal(state_dir, pin_root, journal)
-    if write:
-        _prune_aside_dirs(pin_root)
-    return out
-
-
-def _prune_aside_dirs(pin_root: str) -> None:
-    root = os.path.join(pin_root, ASIDE_DIR)
-    for cur, dirs, files in os.walk(root, topdown=False):
-        if not files:
-            try:
-                os.rmdir(cur)
-            except OSError:
-                pass
+        nk, nv = G.convert_table(a["plan"], a["old"], new, old_t.keys, old_t.values, old_t.n, ncpus,
+                                 allow_narrowing=allow_narrowing)
+    except G.MigrationError as exc:
+        raise LqosError(exc.msg + " The old map stays pinned at %s." % a["old_path"],
+                        "roll back with state: rolled_back, or fix the new layout and run again.")
+    lap("convert")
+    kb, vb = new["key_size"], len(nv) // old_t.n if old_t.n else 0
+    new_t = BB.Table(nk, nv, kb, vb)
+    half = new_t.n // 2
+    BB.fill(a["tmp"], BB.Table(nk[:half * kb], nv[:half * vb], kb, vb), a["tmp"])
+    step("half:" + a["name"])
+    BB.fill(a["tmp"], BB.Table(nk[half * kb:], nv[half * vb:], kb, vb), a["tmp"])
+    lap("fill")
+    # Only an LRU map drops entries without an error (it evicts); a full hash or trie refuses the write instead.
+    back = BB.dump(a["tmp"]) if new["type"].startswith("lru_") else new_t
+    if back.n != new_t.n:
+        # Nothing but this run writes the map at its temporary pin, so the kernel dropped them.
+        have = back.as_dict()
+        missing = sum(1 for i in range(new_t.n) if new_t.key(i) not in have)
+        raise LqosError("after migrating into the new map %s (pinned at %s until it is complete), %d of %d entries "
+                        "are missing: a %s map evicts entries when it is nearly full (max_entries %d)."
+                        % (a["name"], a["tmp"], missing or abs(new_t.n - back.n), new_t.n, new["type"],
+                           new["max_entries"]),
+                        "grow the new map's max_entries, then run again; the old map is still pinned at %s."
+                        % a["old_path"])
+    lap("check")
+    W.keep_snapshot(state_dir, pin_root, a["name"], kb, old_t, new_t, counter)
+    lap("snapshot")
+    return old_t.n, new_t.n, took

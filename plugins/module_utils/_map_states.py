@@ -16,6 +16,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._changes import as_error,
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, why_not_live
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
+from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
 from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, write_backup
 
 try:
@@ -102,8 +103,10 @@ def run_migrated(module, pin_root: str, spec: dict | None, pins: list, found_con
         return result
     # The journal must be writable before any pin moves: a full or read-only state_dir stops here, nothing changed.
     probe_writable(params["state_dir"], 4096 + 256 * len(actions), "the replacement journal")
+    counters = {m["name"] for m in (spec or {}).get("pinned_maps", []) if m.get("counter")}
     try:
-        done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"])
+        done = R.apply_replacements(pin_root, actions, obj, resize, params["state_dir"], params["allow_narrowing"],
+                                    counters=counters, backup_dir=params.get("backup_dir"))
     except (LqosError, OSError) as exc:
         raise _half_done(as_error(exc, "replacing the map pins under %s" % pin_root), pin_root, actions,
                          params["state_dir"])
@@ -129,9 +132,13 @@ def _half_done(err: LqosError, pin_root: str, actions: list, state_dir: str) -> 
     for a in actions:
         new_id = _pinned_map_id(a["pin"])
         moved = a["action"] == "replace" and _pinned_map_id(a["aside"]) == a["old_id"]
-        if not moved and new_id in (None, a["old_id"], a.get("new_id")):
+        tmp_id = _pinned_map_id(a["tmp"]) if a.get("tmp") else None
+        if not moved and tmp_id is None and new_id in (None, a["old_id"], a.get("new_id")):
             continue
-        parts = ["map %s moved aside to %s" % (a["name"], a["aside"])] if moved else []
+        # The old map is pinned a second time aside before the new one takes its name (never missing).
+        parts = ["map %s pinned aside at %s" % (a["name"], a["aside"])] if moved else []
+        if tmp_id is not None:
+            parts.append("a new map (id %d) pinned at the temporary %s" % (tmp_id, a["tmp"]))
         if new_id is not None and new_id not in (a["old_id"], a.get("new_id")):   # new_id: pinned by an earlier run
             which = "the live" if a["live_id"] == new_id else "a new"
             parts.append("%s map (id %d) pinned at %s" % (which, new_id, a["pin"]))
@@ -159,7 +166,7 @@ def run_committed(module, pin_root: str, pins: list) -> dict:
     write = why_not_live(module) is None
     if write and R.pending(pins):
         prepare_backup_dir(params["backup_dir"])
-    done = R.commit(pin_root, pins, params["backup_dir"], params["state_dir"], write_backup, write)
+    done = C.commit(pin_root, pins, params["backup_dir"], params["state_dir"], write_backup, write)
     result = {"actions": done, "changed": bool(done), "removed": [d["aside"] for d in done] if write else [],
               "backups": [d["backup"] for d in done if d.get("backup")]}
     for d in done:
@@ -178,7 +185,7 @@ def run_committed(module, pin_root: str, pins: list) -> dict:
 
 def run_rolled_back(module, pin_root: str, pins: list) -> dict:
     write = why_not_live(module) is None
-    done = R.rollback(pin_root, pins, module.params["state_dir"], write)
+    done = C.rollback(pin_root, pins, module.params["state_dir"], write)
     result = {"actions": done, "changed": bool(done), "rolled_back": [d["name"] for d in done] if write else []}
     if not done:
         result["msg"] = "no moved-aside map under %s; nothing to roll back" % pin_root

@@ -62,7 +62,16 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
     ``obj``: the object the caller will load, when it is not its ``object`` param (e.g. the build's default path).
     Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
     caller = dict(module.params, object=obj or module.params.get("object"))
+    from ansible_collections.lqos.bpf.plugins.module_utils import _map_window
+    _map_window.DEFER[0] = True   # the snapshots are computed by catch_up() after the swap, or by flush()
     return run_pinned_maps(_StepModule(module, step_params(caller, options)))
+
+
+def flush() -> None:
+    """Write the copy-time snapshots the step kept in this process (an attach that failed before its catch-up)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _map_window
+    _map_window.flush_snapshots()
+    _map_window.DEFER[0] = False
 
 
 def pending(module, result: dict) -> bool:
@@ -77,6 +86,7 @@ def roll_back_step(module, result: dict, err):
     to undo it)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
     from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
+    from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
     from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path
     names = [d["name"] for d in result.get("migrated") or []]
     if not names or why_not_live(module) is not None:
@@ -91,10 +101,34 @@ def roll_back_step(module, result: dict, err):
         change = "map %s moved aside to %s and a new map pinned at %s" % (name, aside, os.path.join(pin_root, name))
         try:
             pin = {"name": R.aside_name(name), "kind": "map", "path": aside, "id": map_info_by_path(aside)["id"]}
-            R.rollback(pin_root, [pin], state_dir, True)
+            C.rollback(pin_root, [pin], state_dir, True)
         except Exception as exc:  # pylint: disable=broad-except
             left.append({"change": change, "undo": undo, "rollback_error": getattr(exc, "msg", None) or str(exc)})
             continue
         rolled.append("map %s put back at %s (the new map pinned there was unpinned)" % (name, name))
     return failure(err, rolled, left, "fix the cause, then run the task again (the pin step finishes the "
                                       "replacement)", who="the pin step")
+
+
+def catch_up(module, options: dict) -> dict:
+    """After the attach swapped the programs: one catch-up pass over every published replacement under the
+    caller's pin root ({map: {carried, deleted, kept_newer, added_up}}; empty when none is under way, in check
+    mode or without approval)."""
+    if why_not_live(module) is not None:
+        flush()
+        return {}
+    from ansible_collections.lqos.bpf.plugins.module_utils._map_commit import catch_up_all
+    params = step_params(dict(module.params), options)
+    if params["state"] != "migrated":
+        flush()
+        return {}
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, require_bpffs
+    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+    try:
+        return catch_up_all(require_bpffs(params["pin_root"]), params["state_dir"])
+    except (LqosError, LibbpfError) as exc:
+        flush()
+        # the swap is done and stays: the commit's pass tries again, with the same rules
+        module.warn("the catch-up after the swap stopped (%s); state: committed carries the writes over before it "
+                    "unpins the old maps" % getattr(exc, "msg", exc))
+        return {}

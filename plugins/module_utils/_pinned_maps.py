@@ -304,6 +304,11 @@ def classify(pin: dict, expectations: dict) -> dict:
     """Attach ``expected``/``differences``/``status`` to an inspected pin (pure)."""
     if pin["name"].startswith(ASIDE_DIR + "/") and pin["kind"] == "map":
         pin["status"] = "aside"
+        if pin["name"].startswith(ASIDE_DIR + "/lqos_bpf_new/"):
+            pin["reason"] = ("new map of %s, being filled by a replacement before it is renamed over that name; "
+                             "run state: migrated again to finish it, or state: rolled_back"
+                             % pin["name"][len(ASIDE_DIR + "/lqos_bpf_new/"):])
+            return pin
         pin["reason"] = ("old map of %s, moved aside by a replacement that is not finished: the programs attached "
                          "before it still use it; commit (state: committed) or roll back (state: rolled_back)"
                          % pin["name"][len(ASIDE_DIR) + 1:])

@@ -91,7 +91,7 @@ ITEM_KEYS = {
     "cpu_sized_maps": ("map", "constant", "header"),
     "mirrors": ("rust", "c"),
     "constants": ("name", "header", "rust", "rust_name"),
-    "pinned_maps": ("name", "key_size", "value_size"),
+    "pinned_maps": ("name", "key_size", "value_size", "counter"),
     "attach.tc": ("program", "direction", "handle", "priority", "optional", "topologies"),
 }
 # The spec name is a folder name (the default build root is /var/lib/lqos-bpf/<name>).
@@ -365,7 +365,8 @@ def validate_spec(raw) -> dict:
         item = c.item("pinned_maps", i, item)
         pinned.append({"name": c.ident(key + ".name", item.get("name")),
                        "key_size": c.integer(key + ".key_size", item.get("key_size"), 1, U32_MAX),
-                       "value_size": c.integer(key + ".value_size", item.get("value_size"), 1, U32_MAX)})
+                       "value_size": c.integer(key + ".value_size", item.get("value_size"), 1, U32_MAX),
+                       "counter": _counter_flag(c, key + ".counter", item.get("counter", False))})
 
     at = c.mapping("attach", raw.get("attach"), SECTION_KEYS["attach"])
     tc = []
@@ -487,3 +488,12 @@ def validate_spec(raw) -> dict:
         "toolchain": {"minimum_versions": {str(k): str(v) for k, v in minimums.items()}},
         "derive": derive,
     }
+
+
+def _counter_flag(c, key: str, value) -> bool:
+    """pinned_maps[].counter: true when every field of the map's values is a count that adds up (a catch-up
+    after a replacement then adds the old map's increases to the new map's values)."""
+    if not isinstance(value, bool):
+        raise c.fail(key, "must be true or false, got %s" % _show(value),
+                     "write counter: true for a map whose fields all add up, or leave it out")
+    return value

@@ -482,6 +482,9 @@ pinned_maps:
   description:
     - The result of the pin step (O(pinned_maps)), as M(lqos.bpf.pinned_maps) returns it - C(actions), C(migrated),
       C(pins), C(summary), C(msg), ... Also in the result of a run that failed after the step, without C(pins).
+    - After an applied attach, C(caught_up) says per replaced map what the catch-up pass carried from the old map
+      into the new one since the copy - C(carried), C(deleted), C(kept_newer) (written in the new map since, so
+      kept), C(added_up) (a counter map's increases added).
   returned: with O(pinned_maps)
   type: dict
   sample: {changed: false, actions: [], migrated: [], summary: {total: 9, compatible: 9},
@@ -497,7 +500,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import CFFI_IMP_ERR, HAS_CFFI
 from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import (
-    pending, roll_back_step, run_pin_step, STEP_OPTIONS,
+    catch_up, flush, pending, roll_back_step, run_pin_step, STEP_OPTIONS,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
@@ -534,7 +537,14 @@ def run(module) -> dict:
         raise LqosError("pinned_maps is a step before an attach; it has no meaning with state: absent.",
                         "leave pinned_maps out when detaching (lqos.bpf.pinned_maps audits or cleans pins on its own).")
     # The object the attach loads: the one given, or the current build of the spec (as run_attach resolves it).
-    pins = run_pin_step(module, step, module.params["object"] or default_object(spec))
+    try:
+        pins = run_pin_step(module, step, module.params["object"] or default_object(spec))
+        return _attach_after_step(module, spec, step, pins)
+    finally:
+        flush()   # snapshots the catch-up did not take (a failed attach): written for the commit's pass
+
+
+def _attach_after_step(module, spec: dict, step: dict, pins: dict) -> dict:
     try:
         result = run_attach(module, spec)
     except LqosError as exc:
@@ -551,6 +561,9 @@ def run(module) -> dict:
         # What the step did, without its per-pin records: a failed task prints its whole result.
         brief = {k: pins[k] for k in ("changed", "actions", "migrated", "summary", "msg") if k in pins}
         raise LqosError(exc.msg, exc.fix, **dict(exc.details, pinned_maps=brief))
+    if result.get("applied") or (pins.get("migrated") and not pending(module, pins)):
+        # the programs now run on the new maps: carry over what the old ones received since the copy
+        pins["caught_up"] = catch_up(module, step)
     result["pinned_maps"] = pins
     result["changed"] = bool(result["changed"] or pins["changed"])
     return result

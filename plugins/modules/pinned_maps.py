@@ -60,26 +60,30 @@ options:
         (every backup since state V(migrated) exists) is migrated into a newer layout field by field instead.
         Entries already equal are skipped; entries the map holds that the backup lacks are kept.
       - V(migrated) replaces each incompatible map pin the new O(object) makes without losing its entries (with
-        O(approve=true)). The old pin is renamed to C(lqos_bpf_aside/NAME) in the same bpffs (the programs using it
-        keep running), the object is loaded with no program so libbpf creates and pins the new map, and every entry
-        is copied into it field by field by name, using the BTF of both layouts (new fields zero or O(defaults),
-        integers widened, dropped fields reported, narrowing refused unless O(allow_narrowing)). Attach the new
-        programs next (M(lqos.bpf.attach) swaps them atomically). A rerun finishes an interrupted replacement.
+        O(approve=true)), and the name is never missing. The object is loaded with no program so libbpf creates the
+        new map pinned at C(lqos_bpf_aside/lqos_bpf_new/NAME), every entry is copied into it field by field by name
+        with the kernel's batch operations, using the BTF of both layouts (new fields zero or O(defaults), integers
+        widened, dropped fields reported, narrowing refused unless O(allow_narrowing)), the old map is pinned a
+        second time at C(lqos_bpf_aside/NAME) (the programs using it keep running) and the new pin renamed over
+        NAME in one step. Attach the new programs next (M(lqos.bpf.attach) swaps them atomically, then carries over
+        what was written into the old maps since the copy). A rerun finishes an interrupted replacement.
       - When the programs this collection attached (pinned under C(<pin_root>/lqos_bpf/)) already use a live map of
-        the new layout under that name - a stale pin was put over it while they kept their map - V(migrated) moves
-        the stale pin aside the same way and pins that live map at the name instead of creating an empty one; the
+        the new layout under that name - a stale pin was put over it while they kept their map - V(migrated)
+        publishes that live map at the name the same way instead of creating an empty one; the
         stale map's entries are not copied, and V(committed) backs it up.
-      - V(committed) (after the health check) backs each moved-aside map up to O(backup_dir), with the BTF of its key
-        and value, and unpins it.
-      - V(rolled_back) (on failure) unpins the new maps and puts the moved-aside ones back at their names; re-attach
+      - V(committed) (after the health check) carries over what was written into each moved-aside map since the
+        copy (never over a newer value; a spec map with C(counter=true) gets its increases added), backs it up to
+        O(backup_dir), with the BTF of its key and value, and unpins it.
+      - V(rolled_back) (on failure) renames the moved-aside pins back over their names; re-attach
         the previous build next and it reuses them, entries and all.
     type: str
     choices: [audited, clean, restored, migrated, committed, rolled_back]
     default: audited
   state_dir:
     description:
-      - Folder of the replacement record (which new map was filled from which moved-aside map), so a rerun never
-        overwrites entries the new programs wrote. Lives in C(/run), like the pins it describes.
+      - Folder of the replacement record (which new map was filled from which moved-aside map) and of the
+        snapshot taken at copy time (a digest per key), so a rerun never overwrites entries written since. Lives in
+        C(/run), like the pins it describes.
     type: path
     default: /run/lqos-bpf/maps
   defaults:
@@ -280,8 +284,10 @@ restored:
            entries_total: 3, entries_to_write: 3, entries_written: 3}
 migrated:
   description: For O(state=migrated), one item per map filled by this run, with C(name), C(entries_total),
-    C(entries_written) and C(new_id) (C(repinned=true) when that is the live map the attached programs use,
-    with C(entries_total=null); C(started_empty=true) and C(aside) when the map starts empty with
+    C(entries_written), C(new_id), C(copied_at) and C(published_at) (seconds since the epoch, when the copy
+    began and when the new map took the name) and C(timings) (seconds spent to C(read), C(convert), C(fill),
+    C(check) and C(snapshot)) (C(repinned=true) when that is the live map the attached programs use, with
+    C(entries_total=null); C(started_empty=true) and C(aside) when the map starts empty with
     O(unmigratable=start_empty) or holds what never moves, such as a ring buffer, and then C(entries_total) is the
     number of entries kept in the old map aside, null for a ring buffer).
     RV(actions) carries C(live_id) for such a map, and each map's plan in C(migration) (C(from), C(to), C(entries),

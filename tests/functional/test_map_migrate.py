@@ -319,8 +319,8 @@ def test_narrowing_that_truncates_is_refused_before_anything_changes(world, vers
     assert pins(w.bpffs) == before, res["msg"]
 
 
-STEPS = ["aside:flow_table", "aside:ip_to_shaper", "loaded", "half:flow_table", "filled:flow_table",
-         "half:ip_to_shaper", "filled:ip_to_shaper"]
+STEPS = ["loaded", "half:flow_table", "filled:flow_table", "aside:flow_table", "renamed:flow_table",
+         "half:ip_to_shaper", "filled:ip_to_shaper", "aside:ip_to_shaper", "renamed:ip_to_shaper"]
 
 
 @pytest.mark.parametrize("kill_at", STEPS)
@@ -336,7 +336,10 @@ def test_kill_during_migration_never_loses_a_map_and_a_rerun_converges(tmp_path,
     now = pins(bpffs)
     for name in ("flow_table", "ip_to_shaper"):  # the old map is alive, at its name or moved aside
         assert ids[name] in (now.get(name), now.get("lqos_bpf_aside/" + name)), (name, now)
+        assert name in now, "the name %s went missing" % name
     ok(w.maps("migrated"))
+    assert not [p for p in pins(bpffs) if p.startswith("lqos_bpf_aside/lqos_bpf_new")]
+    assert not [f for f in os.listdir(w.maps_state) if f.startswith(".")], os.listdir(w.maps_state)
     assert not ok(w.maps("migrated"))["changed"]
     assert len(entries(os.path.join(bpffs, "flow_table"))) == 2000
     for key, value in old["ip_to_shaper"].items():
@@ -400,8 +403,8 @@ def test_a_stale_pin_over_a_live_map_is_replaced_by_the_live_map_not_a_new_one(w
     assert map_id(ip) == stale_id
 
     done = ok(w.maps("migrated"))
-    assert done["migrated"] == [{"name": "ip_to_shaper", "entries_total": None, "entries_written": 0,
-                                 "new_id": live_id, "repinned": True}]
+    assert [{k: v for k, v in d.items() if not k.endswith("_at")} for d in done["migrated"]] == [
+        {"name": "ip_to_shaper", "entries_total": None, "entries_written": 0, "new_id": live_id, "repinned": True}]
     assert map_id(ip) == live_id and entries(ip) == live_entries
     assert pins(w.bpffs)["lqos_bpf_aside/ip_to_shaper"] == stale_id
     assert not ok(w.maps("migrated"))["changed"]
@@ -438,9 +441,10 @@ def test_kill_between_moving_aside_and_re_pinning_the_live_map_then_a_rerun_re_p
     M.map_update(ip, ip_key(7), struct.pack("<QI4xQQ", 7, 8, 9, 10))
     live_id, stale_id = plant_stale_pin(w.bpffs)
     assert w.maps("migrated", env={"LQOS_BPF_TEST_KILL_AT": "aside:ip_to_shaper"}) == -9
-    assert "ip_to_shaper" not in pins(w.bpffs) and pins(w.bpffs)["lqos_bpf_aside/ip_to_shaper"] == stale_id
+    # The name never went missing: the stale map is at its name and pinned a second time aside.
+    assert pins(w.bpffs)["ip_to_shaper"] == pins(w.bpffs)["lqos_bpf_aside/ip_to_shaper"] == stale_id
     res = ok(w.maps("migrated"))
-    assert res["actions"][0]["action"] == "finish" and res["actions"][0]["live_id"] == live_id
+    assert res["actions"][0]["action"] == "replace" and res["actions"][0]["live_id"] == live_id
     assert map_id(ip) == live_id and len(entries(ip)) == 1
     assert not ok(w.maps("migrated"))["changed"]
 

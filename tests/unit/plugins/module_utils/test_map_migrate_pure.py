@@ -124,3 +124,35 @@ def test_array_index_beyond_new_max_entries_is_refused_before_anything():
         rows = [(b"\1\0\0\0", b"\0" * 8), (b"\x09\0\0\0", b"\0" * 8)]
         G.convert_entries(plan, m("hash", 4, 8), m("array", 4, 8, 4), rows, 1)
     assert "index 9 is beyond max_entries 4" in err.value.msg
+
+
+def _flat(rows):
+    return b"".join(k for k, v in rows), b"".join(v for k, v in rows)
+
+
+@pytest.mark.parametrize("old_shape,new_shape,kind,ncpus", [
+    (OLD_INFO, NEW_INFO, "hash", 1),                                                   # u32 -> u64 widened
+    (NEW_INFO, OLD_INFO, "hash", 1),                                                   # narrowed, values fit
+    (st("c", ("n", i(4))), st("c", ("n", i(8)), ("more", i(8))), "percpu_hash", 3),    # per CPU, stride 8 -> 16
+    (st("v", ("a", i(2)), ("b", i(1))), st("v", ("b", i(1)), ("a", i(2))), "hash", 1),  # reordered, odd sizes
+    (st("v", ("a", i(4, True))), st("v", ("a", i(8, True))), "hash", 1),               # signed: record by record
+])
+def test_bulk_conversion_gives_the_bytes_of_the_entry_by_entry_conversion(old_shape, new_shape, kind, ncpus):
+    old = m(kind, 4, old_shape["size"], 1000, value_shape=old_shape)
+    new = m(kind, 4, new_shape["size"], 1000, value_shape=new_shape)
+    plan = G.plan_map("m", old, new, 50)
+    stride = (old_shape["size"] + 7) // 8 * 8 if kind.startswith("percpu") else old_shape["size"]
+    # byte 4..7 zero: a narrowed u64 at offset 0 fits its u32
+    rows = [(struct.pack("<I", n), bytes(0 if 4 <= b % stride < 8 else (n * 7 + b) % 5 for b in range(stride * ncpus)))
+            for n in range(50)]
+    keys, values = _flat(rows)
+    assert G.convert_table(plan, old, new, keys, values, 50, ncpus) == \
+        _flat(G.convert_entries(plan, old, new, rows, ncpus))
+
+
+def test_bulk_narrowing_that_truncates_is_refused_like_entry_by_entry():
+    old, new = m("hash", 4, 32, value_shape=NEW_INFO), m("hash", 4, 24, value_shape=OLD_INFO)
+    plan = G.plan_map("m", old, new, 1)
+    with pytest.raises(G.MigrationError) as err:
+        G.convert_table(plan, old, new, b"\0" * 4, struct.pack("<QI4xQQ", 1 << 40, 1, 2, 3), 1, 1)
+    assert "cpu = 1099511627776 does not fit in 4 bytes" in err.value.msg

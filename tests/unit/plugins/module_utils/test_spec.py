@@ -153,7 +153,16 @@ def test_a_scalar_list_item_names_its_index():
     with pytest.raises(LqosError) as err:
         validate_spec(raw)
     assert str(err.value) == ("pipeline spec 'mini': `pinned_maps[1]` must be a mapping, got an integer 7. "
-                              "Fix: give its keys: name, key_size, value_size")
+                              "Fix: give its keys: name, key_size, value_size, counter")
+
+
+def test_a_counter_flag_must_be_true_or_false():
+    raw = dict(MINIMAL, pinned_maps=[{"name": "m", "key_size": 4, "value_size": 4, "counter": "yes"}])
+    with pytest.raises(LqosError) as err:
+        validate_spec(raw)
+    assert "`pinned_maps[0].counter` must be true or false, got" in str(err.value)
+    ok = validate_spec(dict(MINIMAL, pinned_maps=[{"name": "m", "key_size": 4, "value_size": 4, "counter": True}]))
+    assert ok["pinned_maps"][0]["counter"] is True
 
 
 @pytest.mark.parametrize("builtin", ["reference", "libreqos"])
