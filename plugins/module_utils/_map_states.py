@@ -158,7 +158,9 @@ def _done_text(d: dict) -> str:
         return "%s started empty (its %d entr%s could not move to the new layout and are kept in the old map " \
                "aside at %s; state: committed backs them up, state: rolled_back puts the map back)" % (
                    d["name"], d["entries_total"], "y" if d["entries_total"] == 1 else "ies", d["aside"])
-    return "%s %d/%d entries" % (d["name"], d["entries_written"], d["entries_total"])
+    if d.get("caught_up") is not None:   # a rerun that found the new map published: it only caught up
+        return "%s finished (%d write(s) of the window carried over)" % (d["name"], d["entries_written"])
+    return "%s %s/%s entries" % (d["name"], d["entries_written"], d["entries_total"])
 
 
 def run_committed(module, pin_root: str, pins: list) -> dict:

@@ -91,6 +91,7 @@ def roll_back_step(module, result: dict, err):
     names = [d["name"] for d in result.get("migrated") or []]
     if not names or why_not_live(module) is not None:
         return err
+    flush()   # the copy-time snapshots kept in this process: written now, so the rollback drops them with the rest
     pin_root = require_bpffs(module.params["pin_root"])
     state_dir = (module.params.get("pinned_maps") or {}).get("state_dir") or STEP_OPTIONS["state_dir"]["default"]
     undo = ("lqos.bpf.pinned_maps state: rolled_back approve: true (pin_root %s, state_dir %s)"
