@@ -229,8 +229,8 @@ def topology_plan(topology, spec, basedir=None) -> dict:
     if probe is not None and not isinstance(probe, str):
         raise _fail("`probe_target` must be an address, got %r." % (probe,), "quote it.")
     probe_netns = topology.get("probe_netns")
-    if probe_netns is not None and (not isinstance(probe_netns, str) or probe_netns in (".", "..")
-                                    or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", probe_netns)):
+    netns_name = isinstance(probe_netns, str) and re.match(r"^[A-Za-z0-9_.-]{1,64}$", probe_netns)
+    if probe_netns is not None and (not netns_name or probe_netns in (".", "..")):
         raise _fail("`probe_netns` must be a network namespace name, got %r." % (probe_netns,),
                     "name one under /run/netns.")
 

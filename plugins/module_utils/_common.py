@@ -317,8 +317,8 @@ def bpffs_mount_fix(pin_root: str) -> str:
     would hide them): then the fix is to choose a bpffs location."""
     path = os.path.normpath(pin_root) if os.path.isabs(pin_root) else pin_root
     bpffs_place = path == DEFAULT_PIN_ROOT or path.startswith(DEFAULT_PIN_ROOT + "/")
-    system = (path == "/" or path in SYSTEM_FOLDERS or DEFAULT_PIN_ROOT.startswith(path + "/")
-              or any(path.startswith(k + "/") for k in KERNEL_FOLDERS))
+    under_kernel = any(path.startswith(k + "/") for k in KERNEL_FOLDERS)
+    system = path == "/" or path in SYSTEM_FOLDERS or DEFAULT_PIN_ROOT.startswith(path + "/") or under_kernel
     try:
         busy = os.path.isdir(path) and bool(os.listdir(path))
     except OSError:

@@ -86,8 +86,8 @@ def is_aside(name: str) -> bool:
 
 def pending(pins: list) -> list:
     """The audited pins that are moved-aside maps: [(original name, aside pin)] (temporary pins left out)."""
-    return [(p["name"][len(ASIDE_DIR) + 1:], p) for p in pins if p["kind"] == "map" and is_aside(p["name"])
-            and not p["name"].startswith(TMP_DIR + "/")]
+    maps = [p for p in pins if p["kind"] == "map" and is_aside(p["name"])]
+    return [(p["name"][len(ASIDE_DIR) + 1:], p) for p in maps if not p["name"].startswith(TMP_DIR + "/")]
 
 
 # --------------------------------------------------------------------------

@@ -238,8 +238,8 @@ def add_delta(new_now: bytes, conv_now: bytes, conv_then: bytes, leaves: list, s
         for off, size, _signed in leaves:
             a, b = base + off, base + off + size
             mod = 1 << (8 * size)
-            v = (int.from_bytes(new_now[a:b], "little") + int.from_bytes(conv_now[a:b], "little")
-                 - int.from_bytes(conv_then[a:b], "little")) % mod
+            delta = int.from_bytes(conv_now[a:b], "little") - int.from_bytes(conv_then[a:b], "little")
+            v = (int.from_bytes(new_now[a:b], "little") + delta) % mod
             out[a:b] = v.to_bytes(size, "little")
     return bytes(out)
 

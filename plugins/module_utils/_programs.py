@@ -302,9 +302,12 @@ def _securityfs_in_child() -> dict | None:
         code = 1
         try:
             os.close(rfd)
-            if (libc.unshare(0x00020000) == 0                                  # CLONE_NEWNS
-                    and libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None) == 0   # MS_REC | MS_PRIVATE
-                    and libc.mount(b"securityfs", SECURITYFS.encode(), b"securityfs", 0, None) == 0):
+            # CLONE_NEWNS, then MS_REC | MS_PRIVATE on /, then securityfs in that private namespace only
+            mounted = all(step() == 0 for step in (
+                lambda: libc.unshare(0x00020000),
+                lambda: libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None),
+                lambda: libc.mount(b"securityfs", SECURITYFS.encode(), b"securityfs", 0, None)))
+            if mounted:
                 os.write(wfd, json.dumps(_read_securityfs(SECURITYFS)).encode())
                 code = 0
         finally:

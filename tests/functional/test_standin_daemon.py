@@ -326,7 +326,7 @@ def test_the_unit_file_restarts_always_and_verifies(shaperd, tmp_path):
 
 
 def test_the_audit_finds_the_daemons_pins_compatible_with_its_embedded_object(shaperd, bpffs, bridge, tmp_path,
-                                                                             running):
+                                                                              running):
     """The module path a service rollout takes: the object out of the installed binary, then the pinned-map
     audit against it, while the daemon runs."""
     with open(shaperd["binary"], "rb") as fh:
