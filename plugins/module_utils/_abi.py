@@ -331,18 +331,20 @@ def compare_pair(entry: dict, c_layout: dict | None, c_fields: list | None, c_er
                 abs(report["btf_size"] - report["rust_size"]), "Rust" if report["btf_size"] > report["rust_size"] else "C")
         report["problems"].append("%s: size is %d bytes in C BTF but %d bytes in Rust, with every field in line: %s"
                                   % (head, report["btf_size"], report["rust_size"], fix))
-    elif report["btf_align"] != report["rust_align"] and (lay.get("packed") or lay.get("repr_align")):
-        # Same size, every field in line, but a repr (packed, align(N)) gives the type another alignment than C:
-        # a struct holding it as a field, or an array of it, is laid out differently on the two sides. A natural
-        # difference (byte arrays mirroring in6_addr, as LibreQoS does) is left to the pairs that hold the type,
-        # whose field offsets are compared.
+    elif lay.get("packed") and report["rust_align"] < report["btf_align"]:
+        # Same size, every field in line, but #[repr(C, packed)] gives the type alignment 1 where C aligns it
+        # naturally: a struct holding it as a field, or an array of it, is laid out differently on the two sides.
+        # BTF keeps no packed or aligned(N) attribute: libbpf's btf__align_of reports 1 for a C struct whose
+        # members or size show the packing, and the natural alignment otherwise, so a C struct declared packed
+        # whose layout needs no packing reads as naturally aligned (flagged here: declare it packed on both
+        # sides only where it packs something). align(N) above C's natural alignment is never flagged: C's
+        # aligned(N) is invisible in BTF. A natural difference (byte arrays mirroring in6_addr, as LibreQoS
+        # does) is left to the pairs that hold the type, whose field offsets are compared.
         report["problems"].append(
-            "%s: alignment is %d in C BTF but %d in Rust (#[repr(%s)]), with the same size and every field in line, "
-            "so a struct holding it or an array of it is laid out differently: make the Rust alignment %d (%s)"
-            % (head, report["btf_align"], report["rust_align"],
-               "C, packed" if lay.get("packed") else "C, align(%d)" % lay["repr_align"], report["btf_align"],
-               "drop packed: plain #[repr(C)] aligns it as C does" if lay.get("packed")
-               else "drop align(N): plain #[repr(C)] aligns it as C does"))
+            "%s: alignment is %d in C BTF but %d in Rust (#[repr(C, packed)]), with the same size and every field in "
+            "line, so a struct holding it or an array of it is laid out differently: make the Rust alignment %d "
+            "(drop packed: plain #[repr(C)] aligns it as C does)"
+            % (head, report["btf_align"], report["rust_align"], report["btf_align"]))
     for a in report["asserted"]:
         if a["size"] != report["btf_size"]:
             report["problems"].append(

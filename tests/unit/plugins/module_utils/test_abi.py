@@ -186,11 +186,12 @@ def test_same_size_but_other_alignment_is_flagged():
                                          "size and every field in line, so a struct holding it or an array of it is "
                                          "laid out differently: make the Rust alignment 8 (drop packed: plain "
                                          "#[repr(C)] aligns it as C does)"]
-    e = entry(rust, 24, align=16)
+    # align(N) above C's natural alignment: C's __attribute__((aligned(N))) leaves no trace in BTF (libbpf's
+    # btf__align_of derives the alignment from the members), so the same size is all BTF can confirm.
+    e = entry(rust + [f("_pad", 24, 8, "[u8; 8]")], 32, align=16)
     e["layout"]["repr_align"] = 16
-    over = _abi.compare_pair(e, c_layout(24), C_IP, None, {})
-    assert over["status"] == "mismatch" and "(#[repr(C, align(16))])" in over["problems"][0]
-    assert over["problems"][0].endswith("make the Rust alignment 8 (drop align(N): plain #[repr(C)] aligns it as C does)")
+    over = _abi.compare_pair(e, c_layout(32), C_IP + [f("_pad", 24, 8, "__u8[8]")], None, {})
+    assert over["status"] == "ok", over["problems"]
     # A natural difference (a byte array mirroring in6_addr, as LibreQoS does) is left to the pairs holding it.
     natural = report([f("bytes", 0, 24, "[u8; 24]")], 24, c_fields=[f("bytes", 0, 24, "__u8[24]")], align=1)
     assert natural["status"] == "ok", natural["problems"]
