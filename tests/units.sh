@@ -4,16 +4,8 @@
 # tests/unit/requirements.txt; tests/bootstrap.sh has already installed them pinned, so pip changes nothing).
 # ansible-test exits 0 when it collects nothing: the JUnit report it writes must show tests, none failed.
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-work=$(mktemp -d /tmp/lqos-units.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-dest="$work/ansible_collections/lqos/bpf"
-mkdir -p "$dest"
-cd "$here"
-git ls-files -co --exclude-standard | while IFS= read -r f; do [ -e "$f" ] && printf "%s\0" "$f"; done | tar --null -cf - -T - | tar -xf - -C "$dest"
-cd "$dest"
-git init -q && git add -A
-py=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# shellcheck source=tests/collection-tree.sh
+source "$(dirname "${BASH_SOURCE[0]}")/collection-tree.sh" lqos-units
 ansible-test units --local --python "$py" --requirements --color no "$@"
 python3 - tests/output/junit <<'PY'
 import glob, sys, xml.etree.ElementTree as ET

@@ -70,6 +70,19 @@ _enter_private_mount_namespace()
 
 
 @pytest.fixture
+def full_dir(tmp_path):
+    """A 64 KiB tmpfs (mounted in the tests' private mount namespace) filled up to the last byte: a record
+    folder on a full filesystem."""
+    path = str(tmp_path / "full")
+    os.makedirs(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "lqos-test-full", path], check=True)
+    subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(path, "filler"), "bs=4k"], capture_output=True,
+                   check=False)
+    yield path
+    subprocess.run(["umount", "-l", path], check=False)
+
+
+@pytest.fixture
 def bpffs(tmp_path):
     """A fresh, empty bpffs instance private to this test."""
     path = str(tmp_path / "bpffs")

@@ -4,7 +4,6 @@ Real kernel: a veth pair in private netns, a private bpffs, a tiny tmpfs for the
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
@@ -22,33 +21,21 @@ def env(tmp_path, bpffs, netns_pair, objects):  # noqa: F811
     return Env(tmp_path, bpffs, netns_pair, objects)
 
 
-@pytest.fixture
-def full_state_dir(tmp_path):
-    """A 64 KiB tmpfs (mounted in the tests' private mount namespace) filled up to the last byte."""
-    path = str(tmp_path / "fullstate")
-    os.makedirs(path)
-    sh("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", path)
-    subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(path, "filler"), "bs=4k"], capture_output=True,
-                   check=False)
-    yield path
-    sh("umount", "-l", path)
-
-
 def nothing_attached(env):
     hooks = env.hooks()
     return (not any(hooks["xdp"][k] for k in ("drv_prog_id", "skb_prog_id", "hw_prog_id"))
             and not any(hooks["tc"].values()))
 
 
-def test_attach_with_a_full_record_folder_changes_nothing(env, full_state_dir):
+def test_attach_with_a_full_record_folder_changes_nothing(env, full_dir):
     """The record folder is checked before anything is attached: the run stops with nothing changed (it used to
     leave XDP and TC attached and report changed: false)."""
-    result = env.attach(state_dir=full_state_dir)
+    result = env.attach(state_dir=full_dir)
     msg = failed(result)
     assert result["changed"] is False
     assert msg.startswith("the attach record cannot be written in %s: No space left on device (ENOSPC) on %s; "
                           "nothing was changed. Fix: free space on the filesystem holding %s"
-                          % (full_state_dir, full_state_dir, full_state_dir)), msg
+                          % (full_dir, full_dir, full_dir)), msg
     assert nothing_attached(env)
     assert env.pins() == {}
 

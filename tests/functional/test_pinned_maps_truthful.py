@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 
 import pytest
 
-from lqos_testlib import sh
 # The fixtures versions and world are used by name.
 from test_map_migrate import (  # noqa: F401 pylint: disable=unused-import
     entries, fill_v1, ok, pins, synthetic_flows, versions, world,
@@ -18,17 +16,6 @@ from test_map_migrate import (  # noqa: F401 pylint: disable=unused-import
 pytestmark = pytest.mark.usefixtures("tools")
 
 REPLACED = ["flow_table", "ip_to_shaper", "shaper_hotcache"]
-
-
-@pytest.fixture
-def full_dir(tmp_path):
-    path = str(tmp_path / "full")
-    os.makedirs(path)
-    sh("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", path)
-    subprocess.run(["dd", "if=/dev/zero", "of=" + os.path.join(path, "filler"), "bs=4k"], capture_output=True,
-                   check=False)
-    yield path
-    sh("umount", "-l", path)
 
 
 def test_migrated_with_a_full_record_folder_moves_nothing(world, versions, full_dir):
