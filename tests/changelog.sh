@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The changelog: `antsibull-changelog lint` (every fragment, also those other changes add), then the release
 # notes the next `antsibull-changelog release` would write, made in a throw-away copy: before the first release
-# they must list every module, role and plugin as new and no breaking change, deprecation or removal (there is
-# no earlier release to break). `tests/changelog.sh --update` writes that CHANGELOG.md into the checkout.
+# they must list every module, role and plugin as new and no breaking change, deprecation, removal or fix (there
+# is no earlier release to break or fix). `tests/changelog.sh --update` writes that CHANGELOG.md into the checkout.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d /tmp/lqos-changelog.XXXXXX)
@@ -31,7 +31,8 @@ if first:
         problems.append("new modules %s, expected %s (version_added of each module)" % (listed_modules, modules))
     if listed_roles != roles:
         problems.append("new roles %s, expected %s (version_added of each role's argument spec)" % (listed_roles, roles))
-    for section in ("breaking_changes", "deprecated_features", "removed_features"):
+    # Nothing was released before: a fix is a feature of the first release, never a bugfix against it.
+    for section in ("breaking_changes", "deprecated_features", "removed_features", "bugfixes", "security_fixes"):
         if changes.get(section):
             problems.append("a first release has no %s: %s" % (section, changes[section]))
     if not changes.get("release_summary"):
