@@ -47,7 +47,11 @@ fi
 [ $rc -eq 0 ] || exit $rc
 
 if [ -z "${LQOS_SKIP_MOLECULE:-}" ]; then
-  stage "molecule: real VMs under QEMU"
+  # The kernel matrix (docs/kernel-matrix.md): default = 6.12 + 6.1, kernels = 5.10 twice, one with the
+  # BPF-LSM tracing refusal in force. One scenario at a time: at most two VMs run at once.
+  stage "molecule default: real VMs under QEMU, kernels 6.12 and 6.1"
   molecule test -s default
+  stage "molecule kernels: real VMs under QEMU, kernel 5.10 with and without a tracing refusal"
+  molecule test -s kernels
 fi
 stage "all stages passed"
