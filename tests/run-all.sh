@@ -116,8 +116,12 @@ LQOS_TEST_TRACING_REFUSED=1 pytest_pass python -m pytest -p no:cacheprovider -rs
   tests/functional/test_pinned_maps.py tests/functional/test_deploy_migrate.py
 
 if [ -z "${LQOS_SKIP_MOLECULE:-}" ]; then
-  stage "molecule: real VMs under QEMU"
+  # The kernel matrix (docs/kernel-matrix.md): default = 6.12 + 6.1, kernels = 5.10 twice, one with the
+  # BPF-LSM tracing refusal in force. One scenario at a time: at most two VMs run at once.
+  stage "molecule default: real VMs under QEMU, kernels 6.12 and 6.1"
   molecule test -s default
+  stage "molecule kernels: real VMs under QEMU, kernel 5.10 with and without a tracing refusal"
+  molecule test -s kernels
 fi
 end_stage
 echo

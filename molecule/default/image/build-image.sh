@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Build (or reuse) the Debian 12 guest image used by the molecule `default`
-# scenario: a debootstrap'ed minbase rootfs packed into an ext4 qcow2, plus the
-# kernel, initrd and the root ssh key pair that opens it.
+# Build (or reuse) the Debian 12 guest image used by the molecule scenarios
+# (`default`, `kernels`): a debootstrap'ed minbase rootfs packed into an ext4
+# qcow2, plus the kernels, initrds and the root ssh key pair that opens it.
+#
+# Kernels: bookworm's own (6.1) and the linux-image-amd64 kernels of the
+# suites in KERNEL_SUITES (bullseye 5.10, trixie 6.12), all in the one
+# bookworm userland (bullseye's libbpf 0.3 cannot run the collection). A
+# foreign suite's kernel .deb is extracted (dpkg-deb -x: installing it with
+# apt would drag that suite's userland in), then depmod and the image's own
+# mkinitramfs make its module index and initrd.
 #
 #   build-image.sh            build if needed, print the image directory
 #   build-image.sh --dir      only print the image directory (no build)
@@ -9,10 +16,16 @@
 #
 # Output (stdout, last line): <cache>/<hash>/ containing
 #   base.qcow2  vmlinuz  initrd.img  id_ed25519  id_ed25519.pub  manifest.txt  complete
+#   kernels/<major.minor>/{vmlinuz,initrd.img,release}   one per kernel (5.10, 6.1, 6.12)
+# vmlinuz/initrd.img are bookworm's kernel (6.1), the default of create.yml.
+#
+# Tracing refusal: refuse_tracing.bpf.c (a BPF-LSM policy) is built into
+# /usr/local/lib/lqos-policy/ and lqos-refuse-tracing.service loads it at boot
+# when the kernel command line has lqos.refuse_tracing (with bpf in lsm=).
 # Everything else goes to stderr.
 #
 # Cache: ${LQOS_VM_CACHE:-/var/cache/lqos-bpf/molecule}/<hash>, where <hash>
-# covers this script and the package list (LQOS_VM_EXTRA_PACKAGES included),
+# covers this script, the policy sources next to it, the kernel suites and the package list (LQOS_VM_EXTRA_PACKAGES included),
 # so editing either builds a new image; an image is reused only when its
 # `complete` marker exists (written last, then the build dir is renamed into
 # place atomically). Downloaded .debs are kept in <cache>/debs.
@@ -43,7 +56,10 @@ PACKAGES=(
   python3 python3-cffi python3-ply
   iproute2 iputils-ping ethtool procps
   clang llvm bpftool libbpf-dev gcc-multilib bindgen binutils
+  python3-pytest
 )
+# Foreign suites whose linux-image-amd64 kernel is added (bookworm's own is in PACKAGES).
+KERNEL_SUITES=(bullseye trixie)
 DISK_SIZE=${LQOS_VM_DISK_SIZE:-4G}
 
 log() { printf '[build-image] %s\n' "$*" >&2; }
@@ -68,8 +84,12 @@ PKG_CSV=$(IFS=,; echo "${PACKAGES[*]}")
 
 CACHE_ROOT=${LQOS_VM_CACHE:-/var/cache/lqos-bpf/molecule}
 SCRIPT_PATH=$(readlink -f "${BASH_SOURCE[0]}")
-HASH=$( { cat "$SCRIPT_PATH"; printf 'suite=%s\npackages=%s\ndisk=%s\n' \
-  "$SUITE" "$PKG_CSV" "$DISK_SIZE"; } | sha256sum | cut -c1-16)
+SCRIPT_DIR=$(dirname "$SCRIPT_PATH")
+POLICY_SRC="$SCRIPT_DIR/refuse_tracing.bpf.c"
+POLICY_LOADER="$SCRIPT_DIR/lqos-refuse-tracing"
+HASH=$( { cat "$SCRIPT_PATH" "$POLICY_SRC" "$POLICY_LOADER"
+  printf 'suite=%s\npackages=%s\ndisk=%s\nkernels=%s\n' \
+  "$SUITE" "$PKG_CSV" "$DISK_SIZE" "${KERNEL_SUITES[*]}"; } | sha256sum | cut -c1-16)
 OUT="$CACHE_ROOT/$HASH"
 
 if [[ $mode == dir ]]; then
@@ -83,6 +103,7 @@ is_complete() {
   for f in base.qcow2 vmlinuz initrd.img id_ed25519 id_ed25519.pub; do
     [[ -s "$1/$f" ]] || return 1
   done
+  [[ -d "$1/kernels" ]] || return 1
 }
 
 # Is any file under $1 open by a process (e.g. a VM's backing base.qcow2)?
@@ -341,10 +362,81 @@ for unit in systemd-networkd-wait-online.service systemd-firstboot.service \
 done
 in_root systemd-hwdb update >&2 || true
 
-# --- initramfs ---------------------------------------------------------------
-in_root update-initramfs -u -k all >&2
-kver=$(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
-log "kernel $kver"
+# --- tracing refusal policy (BPF-LSM), loaded at boot on request ----------------
+install -d "$ROOT/usr/local/lib/lqos-policy"
+install -m 0644 "$POLICY_SRC" "$ROOT/usr/local/lib/lqos-policy/refuse_tracing.bpf.c"
+install -m 0755 "$POLICY_LOADER" "$ROOT/usr/local/sbin/lqos-refuse-tracing"
+in_root clang -O2 -g -target bpf -c /usr/local/lib/lqos-policy/refuse_tracing.bpf.c \
+  -o /usr/local/lib/lqos-policy/refuse_tracing.bpf.o >&2
+cat >"$ROOT/etc/systemd/system/lqos-refuse-tracing.service" <<'EOF'
+[Unit]
+Description=Refuse tracing BPF programs (lqos molecule BPF-LSM policy)
+ConditionKernelCommandLine=lqos.refuse_tracing
+DefaultDependencies=no
+After=sys-fs-bpf.mount
+Before=ssh.service sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# A bpffs of its own: the deploy's /sys/fs/bpf never sees the policy's pin.
+ExecStartPre=/bin/mkdir -p /run/lqos-policy
+ExecStartPre=/bin/mount -t bpf lqos-policy /run/lqos-policy
+ExecStart=/usr/local/sbin/lqos-refuse-tracing /usr/local/lib/lqos-policy/refuse_tracing.bpf.o /run/lqos-policy
+
+[Install]
+WantedBy=sysinit.target
+EOF
+in_root systemctl enable lqos-refuse-tracing.service >&2
+
+# --- foreign kernels (KERNEL_SUITES) -------------------------------------------
+# The chroot's apt, with lists, cache and an empty dpkg status of its own per
+# suite: the candidate of linux-image-amd64 is that suite's, and nothing of the
+# image's own apt state changes. The .debs are kept in <cache>/debs.
+# The image has no resolver (see above): lend it the host's for the download.
+cp "$ROOT/etc/resolv.conf" "$WORK/resolv.conf.image"
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+for ksuite in "${KERNEL_SUITES[@]}"; do
+  kd=/var/tmp/lqos-kernel-$ksuite
+  mkdir -p "$ROOT$kd/lists/partial" "$ROOT$kd/archives/partial" "$ROOT$kd/parts"
+  echo "deb $MIRROR $ksuite main" >"$ROOT$kd/sources.list"
+  : >"$ROOT$kd/status"
+  kopts=(-o "Dir::Etc::SourceList=$kd/sources.list" -o "Dir::Etc::SourceParts=$kd/parts"
+         -o "Dir::State::Lists=$kd/lists" -o "Dir::State::status=$kd/status"
+         -o "Dir::Cache::archives=$kd/archives" -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=")
+  in_root apt-get -q "${kopts[@]}" update >&2
+  kpkg=$(in_root apt-cache "${kopts[@]}" depends linux-image-amd64 \
+    | awk '$1 ~ /Depends:$/ && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+  [[ -n $kpkg ]] || die "no linux-image-* behind linux-image-amd64 in $ksuite"
+  kver_want=$(in_root apt-cache "${kopts[@]}" show --no-all-versions "$kpkg" | awk '/^Version:/ { print $2; exit }')
+  kdeb="$CACHE_ROOT/debs/${kpkg}_${kver_want}_amd64.deb"
+  if [[ ! -s $kdeb ]]; then
+    # shellcheck disable=SC2016  # $1 is for the inner sh
+    in_root sh -c 'cd "$1" && shift && exec apt-get "$@"' sh "$kd/archives" \
+      -q "${kopts[@]}" download "$kpkg" >&2
+    cp "$ROOT$kd/archives/${kpkg}_${kver_want}_amd64.deb" "$kdeb"
+  fi
+  log "kernel from $ksuite: $(basename "$kdeb")"
+  kx="$WORK/kx-$ksuite"
+  dpkg-deb -x "$kdeb" "$kx"
+  kv=$(find "$kx/lib/modules" "$kx/usr/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | head -n1 || true)
+  [[ -n $kv ]] || die "$(basename "$kdeb") holds no /lib/modules/<release>"
+  # merged /usr: lib is a symlink in the image, never let cp replace it
+  [[ -d $kx/lib ]] && cp -a "$kx/lib/." "$ROOT/usr/lib/"
+  [[ -d $kx/usr ]] && cp -a "$kx/usr/." "$ROOT/usr/"
+  cp -a "$kx/boot/." "$ROOT/boot/"
+  rm -rf "$kx" "$ROOT$kd"
+  in_root depmod -a "$kv" >&2
+  in_root mkinitramfs -o "/boot/initrd.img-$kv" "$kv" >&2
+done
+cp "$WORK/resolv.conf.image" "$ROOT/etc/resolv.conf"
+
+# --- initramfs (bookworm's own kernel) -----------------------------------------
+# shellcheck disable=SC2016  # dpkg-query format, not shell
+kver=$(in_root dpkg-query -W -f '${Depends}' linux-image-amd64 | grep -o 'linux-image-[0-9][^ ,]*' | head -n1)
+kver=${kver#linux-image-}
+in_root update-initramfs -u -k "$kver" >&2
+log "kernels: $(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f ' | sort -V)"
 
 # --- scrub per-machine state --------------------------------------------------
 : >"$ROOT/etc/machine-id"
@@ -362,6 +454,15 @@ IMG="$WORK/img"
 mkdir "$IMG"
 cp "$ROOT/boot/vmlinuz-$kver" "$IMG/vmlinuz"
 cp "$ROOT/boot/initrd.img-$kver" "$IMG/initrd.img"
+kernels=()
+for kv in $(find "$ROOT/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V); do
+  series=$(echo "$kv" | cut -d. -f1,2)
+  mkdir -p "$IMG/kernels/$series"
+  cp "$ROOT/boot/vmlinuz-$kv" "$IMG/kernels/$series/vmlinuz"
+  cp "$ROOT/boot/initrd.img-$kv" "$IMG/kernels/$series/initrd.img"
+  echo "$kv" >"$IMG/kernels/$series/release"
+  kernels+=("$series=$kv")
+done
 mv "$KEYS"/id_ed25519 "$KEYS"/id_ed25519.pub "$IMG/"
 # shellcheck disable=SC2016  # dpkg-query format, not shell
 in_root dpkg-query -W -f '${Package} ${Version}\n' >"$IMG/packages.txt"
@@ -374,6 +475,7 @@ cat >"$IMG/manifest.txt" <<EOF
 hash=$HASH
 suite=$SUITE
 kernel=$kver
+kernels=${kernels[*]}
 mirror=$MIRROR
 packages=$PKG_CSV
 built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
