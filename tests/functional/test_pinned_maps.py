@@ -112,6 +112,8 @@ def test_pin_root_not_bpffs(tmp_path):
 
 def test_fresh_bpffs_debug_entries_are_not_maps(bpffs):
     before = snapshot(bpffs)
+    if not before:
+        pytest.skip("a fresh bpffs on this kernel holds no preload iterators (built without CONFIG_BPF_PRELOAD)")
     assert sorted(before) == ["maps.debug", "progs.debug"]
     result = pinned_maps(bpffs)
     assert result["_rc"] == 0 and result["changed"] is False
@@ -321,7 +323,9 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
     check = pinned_maps(bpffs, approve=True, check_mode=True, diff=True, **common)
     assert check["changed"] is True and check["removed"] == [] and "check mode" in check["msg"]
     assert "bridge_redirect: hash" in check["diff"]["before"]
-    assert "bridge_redirect" not in check["diff"]["after"] and "maps.debug" in check["diff"]["after"]
+    preload = sorted(n for n in os.listdir(bpffs) if n.endswith(".debug"))   # CONFIG_BPF_PRELOAD's, if any
+    assert "bridge_redirect" not in check["diff"]["after"]
+    assert all(n in check["diff"]["after"] for n in preload)
     assert snapshot(bpffs) == before and not os.path.exists(backup_dir)
 
     # 3. approved: backup, then unlink
@@ -330,7 +334,7 @@ def test_clean_gate_check_mode_backup_and_restore(bpffs, reference, tmp_path):
     paths = [os.path.join(bpffs, n) for n in ("bridge_redirect", "host_traffic", "shaper_control")]
     assert done["removed"] == paths
     assert not any(os.path.lexists(p) for p in paths)
-    assert done["diff"]["after"] == "maps.debug: other [not_a_map]\nprogs.debug: other [not_a_map]\n"
+    assert done["diff"]["after"] == "".join("%s: other [not_a_map]\n" % n for n in preload)
     assert stat.S_IMODE(os.stat(backup_dir).st_mode) == 0o700
     files = {b["name"]: b["file"] for b in done["backups"]}
     assert sorted(files) == ["bridge_redirect", "host_traffic", "shaper_control"]
