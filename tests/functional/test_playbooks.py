@@ -582,6 +582,31 @@ def test_a_topology_without_an_inventory_is_one_clear_error_not_a_sandbox_confli
     assert sh("ip", "netns", "list").stdout == netns_before
 
 
+@pytest.mark.parametrize("given, extra", [
+    ("lqos_bpf_interfaces", ["-e", '{"lqos_bpf_interfaces": [{"name": "lqtnosuch0", "xdp_mode": "auto"}]}']),
+    ("lqos_bpf_interfaces and lqos_bpf_pin_root",
+     ["-e", '{"lqos_bpf_interfaces": [{"name": "lqtnosuch0"}]}', "-e", "lqos_bpf_pin_root=/sys/fs/bpf"]),
+])
+def test_the_sandbox_refuses_settings_that_would_reach_the_machine(tmp_path, given, extra):
+    """Extra vars beat the sandbox host's own: interfaces or a pin root given without an inventory would attach
+    to the machine's real interfaces or pin in its real bpffs. Refused before anything runs. (Check mode and an
+    interface no machine has: on code without the refusal this test fails without touching anything.)"""
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    netns_before = sh("ip", "netns", "list").stdout
+    run = playbook("deploy.yml", None, "--check", *extra, env={"ANSIBLE_INVENTORY": str(empty)})
+    assert run.rc == 2, run
+    [failure] = run.failures("localhost")
+    assert failure["msg"] == (
+        "%s given, but no inventory: the embedded sandbox attaches only to lqsbx0 in network namespace "
+        "lqos-sbx-a and pins only in its private bpffs /run/lqos-bpf/sandbox/bpffs, so the machine's real "
+        "interfaces and its real /sys/fs/bpf are never touched; given here, they would override the sandbox's own "
+        "(extra vars win) and reach the machine. Nothing was run. Fix: pass -i with the shapers these settings are "
+        "for, or leave them out to run on the sandbox." % given), failure
+    assert "sandbox" not in run.recap
+    assert sh("ip", "netns", "list").stdout == netns_before
+
+
 def test_the_audit_report_uses_the_users_template_and_names_a_missing_one(tmp_path):
     empty = tmp_path / "empty.ini"
     empty.write_text("")
