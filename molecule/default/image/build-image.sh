@@ -365,7 +365,9 @@ in_root systemd-hwdb update >&2 || true
 # --- tracing refusal policy (BPF-LSM), loaded at boot on request ----------------
 install -d "$ROOT/usr/local/lib/lqos-policy"
 install -m 0644 "$POLICY_SRC" "$ROOT/usr/local/lib/lqos-policy/refuse_tracing.bpf.c"
-install -m 0755 "$POLICY_LOADER" "$ROOT/usr/local/sbin/lqos-refuse-tracing"
+# The loader says `#!/usr/bin/env python` (the shebang ansible-test sanity allows); the image has python3 only.
+sed '1s|^#!.*|#!/usr/bin/python3|' "$POLICY_LOADER" >"$ROOT/usr/local/sbin/lqos-refuse-tracing"
+chmod 0755 "$ROOT/usr/local/sbin/lqos-refuse-tracing"
 in_root clang -O2 -g -target bpf -c /usr/local/lib/lqos-policy/refuse_tracing.bpf.c \
   -o /usr/local/lib/lqos-policy/refuse_tracing.bpf.o >&2
 cat >"$ROOT/etc/systemd/system/lqos-refuse-tracing.service" <<'EOF'
