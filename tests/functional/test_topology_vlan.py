@@ -25,23 +25,13 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 
 from test_topology import attach_plan, mac, tagged_echo
+from vlan_switch import listener, read_frame
 # The fixtures of the bridge tests: the reference object and the three namespaces.
 from test_topology import bridged, reference  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.usefixtures("tools")
-SOL_PACKET, PACKET_AUXDATA, ETH_P_ALL = 263, 8, 0x0003
-TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 0x10, 0x40
 MAPPING = [{"parent": "wan0", "tag": 100, "redirect_to": 200},    # from the Internet: 100 -> 200
            {"parent": "lan0", "tag": 200, "redirect_to": 100}]    # back: 200 -> 100
-
-
-def listener(ns: str, ifname: str) -> socket.socket:
-    """A packet socket on ifname in ns that also reports a tag held out of band (PACKET_AUXDATA)."""
-    with H.netns(ns):
-        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-    sock.bind((ifname, ETH_P_ALL))
-    return sock
 
 
 def received(sock: socket.socket, marker: bytes, seconds: float = 2.0) -> list:
@@ -51,18 +41,10 @@ def received(sock: socket.socket, marker: bytes, seconds: float = 2.0) -> list:
     while time.monotonic() < deadline:
         if not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
             break
-        frame, ancillary, _flags, _addr = sock.recvmsg(65535, socket.CMSG_SPACE(20))
+        tag, frame, _pkttype = read_frame(sock)
         if marker not in frame:
             continue
-        tag = None
-        for level, kind, data in ancillary:
-            if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 20:
-                status, _len, _snap, _mac, _net, tci, tpid = struct.unpack("=IIIHHHH", data[:20])
-                if status & TP_STATUS_VLAN_VALID:
-                    tag = (tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100, tci)
         inner = frame[12:]
-        if tag is None and struct.unpack("!H", frame[12:14])[0] in (0x8100, 0x88A8):
-            tag, inner = struct.unpack("!HH", frame[12:16]), frame[16:]
         src = socket.inet_ntoa(inner[2 + 12:2 + 16]) if inner[:2] == b"\x08\x00" else None
         out.append((tag[0], tag[1], src) if tag else (None, None, src))
     return out
