@@ -5,7 +5,16 @@ bpffs and state folders - with a traffic probe the health check must see counted
 (keys: twelve 0xff bytes + the IPv4 address); a second run must report ``changed=0``. What this kernel allows is
 probed: on a kernel that refuses the bpf_xdp_adjust_meta helper, develop runs with that one call answered "not
 supported" (lqos_testlib.libreqos_fitted, the path LibreQoS takes on a driver without XDP metadata); a kernel that
-still refuses it skips develop with the probe's reason and v1.4 stands in; the stick host joins only where the kernel can make VLAN interfaces (8021q).
+still refuses it skips develop with the probe's reason and v1.4 stands in.
+
+The stick host joins on every kernel. Its shaper side is always the same - one veth, trunk0, carrying VLAN 100
+(Internet) and 200 (ISP) tagged, with LibreQoS's own XDP and TC programs on it - and so is the probe: the client
+(10.234.n.1, VLAN 200) pings the upstream (10.234.n.2, VLAN 100) across the stick. Only the switch side (t0, the
+peer of trunk0) depends on the kernel, probed by vlans_work(): where it makes VLAN interfaces (8021q: the molecule
+VMs) the client and the upstream sit on t0.200 and t0.100; where it does not (this build machine), a user-space
+802.1Q switch (vlan_switch.py, a process in a namespace of its own, started and stopped by the fixture, which
+asserts that no process or namespace is left) tags the client's and the upstream's plain veths onto t0. The
+fixture prints which path ran.
 """
 from __future__ import annotations
 
@@ -20,6 +29,7 @@ import yaml
 
 from lqos_testlib import REPO, libreqos_fitted, mount_bpffs, needs_xdp, sh, umount, xdp_refusal
 from test_playbooks import playbook
+from vlan_switch import VlanSwitch
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -28,6 +38,7 @@ pytestmark = pytest.mark.usefixtures("tools")
 # The probe ran and its counters were read; a probe without reply or count is noted by the next task.
 HEALTH_TASK = "lqos.bpf.deploy : Health check - read the counters the probe's replies went to"
 HEALTH_FAILED_TASK = "lqos.bpf.deploy : Health check - note a probe without reply, or replies the programs did not count"
+MODES = ("pair", "bridge", "stick")
 
 
 def vlans_work(tag: str) -> bool:
@@ -42,13 +53,21 @@ def vlans_work(tag: str) -> bool:
         sh("ip", "netns", "delete", ns, check=False)
 
 
+STICK_8021Q = "VLAN interfaces (8021q) on t0"
+STICK_SWITCH = "a user-space 802.1Q switch (vlan_switch.py) on t0: this kernel makes no VLAN interfaces"
+
+
 class Site:
     """client -- shaper -- upstream namespaces for one topology, its bpffs and state folders."""
 
-    def __init__(self, root: str, mode: str, tag: str, net: int, name: str | None = None):
+    def __init__(self, root: str, mode: str, tag: str, net: int, name: str | None = None,
+                 stick_path: str = STICK_8021Q):
         self.name = name or mode
         self.mode, self.dir = mode, os.path.join(root, self.name)
         self.ns = {r: "%s%s%s" % (tag, self.name[0], r[0]) for r in ("client", "shaper", "upstream")}
+        self.stick_path, self.switch = stick_path if mode == "stick" else None, None
+        if self.stick_path == STICK_SWITCH:
+            self.ns["switch"] = "%s%sw" % (tag, self.name[0])
         self.net = net
         self.pin_root = os.path.join(self.dir, "bpffs")
 
@@ -79,24 +98,56 @@ class Site:
             self.up("client", "addr", "add", self.client + "/24", "dev", "c0")
             self.up("upstream", "addr", "add", self.upstream + "/24", "dev", "u0")
             self.probe_from, self.counted = self.ns["client"], self.client
-        else:   # stick: switch side t0 carries VLAN 100 (Internet, the upstream's) and 200 (ISP, the client's)
+        elif self.stick_path == STICK_8021Q:
+            # stick: switch side t0 carries VLAN 100 (Internet, the upstream's) and 200 (ISP, the client's)
             self.up("shaper", "link", "add", "trunk0", "type", "veth", "peer", "name", "t0", "netns", self.ns["client"])
             self.up("shaper", "link", "set", "trunk0", "up")
             self.up("client", "link", "set", "t0", "up")
             self.up("client", "link", "add", "link", "t0", "name", "t0.100", "type", "vlan", "id", "100")
             self.up("client", "link", "set", "t0.100", "netns", self.ns["upstream"])
             self.up("client", "link", "add", "link", "t0", "name", "t0.200", "type", "vlan", "id", "200")
-            self.client, self.upstream = "10.234.%d.1" % n, "10.234.%d.2" % n
-            self.up("client", "addr", "add", self.client + "/24", "dev", "t0.200")
-            self.up("client", "link", "set", "t0.200", "up")
-            self.up("upstream", "addr", "add", self.upstream + "/24", "dev", "t0.100")
-            self.up("upstream", "link", "set", "t0.100", "up")
-            self.probe_from, self.counted = self.ns["client"], self.client
+            self.stick_ends("t0.200", "t0.100")
+        else:
+            # stick without 8021q: t0 is the trunk port of a user-space VLAN switch in a namespace of its own
+            # (vlan_switch.py), whose access ports sc (VLAN 200) and su (VLAN 100) lead to the client's c0 and the
+            # upstream's u0, plain untagged veths. The shaper side is the same: tagged frames on trunk0.
+            self.up("shaper", "link", "add", "trunk0", "type", "veth", "peer", "name", "t0", "netns", self.ns["switch"])
+            self.up("client", "link", "add", "c0", "type", "veth", "peer", "name", "sc", "netns", self.ns["switch"])
+            self.up("upstream", "link", "add", "u0", "type", "veth", "peer", "name", "su", "netns", self.ns["switch"])
+            self.up("shaper", "link", "set", "trunk0", "up")
+            for dev in ("t0", "sc", "su"):
+                self.up("switch", "link", "set", dev, "up")
+            self.stick_ends("c0", "u0")
+            self.switch = VlanSwitch(self.ns["switch"], "t0", {"sc": 200, "su": 100})
+            self.switch.start()
 
-    def destroy(self) -> None:
+    def stick_ends(self, client_dev: str, upstream_dev: str) -> None:
+        """The client on the ISP VLAN (200), the upstream on the Internet VLAN (100), one subnet: the client's
+        probe crosses the stick twice (200 -> 100 on the way out, 100 -> 200 back)."""
+        n = self.net
+        self.client, self.upstream = "10.234.%d.1" % n, "10.234.%d.2" % n
+        self.up("client", "addr", "add", self.client + "/24", "dev", client_dev)
+        self.up("client", "link", "set", client_dev, "up")
+        self.up("upstream", "addr", "add", self.upstream + "/24", "dev", upstream_dev)
+        self.up("upstream", "link", "set", upstream_dev, "up")
+        self.probe_from, self.counted = self.ns["client"], self.client
+
+    def destroy(self) -> list:
+        """Remove the namespaces (the VLAN switch stopped first) and the bpffs; returns what was left behind."""
+        left = []
+        if self.switch is not None:
+            self.switch.stop()
+            if self.switch.alive():
+                left.append("the VLAN switch process %d of %s" % (self.switch.proc.pid, self.name))
+            # Nothing else of the switch either: no process of any kind runs in its namespace.
+            pids = sh("ip", "netns", "pids", self.ns["switch"], check=False).stdout.split()
+            left += ["process %s in netns %s" % (pid, self.ns["switch"]) for pid in pids]
         for name in self.ns.values():
             sh("ip", "netns", "delete", name, check=False)
+        listed = sh("ip", "netns", "list").stdout.split()
+        left += ["netns %s" % name for name in self.ns.values() if name in listed]
         umount(self.pin_root)
+        return left
 
     def topology(self) -> dict:
         common = {"netns": self.ns["shaper"], "probe_target": self.upstream}
@@ -123,8 +174,10 @@ def deployed(request, libreqos, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("lq-deploy-" + ref))
     spec = "libreqos"
     tag = "lq" + uuid.uuid4().hex[:4]
-    modes = ["pair", "bridge"] + (["stick"] if vlans_work(tag) else [])
-    sites = {m: Site(root, m, tag, 10 + (int(tag[2:], 16) + i) % 200) for i, m in enumerate(modes)}
+    stick_path = STICK_8021Q if vlans_work(tag) else STICK_SWITCH
+    say(request, "test_libreqos_deploy: the stick over %s" % stick_path)
+    sites = {m: Site(root, m, tag, 10 + (int(tag[2:], 16) + i) % 200, stick_path=stick_path)
+             for i, m in enumerate(MODES)}
     # Last (its own batch): a pair whose spec says the map keys IPv4 as ::ffff:a.b.c.d - its health check must
     # fail, roll back, and say which key it looked up and which keys the map holds.
     wrong = Site(root, "pair", tag, 10 + (int(tag[2:], 16) + 7) % 200, name="wrongkey")
@@ -149,10 +202,20 @@ def deployed(request, libreqos, tmp_path_factory):
             fh.write(first.out)
         state = {m: observe(s) for m, s in sites.items()}
         again = playbook("deploy.yml", inventory, "-e", "lqos_bpf_approve=true")
-        yield {"ref": ref, "sites": sites, "first": first, "again": again, "state": state, "wrong": wrong}
+        yield {"ref": ref, "sites": sites, "first": first, "again": again, "state": state, "wrong": wrong,
+               "stick_path": stick_path}
     finally:
-        for site in made:
-            site.destroy()
+        left = [thing for site in made for thing in site.destroy()]
+        if sites["stick"].switch is not None:
+            say(request, "test_libreqos_deploy: the VLAN switch relayed %s" % json.dumps(sites["stick"].switch.counts))
+        assert not left, "left behind: %s" % ", ".join(left)
+
+
+def say(request, line: str) -> None:
+    """One line on the terminal, past pytest's capture: which stick path ran is part of the run's record."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\n" + line, flush=True)
 
 
 def observe(site: Site) -> dict:
@@ -181,42 +244,46 @@ def observe(site: Site) -> dict:
     return out
 
 
-def test_every_topology_deploys_and_its_probe_is_counted(deployed):
-    first = deployed["first"]
-    assert first.rc == 2 and list(first.recap) and first.recap["wrongkey"]["failed"] == 1, first.out[-6000:]
-    for mode, site in deployed["sites"].items():
-        assert first.recap[mode]["failed"] == 0, first
-        assert HEALTH_TASK in first.ran_tasks.get(mode, set()), (mode, first)
-        assert HEALTH_FAILED_TASK not in first.ran_tasks.get(mode, set()), (mode, first)
-        assert deployed["state"][mode]["counted"], (mode, "no map_traffic entry for %s" % site.counted)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_topology_deploys_and_its_probe_is_counted(deployed, mode):
+    first, site = deployed["first"], deployed["sites"][mode]
+    assert first.rc == 2 and first.recap.get(mode, {}).get("failed") == 0, first   # rc 2: the wrongkey host
+    assert HEALTH_TASK in first.ran_tasks.get(mode, set()), (mode, first)
+    assert HEALTH_FAILED_TASK not in first.ran_tasks.get(mode, set()), (mode, first)
+    assert deployed["state"][mode]["counted"], (mode, "no map_traffic entry for %s" % site.counted)
 
 
-def test_bifrost_is_where_libreqos_puts_it(deployed):
-    state = deployed["state"]
-    # A plain pair: the classifier on egress, no redirector, no promiscuous ports.
-    assert state["pair"]["tc"] == {i: {"egress": "tc_iphash_to_cp", "ingress": None} for i in ("wan0", "lan0")}
-    assert state["pair"]["promisc"] == {"wan0": False, "lan0": False} and state["pair"]["bifrost"] == {}
-    # XDP bridge: bifrost on both ports, each redirected to the other, both promiscuous.
-    bridge = state["bridge"]
-    assert bridge["tc"] == {i: {"egress": "tc_iphash_to_cp", "ingress": "bifrost"} for i in ("wan0", "lan0")}
-    assert bridge["promisc"] == {"wan0": True, "lan0": True}
-    wan, lan = bridge["ifindex"]["wan0"], bridge["ifindex"]["lan0"]
-    assert bridge["bifrost"] == {wan.to_bytes(4, "little").hex(): lan.to_bytes(4, "little").hex() + "00000000",
-                                 lan.to_bytes(4, "little").hex(): wan.to_bytes(4, "little").hex() + "00000000"}
-    if "stick" not in state:
-        pytest.skip("this kernel makes no VLAN interfaces (8021q, probed): the stick host was left out")
-    stick = state["stick"]
-    idx = stick["ifindex"]["trunk0"]
-    assert stick["tc"] == {"trunk0": {"egress": "tc_iphash_to_cp", "ingress": "bifrost"}}
-    assert stick["promisc"] == {"trunk0": True}
-    assert stick["bifrost"] == {idx.to_bytes(4, "little").hex(): idx.to_bytes(4, "little").hex() + "01000000"}
-    assert stick["vlans"] == {((idx << 16) | 100).to_bytes(4, "little").hex(): (200).to_bytes(4, "little").hex(),
-                              ((idx << 16) | 200).to_bytes(4, "little").hex(): (100).to_bytes(4, "little").hex()}
+def expected_tc(mode: str, ifaces: dict) -> dict:
+    """TC programs per interface as LibreQoS v2.2's lqos_kernel.rs attaches them: the classifier on egress
+    everywhere, the redirector on ingress in bridge and stick mode only."""
+    return {i: {"egress": "tc_iphash_to_cp", "ingress": None if mode == "pair" else "bifrost"} for i in ifaces}
+
+
+def le32(n: int) -> str:
+    return n.to_bytes(4, "little").hex()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bifrost_is_where_libreqos_puts_it(deployed, mode):
+    got = deployed["state"][mode]
+    assert got["tc"] == expected_tc(mode, got["ifindex"]), got
+    if mode == "pair":   # no redirector, no promiscuous ports
+        assert got["promisc"] == {"wan0": False, "lan0": False} and got["bifrost"] == {}
+    elif mode == "bridge":   # both ports redirected to each other, both promiscuous
+        assert got["promisc"] == {"wan0": True, "lan0": True}
+        wan, lan = got["ifindex"]["wan0"], got["ifindex"]["lan0"]
+        assert got["bifrost"] == {le32(wan): le32(lan) + "00000000", le32(lan): le32(wan) + "00000000"}
+    else:   # stick: the interface to itself, scan_vlans 1; each VLAN rewritten to the other; promiscuous
+        idx = got["ifindex"]["trunk0"]
+        assert got["promisc"] == {"trunk0": True}
+        assert got["bifrost"] == {le32(idx): le32(idx) + "01000000"}
+        assert got["vlans"] == {le32((idx << 16) | 100): le32(200), le32((idx << 16) | 200): le32(100)}
 
 
 def test_a_key_in_the_wrong_encoding_fails_the_health_check_naming_the_key_and_the_nearest_keys(deployed):
     """The regression of issue 22 made visible: the key looked up and the keys LibreQoS really wrote."""
     first, wrong = deployed["first"], deployed["wrong"]
+    assert first.rc == 2 and first.recap["wrongkey"]["failed"] == 1, first.out[-6000:]
     packed = ipaddress.ip_address(wrong.wan).packed.hex()
     # The role's last word on the host (the rescue's), after rolling back.
     failure = first.failures("wrongkey")[-1].get("msg", "")
@@ -225,13 +292,15 @@ def test_a_key_in_the_wrong_encoding_fails_the_health_check_naming_the_key_and_t
     assert ("(key %s in map_traffic: no entry; nearest keys there: %s"
             % ("00" * 10 + "ffff" + packed, "ff" * 12 + packed)) in failure, failure
     assert len(first.failures("wrongkey")) == 1, first.failures("wrongkey")   # one failure per host, with the rollback
-
-
-def test_a_second_run_changes_nothing(deployed):
     again = deployed["again"]
     assert again.rc == 2 and again.recap["wrongkey"]["failed"] == 1, again
-    for mode in deployed["sites"]:
-        assert again.recap[mode]["changed"] == 0, (mode, again.changed_tasks.get(mode))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_second_run_changes_nothing(deployed, mode):
+    again = deployed["again"]
+    assert again.recap.get(mode, {}).get("failed") == 0, again
+    assert again.recap[mode]["changed"] == 0, (mode, again.changed_tasks.get(mode))
 
 
 # ---------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class VlanSwitch:
 
     def stop(self) -> None:
         """SIGTERM, then wait (reaped: no process left behind); the counters it printed go to self.counts."""
-        if self.proc is None:
+        if self.proc is None or self.counts is not None:
             return
         if self.proc.poll() is None:
             self.proc.terminate()
