@@ -202,7 +202,7 @@ attached:
     - Each C(xdp) and C(tc) entry also has C(owner) - V(collection) (pinned under C(<pin_root>/lqos_bpf/) by
       M(lqos.bpf.attach)), V(service) (a running process holds it, as LibreQoS' C(lqosd) does its programs),
       V(foreign) (neither), or null for an empty hook - and C(holders), for a service the processes holding it
-      (C(pid), C(comm), C(unit): the systemd unit from C(/proc/<pid>/cgroup), null outside one), else null.
+      (C(pid), C(comm), and C(unit), the systemd unit from C(/proc/<pid>/cgroup) or null outside one), else null.
   returned: always
   type: list
   elements: dict
