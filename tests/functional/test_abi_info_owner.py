@@ -29,8 +29,8 @@ def entries(res) -> list:
     return [e for row in res["attached"] for e in [row["xdp"]] + row["tc"] if e and e["id"]]
 
 
-def test_the_daemons_hooks_are_the_services_with_its_pid_then_foreign_once_it_exits(shaperd, bpffs, bridge, tmp_path,
-                                                                                 running):
+def test_the_daemons_hooks_are_the_services_with_its_pid_then_foreign_once_it_exits(
+        shaperd, bpffs, bridge, tmp_path, running):
     daemon = start(running, shaperd["binary"], bridge_config(tmp_path, bpffs, bridge, write_limit=0))
     with open("/proc/%d/cgroup" % daemon.pid) as fh:
         unit = unit_of_cgroup(fh.read())
@@ -71,5 +71,5 @@ def test_the_collections_attach_is_the_collections_and_beside_foreign_ones_mixed
     xdp = res["attached"][0]["xdp"]
     assert xdp["owner"] == "collection" and xdp["holders"] is None
     assert {e["owner"] for e in entries(res) if e is not xdp} == {"foreign"}
-    assert res["loader"]["kind"] == "mixed" and res["loader"]["counts"] == {"collection": 1, "service": 0,
-                                                                             "foreign": 4}
+    assert res["loader"]["kind"] == "mixed"
+    assert res["loader"]["counts"] == {"collection": 1, "service": 0, "foreign": 4}
