@@ -187,9 +187,43 @@ def judge(live: dict | None, expected_program: str | None, recorded: dict | None
     return tag, bool(same_program_name(live.get("name"), program) and live.get("tag") == tag)
 
 
+def hook_entries(attached: list) -> list:
+    """Every hook entry (the ``xdp`` dict and each ``tc`` dict) of the ``attached`` rows, in order."""
+    return [e for row in attached or [] for e in [row.get("xdp")] + list(row.get("tc") or []) if e]
+
+
+def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
+    """Add ``owner`` (``collection``, ``service``, ``foreign``, or None for an empty hook) and ``holders`` (the
+    processes holding a service's program: [{pid, comm, unit}], else None) to every hook entry of ``attached``
+    (``_ownership.owner_of``), and return the host's ``loader`` summary (``_ownership.loader_summary``)."""
+    from ansible_collections.lqos.bpf.plugins.module_utils._ownership import loader_summary, owner_of, SERVICE
+
+    hooks = hook_entries(attached)
+    for entry in hooks:
+        owner, detail = owner_of(entry["id"], collection_ids, holders) if entry.get("id") else (None, None)
+        entry["owner"], entry["holders"] = owner, detail if owner == SERVICE else None
+    return loader_summary(hooks)
+
+
 # ---------------------------------------------------------------------------
 # Sections that read the host
 # ---------------------------------------------------------------------------
+
+def owner_facts(attached: list, pin_root: str, errors: list) -> dict:
+    """Who owns each program on the hooks (``mark_owners``): the collection's pins under ``<pin_root>/lqos_bpf/``,
+    the processes of /proc holding the rest. Returns the ``loader`` summary."""
+    from ansible_collections.lqos.bpf.plugins.module_utils import _ownership
+
+    ids = {e["id"] for e in hook_entries(attached) if e.get("id")}
+    ours, held = set(), {}
+    try:
+        if ids and is_bpffs(pin_root):
+            ours = _ownership.collection_ids(os.path.realpath(pin_root))
+        held = _ownership.holders(ids - ours)
+    except Exception as exc:  # pylint: disable=broad-except  # a part that cannot be read never fails the host
+        errors.append("owners: %s" % getattr(exc, "msg", exc))
+    return mark_owners(attached, ours, held)
+
 
 def kernel_facts() -> dict:
     facts = {"release": os.uname().release, "machine": os.uname().machine,
@@ -370,6 +404,7 @@ def gather(module, spec: dict, build_root: str, pin_root: str, interfaces: list,
         deployed = None
     facts["deployed"] = deployed if isinstance(deployed, dict) else None
     facts["attached"] = [interface_facts(i, spec, facts["deployed"]) for i in interfaces]
+    facts["loader"] = owner_facts(facts["attached"], pin_root, errors)
     facts["pins"] = pin_facts(pin_root, spec, build["object"]["path"] if build else None)
     facts["programs"] = program_facts(spec, build["object"]["path"] if build else None, errors) if programs else None
     facts["errors"] = errors

@@ -44,6 +44,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_apply import ApplyMixin, _lib_error, _Lock
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_kprobe import KprobeMixin
+from ansible_collections.lqos.bpf.plugins.module_utils import _ownership
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     ATTACH,
     DEFAULT_STATE_DIR,
@@ -139,6 +140,7 @@ class Attacher(KprobeMixin, ApplyMixin):
         self.tc_slots = []
         self.pins = {}        # pin name -> {id, name, tag, path}
         self.ours = set()
+        self.held = None      # {prog id: [{pid, comm, unit}]}: processes holding the programs not ours (_ownership)
         self.xdp_now = {"ids": {}, "info": {}}
         self.tc_now = {}      # slot id -> {"slot", "id", "info"}
         self.xdp_plan = None
@@ -342,6 +344,28 @@ class Attacher(KprobeMixin, ApplyMixin):
         self.warnings.append("replacing the legacy ingress qdisc on %s by clsact (force: true): the filters it "
                              "holds are removed" % self.ifname)
 
+    def service_holders(self, prog_id) -> list | None:
+        """The processes holding ``prog_id`` when it is a service's (``_ownership.owner_of``), else None. The scan of
+        /proc runs once, and only when a hook holds a program that is not ours."""
+        if not prog_id or prog_id in self.ours:
+            return None
+        if self.held is None:
+            ids = set(self.xdp_now["ids"].values()) | {t["id"] for t in self.tc_now.values() if t["id"]}
+            self.held = _ownership.holders(ids - self.ours)
+        owner, detail = _ownership.owner_of(prog_id, self.ours, self.held)
+        return detail if owner == _ownership.SERVICE else None
+
+    def held_by(self, prog_id) -> str:
+        held = self.service_holders(prog_id)
+        return " (a service's: held by %s)" % _ownership.describe_holders(held) if held else ""
+
+    def refuse_service(self, hook: str, prog_id) -> None:
+        """A program a running process holds is the service's: never replaced, with or without force."""
+        held = self.service_holders(prog_id)
+        if held:
+            info = self.xdp_now["info"].get(prog_id) if hook == "XDP" else self.prog_info(prog_id)
+            raise _ownership.service_refusal(hook, self.ifname, self.netns, prog_desc(prog_id, info), held)
+
     def xdp_link_of(self, d: dict) -> dict:
         """A foreign XDP program held by a bpf_link: refuse, or (force) plan to detach the link."""
         old_id = d.get("old_id")
@@ -366,6 +390,8 @@ class Attacher(KprobeMixin, ApplyMixin):
         rec_xdp = self.record.get("xdp") if isinstance(self.record.get("xdp"), dict) else None
         d = decide_xdp(self.xdp_prog, self.want_mode, self.xdp_now, self.ours, rec_xdp, self.fp, self.force)
         if d.get("reason") != "multi":
+            if d.get("foreign") or d.get("reason") == "foreign":
+                self.refuse_service("XDP", d.get("old_id"))
             d = self.xdp_link_of(d)
         old = prog_desc(d.get("old_id"), self.xdp_now["info"].get(d.get("old_id")))
         if d["kind"] == REFUSE:
@@ -386,8 +412,10 @@ class Attacher(KprobeMixin, ApplyMixin):
                 now = self.tc_now[slot_id(slot)]
                 rec = recorded.get(slot_id(slot))
                 td = decide_tc(slot, now["id"], now["info"], self.ours, rec, self.fp, self.force)
+                where = "TC %s (handle 0x%x priority 0x%x)" % (slot["direction"], slot["handle"], slot["priority"])
+                if td.get("foreign"):
+                    self.refuse_service(where, now["id"])
                 if td["kind"] == REFUSE:
-                    where = "TC %s (handle 0x%x priority 0x%x)" % (slot["direction"], slot["handle"], slot["priority"])
                     raise refuse_error(where, self.ifname, self.netns, prog_desc(now["id"], now["info"]))
                 if td["kind"] == REPLACE_FOREIGN:
                     self.warnings.append("replacing foreign TC program %s on %s %s (force: true)"
@@ -483,8 +511,8 @@ class Attacher(KprobeMixin, ApplyMixin):
                     self.xdp_plan = {"kind": DETACH, "mode": mode, "old_id": pid, "old_mode": mode}
                     self.actions.append(xdp_action(DETACH, None, self.ifname, self.xdp_plan, desc))
                 else:
-                    self.notes.append("XDP program %s on %s (%s mode) is not ours: left in place"
-                                      % (desc, self.ifname, mode))
+                    self.notes.append("XDP program %s on %s (%s mode) is not ours%s: left in place"
+                                      % (desc, self.ifname, mode, self.held_by(pid)))
             for sid, slot in sorted(slots.items()):
                 now = self.tc_now[sid]
                 if not now["id"]:
@@ -494,8 +522,8 @@ class Attacher(KprobeMixin, ApplyMixin):
                     self.tc_plan.append((slot, {"kind": DETACH, "old_id": now["id"]}))
                     self.actions.append(tc_action(DETACH, slot, self.ifname, desc))
                 else:
-                    self.notes.append("TC %s program %s on %s is not ours: left in place"
-                                      % (slot["direction"], desc, self.ifname))
+                    self.notes.append("TC %s program %s on %s is not ours%s: left in place"
+                                      % (slot["direction"], desc, self.ifname, self.held_by(now["id"])))
         for name, pin in sorted(self.pins.items()):
             self.actions.append("unpin %s (%s)" % (pin["path"], prog_desc(pin["id"], pin)))
         self.plan_kprobes_absent()

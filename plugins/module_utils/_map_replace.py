@@ -47,6 +47,7 @@ import time
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_window as W
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership import is_collection_pin
 from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal  # noqa: F401
 
 try:
@@ -59,7 +60,6 @@ except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
 ASIDE_DIR = MAP_ASIDE_DIR
-PROG_PIN_DIR = "lqos_bpf"  # where lqos.bpf.attach pins the programs it attached (_attach_plan.PIN_SUBDIR)
 DEFAULT_STATE_DIR = MAP_STATE_DIR
 KILL_ENV = "LQOS_BPF_TEST_KILL_AT"
 TMP_DIR = ASIDE_DIR + "/lqos_bpf_new"  # (bpffs refuses dots in names)  # new maps pinned here while they are filled, then renamed over their names
@@ -142,11 +142,12 @@ def _matches(info: dict, side: dict) -> bool:
 
 def live_maps(pins: list, sides: dict) -> dict:
     """{map name: live map id} for each map of the object that this collection's attached programs (the
-    program pins under ``<pin_root>/lqos_bpf/``) use with the object's own layout. The kernel keeps 15
+    program pins under ``<pin_root>/lqos_bpf/``: the ownership model's ``_ownership.is_collection_pin``) use with
+    the object's own layout. The kernel keeps 15
     characters of a map name; a name two different live maps match is left out (ambiguous)."""
     found: dict = {}
     for pin in pins:
-        if pin["kind"] != "prog" or not pin["name"].startswith(PROG_PIN_DIR + "/") or not pin.get("id"):
+        if pin["kind"] != "prog" or not is_collection_pin(pin["name"]) or not pin.get("id"):
             continue
         try:
             map_ids = M.prog_info_by_id(pin["id"])["map_ids"]

@@ -17,7 +17,8 @@ description:
     (C(abi-check.json) in the build folder, written by the C(lqos.bpf.build) role).
   - For each interface in O(interfaces) (inside its network namespace when one is given), the XDP program (attach
     mode, id, name, tag) and the TC program at each hook of the spec's C(attach.tc), compared with what the
-    C(lqos.bpf.deploy) role recorded in C(build_root/deployed.json).
+    C(lqos.bpf.deploy) role recorded in C(build_root/deployed.json), and who owns each program (this collection, a
+    service's running process, or foreign) with the host's RV(loader) summary.
   - Every pin under O(pin_root), audited exactly as M(lqos.bpf.pinned_maps) with O(lqos.bpf.pinned_maps#module:state=audited)
     does, against the spec and the current build's object.
   - Read-only. Nothing is loaded, pinned, attached or written. A part that cannot be read (a missing interface, a pin
@@ -198,12 +199,25 @@ attached:
       program and tag are what the deploy recorded, false when not, null when the deploy recorded nothing here).
     - C(tc) has one entry per TC hook of the spec with C(direction), C(handle), C(priority), C(id), C(name), C(tag),
       C(expected_program), C(expected_tag) and C(matches).
+    - Each C(xdp) and C(tc) entry also has C(owner) - V(collection) (pinned under C(<pin_root>/lqos_bpf/) by
+      M(lqos.bpf.attach)), V(service) (a running process holds it, as LibreQoS' C(lqosd) does its programs),
+      V(foreign) (neither), or null for an empty hook - and C(holders), for a service the processes holding it
+      (C(pid), C(comm), and C(unit), the systemd unit from C(/proc/<pid>/cgroup) or null outside one), else null.
   returned: always
   type: list
   elements: dict
   sample: [{interface: eth1, netns: null, ifindex: 3, present: true, error: null,
             xdp: {mode: native, id: 41, name: xdp_shaper, tag: "0a1b2c3d4e5f6789", expected_program: xdp_shaper,
-                  expected_tag: "0a1b2c3d4e5f6789", matches: true}, tc: []}]
+                  expected_tag: "0a1b2c3d4e5f6789", matches: true, owner: service,
+                  holders: [{pid: 812, comm: lqosd, unit: lqosd.service}]}, tc: []}]
+loader:
+  description:
+    - Who loaded the programs on this host's hooks (the ownership of RV(attached)'s entries) - C(kind) V(collection),
+      V(service), V(foreign), V(mixed) (more than one of those) or V(none) (nothing on the hooks); C(units) the systemd
+      units of the services holding them; C(counts) the hooks per owner.
+  returned: always
+  type: dict
+  sample: {kind: service, units: [lqosd.service], counts: {collection: 0, service: 6, foreign: 0}}
 pins:
   description:
     - The pinned-map audit - C(pin_root), C(error) (null, or why the audit could not run), C(maps) (each pin with

@@ -29,6 +29,11 @@ description:
     and priority, so traffic never runs unshaped. If a later step fails, the hooks already swapped are swapped back.
     Only an explicit change of XDP mode needs a detach and an attach (reported as not atomic).
   - A program this collection did not attach is never replaced without O(force=true), and never detached.
+  - A program a running process holds (a service such as LibreQoS' C(lqosd), which loads its programs at every start;
+    the program ids among its file descriptors, C(/proc/<pid>/fdinfo)) is the service's, not foreign - it is never
+    replaced, even with O(force=true) (the service would attach its own again at its next restart). The run fails
+    naming the interface, hook, program, process and systemd unit, and the fix (C(lqos_bpf_loader=service), or stop
+    the service first); a plan and check mode fail the same way. See C(docs/behaviour.md), section "Who owns a hook".
   - The approval gate - without O(approve=true) the module only returns the planned RV(actions) and changes
     nothing (C(changed) then says whether there is work, RV(applied) is false). Check mode plans only.
   - Warnings (skb-mode fallback, forced replacement of a foreign program, non-atomic mode change) are issued as
@@ -114,6 +119,7 @@ options:
     description:
       - Replace a program on a hook that this collection did not attach. Without it such a program makes the run fail
         and nothing is changed.
+      - Never replaces a program a running process holds (a service's); that run fails with or without it.
     type: bool
     default: false
   state_dir:

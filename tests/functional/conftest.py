@@ -104,6 +104,36 @@ def netns_pair():
 
 
 @pytest.fixture(scope="session")
+def shaperd(tmp_path_factory):
+    """The stand-in daemon built once per session against a pipeline build of bpf/ (standin.build_daemon):
+    {"binary", "object", "build_dir", "crate"}."""
+    from standin import build_daemon
+    return build_daemon(tmp_path_factory.mktemp("shaperd"))
+
+
+@pytest.fixture
+def bridge(netns_pair):
+    """The pair's ns_a with a second veth (``<name>c0``, peer ``<name>d0`` in the same ns): the two ports
+    of a bridge, to_internet = if_a, to_network = <name>c0."""
+    pair = netns_pair
+    pair.if_c, pair.if_d = pair.name + "c0", pair.name + "d0"
+    subprocess.run(["ip", "-n", pair.ns_a, "link", "add", pair.if_c, "type", "veth", "peer", "name", pair.if_d],
+                   check=True, capture_output=True)
+    for ifname in (pair.if_c, pair.if_d):
+        subprocess.run(["ip", "-n", pair.ns_a, "link", "set", ifname, "up"], check=True, capture_output=True)
+    return pair
+
+
+@pytest.fixture
+def running():
+    """Daemons (standin.Shaperd) a test started; any still running at the end is killed."""
+    started = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture(scope="session")
 def repo():
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

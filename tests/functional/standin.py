@@ -39,6 +39,22 @@ def write_config(path, **keys) -> str:
     return str(path)
 
 
+def bridge_config(path, bpffs, pair, **keys) -> str:
+    """A bridge configuration at ``path``/shaperd.conf for the ``bridge`` fixture (to_internet = if_a,
+    to_network = if_c, in ns_a), the pins under ``bpffs``, writes logged to ``path``/writes.log; ``keys`` override."""
+    keys = dict(dict(mode="bridge", to_internet=pair.if_a, to_network=pair.if_c, netns=pair.ns_a,
+                     pin_root=bpffs, write_log=str(path / "writes.log"), write_interval_ms=1,
+                     write_limit=200), **keys)
+    return write_config(path / "shaperd.conf", **keys)
+
+
+def start(running: list, binary: str, conf: str, **kw) -> "Shaperd":
+    """Start a daemon, remembered in ``running`` (the fixture kills any still running at the end)."""
+    daemon = Shaperd(binary, conf, **kw)
+    running.append(daemon)
+    return daemon.start()
+
+
 class Shaperd:
     """One run of the daemon as a plain process; its stderr goes to ``<config>.stderr``."""
 

@@ -97,33 +97,35 @@ def test_an_xdp_program_held_by_a_bpf_link_is_refused_then_detached_with_force(o
         link = lo.attach_program("linked_xdp", ifindex=H.ifindex(netns_pair.if_a))
     try:
         link.pin(link_pin)
-        with H.netns(netns_pair.ns_a):
-            idx = H.ifindex(netns_pair.if_a)
-            old_id = H.xdp_query(idx)["prog_id"]
-            (info,) = H.xdp_links(idx, old_id)
-            tag = M.prog_info_by_id(old_id)["tag"]
-        res = attach(netns_pair, bpffs, tmp_path, objs["reference"])
-        assert res["_rc"] == 1
-        assert res["msg"] == (
-            "XDP on %s (netns %s) holds program id %d (linked_xdp, tag %s) through bpf_link %d (pinned at %s), which this "
-            "collection did not attach; it is left in place and nothing was changed. Fix: unload it with the tool that "
-            "attached it (e.g. xdp-loader unload %s --all; or rm %s), or set force: true to detach the link and "
-            "attach (not atomic: the interface runs without XDP in between)."
-            % (netns_pair.if_a, netns_pair.ns_a, old_id, tag, info["id"], link_pin, netns_pair.if_a, link_pin)), res["msg"]
-        plan = attach(netns_pair, bpffs, tmp_path, objs["reference"], force=True, approve=False)
-        assert any(a.startswith("detach bpf_link %d (pinned at %s) holding foreign XDP program" % (info["id"], link_pin))
-                   and "not atomic" in a for a in plan["actions"]), plan["actions"]
-        assert not any("atomically" in a for a in plan["actions"] if "XDP" in a)
-        res = attach(netns_pair, bpffs, tmp_path, objs["reference"], force=True)
-        assert res["_rc"] == 0, res.get("msg")
-        assert res["xdp"]["action"] == "replace_link" and res["xdp"]["previous_id"] == old_id
-        with H.netns(netns_pair.ns_a):
-            now = H.xdp_query(idx)["prog_id"]
-            assert M.prog_info_by_id(now)["name"] == "xdp_shaper"
-            assert H.xdp_links(idx) == []
     finally:
-        link.close()
+        # As xdp-loader leaves it: a pinned link and no process holding the program (one that did would make it a
+        # service's program, which force never replaces: test_attach_service_owned.py).
+        link.close()   # closes the link's fd; the pin keeps the link and its attachment
         lo.close()
+    with H.netns(netns_pair.ns_a):
+        idx = H.ifindex(netns_pair.if_a)
+        old_id = H.xdp_query(idx)["prog_id"]
+        (info,) = H.xdp_links(idx, old_id)
+        tag = M.prog_info_by_id(old_id)["tag"]
+    res = attach(netns_pair, bpffs, tmp_path, objs["reference"])
+    assert res["_rc"] == 1
+    assert res["msg"] == (
+        "XDP on %s (netns %s) holds program id %d (linked_xdp, tag %s) through bpf_link %d (pinned at %s), which this "
+        "collection did not attach; it is left in place and nothing was changed. Fix: unload it with the tool that "
+        "attached it (e.g. xdp-loader unload %s --all; or rm %s), or set force: true to detach the link and "
+        "attach (not atomic: the interface runs without XDP in between)."
+        % (netns_pair.if_a, netns_pair.ns_a, old_id, tag, info["id"], link_pin, netns_pair.if_a, link_pin)), res["msg"]
+    plan = attach(netns_pair, bpffs, tmp_path, objs["reference"], force=True, approve=False)
+    assert any(a.startswith("detach bpf_link %d (pinned at %s) holding foreign XDP program" % (info["id"], link_pin))
+               and "not atomic" in a for a in plan["actions"]), plan["actions"]
+    assert not any("atomically" in a for a in plan["actions"] if "XDP" in a)
+    res = attach(netns_pair, bpffs, tmp_path, objs["reference"], force=True)
+    assert res["_rc"] == 0, res.get("msg")
+    assert res["xdp"]["action"] == "replace_link" and res["xdp"]["previous_id"] == old_id
+    with H.netns(netns_pair.ns_a):
+        now = H.xdp_query(idx)["prog_id"]
+        assert M.prog_info_by_id(now)["name"] == "xdp_shaper"
+        assert H.xdp_links(idx) == []
 
 
 def test_kernel_set_map_flags_do_not_make_a_fresh_pin_incompatible(objs, bpffs):

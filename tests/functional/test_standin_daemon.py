@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from lqos_testlib import compile_bpf, mount_bpffs, run_module, sh, umount
-from standin import Shaperd, build_daemon, read_write_log, wait_for_writes, write_config
+from standin import Shaperd, bridge_config, read_write_log, start, wait_for_writes, write_config
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -37,43 +37,7 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-@pytest.fixture(scope="module")
-def shaperd(tmp_path_factory):
-    return build_daemon(tmp_path_factory.mktemp("shaperd"))
-
-
-@pytest.fixture
-def bridge(netns_pair):
-    """The pair's ns_a with a second veth (``<name>c0``, peer ``<name>d0`` in the same ns): the two ports
-    of a bridge, to_internet = if_a, to_network = <name>c0."""
-    pair = netns_pair
-    pair.if_c, pair.if_d = pair.name + "c0", pair.name + "d0"
-    sh("ip", "-n", pair.ns_a, "link", "add", pair.if_c, "type", "veth", "peer", "name", pair.if_d)
-    for ifname in (pair.if_c, pair.if_d):
-        sh("ip", "-n", pair.ns_a, "link", "set", ifname, "up")
-    return pair
-
-
-@pytest.fixture
-def running():
-    """Daemons a test started; any still running at the end is killed."""
-    started = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
-def config(tmp_path, bpffs, pair, **keys):
-    keys = dict(dict(mode="bridge", to_internet=pair.if_a, to_network=pair.if_c, netns=pair.ns_a,
-                     pin_root=bpffs, write_log=str(tmp_path / "writes.log"), write_interval_ms=1,
-                     write_limit=200), **keys)
-    return write_config(tmp_path / "shaperd.conf", **keys)
-
-
-def start(running, binary, conf, **kw):
-    daemon = Shaperd(binary, conf, **kw)
-    running.append(daemon)
-    return daemon.start()
+config = bridge_config
 
 
 def xdp(pair, ifname):

@@ -185,3 +185,20 @@ def test_spec_health_ipv4_is_checked_and_defaults_to_mapped():
     raw["health"]["ipv4"] = "v4mapped"
     with pytest.raises(LqosError, match=r"`health.ipv4` must be mapped or ff_prefix, got 'v4mapped'"):
         validate_spec(raw)
+
+
+def test_mark_owners_gives_each_hook_its_owner_and_the_host_its_loader():
+    lqosd = {"pid": 812, "comm": "lqosd", "unit": "lqosd.service"}
+    attached = [
+        {"interface": "eth1", "xdp": {"id": 41}, "tc": [{"id": 42}, {"id": None}]},
+        {"interface": "eth2", "xdp": None, "tc": [{"id": 50}]},
+        {"interface": "eth3", "error": "no such device", "xdp": None, "tc": []},
+    ]
+    loader = A.mark_owners(attached, {50}, {41: [lqosd], 42: [lqosd]})
+    assert attached[0]["xdp"] == {"id": 41, "owner": "service", "holders": [lqosd]}
+    assert attached[0]["tc"] == [{"id": 42, "owner": "service", "holders": [lqosd]},
+                                 {"id": None, "owner": None, "holders": None}]
+    assert attached[1]["tc"] == [{"id": 50, "owner": "collection", "holders": None}]
+    assert loader == {"kind": "mixed", "units": ["lqosd.service"],
+                      "counts": {"collection": 1, "service": 2, "foreign": 0}}
+    assert A.mark_owners([], set(), {})["kind"] == "none"

@@ -160,7 +160,7 @@ def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_ha
     assert "| drift | `aaaaaaaaaaaa` | 1111aaaa2222bbbb | a\\|b |" in md
     assert "| deployed | `bbbbbbbbbbbb` |" in md
     assert "| a\\|b | pin | m | key_size \\| value_size |" in md
-    assert "| c | deployed | 6.1.0-27-amd64 | `bbbbbbbbbbbb` | eth1 xdp xdp_shaper 0a0a |" in md
+    assert "| c | deployed | - | 6.1.0-27-amd64 | `bbbbbbbbbbbb` | eth1 xdp xdp_shaper 0a0a |" in md
     assert "| built | %s |" % R.LEGEND["built"] in md
     assert "| not_a_map | %s |" % R.PIN_LEGEND["not_a_map"] in md
     assert SHA_A not in md and SHA_B not in md  # short everywhere
@@ -374,3 +374,35 @@ def test_a_template_path_that_is_a_folder_says_so(tmp_path):
         R.render(R.aggregate({"a": host()}, META), str(tmp_path), kind="markdown")
     assert str(err.value) == ("the report template %s is a folder, not a template file. Fix: name a Jinja2 template "
                               "file inside it (e.g. %s)" % (tmp_path, tmp_path / "fleet-abi-report.md.j2"))
+
+
+@pytest.mark.parametrize("loader,cell", [
+    ({"kind": "service", "units": ["lqosd.service"], "counts": {"service": 6}}, "service (lqosd.service)"),
+    ({"kind": "collection", "units": [], "counts": {"collection": 3}}, "collection"),
+    ({"kind": "mixed", "units": ["a.service", "b.service"]}, "mixed (a.service, b.service)"),
+    ({"kind": "none", "units": []}, "none"),
+    (None, None),
+    ({"units": ["x.service"]}, None),
+])
+def test_the_loader_of_a_host_row(loader, cell):
+    result = dict(host(xdp=xdp()), loader=loader) if loader is not None else host(xdp=xdp())
+    row = R.host_summary("a", result)
+    assert (row["loader"] or {}).get("text") == cell
+    assert R.host_summary("b", None)["loader"] is None
+
+
+def test_the_loader_column_in_both_renderings_escapes_host_data():
+    evil = {"kind": "service", "units": ["<b>x|y</b>.service"]}
+    report = R.aggregate({"a": dict(host(xdp=xdp()), loader={"kind": "service", "units": ["lqosd.service"]}),
+                          "e": dict(host(), loader=evil), "old": host(), "gone": None}, META)
+    md = R.render(report, MD)
+    assert "| host | status | loader | kernel | object | attached | pins | notes |" in md
+    assert "| a | deployed | service (lqosd.service) | 6.1.0-27-amd64 |" in md
+    assert "| e | built | service (&lt;b&gt;x\\|y&lt;/b&gt;.service) |" in md
+    assert "| old | built | - |" in md and "| gone | no_data | - |" in md
+    page = R.render(report, HTML)
+    assert "<th>host</th><th>status</th><th>loader</th><th>kernel</th>" in page
+    assert "<td>a</td><td>deployed</td><td>service (lqosd.service)</td>" in page
+    assert "<td>service (&lt;b&gt;x|y&lt;/b&gt;.service)</td>" in page and "<b>x" not in page
+    assert json.loads(R.to_json(report))["hosts"]["a"]["loader"] == {
+        "kind": "service", "units": ["lqosd.service"], "text": "service (lqosd.service)"}
