@@ -178,6 +178,6 @@ def problems(config: dict, hooks: list, expected: dict, main_pid: int, source: s
             if prog["name"] not in want:
                 out.append("%s: %s is not one of the expected programs (%s)." % (at, _describe(prog), names))
             elif prog["tag"] != want[prog["name"]]:
-                out.append("%s: %s has tag %s; expected %s (the tag of %s in %s)." % (
-                    at, _describe(prog), prog["tag"], want[prog["name"]], prog["name"], source))
+                out.append("%s: %s (id %d, owner %s) has tag %s; expected %s (the tag of %s in %s)." % (
+                    at, prog["name"], prog["id"], prog["owner"], prog["tag"], want[prog["name"]], prog["name"], source))
     return out
