@@ -119,9 +119,12 @@ class ServiceRun(object):
 
     def need_embedded(self, why: str) -> bytes:
         if not self.binary_path:
-            raise LqosError("the service's binary is not known (%s has no ExecStart%s), and %s needs it." % (
-                self.unit_name, ": it is masked" if self.unit and self.unit["masked"] else "", why),
-                "give binary: the path of the installed service build.")
+            if self.pid is not None:
+                known = "process %d has exited, so /proc/%d/exe is gone" % (self.pid, self.pid)
+            else:
+                known = "%s has no ExecStart%s" % (self.unit_name, ": it is masked" if self.unit["masked"] else "")
+            raise LqosError("the service's binary is not known (%s), and %s needs it." % (known, why),
+                            "give binary: the path of the installed service build.")
         if self.embedded_error is not None:
             raise self.embedded_error
         return self.embedded
@@ -243,7 +246,8 @@ class ServiceRun(object):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            return SH.trial_tags(tmp), "the object embedded in %s" % self.binary_path
+            what = "the object embedded in %s" % self.binary_path
+            return SH.trial_tags(tmp, what), what
         finally:
             os.unlink(tmp)
 

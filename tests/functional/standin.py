@@ -7,9 +7,14 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from lqos_testlib import REPO, copy_bpf, run_pipeline, sh
 
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+
 DAEMON_SRC = os.path.join(REPO, "bpf", "shaper_sys", "src", "daemon")
+TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F   # the clsact slot shaperd attaches at (as lqosd does)
 
 
 def build_daemon(work) -> dict:
@@ -113,3 +118,54 @@ def wait_for_writes(path: str, count: int, daemon: Shaperd, timeout: float = 60)
             break
         time.sleep(0.05)
     raise AssertionError("%d of %d writes logged:\n%s" % (len(rows), count, daemon.stderr()))
+
+
+# Fixtures and helpers the shaperd tests share (import the fixtures into the test module to use them).
+
+@pytest.fixture(scope="module")
+def shaperd(tmp_path_factory):
+    return build_daemon(tmp_path_factory.mktemp("shaperd"))
+
+
+@pytest.fixture
+def bridge(netns_pair):
+    """The pair's ns_a with a second veth (``<name>c0``, peer ``<name>d0`` in the same ns): the two ports
+    of a bridge, to_internet = if_a, to_network = <name>c0."""
+    pair = netns_pair
+    pair.if_c, pair.if_d = pair.name + "c0", pair.name + "d0"
+    sh("ip", "-n", pair.ns_a, "link", "add", pair.if_c, "type", "veth", "peer", "name", pair.if_d)
+    for ifname in (pair.if_c, pair.if_d):
+        sh("ip", "-n", pair.ns_a, "link", "set", ifname, "up")
+    return pair
+
+
+@pytest.fixture
+def running():
+    """Daemons a test started; any still running at the end is killed."""
+    started = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def config(tmp_path, bpffs, pair, **keys):
+    keys = dict(dict(mode="bridge", to_internet=pair.if_a, to_network=pair.if_c, netns=pair.ns_a,
+                     pin_root=bpffs, write_log=str(tmp_path / "writes.log"), write_interval_ms=1,
+                     write_limit=200), **keys)
+    return write_config(tmp_path / "shaperd.conf", **keys)
+
+
+def start(running, binary, conf, **kw):
+    daemon = Shaperd(binary, conf, **kw)
+    running.append(daemon)
+    return daemon.start()
+
+
+def xdp(pair, ifname):
+    with H.netns(pair.ns_a):
+        return H.xdp_query(H.ifindex(ifname))
+
+
+def tc(pair, ifname, direction):
+    with H.netns(pair.ns_a):
+        return H.tc_query(H.ifindex(ifname), direction, TC_HANDLE, TC_PRIORITY)

@@ -14,7 +14,10 @@ import struct
 import pytest
 
 from lqos_testlib import compile_bpf, mount_bpffs, run_module, sh, umount
-from standin import Shaperd, build_daemon, read_write_log, wait_for_writes, write_config
+from standin import (  # noqa: F401 - the fixtures bridge, running and shaperd are shared from there
+    TC_HANDLE, TC_PRIORITY, Shaperd, bridge, config, read_write_log, running, shaperd, start, tc, wait_for_writes,
+    write_config, xdp,
+)
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -24,7 +27,6 @@ from ansible_collections.lqos.bpf.plugins.module_utils._service import embedded_
 
 pytestmark = pytest.mark.usefixtures("tools")
 
-TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F
 PINNED = ("ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table", "cpu_map", "cpus_available",
           "shaper_control", "bridge_redirect", "bridge_vlan_map")
 
@@ -35,55 +37,6 @@ SEC("xdp")
 int foreign_xdp(struct xdp_md *ctx) { return XDP_PASS; }
 char _license[] SEC("license") = "GPL";
 """
-
-
-@pytest.fixture(scope="module")
-def shaperd(tmp_path_factory):
-    return build_daemon(tmp_path_factory.mktemp("shaperd"))
-
-
-@pytest.fixture
-def bridge(netns_pair):
-    """The pair's ns_a with a second veth (``<name>c0``, peer ``<name>d0`` in the same ns): the two ports
-    of a bridge, to_internet = if_a, to_network = <name>c0."""
-    pair = netns_pair
-    pair.if_c, pair.if_d = pair.name + "c0", pair.name + "d0"
-    sh("ip", "-n", pair.ns_a, "link", "add", pair.if_c, "type", "veth", "peer", "name", pair.if_d)
-    for ifname in (pair.if_c, pair.if_d):
-        sh("ip", "-n", pair.ns_a, "link", "set", ifname, "up")
-    return pair
-
-
-@pytest.fixture
-def running():
-    """Daemons a test started; any still running at the end is killed."""
-    started = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
-def config(tmp_path, bpffs, pair, **keys):
-    keys = dict(dict(mode="bridge", to_internet=pair.if_a, to_network=pair.if_c, netns=pair.ns_a,
-                     pin_root=bpffs, write_log=str(tmp_path / "writes.log"), write_interval_ms=1,
-                     write_limit=200), **keys)
-    return write_config(tmp_path / "shaperd.conf", **keys)
-
-
-def start(running, binary, conf, **kw):
-    daemon = Shaperd(binary, conf, **kw)
-    running.append(daemon)
-    return daemon.start()
-
-
-def xdp(pair, ifname):
-    with H.netns(pair.ns_a):
-        return H.xdp_query(H.ifindex(ifname))
-
-
-def tc(pair, ifname, direction):
-    with H.netns(pair.ns_a):
-        return H.tc_query(H.ifindex(ifname), direction, TC_HANDLE, TC_PRIORITY)
 
 
 def ip_link(pair, ifname) -> dict:

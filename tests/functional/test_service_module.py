@@ -1,0 +1,211 @@
+"""The module lqos.bpf.service against the stand-in daemon shaperd, run as a plain process (this machine has no
+systemd as PID 1, so the module is given the daemon's ``pid``) on veth pairs in their own netns with a private
+bpffs: what it reads (hooks and their owners, the configuration, the embedded object), ``extracted``,
+``verified`` (passing, then after a SIGTERM and after a foreign XDP program), and each bad input's one message.
+The systemctl states run under systemd in the molecule VMs; here only their refusal with ``pid`` is checked."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+
+import pytest
+
+from lqos_testlib import compile_bpf, run_module, sh
+from standin import (  # noqa: F401 - the fixtures bridge, running and shaperd are shared from there
+    bridge, config, running, shaperd, start, write_config,
+)
+
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+FOREIGN_XDP = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp")
+int foreign_xdp(struct xdp_md *ctx) { return XDP_PASS; }
+char _license[] SEC("license") = "GPL";
+"""
+EXPECTED = "tc_bridge_redir, tc_classify, xdp_shaper"
+
+
+def sha256(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def service(conf: str, pid: int, **args) -> dict:
+    return run_module("service", dict(dict(name="shaperd", config=conf, pid=pid), **args))
+
+
+def test_info_reads_the_hooks_the_daemon_holds(shaperd, bpffs, bridge, tmp_path, running):
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    daemon = start(running, shaperd["binary"], conf)
+    result = service(conf, daemon.pid)
+    assert result["_rc"] == 0, result
+    assert result["changed"] is False and result["actions"] == [] and result["unit"] is None
+    assert result["config"] == {"path": conf, "kind": "shaperd", "mode": "bridge", "vlans": None,
+                                "use_xdp_bridge": True, "pin_root": bpffs,
+                                "interfaces": [{"name": bridge.if_a, "role": "internet", "netns": bridge.ns_a},
+                                               {"name": bridge.if_c, "role": "isp", "netns": bridge.ns_a}]}
+    assert result["binary"] == {"path": shaperd["binary"], "sha256": sha256(shaperd["binary"])}
+    assert result["embedded"] == {"sha256": sha256(shaperd["object"]), "size": os.path.getsize(shaperd["object"])}
+    held = held_prog_ids(daemon.pid)
+    assert result["held_prog_ids"] == held and result["main_pid"] == daemon.pid
+    on_hooks = []
+    for hook, ifname in zip(result["hooks"], (bridge.if_a, bridge.if_c)):
+        assert hook["interface"] == ifname and hook["netns"] == bridge.ns_a
+        assert hook["xdp"]["mode"] == "native"
+        for slot, name in (("xdp", "xdp_shaper"), ("tc_egress", "tc_classify"), ("tc_ingress", "tc_bridge_redir")):
+            prog = hook[slot]
+            assert prog["name"] == name and prog["owner"] == "service", hook
+            assert prog["tag"] == M.prog_info_by_id(prog["id"])["tag"]
+            on_hooks.append(prog["id"])
+    assert sorted(on_hooks) == held
+    assert result["timings"] == {"stop_s": None, "start_to_hooks_s": None}
+
+    # Once the daemon is gone its TC programs stay on the hooks, and nobody holds them: foreign.
+    assert daemon.stop() == 0
+    after = service(conf, daemon.pid)
+    assert after["_rc"] == 0, after
+    assert after["held_prog_ids"] == [] and "process %d (pid) does not exist" % daemon.pid in " ".join(after["warnings"])
+    assert [h["xdp"] for h in after["hooks"]] == [None, None]
+    assert {h["tc_egress"]["owner"] for h in after["hooks"]} == {"foreign"}
+
+
+def test_extracted_writes_the_embedded_object_once(shaperd, bpffs, bridge, tmp_path, running):
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    daemon = start(running, shaperd["binary"], conf)
+    dest = str(tmp_path / "out" / "embedded.o")
+    os.makedirs(os.path.dirname(dest))
+    planned = run_module("service", dict(name="shaperd", config=conf, pid=daemon.pid, state="extracted",
+                                         object_dest=dest), check_mode=True)
+    assert planned["_rc"] == 0, planned
+    assert planned["changed"] is True and planned["applied"] is False
+    assert planned["actions"] == ["write the embedded object (%d bytes, sha256 %s) to %s" % (
+        os.path.getsize(shaperd["object"]), sha256(shaperd["object"]), dest)]
+    assert os.listdir(os.path.dirname(dest)) == []   # check mode writes nothing, not even a temporary file
+
+    first = service(conf, daemon.pid, state="extracted", object_dest=dest)
+    assert first["_rc"] == 0, first
+    assert first["changed"] is True and first["applied"] is True
+    assert sha256(dest) == sha256(shaperd["object"]) and oct(os.stat(dest).st_mode & 0o777) == "0o644"
+    assert os.listdir(os.path.dirname(dest)) == ["embedded.o"]
+    second = service(conf, daemon.pid, state="extracted", object_dest=dest)
+    assert second["_rc"] == 0 and second["changed"] is False and second["actions"] == [], second
+    assert daemon.stop() == 0
+
+
+def test_verified_then_not_after_sigterm_and_after_a_foreign_xdp(shaperd, bpffs, bridge, tmp_path, running):
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    daemon = start(running, shaperd["binary"], conf)
+    good = service(conf, daemon.pid, state="verified", timeout=5)
+    assert good["_rc"] == 0, good["msg"]
+    assert good["verified"] is True and good["problems"] == [] and good["changed"] is False
+
+    # A foreign XDP program replaces the daemon's on the Internet-facing port.
+    obj = compile_bpf(tmp_path, "foreign", FOREIGN_XDP)
+    sh("ip", "-force", "-n", bridge.ns_a, "link", "set", "dev", bridge.if_a, "xdpdrv", "obj", obj, "sec", "xdp")
+    bad = service(conf, daemon.pid, state="verified", timeout=0.3)
+    assert bad["_rc"] == 1 and bad["failed"] and bad["changed"] is False, bad
+    foreign = bad["hooks"][0]["xdp"]
+    assert foreign["name"] == "foreign_xdp" and foreign["owner"] == "foreign"
+    at = "%s (netns %s) XDP" % (bridge.if_a, bridge.ns_a)
+    found = "foreign_xdp (id %d, tag %s, owner foreign)" % (foreign["id"], foreign["tag"])
+    assert bad["verified"] is False and bad["problems"] == [
+        "%s: %s is not held by the service's main process %d; expected one of %s held by it." % (
+            at, found, daemon.pid, EXPECTED),
+        "%s: %s is not one of the expected programs (%s)." % (at, found, EXPECTED),
+    ]
+    assert bad["msg"] == ("shaperd.service is not verified: %s Fix: restart the service with the build that passed "
+                          "the checks, or roll back." % " ".join(bad["problems"]))
+    sh("ip", "-n", bridge.ns_a, "link", "set", "dev", bridge.if_a, "xdpdrv", "off")
+
+    # SIGTERM: the daemon detaches its XDP programs and exits; its TC programs stay, held by nobody.
+    assert daemon.stop(signal.SIGTERM) == 0
+    gone = service(conf, daemon.pid, state="verified", timeout=0.3)
+    assert gone["msg"] == ("the service's binary is not known (process %d has exited, so /proc/%d/exe is gone), and "
+                           "state verified (without expected_tags or object) needs it. Fix: give binary: the path of "
+                           "the installed service build." % (daemon.pid, daemon.pid))
+    gone = service(conf, daemon.pid, state="verified", timeout=0.3, binary=shaperd["binary"])
+    assert gone["_rc"] == 1, gone
+    problems = []
+    for hook in gone["hooks"]:
+        where = "%s (netns %s)" % (hook["interface"], bridge.ns_a)
+        problems.append("%s XDP: no program; expected one of %s held by the service's main process %d."
+                        % (where, EXPECTED, daemon.pid))
+        for direction in ("egress", "ingress"):
+            prog = hook["tc_" + direction]
+            problems.append("%s TC %s: %s (id %d, tag %s, owner foreign) is not held by the service's main process "
+                            "%d; expected one of %s held by it." % (where, direction, prog["name"], prog["id"],
+                                                                   prog["tag"], daemon.pid, EXPECTED))
+    assert gone["problems"] == problems
+
+
+def test_expected_tags_that_differ_are_named(shaperd, bpffs, bridge, tmp_path, running):
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    daemon = start(running, shaperd["binary"], conf)
+    tags = {"xdp_shaper": "00" * 8, "tc_classify": "11" * 8, "tc_bridge_redirect": "22" * 8}
+    result = service(conf, daemon.pid, state="verified", expected_tags=tags, timeout=5)
+    assert result["_rc"] == 1, result
+    xdp = result["hooks"][0]["xdp"]
+    assert result["problems"][0] == (
+        "%s (netns %s) XDP: xdp_shaper (id %d, owner service) has tag %s; expected %s (the tag of xdp_shaper in "
+        "expected_tags)." % (bridge.if_a, bridge.ns_a, xdp["id"], xdp["tag"], "00" * 8))
+    assert len(result["problems"]) == 6
+    # The pipeline's own object gives the running tags too.
+    same = service(conf, daemon.pid, state="verified", object=shaperd["object"], timeout=5)
+    assert same["_rc"] == 0 and same["verified"] is True, same
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("state", ["stopped", "started", "restarted", "masked", "unmasked"])
+def test_systemd_states_with_pid_are_refused(state, tmp_path):
+    result = run_module("service", dict(name="shaperd", config=str(tmp_path / "none.conf"), pid=os.getpid(),
+                                        state=state, approve=True))
+    assert result["_rc"] == 1 and result["changed"] is False
+    assert result["msg"] == (
+        "state %s needs systemd, and pid %d says the service is run by another supervisor. Fix: drop pid to manage "
+        "the systemd unit shaperd.service, or stop and start the process through its own supervisor."
+        % (state, os.getpid()))
+
+
+def test_bad_inputs_one_message_each(shaperd, bpffs, bridge, tmp_path):
+    pid = os.getpid()
+    missing = str(tmp_path / "none.conf")
+    cases = [
+        (dict(name="lqosd-next", pid=pid), "unit lqosd-next.service is neither lqosd nor shaperd, so its "
+         "configuration format is unknown. Fix: give kind: lqosd (a LibreQoS /etc/lqos.conf) or shaperd (the "
+         "stand-in's key = value file)."),
+        (dict(name="shaperd", config=missing, pid=pid), "the shaperd configuration %s does not exist. Fix: give its "
+         "path in config (default /etc/shaperd.conf), or install the service's configuration." % missing),
+        (dict(name="shaperd", pid=pid, config=write_config(
+            tmp_path / "gone.conf", mode="bridge", to_internet=bridge.if_a, to_network="nosuch0", netns=bridge.ns_a)),
+         "interface nosuch0 of %s (isp) does not exist on this host in network namespace %s. Fix: fix the "
+         "configuration, or create the interface before the service starts." % (tmp_path / "gone.conf", bridge.ns_a)),
+    ]
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    cases += [
+        (dict(name="shaperd", config=conf, pid=pid, binary=str(tmp_path / "nobinary")),
+         "the service's binary %s cannot be read: No such file or directory. Fix: install the service's build "
+         "there, or give its path in binary." % (tmp_path / "nobinary")),
+        (dict(name="shaperd", config=conf, pid=pid, binary="/bin/true", state="extracted",
+              object_dest=str(tmp_path / "x.o")),
+         "the service's binary /bin/true embeds no BPF object (no ELF image of machine BPF inside it). Fix: give "
+         "the service's binary as installed (built with the skeleton), not a stripped wrapper or a script that "
+         "starts it."),
+        (dict(name="shaperd", config=conf, pid=pid, state="extracted"),
+         "state extracted needs object_dest. Fix: give the path to write the embedded object to."),
+        (dict(name="shaperd", config=conf, pid=pid, binary=shaperd["binary"], state="verified",
+              expected_tags={"xdp_shaper": "xyz"}),
+         "expected_tags.xdp_shaper = 'xyz' is not a program tag. Fix: give the 16 hex digits bpftool prog show "
+         "prints as tag."),
+    ]
+    for args, message in cases:
+        result = run_module("service", args)
+        assert result["_rc"] == 1 and result["changed"] is False, result
+        assert result["msg"] == message
+        assert "exception" not in result
+    assert not os.path.exists(str(tmp_path / "x.o"))
