@@ -11,12 +11,13 @@ import signal
 
 import pytest
 
-from lqos_testlib import compile_bpf, run_module, sh
+from lqos_testlib import LIBREQOS_REFS, compile_bpf, libreqos_crate, run_module, sh
 from standin import (  # noqa: F401 - the fixtures bridge, running and shaperd are shared from there
     bridge, config, running, shaperd, start, write_config,
 )
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils import _service_config as C
 from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -209,3 +210,58 @@ def test_bad_inputs_one_message_each(shaperd, bpffs, bridge, tmp_path):
         assert result["msg"] == message
         assert "exception" not in result
     assert not os.path.exists(str(tmp_path / "x.o"))
+
+
+def test_stick_started_inside_its_netns(shaperd, bpffs, netns_pair, tmp_path, running):
+    """On a stick (one interface, two VLANs; no netns key: the daemon and the module both run inside the netns,
+    as lqosd runs in the host's): the VLANs and the ingress redirector are read and verified."""
+    conf = write_config(tmp_path / "stick.conf", mode="stick", interface=netns_pair.if_a, internet_vlan=100,
+                        network_vlan=200, pin_root=bpffs, write_log=str(tmp_path / "w.log"), write_limit=0)
+    inside = ("ip", "netns", "exec", netns_pair.ns_a)
+    daemon = start(running, shaperd["binary"], conf, prefix=inside)
+    result = run_module("service", dict(name="shaperd", config=conf, pid=daemon.pid, state="verified", timeout=5),
+                        prefix=inside)
+    assert result["_rc"] == 0, result["msg"]
+    assert result["config"]["mode"] == "stick" and result["config"]["vlans"] == {"internet": 100, "isp": 200}
+    assert result["config"]["interfaces"] == [{"name": netns_pair.if_a, "role": "stick", "netns": None}]
+    hook = result["hooks"][0]
+    assert (hook["xdp"]["name"], hook["tc_egress"]["name"], hook["tc_ingress"]["name"]) == (
+        "xdp_shaper", "tc_classify", "tc_bridge_redir")
+    assert result["verified"] is True
+    # Outside the netns the interface is not there: one message naming it.
+    outside = run_module("service", dict(name="shaperd", config=conf, pid=daemon.pid))
+    assert outside["msg"] == ("interface %s of %s (stick) does not exist on this host. Fix: fix the configuration, or "
+                              "create the interface before the service starts." % (netns_pair.if_a, conf))
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("ref", [r for r in LIBREQOS_REFS if r != "v1.4"])
+def test_libreqos_example_configuration(ref, tmp_path):
+    """LibreQoS's own example /etc/lqos.conf (lqos_config, etc/v15/example.toml; v1.4 has none) as a bridge, and
+    with its commented [single_interface] table instead: the module reads it, with tomllib and with the minimal
+    reader of targets without it, to the same result."""
+    example = os.path.join(os.path.dirname(libreqos_crate(ref)), "lqos_config", "src", "etc", "v15", "example.toml")
+    with open(example) as fh:
+        text = fh.read()
+    stick = text.replace("\n[bridge]", "\n#[bridge]").replace("\nuse_xdp_bridge", "\n#use_xdp_bridge")
+    stick = stick.replace("\nto_internet", "\n#to_internet").replace("\nto_network", "\n#to_network")
+    stick = stick.replace("#[single_interface]", "[single_interface]").replace("#interface", "interface")
+    stick = stick.replace("#internet_vlan", "internet_vlan").replace("#network_vlan", "network_vlan")
+    for body, mode in ((text, "bridge"), (stick, "stick")):
+        conf = tmp_path / ("lqos-%s.conf" % mode)
+        conf.write_text(body)
+        got = C.parse_lqosd(body, str(conf))
+        assert got == C.parse_lqosd(body, str(conf), use_tomllib=False)
+        assert got["mode"] == mode and got["kind"] == "lqosd" and got["pin_root"] == "/sys/fs/bpf"
+        roles = [i["role"] for i in got["interfaces"]]
+        assert roles == (["internet", "isp"] if mode == "bridge" else ["stick"])
+        assert (got["vlans"] is None) == (mode == "bridge")
+        # The module reads it as lqosd's (kind from the unit name), with names no host has (never this machine's).
+        names = [i["name"] for i in got["interfaces"]]
+        for name in names:
+            body = body.replace('"%s"' % name, '"lqtno%s"' % name)
+        conf.write_text(body)
+        result = run_module("service", dict(name="lqosd", config=str(conf), pid=os.getpid()))
+        assert result["_rc"] == 1 and result["msg"] == (
+            "interface lqtno%s of %s (%s) does not exist on this host. Fix: fix the configuration, or create the "
+            "interface before the service starts." % (names[0], conf, roles[0]))
