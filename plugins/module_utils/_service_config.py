@@ -178,9 +178,9 @@ def parse_lqosd(text: str, path: str, use_tomllib: bool = True) -> dict:
         "interface", "internet_vlan", "network_vlan")
     missing = [k for k in want if k not in table]
     if missing:
+        pronoun = "it" if len(missing) == 1 else "them"
         raise LqosError("%s: [%s] has no %s." % (path, name, ", ".join(missing)),
-                        "add %s (lqosd refuses the file without %s)." % (", ".join(missing),
-                                                                        "it" if len(missing) == 1 else "them"))
+                        "add %s (lqosd refuses the file without %s)." % (", ".join(missing), pronoun))
     if bridge is not None:
         if not isinstance(bridge["use_xdp_bridge"], bool):
             raise LqosError("%s: bridge.use_xdp_bridge = %r is not a boolean." % (path, bridge["use_xdp_bridge"]),

@@ -99,8 +99,8 @@ def unit_actions(state: str, unit: dict) -> list:
     ``unmask`` (empty: nothing to do). LqosError when the state cannot be reached by this module."""
     name = unit["name"]
     if state in ("started", "restarted") and unit["masked"]:
-        raise LqosError("%s is masked (%s), so systemd refuses to start it." % (name, unit["unit_file_state"] or
-                                                                              unit["load_state"]),
+        how = unit["unit_file_state"] or unit["load_state"]
+        raise LqosError("%s is masked (%s), so systemd refuses to start it." % (name, how),
                         "unmask it first (lqos.bpf.service state=unmasked, as the deploy role does after its "
                         "window), then start it.")
     if state == "stopped":

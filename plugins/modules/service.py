@@ -67,12 +67,13 @@ options:
     type: int
   state:
     description:
-      - V(info) reads and changes nothing. V(extracted) writes the embedded object to O(object_dest).
+      - V(read) reads and changes nothing (ansible-test refuses a state named C(info)). V(extracted) writes the
+        embedded object to O(object_dest).
         V(stopped), V(started), V(restarted), V(masked), V(unmasked) act on the unit (approval needed).
         V(verified) checks the hooks against the expected tags.
     type: str
-    choices: [info, extracted, stopped, started, restarted, masked, unmasked, verified]
-    default: info
+    choices: [read, extracted, stopped, started, restarted, masked, unmasked, verified]
+    default: read
   object_dest:
     description: Where O(state=extracted) writes the embedded BPF object (mode 0644, written atomically).
     type: path
@@ -245,8 +246,8 @@ def argument_spec() -> dict:
         config=dict(type="path"),
         binary=dict(type="path"),
         pid=dict(type="int"),
-        state=dict(type="str", default="info", choices=["info", "extracted", "stopped", "started", "restarted",
-                                                         "masked", "unmasked", "verified"]),
+        state=dict(type="str", default="read",
+                   choices=["read", "extracted", "stopped", "started", "restarted", "masked", "unmasked", "verified"]),
         object_dest=dict(type="path"),
         timeout=dict(type="float", default=30),
         expected_tags=dict(type="dict"),

@@ -12,9 +12,8 @@ import signal
 import pytest
 
 from lqos_testlib import LIBREQOS_REFS, compile_bpf, libreqos_crate, run_module, sh
-from standin import (  # noqa: F401 - the fixtures bridge, running and shaperd are shared from there
-    bridge, config, running, shaperd, start, write_config,
-)
+from standin import bridge, running, shaperd  # noqa: F401 pylint: disable=unused-import
+from standin import config, start, write_config
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils import _service_config as C
@@ -139,9 +138,9 @@ def test_verified_then_not_after_sigterm_and_after_a_foreign_xdp(shaperd, bpffs,
                         % (where, EXPECTED, daemon.pid))
         for direction in ("egress", "ingress"):
             prog = hook["tc_" + direction]
-            problems.append("%s TC %s: %s (id %d, tag %s, owner foreign) is not held by the service's main process "
-                            "%d; expected one of %s held by it." % (where, direction, prog["name"], prog["id"],
-                                                                   prog["tag"], daemon.pid, EXPECTED))
+            found = "%s (id %d, tag %s, owner foreign)" % (prog["name"], prog["id"], prog["tag"])
+            problems.append("%s TC %s: %s is not held by the service's main process %d; expected one of %s held by "
+                            "it." % (where, direction, found, daemon.pid, EXPECTED))
     assert gone["problems"] == problems
 
 

@@ -14,9 +14,9 @@ import struct
 import pytest
 
 from lqos_testlib import compile_bpf, mount_bpffs, run_module, sh, umount
-from standin import (  # noqa: F401 - the fixtures bridge, running and shaperd are shared from there
-    TC_HANDLE, TC_PRIORITY, Shaperd, bridge, config, read_write_log, running, shaperd, start, tc, wait_for_writes,
-    write_config, xdp,
+from standin import bridge, running, shaperd  # noqa: F401 pylint: disable=unused-import
+from standin import (
+    TC_HANDLE, TC_PRIORITY, Shaperd, config, read_write_log, start, tc, wait_for_writes, write_config, xdp,
 )
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
