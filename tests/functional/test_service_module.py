@@ -6,8 +6,11 @@ The systemctl states run under systemd in the molecule VMs; here only their refu
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import sys
+import types
 
 import pytest
 
@@ -264,3 +267,145 @@ def test_libreqos_example_configuration(ref, tmp_path):
         assert result["_rc"] == 1 and result["msg"] == (
             "interface lqtno%s of %s (%s) does not exist on this host. Fix: fix the configuration, or create the "
             "interface before the service starts." % (names[0], conf, roles[0]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The systemd states, through tests/functional/systemctl_standin.py (this machine has no systemd as PID 1; the
+# molecule VMs run the real one): the module's argv, approval, check mode, timings and waits against real shaperd.
+# --------------------------------------------------------------------------------------------------------------
+
+STANDIN_SYSTEMCTL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemctl_standin.py")
+
+
+@pytest.fixture
+def systemd(tmp_path):
+    """A folder of units for the systemctl stand-in, and the environment that puts it first on PATH; every
+    process it started is killed at the end."""
+    units = tmp_path / "units"
+    units.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "systemctl"
+    script.write_text('#!/bin/sh\nexec %s %s "$@"\n' % (sys.executable, STANDIN_SYSTEMCTL))
+    script.chmod(0o755)
+    env = {"PATH": "%s:%s" % (bindir, os.environ["PATH"]), "LQOS_TEST_SYSTEMCTL_DIR": str(units)}
+    yield types.SimpleNamespace(dir=str(units), env=env)
+    for name in os.listdir(str(units)):
+        if name.endswith(".json"):
+            with open(os.path.join(str(units), name)) as fh:
+                pid = json.load(fh)["pid"]
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def add_unit(systemd, name: str, argv: list) -> None:
+    with open(os.path.join(systemd.dir, name + ".json"), "w") as fh:
+        json.dump({"argv": argv, "active": False, "pid": 0, "masked": None, "n_restarts": 0}, fh)
+
+
+def calls(systemd) -> list:
+    path = os.path.join(systemd.dir, "calls.log")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh]
+    os.unlink(path)
+    return rows
+
+
+SHOW = ["show", "--property=ActiveState,SubState,MainPID,NRestarts,LoadState,UnitFileState,ExecStart",
+        "shaperd.service"]
+
+
+def test_systemd_states_gate_time_and_wait(shaperd, bpffs, bridge, tmp_path, systemd):
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    add_unit(systemd, "shaperd.service", [shaperd["binary"], conf])
+
+    def unit(check_mode=False, **args):
+        return run_module("service", dict(dict(name="shaperd", config=conf, timeout=20), **args),
+                          check_mode=check_mode, env=systemd.env)
+
+    first = unit()
+    assert first["_rc"] == 0, first["msg"]
+    assert first["unit"]["active_state"] == "inactive" and first["unit"]["main_pid"] == 0
+    assert first["unit"]["exec_start_path"] == shaperd["binary"] and first["binary"]["path"] == shaperd["binary"]
+    assert [h["xdp"] for h in first["hooks"]] == [None, None]
+    assert calls(systemd) == [SHOW, SHOW]
+
+    # Not approved, or check mode: the exact command, nothing started.
+    for check_mode, approve, why in ((False, False, "approve is false"), (True, True, "check mode")):
+        plan = unit(state="started", approve=approve, check_mode=check_mode)
+        assert plan["_rc"] == 0, plan["msg"]
+        assert plan["changed"] is True and plan["applied"] is False
+        assert plan["actions"] == ["would run: systemctl start shaperd.service (%s)" % why]
+        assert plan["unit"]["main_pid"] == 0 and ["start", "shaperd.service"] not in calls(systemd)
+
+    started = unit(state="started", approve=True)
+    assert started["_rc"] == 0, started["msg"]
+    assert started["changed"] is True and started["applied"] is True
+    assert started["actions"] == ["systemctl start shaperd.service"]
+    assert started["timings"]["stop_s"] is None and started["timings"]["start_to_hooks_s"] > 0
+    pid = started["unit"]["main_pid"]
+    assert pid and started["unit"]["active_state"] == "active" and started["held_prog_ids"] == held_prog_ids(pid)
+    assert {h["xdp"]["owner"] for h in started["hooks"]} == {"service"}
+    assert ["start", "shaperd.service"] in calls(systemd)
+    again = unit(state="started", approve=True)
+    assert again["changed"] is False and again["actions"] == [] and again["unit"]["main_pid"] == pid
+    assert unit(state="verified")["verified"] is True
+    calls(systemd)
+
+    masked = unit(state="masked", approve=True)
+    assert masked["actions"] == ["systemctl mask --runtime shaperd.service"] and masked["unit"]["masked"] is True
+    assert masked["unit"]["mask"] == "runtime" and ["mask", "--runtime", "shaperd.service"] in calls(systemd)
+    assert unit(state="masked", approve=True)["changed"] is False
+    refused = unit(state="started", approve=True)
+    assert refused["_rc"] == 1 and refused["changed"] is False
+    assert refused["msg"] == ("shaperd.service is masked (masked-runtime), so systemd refuses to start it. Fix: "
+                              "unmask it first (lqos.bpf.service state=unmasked, as the deploy role does after its "
+                              "window), then start it.")
+
+    # Stopped while masked: ExecStart is gone with the mask, so the binary is given; XDP detached, TC stays.
+    stopped = unit(state="stopped", approve=True, binary=shaperd["binary"])
+    assert stopped["_rc"] == 0, stopped["msg"]
+    assert stopped["actions"] == ["systemctl stop shaperd.service"] and stopped["timings"]["stop_s"] > 0
+    assert stopped["unit"]["main_pid"] == 0 and [h["xdp"] for h in stopped["hooks"]] == [None, None]
+    assert {h["tc_egress"]["owner"] for h in stopped["hooks"]} == {"foreign"}
+    assert ["stop", "shaperd.service"] in calls(systemd)
+    assert unit(state="stopped", approve=True, binary=shaperd["binary"])["changed"] is False
+
+    unmasked = unit(state="unmasked", approve=True)
+    assert unmasked["actions"] == ["systemctl unmask --runtime shaperd.service"]
+    assert unmasked["unit"]["masked"] is False and ["unmask", "--runtime", "shaperd.service"] in calls(systemd)
+    restarted = unit(state="restarted", approve=True)
+    assert restarted["_rc"] == 0, restarted["msg"]
+    assert restarted["actions"] == ["systemctl stop shaperd.service", "systemctl start shaperd.service"]
+    assert restarted["timings"]["stop_s"] is not None and restarted["timings"]["start_to_hooks_s"] > 0
+    assert restarted["unit"]["main_pid"] not in (0, pid)
+    assert {h["xdp"]["owner"] for h in restarted["hooks"]} == {"service"}
+    assert unit(state="stopped", approve=True)["unit"]["main_pid"] == 0
+
+
+def test_a_service_that_will_not_start_and_an_unknown_unit(shaperd, bpffs, bridge, tmp_path, systemd):
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    bad = str(tmp_path / "bad.conf")
+    with open(bad, "w") as fh:
+        fh.write("mode = bridge\nto_internet = %s\n" % bridge.if_a)   # shaperd refuses it and exits 2
+    add_unit(systemd, "shaperd.service", [shaperd["binary"], bad])
+    result = run_module("service", dict(name="shaperd", config=conf, state="started", approve=True, timeout=1),
+                        env=systemd.env)
+    assert result["_rc"] == 1 and result["changed"] is True
+    assert result["msg"] == (
+        "the service's XDP programs did not appear within 1s: %s (netns %s): no XDP program; %s (netns %s): no XDP "
+        "program; shaperd.service is failed/failed, MainPID 0, 0 restart(s). This run changed the host and this is "
+        "left: ran `systemctl start shaperd.service` (undo: systemctl stop shaperd.service). "
+        "Fix: see `journalctl -u shaperd.service` (or the service's log) for why it did not attach, or raise timeout."
+        % (bridge.if_a, bridge.ns_a, bridge.if_c, bridge.ns_a))
+    assert result["changes_left"] == [{"change": "ran `systemctl start shaperd.service`",
+                                       "undo": "systemctl stop shaperd.service"}]
+
+    unknown = run_module("service", dict(name="lqosd", kind="shaperd", config=conf), env=systemd.env)
+    assert unknown["_rc"] == 1 and unknown["msg"] == (
+        "systemd has no unit lqosd.service (LoadState=not-found). Fix: install the service's unit file, or fix name.")
