@@ -266,15 +266,15 @@ class ServiceRun(object):
             self.systemd_state()
         elif self.state == "extracted":
             self.extracted()
-        verify = None
+        expected = None
         if self.state == "verified":
-            expected, source = self.expected()
-            ready, waited, hooks = self.wait_for_hooks(p["timeout"])
-            verify = SH.problems(self.config, hooks, expected, self.main_pid(), source)
+            expected = self.expected()
+            self.wait_for_hooks(p["timeout"])   # then the hooks as the result reads them are judged
         if self.pid is None:
             self.unit = SU.show(self.module, self.unit_name)
         result = self.result()
-        if verify is not None:
+        if expected is not None:
+            verify = SH.problems(self.config, result["hooks"], expected[0], self.main_pid(), expected[1])
             result["verified"] = not verify
             result["problems"] = verify
             if verify:
