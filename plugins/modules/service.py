@@ -36,7 +36,17 @@ extends_documentation_fragment:
   - lqos.bpf.attributes.platform
   - lqos.bpf.common.requirements_libbpf
   - lqos.bpf.common.approve
-  - lqos.bpf.common.attributes_action
+attributes:
+  check_mode:
+    support: full
+    description: Returns the planned RV(actions) without changing the unit or writing O(object_dest).
+  diff_mode:
+    support: none
+    description: The changes are commands to systemd and one file written whole; RV(actions) lists them.
+  idempotent:
+    support: partial
+    details: V(restarted) restarts the unit every time it is asked.
+    description: A second identical run reports C(changed=false), for every state but V(restarted).
 options:
   name:
     description: The systemd unit (V(lqosd), V(shaperd)); C(.service) is appended when missing.
