@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import types
 
@@ -409,3 +411,37 @@ def test_a_service_that_will_not_start_and_an_unknown_unit(shaperd, bpffs, bridg
     unknown = run_module("service", dict(name="lqosd", kind="shaperd", config=conf), env=systemd.env)
     assert unknown["_rc"] == 1 and unknown["msg"] == (
         "systemd has no unit lqosd.service (LoadState=not-found). Fix: install the service's unit file, or fix name.")
+
+
+def test_programs_the_collection_attached_are_the_collections(shaperd, bpffs, bridge, tmp_path):
+    """With the collection as the loader (lqos.bpf.attach, its pins under <pin_root>/lqos_bpf/ and its record),
+    the same hooks read as the collection's, and a service that holds nothing there is not verified."""
+    state_dir = str(tmp_path / "attach-state")
+    attached = run_module("attach", dict(spec="reference", object=shaperd["object"], pin_root=bpffs,
+                                         interface=bridge.if_a, netns=bridge.ns_a, state_dir=state_dir,
+                                         approve=True))
+    assert attached["_rc"] == 0, attached.get("msg")
+    conf = config(tmp_path, bpffs, bridge, write_limit=0)
+    idle = subprocess.Popen(["sleep", "60"])
+    try:
+        args = dict(name="shaperd", config=conf, pid=idle.pid, attach_state_dir=state_dir)
+        result = run_module("service", args)
+        assert result["_rc"] == 0, result["msg"]
+        first = result["hooks"][0]
+        assert (first["xdp"]["owner"], first["tc_egress"]["owner"]) == ("collection", "collection")
+        assert result["held_prog_ids"] == [] and result["hooks"][1]["xdp"] is None
+        # The record alone (pins gone, programs still attached) keeps them the collection's.
+        shutil.rmtree(os.path.join(bpffs, "lqos_bpf"))
+        again = run_module("service", args)
+        assert again["hooks"][0]["xdp"]["owner"] == "collection", again["hooks"]
+        # Without the record either, nothing says whose they are.
+        alone = run_module("service", dict(args, attach_state_dir=str(tmp_path / "none")))
+        assert alone["hooks"][0]["xdp"]["owner"] == "foreign"
+        verified = run_module("service", dict(args, state="verified", timeout=0, object=shaperd["object"]))
+        assert verified["_rc"] == 1 and verified["problems"][0] == (
+            "%s (netns %s) XDP: xdp_shaper (id %d, tag %s, owner collection) is not held by the service's main "
+            "process %d; expected one of %s held by it." % (bridge.if_a, bridge.ns_a, first["xdp"]["id"],
+                                                           first["xdp"]["tag"], idle.pid, EXPECTED))
+    finally:
+        idle.kill()
+        idle.wait()
