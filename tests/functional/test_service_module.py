@@ -438,10 +438,10 @@ def test_programs_the_collection_attached_are_the_collections(shaperd, bpffs, br
         alone = run_module("service", dict(args, attach_state_dir=str(tmp_path / "none")))
         assert alone["hooks"][0]["xdp"]["owner"] == "foreign"
         verified = run_module("service", dict(args, state="verified", timeout=0, object=shaperd["object"]))
+        found = "xdp_shaper (id %d, tag %s, owner collection)" % (first["xdp"]["id"], first["xdp"]["tag"])
         assert verified["_rc"] == 1 and verified["problems"][0] == (
-            "%s (netns %s) XDP: xdp_shaper (id %d, tag %s, owner collection) is not held by the service's main "
-            "process %d; expected one of %s held by it." % (bridge.if_a, bridge.ns_a, first["xdp"]["id"],
-                                                           first["xdp"]["tag"], idle.pid, EXPECTED))
+            "%s (netns %s) XDP: %s is not held by the service's main process %d; expected one of %s held by it."
+            % (bridge.if_a, bridge.ns_a, found, idle.pid, EXPECTED))
     finally:
         idle.kill()
         idle.wait()
