@@ -218,7 +218,7 @@ def owner_facts(attached: list, pin_root: str, errors: list) -> dict:
     ours, held = set(), {}
     try:
         if ids and is_bpffs(pin_root):
-            ours = _ownership.collection_ids(os.path.realpath(pin_root))
+            ours = _ownership.collection_prog_ids(os.path.realpath(pin_root))
         held = _ownership.holders(ids - ours)
     except Exception as exc:  # pylint: disable=broad-except  # a part that cannot be read never fails the host
         errors.append("owners: %s" % getattr(exc, "msg", exc))

@@ -22,11 +22,12 @@ A program on an XDP or TC hook is, in this order:
 
 Pure parts (plain data in and out, unit-tested in ``test_ownership_pure.py``): ``unit_of_cgroup``,
 ``owner_of``, ``describe_holders``, ``service_refusal``, ``loader_summary``, ``is_collection_pin``. Parts
-that read the host: ``holders`` (``/proc``) and ``collection_ids`` (bpffs).
+that read the host: ``holders`` (``/proc``) and ``collection_prog_ids`` (bpffs and the attach records).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
@@ -37,6 +38,7 @@ FOREIGN = "foreign"
 OWNERS = (COLLECTION, SERVICE, FOREIGN)
 # Where lqos.bpf.attach pins the programs it attached, under the pin root (_attach_plan.PIN_SUBDIR).
 COLLECTION_PIN_DIR = "lqos_bpf"
+ATTACH_STATE_DIR = "/run/lqos-bpf/attach"  # the attach module's records (_attach_plan.DEFAULT_STATE_DIR)
 
 
 # --------------------------------------------------------------------------
@@ -177,20 +179,65 @@ def holders(prog_ids, proc_root: str = "/proc") -> dict:
     return out
 
 
-def collection_ids(pin_root: str) -> set:
-    """Ids of the programs pinned under ``<pin_root>/lqos_bpf/`` (every netns and interface): what this collection
-    attached anywhere on the host. Empty when nothing is pinned there or a pin cannot be read."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps, _libbpf
+def recorded_rows(state_dir: str = ATTACH_STATE_DIR) -> list:
+    """[(prog id, tag)] of every program the attach records under ``state_dir`` name (XDP and TC rows); a record
+    that is missing, unreadable or not JSON is skipped (the attach module treats it the same way)."""
+    rows = []
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return rows
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(state_dir, name)) as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        for row in [data.get("xdp")] + list(data.get("tc") or []):
+            if isinstance(row, dict) and isinstance(row.get("id"), int) and isinstance(row.get("tag"), str):
+                rows.append((row["id"], row["tag"]))
+    return rows
 
+
+def _kernel_prog_info(prog_id: int) -> dict | None:
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps, _libbpf
+    try:
+        return _bpf_maps.prog_info_by_id(prog_id)
+    except _libbpf.LibbpfError:
+        return None
+
+
+def _kernel_pinned_prog(path: str) -> int | None:
+    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps, _libbpf
+    try:
+        if _libbpf.pinned_kind(path) != "prog":
+            return None
+        return _bpf_maps.prog_info_by_path(path)["id"]
+    except (_libbpf.LibbpfError, OSError):
+        return None
+
+
+def collection_prog_ids(pin_root: str, state_dir: str = ATTACH_STATE_DIR, prog_info=None, pinned_prog=None) -> set:
+    """Ids (int) of the programs this collection attached, read from the host: programs pinned anywhere under
+    ``<pin_root>/lqos_bpf/`` and programs the attach records name whose id the kernel still has with the
+    recorded tag. ``prog_info(id)`` -> {"tag", ...} or None, ``pinned_prog(path)`` -> id or None are the kernel
+    reads (default: libbpf through ``_bpf_maps`` / ``_libbpf``); a pin folder that is missing gives no ids."""
+    prog_info = prog_info or _kernel_prog_info
+    pinned_prog = pinned_prog or _kernel_pinned_prog
     ids = set()
     top = os.path.join(pin_root, COLLECTION_PIN_DIR)
     for folder, dirs, files in os.walk(top):
         dirs.sort()
         for name in sorted(files):
-            path = os.path.join(folder, name)
-            try:
-                if _libbpf.pinned_kind(path) == "prog":
-                    ids.add(_bpf_maps.prog_info_by_path(path)["id"])
-            except (_libbpf.LibbpfError, OSError):
-                continue
+            found = pinned_prog(os.path.join(folder, name))
+            if found:
+                ids.add(found)
+    for prog_id, tag in recorded_rows(state_dir):
+        info = prog_info(prog_id)
+        if info and info.get("tag") == tag:
+            ids.add(prog_id)
     return ids

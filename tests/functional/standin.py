@@ -9,7 +9,10 @@ import time
 
 from lqos_testlib import REPO, copy_bpf, run_pipeline, sh
 
+from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+
 DAEMON_SRC = os.path.join(REPO, "bpf", "shaper_sys", "src", "daemon")
+TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F   # the clsact slot shaperd attaches at (as lqosd does)
 
 
 def build_daemon(work) -> dict:
@@ -129,3 +132,15 @@ def wait_for_writes(path: str, count: int, daemon: Shaperd, timeout: float = 60)
             break
         time.sleep(0.05)
     raise AssertionError("%d of %d writes logged:\n%s" % (len(rows), count, daemon.stderr()))
+
+
+# Hook reads the shaperd tests share (the fixtures shaperd, bridge and running live in conftest.py).
+
+def xdp(pair, ifname):
+    with H.netns(pair.ns_a):
+        return H.xdp_query(H.ifindex(ifname))
+
+
+def tc(pair, ifname, direction):
+    with H.netns(pair.ns_a):
+        return H.tc_query(H.ifindex(ifname), direction, TC_HANDLE, TC_PRIORITY)

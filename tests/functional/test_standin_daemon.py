@@ -14,7 +14,9 @@ import struct
 import pytest
 
 from lqos_testlib import compile_bpf, mount_bpffs, run_module, sh, umount
-from standin import Shaperd, bridge_config, read_write_log, start, wait_for_writes, write_config
+from standin import (
+    TC_HANDLE, TC_PRIORITY, Shaperd, bridge_config, read_write_log, start, tc, wait_for_writes, write_config, xdp,
+)
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
@@ -24,7 +26,6 @@ from ansible_collections.lqos.bpf.plugins.module_utils._service import embedded_
 
 pytestmark = pytest.mark.usefixtures("tools")
 
-TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F
 PINNED = ("ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table", "cpu_map", "cpus_available",
           "shaper_control", "bridge_redirect", "bridge_vlan_map")
 
@@ -38,16 +39,6 @@ char _license[] SEC("license") = "GPL";
 
 
 config = bridge_config
-
-
-def xdp(pair, ifname):
-    with H.netns(pair.ns_a):
-        return H.xdp_query(H.ifindex(ifname))
-
-
-def tc(pair, ifname, direction):
-    with H.netns(pair.ns_a):
-        return H.tc_query(H.ifindex(ifname), direction, TC_HANDLE, TC_PRIORITY)
 
 
 def ip_link(pair, ifname) -> dict:
