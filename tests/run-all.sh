@@ -122,6 +122,8 @@ if [ -z "${LQOS_SKIP_MOLECULE:-}" ]; then
   molecule test -s default
   stage "molecule kernels: real VMs under QEMU, kernel 5.10 with and without a tracing refusal"
   molecule test -s kernels
+  stage "molecule service: the service loader under systemd, the stand-in daemon writing through its pins"
+  molecule test -s service
 fi
 end_stage
 echo

@@ -21,9 +21,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from lqos_testlib import REPO, copy_bpf, edit, umount
+from lqos_testlib import umount
+from variants import make_v2
 from test_playbooks import Host, playbook, write_inventory, xdp_on
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
@@ -36,31 +36,6 @@ N = 1000
 
 def ip_key(i):
     return struct.pack("<I16s", 128, b"\0" * 10 + b"\xff\xff" + struct.pack(">I", 0x64400000 + i))
-
-
-def make_v2(root):
-    crate = copy_bpf(os.path.join(root, "src_v2"))
-    common = os.path.join(crate, "src", "bpf", "common")
-    edit(os.path.join(common, "flows.h"), "\t__u64 owner_hash[2]; /* [0] circuit id, [1] device id */\n",
-         "\t__u64 owner_hash[2]; /* [0] circuit id, [1] device id */\n\t__u64 retransmits;\n")
-    edit(os.path.join(common, "ip_hash.h"), "\t__u32 cpu;        /* cpumap slot", "\t__u64 cpu;        /* cpumap slot")
-    flow_rs = os.path.join(crate, "src", "flow_data.rs")
-    edit(flow_rs, "    pub owner_hash: [u64; 2],\n}", "    pub owner_hash: [u64; 2],\n    pub retransmits: u64,\n}")
-    edit(flow_rs, "const _: [(); 136] = [(); std::mem::size_of::<FlowData>()];",
-         "const _: [(); 144] = [(); std::mem::size_of::<FlowData>()];")
-    edit(flow_rs, "assert_eq!(std::mem::size_of::<FlowData>(), 136);", "assert_eq!(std::mem::size_of::<FlowData>(), 144);")
-    ip_rs = os.path.join(crate, "src", "ip_mapping", "ip_hash_data.rs")
-    edit(ip_rs, "    pub cpu: u32,", "    pub cpu: u64,")
-    edit(ip_rs, "assert_eq!(std::mem::size_of::<IpHashData>(), 24);", "assert_eq!(std::mem::size_of::<IpHashData>(), 32);")
-    with open(os.path.join(REPO, "bpf", "specs", "reference.yml")) as fh:
-        spec = yaml.safe_load(fh)
-    sizes = {"flow_table": 144, "ip_to_shaper": 32, "shaper_hotcache": 32}
-    for item in spec["pinned_maps"]:
-        item["value_size"] = sizes.get(item["name"], item["value_size"])
-    path = os.path.join(root, "reference-v2.yml")
-    with open(path, "w") as fh:
-        yaml.safe_dump(spec, fh)
-    return crate, path
 
 
 @pytest.fixture(scope="module")
