@@ -141,16 +141,18 @@ def speed(n: int, tmp: str, rep: int = 0) -> dict:
     kept = M.map_info_by_path(path)["value_size"] == 144 and len(BB.dump(path).keys) // 40 == n
     subprocess.run(["umount", "-l", root], check=False)
     return {"n": n, "floor": floor, "timings": row["timings"], "published": row["published_at"] - row["copied_at"],
-            "module": took, "kept": kept, "batched": L.possible_cpus() > 0}
+            "module": took, "kept": kept, "batched": L.possible_cpus() > 0, "load": load()}
 
 
-def writers(n: int, tmp: str) -> dict:
+def writers(n: int, tmp: str, rep: int = 0) -> dict:
     # pylint: disable=import-outside-toplevel
     import lqos_writers as WR
     from lqos_testlib import NetnsPair
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    tmp = os.path.join(tmp, "writers-%d" % rep)
+    os.mkdir(tmp)
     objs = {v: compile_src(tmp, "w%d" % v, WR.source(v, n + n // 4)) for v in (1, 2)}
-    root = mount_bpffs(tmp, "writers")
+    root = mount_bpffs(tmp, "bpffs")
     pair = NetnsPair("lqbw%d" % os.getpid())
     pair.create()
     try:
@@ -175,7 +177,9 @@ def writers(n: int, tmp: str) -> dict:
             caught = res["pinned_maps"]["caught_up"]["flow_table"]
             now = dict(M.map_entries(flows))
             out = {"n": n, "attach": took, "window": caught["old_read_at"] - row["copied_at"],
-                   "published": row["published_at"] - row["copied_at"], "caught": caught,
+                   "published": row["published_at"] - row["copied_at"], "caught": caught, "load": load(),
+                   "timings": row["timings"], "copy": sum(row["timings"][k] for k in ("read", "convert", "fill",
+                                                                                       "check")),
                    "path_lost": path_w.lost(now), "path_writes": len(path_w.records),
                    "path_failed": path_w.failed_opens + path_w.failed_writes}
             # A rerun after newer writes into the new map: nothing older may come back over them.
@@ -206,11 +210,25 @@ def writers(n: int, tmp: str) -> dict:
         subprocess.run(["umount", "-l", root], check=False)
 
 
+def load() -> str:
+    return "%.2f" % os.getloadavg()[0]
+
+
+def migrate_s(r: dict) -> float:
+    return sum(r["timings"][k] for k in ("read", "convert", "fill", "check"))
+
+
+def median_run(runs: list, key):
+    """The run whose ``key`` is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=key)[(len(runs) - 1) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--entries", default="100000,1000000")
     parser.add_argument("--writers-entries", type=int, default=100000)
-    parser.add_argument("--repeat", type=int, default=3, help="speed runs per size; the fastest of each is printed")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per size and of the writers; the median is printed (losses: the worst run)")
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     reexec_in_private_mount_namespace()
@@ -222,27 +240,38 @@ def main() -> None:
     missed = []
     try:
         print("A. migration of a flow map (LRU hash, 40-byte key, 136 -> 144-byte value: one field added); "
-              "fastest of %d runs each" % max(1, args.repeat))
+              "the run of the median ratio of %d runs each (load: 1-minute load average)" % max(1, args.repeat))
         print("%-10s %10s %10s %7s %10s %10s %10s %8s"
               % ("entries", "floor s", "migrate s", "ratio", "snapshot s", "to name s", "module s", "kept"))
         for n in [int(x) for x in args.entries.split(",") if x]:
             runs = [speed(n, tmp, i) for i in range(max(1, args.repeat))]
-            # the fastest run of each: the least disturbed by other work on the machine
-            r = min(runs, key=lambda x: sum(x["timings"][k] for k in ("read", "convert", "fill", "check")))
-            r["floor"] = min((x["floor"] for x in runs), key=lambda f: f["read"] + f["fill"])
-            r["kept"] = all(x["kept"] for x in runs)
-            floor = r["floor"]["read"] + r["floor"]["fill"]
-            t = r["timings"]
-            mig = t["read"] + t["convert"] + t["fill"] + t["check"]
+            for r in runs:
+                floor, mig = r["floor"]["read"] + r["floor"]["fill"], migrate_s(r)
+                r["ratio"] = mig / floor
+                print("%-10s run: floor %.3f (read %.3f + fill %.3f); migrate %.3f (read %.3f, convert %.3f, "
+                      "fill %.3f, count back %.3f): %.2fx; load %s"
+                      % ("", floor, r["floor"]["read"], r["floor"]["fill"], mig, r["timings"]["read"],
+                         r["timings"]["convert"], r["timings"]["fill"], r["timings"]["check"], r["ratio"], r["load"]))
+            # the run of the median ratio: floor and migration measured side by side in the same run
+            r = median_run(runs, lambda x: x["ratio"])
+            floor, mig, t = r["floor"]["read"] + r["floor"]["fill"], migrate_s(r), r["timings"]
+            kept = all(x["kept"] for x in runs)
             print("%-10d %10.3f %10.3f %6.2fx %10.3f %10.3f %10.3f %8s" % (
-                n, floor, mig, mig / floor, t["snapshot"], r["published"], r["module"], "all" if r["kept"] else "NO"))
-            print("%-10s floor: read %.3f + fill %.3f; migrate: read %.3f, convert %.3f, fill %.3f, count back %.3f"
-                  % ("", r["floor"]["read"], r["floor"]["fill"], t["read"], t["convert"], t["fill"], t["check"]))
-            if mig > 2 * floor or not r["kept"]:
+                n, floor, mig, r["ratio"], t["snapshot"], r["published"], r["module"], "all" if kept else "NO"))
+            if r["ratio"] > 2 or not kept:
                 missed.append("migration of %d entries within 2x of the floor" % n)
-        w = writers(args.writers_entries, tmp)
+        ws = [writers(args.writers_entries, tmp, i) for i in range(max(1, args.repeat))]
+        for x in ws:
+            print("window run: %.3f s (copy %.3f: read %.3f, convert %.3f, fill %.3f, count back %.3f; aside pin, "
+                  "rename and journal %.3f; load and swap %.3f); load %s"
+                  % (x["window"], x["copy"], x["timings"]["read"], x["timings"]["convert"], x["timings"]["fill"],
+                     x["timings"]["check"], x["published"] - x["copy"], x["window"] - x["published"], x["load"]))
+        w = median_run(ws, lambda x: x["window"])
+        for k in ("fd_lost", "fd_mid_lost", "path_lost", "path_failed", "overwritten", "xdp_lost"):
+            w[k] = max(x[k] for x in ws)     # losses: the worst run
         print()
-        print("B. writers during a live upgrade of %d entries (attach with the pin step, then commit)" % w["n"])
+        print("B. writers during a live upgrade of %d entries (attach with the pin step, then commit); window: the "
+              "median of %d runs, losses: the worst run" % (w["n"], len(ws)))
         rows = [
             ("window: copy to the catch-up's read (s)", "%.3f" % w["window"], "<= 0.5"),
             ("  of which copy to the new map at the name (s)", "%.3f" % w["published"], ""),
