@@ -201,9 +201,9 @@ def snapshot_rows(old_table, new_table, counter: bool) -> dict:
     """The snapshot of a copy: the entries written (a _bpf_batch.Table), from ``old_table``'s, in order. A row
     is (digest of the old value converted, digest of the new map's value, old value for a counter map): at copy
     time both digests are of the value written, so one is computed."""
-    nv, nb, nk, kb = new_table.values, new_table.value_bytes, new_table.keys, new_table.key_size
+    nv, nb, nk, kb = new_table.values, new_table.value_bytes, bytes(new_table.keys), new_table.key_size
     out = {}
-    ov, ob = old_table.values, old_table.value_bytes
+    ov, ob = bytes(old_table.values) if counter else b"", old_table.value_bytes
     for i in range(new_table.n):
         d = digest(nv[i * nb:(i + 1) * nb])
         out[nk[i * kb:(i + 1) * kb]] = (d, d, ov[i * ob:(i + 1) * ob] if counter else None)
@@ -266,6 +266,8 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
         dict(new_side, max_entries=max(new_side["max_entries"], old_t.n))
     nk, nv = G.convert_table(plan, old_side, room, old_t.keys, old_t.values, old_t.n, ncpus,
                              allow_narrowing=allow_narrowing)
+    nk, nv = bytes(nk), bytes(nv)   # dict keys and slices: bytes
+    ovals = bytes(old_t.values) if keep_old else b""
     kb, nb, ob = new_side["key_size"], new_t.value_bytes, old_t.value_bytes
     new_now = new_t.as_dict()
     seen = set()
@@ -279,7 +281,7 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
         seen.add(key)
         row = rows.get(key)
         d = digest(cv)
-        old_value = old_t.values[i * ob:(i + 1) * ob] if keep_old else None
+        old_value = ovals[i * ob:(i + 1) * ob] if keep_old else None
         if row is not None and row[0] == d:
             out_rows[key] = row if not keep_old else (row[0], row[1], old_value)
             continue                              # unchanged in the old map since the last pass
@@ -307,7 +309,7 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
             stats["added_up"] += 1
             todo_keys.append(key)
             todo_vals.append(write)
-            out_rows[key] = (digest(nv[i * nb:(i + 1) * nb]), digest(write), old_t.values[i * ob:(i + 1) * ob])
+            out_rows[key] = (digest(nv[i * nb:(i + 1) * nb]), digest(write), ovals[i * ob:(i + 1) * ob])
     deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[1]]
     if todo_keys:
         BB.fill(new_path, BB.Table(b"".join(todo_keys), b"".join(todo_vals), new_t.key_size, new_t.value_bytes))
