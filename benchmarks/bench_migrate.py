@@ -178,8 +178,7 @@ def writers(n: int, tmp: str, rep: int = 0) -> dict:
             now = dict(M.map_entries(flows))
             out = {"n": n, "attach": took, "window": caught["old_read_at"] - row["copied_at"],
                    "published": row["published_at"] - row["copied_at"], "caught": caught, "load": load(),
-                   "timings": row["timings"], "copy": sum(row["timings"][k] for k in ("read", "convert", "fill",
-                                                                                       "check")),
+                   "timings": row["timings"], "copy": migrate_s(row),
                    "path_lost": path_w.lost(now), "path_writes": len(path_w.records),
                    "path_failed": path_w.failed_opens + path_w.failed_writes}
             # A rerun after newer writes into the new map: nothing older may come back over them.
