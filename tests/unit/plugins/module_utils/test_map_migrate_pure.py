@@ -140,8 +140,8 @@ def _flat(rows):
     (st("v", ("a", i(8)), ("b", i(4))), st("v", ("a", i(8)), ("b", i(4)), ("c", i(8))), "hash", 1),  # one, first
 ])
 @pytest.mark.parametrize("columns", [0, G.STRIDED_COLUMNS])   # 0: every layout through the joined pieces
-def test_bulk_conversion_gives_the_bytes_of_the_entry_by_entry_conversion(old_shape, new_shape, kind, ncpus, columns,
-                                                                         monkeypatch):
+def test_bulk_conversion_gives_the_bytes_of_the_entry_by_entry_conversion(
+        old_shape, new_shape, kind, ncpus, columns, monkeypatch):
     monkeypatch.setattr(G, "STRIDED_COLUMNS", columns)
     old = m(kind, 4, old_shape["size"], 1000, value_shape=old_shape)
     new = m(kind, 4, new_shape["size"], 1000, value_shape=new_shape)
@@ -168,8 +168,8 @@ def test_bulk_narrowing_that_truncates_is_refused_like_entry_by_entry():
     st("v", ("d", i(4)), ("b", i(4)), ("a", i(8))),                   # pieces reordered, a default before them
 ])
 @pytest.mark.parametrize("columns", [0, G.STRIDED_COLUMNS])
-def test_bulk_conversion_with_a_default_and_any_buffer_gives_the_entry_by_entry_bytes(new_shape, columns,
-                                                                                       monkeypatch):
+def test_bulk_conversion_with_a_default_and_any_buffer_gives_the_entry_by_entry_bytes(
+        new_shape, columns, monkeypatch):
     monkeypatch.setattr(G, "STRIDED_COLUMNS", columns)
     old_shape = st("v", ("a", i(8)), ("b", i(4)))
     old = m("lru_hash", 4, old_shape["size"], 1000, value_shape=old_shape)
