@@ -17,6 +17,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 
 CHUNK = 16384          # entries per lookup call (a hash bucket never holds more)
 UPDATE_CHUNK = 65536   # entries per update call
+GROW_FROM = 65536      # entries a whole-map read makes room for first (then doubled)
 _UNSUPPORTED = (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP)
 # map type ids whose first batch call the kernel refused: {"lookup": set(), "update": set()} (per process)
 NO_BATCH = {"lookup": set(), "update": set()}
@@ -92,8 +93,9 @@ def _lookup_batches(ffi, lib, fd: int, info: dict, ksz: int, vsz: int, label, ke
     """The batch lookup loop: (keys, values) as bytearrays (``keep``) or the count of entries; None when the
     kernel has no batch lookup for this map type (remembered in NO_BATCH)."""
     chunk = max(1, min(CHUNK, info["max_entries"] or 1))
-    # keep: room for max_entries at once (calloc'd: pages the kernel does not write are never touched)
-    cap = max(chunk, info["max_entries"] or 0) if keep else chunk
+    # keep: room that doubles as entries come, up to max_entries (bytearray(n) writes its n zero bytes, so a sparse
+    # map with a large max_entries must not get all of it at once)
+    cap = max(chunk, min(GROW_FROM, info["max_entries"] or 0)) if keep else chunk
     keys, values = bytearray(cap * ksz), bytearray(cap * vsz)
     tokens = [ffi.new("char[]", max(ksz, 8)), ffi.new("char[]", max(ksz, 8))]
     cnt = ffi.new("__u32 *")
@@ -102,10 +104,12 @@ def _lookup_batches(ffi, lib, fd: int, info: dict, ksz: int, vsz: int, label, ke
     total, i = 0, 0
     while True:
         at = total if keep else 0
-        if keep and cap - total < chunk:      # more entries than max_entries (the map changed while read)
-            keys.extend(bytes(chunk * ksz))
-            values.extend(bytes(chunk * vsz))
-            cap += chunk
+        if keep and cap - total < chunk:
+            # doubled, to max_entries (past it only when the map changed while read: one chunk more)
+            grow = max(total + chunk, min(2 * cap, info["max_entries"] or 0)) - cap
+            keys.extend(bytes(grow * ksz))
+            values.extend(bytes(grow * vsz))
+            cap += grow
         cnt[0] = chunk
         with ffi.from_buffer(keys) as kp, ffi.from_buffer(values) as vp:
             ret = lib.bpf_map_lookup_batch(fd, ffi.NULL if i == 0 else tokens[i & 1], tokens[(i + 1) & 1],
