@@ -19,7 +19,10 @@ Never touches the host's /sys/fs/bpf or interfaces: it re-executes itself under 
 own bpffs and netns. Exits 0 unless ``--strict`` and a goal is missed.
 
     python3 benchmarks/bench_migrate.py [--entries 100000,1000000] [--writers-entries 100000] [--repeat 3]
-                                        [--strict]
+                                        [--state-dir-on-disk] [--strict]
+
+The journal and snapshots go to a tmpfs the bench mounts (the modules' default state_dir is under /run, a tmpfs
+on a systemd host); ``--state-dir-on-disk`` puts them in the temporary folder instead.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS_MARK = "LQOS_BENCH_MIGRATE_NS"
+RUN = [None]   # a tmpfs for the state_dir files (journal, snapshot), as /run is on a systemd host
 
 FLOW_C = r"""
 #include <linux/bpf.h>
@@ -135,7 +139,8 @@ def speed(n: int, tmp: str, rep: int = 0) -> dict:
         os.close(fd)
     del table, keys, values
     res, took = module("pinned_maps", {"object": v2, "pin_root": root, "state": "migrated",
-                                       "state_dir": os.path.join(tmp, "state-%d-%d" % (n, rep)), "approve": True},
+                                       "state_dir": os.path.join(RUN[0] or tmp, "state-%d-%d" % (n, rep)),
+                                       "approve": True},
                        tmp)
     row = res["migrated"][0]
     kept = M.map_info_by_path(path)["value_size"] == 144 and len(BB.dump(path).keys) // 40 == n
@@ -156,9 +161,11 @@ def writers(n: int, tmp: str, rep: int = 0) -> dict:
     pair = NetnsPair("lqbw%d" % os.getpid())
     pair.create()
     try:
-        base = dict(pin_root=root, interface=pair.if_a, netns=pair.ns_a, state_dir=os.path.join(tmp, "attach"),
+        base = dict(pin_root=root, interface=pair.if_a, netns=pair.ns_a,
+                    state_dir=os.path.join(RUN[0] or tmp, "attach-%d" % rep),
                     approve=True)
-        maps = dict(state="migrated", state_dir=os.path.join(tmp, "maps"), backup_dir=os.path.join(tmp, "backups"))
+        maps = dict(state="migrated", state_dir=os.path.join(RUN[0] or tmp, "maps-%d" % rep),
+                    backup_dir=os.path.join(tmp, "backups"))
         module("attach", dict(base, spec=WR.spec(1), object=objs[1]), tmp)
         flows, counts = os.path.join(root, "flow_table"), os.path.join(root, "pkt_count")
         WR.fill(flows, n)
@@ -229,6 +236,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per size and of the writers; the median is printed (losses: the worst run)")
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--state-dir-on-disk", action="store_true",
+                        help="journal and snapshots in the temporary folder (fsync to disk) instead of a tmpfs, as "
+                             "/run is on a systemd host (the modules' default state_dir is under /run)")
     args = parser.parse_args()
     reexec_in_private_mount_namespace()
     sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -237,6 +247,12 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="lqos-bench-migrate-")
     missed = []
+    if not args.state_dir_on_disk:
+        RUN[0] = os.path.join(tmp, "run")
+        os.mkdir(RUN[0])
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "lqos-bench-run", RUN[0]], check=True)
+    print("state_dir (journal, snapshots): %s" % ("on disk: %s" % tmp if args.state_dir_on_disk
+                                                  else "a tmpfs, as /run on a systemd host"))
     try:
         print("A. migration of a flow map (LRU hash, 40-byte key, 136 -> 144-byte value: one field added); "
               "the run of the median ratio of %d runs each (load: 1-minute load average)" % max(1, args.repeat))
@@ -293,6 +309,8 @@ def main() -> None:
         if w["fd_lost"] or w["fd_mid_lost"] or w["path_lost"] or w["path_failed"] or w["overwritten"] or w["xdp_lost"] > 2:
             missed.append("writes lost")
     finally:
+        if RUN[0]:
+            subprocess.run(["umount", "-l", RUN[0]], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     print("goals: %s" % ("all met" if not missed else "MISSED: " + "; ".join(missed)))
     if args.strict and missed:
