@@ -19,7 +19,10 @@ Never touches the host's /sys/fs/bpf or interfaces: it re-executes itself under 
 own bpffs and netns. Exits 0 unless ``--strict`` and a goal is missed.
 
     python3 benchmarks/bench_migrate.py [--entries 100000,1000000] [--writers-entries 100000] [--repeat 3]
-                                        [--strict]
+                                        [--state-dir-on-disk] [--strict]
+
+The journal and snapshots go to a tmpfs the bench mounts (the modules' default state_dir is under /run, a tmpfs
+on a systemd host); ``--state-dir-on-disk`` puts them in the temporary folder instead.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS_MARK = "LQOS_BENCH_MIGRATE_NS"
+RUN = [None]   # a tmpfs for the state_dir files (journal, snapshot), as /run is on a systemd host
 
 FLOW_C = r"""
 #include <linux/bpf.h>
@@ -135,28 +139,33 @@ def speed(n: int, tmp: str, rep: int = 0) -> dict:
         os.close(fd)
     del table, keys, values
     res, took = module("pinned_maps", {"object": v2, "pin_root": root, "state": "migrated",
-                                       "state_dir": os.path.join(tmp, "state-%d-%d" % (n, rep)), "approve": True},
+                                       "state_dir": os.path.join(RUN[0] or tmp, "state-%d-%d" % (n, rep)),
+                                       "approve": True},
                        tmp)
     row = res["migrated"][0]
     kept = M.map_info_by_path(path)["value_size"] == 144 and len(BB.dump(path).keys) // 40 == n
     subprocess.run(["umount", "-l", root], check=False)
     return {"n": n, "floor": floor, "timings": row["timings"], "published": row["published_at"] - row["copied_at"],
-            "module": took, "kept": kept, "batched": L.possible_cpus() > 0}
+            "module": took, "kept": kept, "batched": L.possible_cpus() > 0, "load": load()}
 
 
-def writers(n: int, tmp: str) -> dict:
+def writers(n: int, tmp: str, rep: int = 0) -> dict:
     # pylint: disable=import-outside-toplevel
     import lqos_writers as WR
     from lqos_testlib import NetnsPair
     from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    tmp = os.path.join(tmp, "writers-%d" % rep)
+    os.mkdir(tmp)
     objs = {v: compile_src(tmp, "w%d" % v, WR.source(v, n + n // 4)) for v in (1, 2)}
-    root = mount_bpffs(tmp, "writers")
+    root = mount_bpffs(tmp, "bpffs")
     pair = NetnsPair("lqbw%d" % os.getpid())
     pair.create()
     try:
-        base = dict(pin_root=root, interface=pair.if_a, netns=pair.ns_a, state_dir=os.path.join(tmp, "attach"),
+        base = dict(pin_root=root, interface=pair.if_a, netns=pair.ns_a,
+                    state_dir=os.path.join(RUN[0] or tmp, "attach-%d" % rep),
                     approve=True)
-        maps = dict(state="migrated", state_dir=os.path.join(tmp, "maps"), backup_dir=os.path.join(tmp, "backups"))
+        maps = dict(state="migrated", state_dir=os.path.join(RUN[0] or tmp, "maps-%d" % rep),
+                    backup_dir=os.path.join(tmp, "backups"))
         module("attach", dict(base, spec=WR.spec(1), object=objs[1]), tmp)
         flows, counts = os.path.join(root, "flow_table"), os.path.join(root, "pkt_count")
         WR.fill(flows, n)
@@ -175,7 +184,8 @@ def writers(n: int, tmp: str) -> dict:
             caught = res["pinned_maps"]["caught_up"]["flow_table"]
             now = dict(M.map_entries(flows))
             out = {"n": n, "attach": took, "window": caught["old_read_at"] - row["copied_at"],
-                   "published": row["published_at"] - row["copied_at"], "caught": caught,
+                   "published": row["published_at"] - row["copied_at"], "caught": caught, "load": load(),
+                   "timings": row["timings"], "copy": migrate_s(row),
                    "path_lost": path_w.lost(now), "path_writes": len(path_w.records),
                    "path_failed": path_w.failed_opens + path_w.failed_writes}
             # A rerun after newer writes into the new map: nothing older may come back over them.
@@ -206,12 +216,29 @@ def writers(n: int, tmp: str) -> dict:
         subprocess.run(["umount", "-l", root], check=False)
 
 
+def load() -> str:
+    return "%.2f" % os.getloadavg()[0]
+
+
+def migrate_s(r: dict) -> float:
+    return sum(r["timings"][k] for k in ("read", "convert", "fill", "check"))
+
+
+def median_run(runs: list, key):
+    """The run whose ``key`` is the median (the lower middle one for an even count)."""
+    return sorted(runs, key=key)[(len(runs) - 1) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--entries", default="100000,1000000")
     parser.add_argument("--writers-entries", type=int, default=100000)
-    parser.add_argument("--repeat", type=int, default=3, help="speed runs per size; the fastest of each is printed")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per size and of the writers; the median is printed (losses: the worst run)")
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--state-dir-on-disk", action="store_true",
+                        help="journal and snapshots in the temporary folder (fsync to disk) instead of a tmpfs, as "
+                             "/run is on a systemd host (the modules' default state_dir is under /run)")
     args = parser.parse_args()
     reexec_in_private_mount_namespace()
     sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -220,32 +247,50 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp(prefix="lqos-bench-migrate-")
     missed = []
+    if not args.state_dir_on_disk:
+        RUN[0] = os.path.join(tmp, "run")
+        os.mkdir(RUN[0])
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "lqos-bench-run", RUN[0]], check=True)
+    print("state_dir (journal, snapshots): %s" % ("on disk: %s" % tmp if args.state_dir_on_disk
+                                                  else "a tmpfs, as /run on a systemd host"))
     try:
         print("A. migration of a flow map (LRU hash, 40-byte key, 136 -> 144-byte value: one field added); "
-              "fastest of %d runs each" % max(1, args.repeat))
+              "the run of the median ratio of %d runs each (load: 1-minute load average)" % max(1, args.repeat))
         print("%-10s %10s %10s %7s %10s %10s %10s %8s"
               % ("entries", "floor s", "migrate s", "ratio", "snapshot s", "to name s", "module s", "kept"))
         for n in [int(x) for x in args.entries.split(",") if x]:
             runs = [speed(n, tmp, i) for i in range(max(1, args.repeat))]
-            # the fastest run of each: the least disturbed by other work on the machine
-            r = min(runs, key=lambda x: sum(x["timings"][k] for k in ("read", "convert", "fill", "check")))
-            r["floor"] = min((x["floor"] for x in runs), key=lambda f: f["read"] + f["fill"])
-            r["kept"] = all(x["kept"] for x in runs)
-            floor = r["floor"]["read"] + r["floor"]["fill"]
-            t = r["timings"]
-            mig = t["read"] + t["convert"] + t["fill"] + t["check"]
+            for r in runs:
+                floor, mig = r["floor"]["read"] + r["floor"]["fill"], migrate_s(r)
+                r["ratio"] = mig / floor
+                print("%-10s run: floor %.3f (read %.3f + fill %.3f); migrate %.3f (read %.3f, convert %.3f, "
+                      "fill %.3f, count back %.3f): %.2fx; load %s"
+                      % ("", floor, r["floor"]["read"], r["floor"]["fill"], mig, r["timings"]["read"],
+                         r["timings"]["convert"], r["timings"]["fill"], r["timings"]["check"], r["ratio"], r["load"]))
+            # the run of the median ratio: floor and migration measured side by side in the same run
+            r = median_run(runs, lambda x: x["ratio"])
+            floor, mig, t = r["floor"]["read"] + r["floor"]["fill"], migrate_s(r), r["timings"]
+            kept = all(x["kept"] for x in runs)
             print("%-10d %10.3f %10.3f %6.2fx %10.3f %10.3f %10.3f %8s" % (
-                n, floor, mig, mig / floor, t["snapshot"], r["published"], r["module"], "all" if r["kept"] else "NO"))
-            print("%-10s floor: read %.3f + fill %.3f; migrate: read %.3f, convert %.3f, fill %.3f, count back %.3f"
-                  % ("", r["floor"]["read"], r["floor"]["fill"], t["read"], t["convert"], t["fill"], t["check"]))
-            if mig > 2 * floor or not r["kept"]:
+                n, floor, mig, r["ratio"], t["snapshot"], r["published"], r["module"], "all" if kept else "NO"))
+            if r["ratio"] > 2 or not kept:
                 missed.append("migration of %d entries within 2x of the floor" % n)
-        w = writers(args.writers_entries, tmp)
+        ws = [writers(args.writers_entries, tmp, i) for i in range(max(1, args.repeat))]
+        for x in ws:
+            print("window run: %.3f s (copy %.3f: read %.3f, convert %.3f, fill %.3f, count back %.3f; aside pin, "
+                  "rename and journal %.3f; rename to the catch-up's read (programs loaded, swapped) %.3f); load %s"
+                  % (x["window"], x["copy"], x["timings"]["read"], x["timings"]["convert"], x["timings"]["fill"],
+                     x["timings"]["check"], x["published"] - x["copy"], x["window"] - x["published"], x["load"]))
+        w = median_run(ws, lambda x: x["window"])
+        for k in ("fd_lost", "fd_mid_lost", "path_lost", "path_failed", "overwritten", "xdp_lost"):
+            w[k] = max(x[k] for x in ws)     # losses: the worst run
         print()
-        print("B. writers during a live upgrade of %d entries (attach with the pin step, then commit)" % w["n"])
+        print("B. writers during a live upgrade of %d entries (attach with the pin step, then commit); window: the "
+              "median of %d runs, losses: the worst run" % (w["n"], len(ws)))
         rows = [
             ("window: copy to the catch-up's read (s)", "%.3f" % w["window"], "<= 0.5"),
             ("  of which copy to the new map at the name (s)", "%.3f" % w["published"], ""),
+            ("  of which rename to the catch-up's read (s)", "%.3f" % (w["window"] - w["published"]), ""),
             ("attach module run, whole (s)", "%.3f" % w["attach"], ""),
             ("fd writer: lost of those made before the catch-up", "%d of %d" % (w["fd_lost"], w["fd_before"]), "0"),
             ("fd writer: lost of those before the commit's pass", "%d of %d" % (w["fd_mid_lost"], w["fd_mid"]), "0"),
@@ -264,6 +309,8 @@ def main() -> None:
         if w["fd_lost"] or w["fd_mid_lost"] or w["path_lost"] or w["path_failed"] or w["overwritten"] or w["xdp_lost"] > 2:
             missed.append("writes lost")
     finally:
+        if RUN[0]:
+            subprocess.run(["umount", "-l", RUN[0]], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     print("goals: %s" % ("all met" if not missed else "MISSED: " + "; ".join(missed)))
     if args.strict and missed:

@@ -17,13 +17,15 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
 
 CHUNK = 16384          # entries per lookup call (a hash bucket never holds more)
 UPDATE_CHUNK = 65536   # entries per update call
+GROW_FROM = 65536      # entries a whole-map read makes room for first (then doubled)
 _UNSUPPORTED = (_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP)
 # map type ids whose first batch call the kernel refused: {"lookup": set(), "update": set()} (per process)
 NO_BATCH = {"lookup": set(), "update": set()}
 
 
 class Table(object):
-    """Entries of one map as two flat buffers: ``keys`` (n x key_size bytes) and ``values`` (n x value_bytes;
+    """Entries of one map as two flat buffers (bytes, bytearray or memoryview; ``key``, ``value`` and ``pairs``
+    give bytes): ``keys`` (n x key_size bytes) and ``values`` (n x value_bytes;
     value_bytes is round_up(value_size, 8) x possible CPUs for per-CPU maps, else value_size). ``batched``
     says whether the kernel's batch operation produced it (False: one call per entry)."""
 
@@ -38,13 +40,13 @@ class Table(object):
         return cls(b"".join(k for k, v in pairs), b"".join(v for k, v in pairs), key_size, value_bytes, False)
 
     def key(self, i: int) -> bytes:
-        return self.keys[i * self.key_size:(i + 1) * self.key_size]
+        return bytes(self.keys[i * self.key_size:(i + 1) * self.key_size])
 
     def value(self, i: int) -> bytes:
-        return self.values[i * self.value_bytes:(i + 1) * self.value_bytes]
+        return bytes(self.values[i * self.value_bytes:(i + 1) * self.value_bytes])
 
     def pairs(self) -> list:
-        ks, vs, kb, vb = self.keys, self.values, self.key_size, self.value_bytes
+        ks, vs, kb, vb = bytes(self.keys), bytes(self.values), self.key_size, self.value_bytes
         return [(ks[i * kb:(i + 1) * kb], vs[i * vb:(i + 1) * vb]) for i in range(self.n)]
 
     def as_dict(self) -> dict:
@@ -60,40 +62,72 @@ def value_bytes(info: dict) -> int:
 
 def dump(path_or_fd) -> Table:
     """Every entry of a map, with BPF_MAP_LOOKUP_BATCH where the kernel has it for this map type (probed by
-    the first call: EINVAL/ENOTSUPP means no), else key by key (``_bpf_maps.map_entries``)."""
+    the first call: EINVAL/ENOTSUPP means no), else key by key (``_bpf_maps.map_entries``). The kernel writes
+    straight into the two buffers of the Table (bytearrays: no copy after the system calls)."""
     ffi, lib = _ffi_lib()
     with _ObjFd(path_or_fd) as fd:
         info = M.map_info_by_fd(fd)
         ksz, vsz = info["key_size"], value_bytes(info)
         if info["type"] not in NO_BATCH["lookup"] and ksz:
-            chunk = max(1, min(CHUNK, info["max_entries"] or 1))
-            kbuf, vbuf = ffi.new("char[]", chunk * ksz), ffi.new("char[]", chunk * vsz)
-            tokens = [ffi.new("char[]", max(ksz, 8)), ffi.new("char[]", max(ksz, 8))]
-            count = ffi.new("__u32 *")
-            opts = ffi.new("struct bpf_map_batch_opts *")
-            opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
-            keys, values = [], []
-            first, i = True, 0
-            while True:
-                count[0] = chunk
-                ret = lib.bpf_map_lookup_batch(fd, ffi.NULL if first else tokens[i & 1], tokens[(i + 1) & 1],
-                                               kbuf, vbuf, count, opts)
-                err = _errno_of(ret) if ret < 0 else 0
-                if err and first and err in _UNSUPPORTED:
-                    NO_BATCH["lookup"].add(info["type"])
-                    break
-                got = count[0]
-                if got:
-                    keys.append(ffi.buffer(kbuf, got * ksz)[:])
-                    values.append(ffi.buffer(vbuf, got * vsz)[:])
-                if err == _errno.ENOENT:
-                    return Table(b"".join(keys), b"".join(values), ksz, vsz)
-                if err:
-                    _fail("reading map %s (%s) in batches failed" % (M._map_label(path_or_fd),
-                                                                     map_type_name(info["type"])), err)
-                first = False
-                i += 1
+            got = _lookup_batches(ffi, lib, fd, info, ksz, vsz, path_or_fd, keep=True)
+            if got is not None:
+                return Table(got[0], got[1], ksz, vsz)
         return Table.from_pairs(M.map_entries(fd), ksz, vsz)
+
+
+def count(path_or_fd) -> int:
+    """How many entries a map holds, read with BPF_MAP_LOOKUP_BATCH into one reused buffer (nothing kept; a map
+    type without batch lookups is counted key by key)."""
+    ffi, lib = _ffi_lib()
+    with _ObjFd(path_or_fd) as fd:
+        info = M.map_info_by_fd(fd)
+        ksz, vsz = info["key_size"], value_bytes(info)
+        if info["type"] not in NO_BATCH["lookup"] and ksz:
+            got = _lookup_batches(ffi, lib, fd, info, ksz, vsz, path_or_fd, keep=False)
+            if got is not None:
+                return got
+        return len(M.map_entries(fd))
+
+
+def _lookup_batches(ffi, lib, fd: int, info: dict, ksz: int, vsz: int, label, keep: bool):
+    """The batch lookup loop: (keys, values) as bytearrays (``keep``) or the count of entries; None when the
+    kernel has no batch lookup for this map type (remembered in NO_BATCH)."""
+    chunk = max(1, min(CHUNK, info["max_entries"] or 1))
+    # keep: room that doubles as entries come, up to max_entries (bytearray(n) writes its n zero bytes, so a sparse
+    # map with a large max_entries must not get all of it at once)
+    cap = max(chunk, min(GROW_FROM, info["max_entries"] or 0)) if keep else chunk
+    keys, values = bytearray(cap * ksz), bytearray(cap * vsz)
+    tokens = [ffi.new("char[]", max(ksz, 8)), ffi.new("char[]", max(ksz, 8))]
+    cnt = ffi.new("__u32 *")
+    opts = ffi.new("struct bpf_map_batch_opts *")
+    opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
+    total, i = 0, 0
+    while True:
+        at = total if keep else 0
+        if keep and cap - total < chunk:
+            # doubled, to max_entries (past it only when the map changed while read: one chunk more)
+            grow = max(total + chunk, min(2 * cap, info["max_entries"] or 0)) - cap
+            keys.extend(bytes(grow * ksz))
+            values.extend(bytes(grow * vsz))
+            cap += grow
+        cnt[0] = chunk
+        with ffi.from_buffer(keys) as kp, ffi.from_buffer(values) as vp:
+            ret = lib.bpf_map_lookup_batch(fd, ffi.NULL if i == 0 else tokens[i & 1], tokens[(i + 1) & 1],
+                                           kp + at * ksz, vp + at * vsz, cnt, opts)
+        err = _errno_of(ret) if ret < 0 else 0
+        if err and i == 0 and err in _UNSUPPORTED:
+            NO_BATCH["lookup"].add(info["type"])
+            return None
+        total += cnt[0]
+        if err == _errno.ENOENT:
+            if not keep:
+                return total
+            del keys[total * ksz:]
+            del values[total * vsz:]
+            return keys, values
+        if err:
+            _fail("reading map %s (%s) in batches failed" % (M._map_label(label), map_type_name(info["type"])), err)
+        i += 1
 
 
 def fill(path_or_fd, table: Table, what: str = "") -> bool:
@@ -111,27 +145,27 @@ def fill(path_or_fd, table: Table, what: str = "") -> bool:
                               _errno.EINVAL)
         ksz, vsz = table.key_size, table.value_bytes
         if info["type"] not in NO_BATCH["update"]:
-            kview, vview = ffi.from_buffer(table.keys), ffi.from_buffer(table.values)
             count = ffi.new("__u32 *")
             opts = ffi.new("struct bpf_map_batch_opts *")
             opts.sz = ffi.sizeof("struct bpf_map_batch_opts")
             done = 0
-            while done < table.n:
-                count[0] = n = min(UPDATE_CHUNK, table.n - done)
-                ret = lib.bpf_map_update_batch(fd, kview + done * ksz, vview + done * vsz, count, opts)
-                if ret < 0:
-                    err = _errno_of(ret)
-                    if done == 0 and count[0] == 0 and err in _UNSUPPORTED:
-                        NO_BATCH["update"].add(info["type"])
-                        break
-                    # the entry that failed, again on its own, for its precise error
-                    bad = done + count[0]
-                    M.map_update(fd, table.key(bad), table.value(bad))
-                    done = bad + 1
-                    continue
-                done += n
-            else:
-                return True
+            with ffi.from_buffer(table.keys) as kview, ffi.from_buffer(table.values) as vview:
+                while done < table.n:
+                    count[0] = n = min(UPDATE_CHUNK, table.n - done)
+                    ret = lib.bpf_map_update_batch(fd, kview + done * ksz, vview + done * vsz, count, opts)
+                    if ret < 0:
+                        err = _errno_of(ret)
+                        if done == 0 and count[0] == 0 and err in _UNSUPPORTED:
+                            NO_BATCH["update"].add(info["type"])
+                            break
+                        # the entry that failed, again on its own, for its precise error
+                        bad = done + count[0]
+                        M.map_update(fd, table.key(bad), table.value(bad))
+                        done = bad + 1
+                        continue
+                    done += n
+                else:
+                    return True
         for i in range(table.n):
             ret = lib.bpf_map_update_elem(fd, ffi.from_buffer(table.key(i)), ffi.from_buffer(table.value(i)), 0)
             if ret < 0:

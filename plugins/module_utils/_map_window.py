@@ -39,7 +39,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import time
+from itertools import chain, compress, repeat
+from operator import itemgetter, ne
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     LqosError, MAP_STATE_DIR, atomic_write, remove_stale_temps,
@@ -52,6 +55,20 @@ SNAPSHOT_FORMAT = "lqos.bpf.map-snapshot/1"
 
 def digest(data) -> bytes:
     return hashlib.blake2b(data, digest_size=DIGEST).digest()
+
+
+def records(buf, n: int, size: int) -> list:
+    """The n records of ``size`` bytes of a flat buffer, as bytes each (cut in one C loop:
+    ``struct.Struct.iter_unpack``)."""
+    if not n or not size:
+        return [b""] * n
+    return list(map(itemgetter(0), struct.Struct("%ds" % size).iter_unpack(memoryview(buf)[:n * size])))
+
+
+def digests(buf, n: int, size: int) -> list:
+    """``digest`` of each of the n records of ``size`` bytes of a flat buffer."""
+    blake2b = hashlib.blake2b
+    return [blake2b(r, digest_size=DIGEST).digest() for r in records(buf, n, size)]
 
 
 def _root_hash(pin_root: str) -> str:
@@ -132,14 +149,25 @@ def save_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, rows:
                   ) -> None:
     """rows: {new key: (digest of the old value converted, digest of the new map's value, old value or None)}
     as of the last pass; old values are kept only for a counter map (``counter_bytes``: their size)."""
+    vals = rows.values()
+    olds = [old for _do, _dn, old in vals] if counter_bytes else None
+    _write_snapshot(state_dir, pin_root, name, key_size, list(rows), list(map(itemgetter(0), vals)),
+                    list(map(itemgetter(1), vals)), olds, counter_bytes)
+
+
+def _write_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, keys: list, d_old: list, d_new: list,
+                    olds: list | None, counter_bytes: int) -> None:
+    """The snapshot file from its columns (lists of bytes, one item per key), joined in one C loop."""
     _state_dir_ok(state_dir)
-    head = json.dumps({"format": SNAPSHOT_FORMAT, "name": name, "key_size": key_size, "entries": len(rows),
+    head = json.dumps({"format": SNAPSHOT_FORMAT, "name": name, "key_size": key_size, "entries": len(keys),
                        "counter_bytes": counter_bytes}, sort_keys=True).encode() + b"\n"
     if counter_bytes:
-        body = b"".join(k + do + dn + (old or bytes(counter_bytes)) for k, (do, dn, old) in rows.items())
+        zero = bytes(counter_bytes)
+        cols = zip(keys, d_old, d_new, (old or zero for old in olds))
     else:
-        body = b"".join(k + do + dn for k, (do, dn, _old) in rows.items())
-    atomic_write(snapshot_path(state_dir, pin_root, name), head + body, mode=0o600)
+        cols = zip(keys, d_old, d_new)
+    atomic_write(snapshot_path(state_dir, pin_root, name), b"".join(chain((head,), chain.from_iterable(cols))),
+                 mode=0o600)
 
 
 def load_snapshot(state_dir: str, pin_root: str, name: str) -> dict | None:
@@ -157,10 +185,11 @@ def load_snapshot(state_dir: str, pin_root: str, name: str) -> dict | None:
     rec = ksz + 2 * DIGEST + cb
     if len(body) != rec * meta["entries"]:
         return None
-    d = 2 * DIGEST
-    return {body[off:off + ksz]: (body[off + ksz:off + ksz + DIGEST], body[off + ksz + DIGEST:off + ksz + d],
-                                  body[off + ksz + d:off + rec] if cb else None)
-            for off in range(0, len(body), rec)}
+    if cb:
+        cut = struct.Struct("%ds%ds%ds%ds" % (ksz, DIGEST, DIGEST, cb))
+        return {k: (do, dn, old) for k, do, dn, old in cut.iter_unpack(body)}
+    cut = struct.Struct("%ds%ds%ds" % (ksz, DIGEST, DIGEST))
+    return {k: (do, dn, None) for k, do, dn in cut.iter_unpack(body)}
 
 
 # Copies whose snapshot this process computes later: {(pin_root, name): (old table, new table, counter, state_dir)}.
@@ -177,8 +206,16 @@ def keep_snapshot(state_dir: str, pin_root: str, name: str, key_size: int, old_t
     if DEFER[0]:
         DEFERRED[(pin_root, name)] = (old_table, new_table, counter, state_dir)
         return
-    save_snapshot(state_dir, pin_root, name, key_size, snapshot_rows(old_table, new_table, counter),
-                  old_table.value_bytes if counter else 0)
+    _save_copy(state_dir, pin_root, name, old_table, new_table, counter)
+
+
+def _save_copy(state_dir: str, pin_root: str, name: str, old_table, new_table, counter: bool) -> None:
+    """The snapshot of a copy written from the two tables, without building its rows."""
+    n = new_table.n
+    ds = digests(new_table.values, n, new_table.value_bytes)
+    _write_snapshot(state_dir, pin_root, name, new_table.key_size, records(new_table.keys, n, new_table.key_size),
+                    ds, ds, records(old_table.values, n, old_table.value_bytes) if counter else None,
+                    old_table.value_bytes if counter else 0)
 
 
 def deferred_rows(pin_root: str, name: str):
@@ -193,21 +230,18 @@ def flush_snapshots() -> None:
     """Write every snapshot still deferred in this process."""
     while DEFERRED:
         (pin_root, name), (old_t, new_t, counter, state_dir) = DEFERRED.popitem()
-        save_snapshot(state_dir, pin_root, name, new_t.key_size, snapshot_rows(old_t, new_t, counter),
-                      old_t.value_bytes if counter else 0)
+        _save_copy(state_dir, pin_root, name, old_t, new_t, counter)
 
 
 def snapshot_rows(old_table, new_table, counter: bool) -> dict:
     """The snapshot of a copy: the entries written (a _bpf_batch.Table), from ``old_table``'s, in order. A row
     is (digest of the old value converted, digest of the new map's value, old value for a counter map): at copy
     time both digests are of the value written, so one is computed."""
-    nv, nb, nk, kb = new_table.values, new_table.value_bytes, new_table.keys, new_table.key_size
-    out = {}
-    ov, ob = old_table.values, old_table.value_bytes
-    for i in range(new_table.n):
-        d = digest(nv[i * nb:(i + 1) * nb])
-        out[nk[i * kb:(i + 1) * kb]] = (d, d, ov[i * ob:(i + 1) * ob] if counter else None)
-    return out
+    n = new_table.n
+    keys = records(new_table.keys, n, new_table.key_size)
+    ds = digests(new_table.values, n, new_table.value_bytes)
+    olds = records(old_table.values, n, old_table.value_bytes) if counter else repeat(None)
+    return dict(zip(keys, zip(ds, ds, olds)))
 
 
 # --------------------------------------------------------------------------
@@ -266,23 +300,30 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
         dict(new_side, max_entries=max(new_side["max_entries"], old_t.n))
     nk, nv = G.convert_table(plan, old_side, room, old_t.keys, old_t.values, old_t.n, ncpus,
                              allow_narrowing=allow_narrowing)
-    kb, nb, ob = new_side["key_size"], new_t.value_bytes, old_t.value_bytes
-    new_now = new_t.as_dict()
-    seen = set()
-    out_rows = {}
+    kb, nb, ob, n = new_side["key_size"], new_t.value_bytes, old_t.value_bytes, old_t.n
+    keys, vals = records(nk, n, kb), records(nv, n, nb)
+    blake2b = hashlib.blake2b
+    ds = [blake2b(v, digest_size=DIGEST).digest() for v in vals]
+    ovals = records(old_t.values, n, ob) if keep_old else repeat(None, n)
+    new_now = dict(zip(records(new_t.keys, new_t.n, new_t.key_size), records(new_t.values, new_t.n, nb)))
+    seen = set(keys)
+    # unchanged in the old map since the last pass (its digest is the snapshot's): found in C loops, kept as is
+    snap = list(map(itemgetter(0), map(rows.get, keys, repeat((None,)))))
+    changed = list(compress(range(n), map(ne, ds, snap)))
+    if keep_old:
+        ovals = list(ovals)
+        out_rows = {k: (d, rows[k][1], ov) for k, d, ov, c in zip(keys, ds, ovals, map(ne, ds, snap)) if not c}
+    else:
+        same = seen.difference(keys[i] for i in changed)
+        out_rows = dict(zip(same, map(rows.__getitem__, same)))
     todo_keys, todo_vals = [], []
     leaves = int_leaves(new_side.get("value_shape")) if counter else []
     stride = (new_side["value_size"] + 7) // 8 * 8 if new_side["type"] in G.PERCPU_KINDS else nb
     then = {}
-    for i in range(old_t.n):
-        key, cv = nk[i * kb:(i + 1) * kb], nv[i * nb:(i + 1) * nb]
-        seen.add(key)
+    for i in changed:
+        key, cv, d = keys[i], vals[i], ds[i]
         row = rows.get(key)
-        d = digest(cv)
-        old_value = old_t.values[i * ob:(i + 1) * ob] if keep_old else None
-        if row is not None and row[0] == d:
-            out_rows[key] = row if not keep_old else (row[0], row[1], old_value)
-            continue                              # unchanged in the old map since the last pass
+        old_value = ovals[i] if keep_old else None
         cur = new_now.get(key)
         if cur is None or (row is not None and digest(cur) == row[1]):
             write = cv                            # the new map still holds what was written (or nothing)
@@ -303,12 +344,12 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
                                  b"".join(then[k][1] for k in order), len(order), ncpus, allow_narrowing=True)
         for j, key in enumerate(order):
             i = then[key][0]
-            write = add_delta(new_now[key], nv[i * nb:(i + 1) * nb], tc[j * nb:(j + 1) * nb], leaves, stride)
+            write = add_delta(new_now[key], vals[i], tc[j * nb:(j + 1) * nb], leaves, stride)
             stats["added_up"] += 1
             todo_keys.append(key)
             todo_vals.append(write)
-            out_rows[key] = (digest(nv[i * nb:(i + 1) * nb]), digest(write), old_t.values[i * ob:(i + 1) * ob])
-    deletes = [k for k, row in rows.items() if k not in seen and k in new_now and digest(new_now[k]) == row[1]]
+            out_rows[key] = (ds[i], digest(write), ovals[i])
+    deletes = [k for k in set(rows).difference(seen) if k in new_now and digest(new_now[k]) == rows[k][1]]
     if todo_keys:
         BB.fill(new_path, BB.Table(b"".join(todo_keys), b"".join(todo_vals), new_t.key_size, new_t.value_bytes))
     if deletes:

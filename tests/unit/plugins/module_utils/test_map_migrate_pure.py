@@ -136,8 +136,13 @@ def _flat(rows):
     (st("c", ("n", i(4))), st("c", ("n", i(8)), ("more", i(8))), "percpu_hash", 3),    # per CPU, stride 8 -> 16
     (st("v", ("a", i(2)), ("b", i(1))), st("v", ("b", i(1)), ("a", i(2))), "hash", 1),  # reordered, odd sizes
     (st("v", ("a", i(4, True))), st("v", ("a", i(8, True))), "hash", 1),               # signed: record by record
+    (st("v", ("a", i(8)), ("b", i(8))), st("v", ("z", i(8)), ("a", i(8)), ("b", i(8))), "hash", 1),  # one piece, after
+    (st("v", ("a", i(8)), ("b", i(4))), st("v", ("a", i(8)), ("b", i(4)), ("c", i(8))), "hash", 1),  # one, first
 ])
-def test_bulk_conversion_gives_the_bytes_of_the_entry_by_entry_conversion(old_shape, new_shape, kind, ncpus):
+@pytest.mark.parametrize("columns", [0, G.STRIDED_COLUMNS])   # 0: every layout through the joined pieces
+def test_bulk_conversion_gives_the_bytes_of_the_entry_by_entry_conversion(
+        old_shape, new_shape, kind, ncpus, columns, monkeypatch):
+    monkeypatch.setattr(G, "STRIDED_COLUMNS", columns)
     old = m(kind, 4, old_shape["size"], 1000, value_shape=old_shape)
     new = m(kind, 4, new_shape["size"], 1000, value_shape=new_shape)
     plan = G.plan_map("m", old, new, 50)
@@ -156,3 +161,22 @@ def test_bulk_narrowing_that_truncates_is_refused_like_entry_by_entry():
     with pytest.raises(G.MigrationError) as err:
         G.convert_table(plan, old, new, b"\0" * 4, struct.pack("<QI4xQQ", 1 << 40, 1, 2, 3), 1, 1)
     assert "cpu = 1099511627776 does not fit in 4 bytes" in err.value.msg
+
+
+@pytest.mark.parametrize("new_shape", [
+    st("v", ("a", i(8)), ("b", i(4)), ("d", i(4))),                   # one piece, a default after it
+    st("v", ("d", i(4)), ("b", i(4)), ("a", i(8))),                   # pieces reordered, a default before them
+])
+@pytest.mark.parametrize("columns", [0, G.STRIDED_COLUMNS])
+def test_bulk_conversion_with_a_default_and_any_buffer_gives_the_entry_by_entry_bytes(
+        new_shape, columns, monkeypatch):
+    monkeypatch.setattr(G, "STRIDED_COLUMNS", columns)
+    old_shape = st("v", ("a", i(8)), ("b", i(4)))
+    old = m("lru_hash", 4, old_shape["size"], 1000, value_shape=old_shape)
+    new = m("lru_hash", 4, new_shape["size"], 1000, value_shape=new_shape)
+    plan = G.plan_map("m", old, new, 40, {"d": 0x01020304})
+    rows = [(struct.pack("<I", n), struct.pack("<QI4x", n * 0x1111, n)) for n in range(40)]
+    keys, values = _flat(rows)
+    want = _flat(G.convert_entries(plan, old, new, rows, 1))
+    for buf in (bytearray, memoryview):   # the kernel writes the batch read into a bytearray
+        assert tuple(bytes(x) for x in G.convert_table(plan, old, new, buf(keys), buf(values), 40, 1)) == want

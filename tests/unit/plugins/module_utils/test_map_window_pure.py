@@ -55,3 +55,23 @@ def test_temporary_files_of_a_dead_writer_are_removed_those_of_a_live_one_kept(t
     # atomic_write's own temporary name carries the writer's pid, so this is what a killed run leaves
     atomic_write(str(tmp_path / "x.json"), "{}")
     assert remove_stale_temps(str(tmp_path), r"x\.json") == []
+
+
+class _Table:
+    def __init__(self, keys, values, key_size, value_bytes):
+        self.keys, self.values, self.key_size, self.value_bytes = keys, values, key_size, value_bytes
+        self.n = len(keys) // key_size
+
+
+def test_the_snapshot_of_a_copy_written_from_its_columns_reads_back_as_its_rows(tmp_path):
+    keys = bytearray(b"".join(struct.pack("<I", n) for n in range(300)))
+    old = _Table(keys, bytearray(b"".join(struct.pack("<Q", n * 3) for n in range(300))), 4, 8)
+    new = _Table(keys, b"".join(struct.pack("<QQ", n * 3, 0) for n in range(300)), 4, 16)
+    for counter in (False, True):
+        rows = W.snapshot_rows(old, new, counter)
+        assert rows[struct.pack("<I", 7)] == (W.digest(struct.pack("<QQ", 21, 0)),) * 2 + \
+            ((struct.pack("<Q", 21),) if counter else (None,))
+        W._save_copy(str(tmp_path), "/sys/fs/bpf", "flows", old, new, counter)
+        assert W.load_snapshot(str(tmp_path), "/sys/fs/bpf", "flows") == rows
+        W.save_snapshot(str(tmp_path), "/sys/fs/bpf", "again", 4, rows, 8 if counter else 0)
+        assert W.load_snapshot(str(tmp_path), "/sys/fs/bpf", "again") == rows
