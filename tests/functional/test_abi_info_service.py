@@ -10,11 +10,16 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
+import yaml
 
 from lqos_testlib import run_module, run_pipeline, sh
 from standin import bridge_config, start
+from test_service_module import add_unit, systemd  # noqa: F401  # pylint: disable=unused-import  # the fixture
 from variants import make_v2
 
 from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
@@ -184,3 +189,45 @@ def test_not_running_and_a_binary_without_an_object_are_unknowns_with_reasons(sh
            "or install the service's configuration." % (tmp_path / "missing.conf"))
     assert res["service"]["error"] == msg and "service shaperd.service: " + msg in res["errors"]
     assert set(res["service"]["reasons"].values()) == {"the service cannot be read: " + msg}
+
+
+def test_the_audit_role_passes_the_service_and_the_report_shows_its_columns(shaperd, bpffs, bridge, tmp_path,
+                                                                           running, systemd):
+    """audit.yml with lqos_bpf_loader: service, the unit run through tests/functional/systemctl_standin.py."""
+    from test_playbooks import playbook   # the ansible-playbook runner of the playbook tests
+
+    conf = bridge_config(tmp_path, bpffs, bridge, write_limit=0)
+    add_unit(systemd, "shaperd.service", [shaperd["binary"], conf])
+    env = dict(os.environ, **systemd.env)
+    subprocess.run(["systemctl", "start", "shaperd.service"], env=env, check=True)
+    with open(os.path.join(systemd.dir, "shaperd.service.json")) as fh:
+        pid = json.load(fh)["pid"]
+    deadline = time.monotonic() + 30
+    while len(held_prog_ids(pid)) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = str(tmp_path / "state")
+    record(state, sha256(shaperd["object"]), True)
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"shaper": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "lqos_bpf_pin_root": bpffs,
+        "lqos_bpf_state_dir": state, "lqos_bpf_build_root": build_root(shaperd["build_dir"]),
+        "lqos_bpf_interfaces": [], "lqos_bpf_loader": "service", "lqos_bpf_service": "shaperd",
+        "lqos_bpf_service_config": conf}}}}))
+    report_dir = tmp_path / "report"
+    run = playbook("audit.yml", str(inventory), "-e", "lqos_bpf_report_dir=%s" % report_dir, env=systemd.env)
+    assert run.rc == 0, run
+    row = json.loads((report_dir / "fleet-abi-report.json").read_text())["hosts"]["shaper"]
+    assert row["service"] == {"unit": "shaperd.service", "active_state": "active", "main_pid": pid, "n_restarts": 0,
+                              "tags_vs_embedded": "match", "tags_vs_build": "match", "abi_check": "passed",
+                              "reasons": {}, "error": None, "text": "shaperd.service active (pid %d)" % pid}
+    md = (report_dir / "fleet-abi-report.md").read_text()
+    assert "| shaper | %s | none | shaperd.service active (pid %d) | match | match | passed |" % (row["status"], pid) in md
+    html = (report_dir / "fleet-abi-report.html").read_text()
+    assert ("<td>shaperd.service active (pid %d)</td><td>match</td><td>match</td><td>passed</td>" % pid) in html
+
+    # The collection loader (the default): abi_info is not asked about a service, the columns say "-".
+    inventory.write_text(inventory.read_text().replace("lqos_bpf_loader: service", "lqos_bpf_loader: collection"))
+    run = playbook("audit.yml", str(inventory), "-e", "lqos_bpf_report_dir=%s" % report_dir, env=systemd.env)
+    assert run.rc == 0, run
+    assert json.loads((report_dir / "fleet-abi-report.json").read_text())["hosts"]["shaper"]["service"] is None
+    assert "| shaper | %s | none | - | - | - | - |" % row["status"] in (report_dir / "fleet-abi-report.md").read_text()
