@@ -37,17 +37,18 @@ def service_cell(service) -> dict | None:
     only those that have one), ``error`` (why the service could not be read, or None) and ``text`` for the Service
     column (``lqosd.service active``, ``... (pid 812)`` while a process runs). None for a host without the section
     (the collection loader, or an abi_info that predates it)."""
-    if not isinstance(service, dict) or not service.get("unit"):
+    if not isinstance(service, dict) or service.get("unit") is None:
         return None
+    unit = str(service["unit"]) or "?"   # an empty name: the section's error says why
     pid = service.get("main_pid")
     pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
     state = _str(service.get("active_state")) or "unknown"
     reasons = service.get("reasons") if isinstance(service.get("reasons"), dict) else {}
-    row = {"unit": str(service["unit"]), "active_state": state, "main_pid": pid,
+    row = {"unit": unit, "active_state": state, "main_pid": pid,
            "n_restarts": service.get("n_restarts") if isinstance(service.get("n_restarts"), int) else None,
            "reasons": {k: str(reasons[k]) for k in VERDICTS if reasons.get(k)},
            "error": _str(service.get("error")),
-           "text": "%s %s%s" % (service["unit"], state, " (pid %d)" % pid if pid else "")}
+           "text": "%s %s%s" % (unit, state, " (pid %d)" % pid if pid else "")}
     for key in VERDICTS:
         row[key] = _str(service.get(key)) or "unknown"
     return row

@@ -433,6 +433,10 @@ SERVICE = {"unit": "lqosd.service", "active_state": "active", "sub_state": "runn
      {"unit": "shaperd.service", "active_state": "unknown", "main_pid": None, "n_restarts": None,
       "tags_vs_embedded": "unknown", "tags_vs_build": "unknown", "abi_check": "unknown", "reasons": {},
       "error": "no config", "text": "shaperd.service unknown"}),
+    ({"unit": "", "error": "name '' is not a systemd unit name."},
+     {"unit": "?", "active_state": "unknown", "main_pid": None, "n_restarts": None, "tags_vs_embedded": "unknown",
+      "tags_vs_build": "unknown", "abi_check": "unknown", "reasons": {},
+      "error": "name '' is not a systemd unit name.", "text": "? unknown"}),
     (None, None),
     ({"active_state": "active"}, None),
 ])
