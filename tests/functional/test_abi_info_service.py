@@ -191,8 +191,8 @@ def test_not_running_and_a_binary_without_an_object_are_unknowns_with_reasons(sh
     assert set(res["service"]["reasons"].values()) == {"the service cannot be read: " + msg}
 
 
-def test_the_audit_role_passes_the_service_and_the_report_shows_its_columns(shaperd, bpffs, bridge, tmp_path,
-                                                                           running, systemd):
+def test_the_audit_role_passes_the_service_and_the_report_shows_its_columns(
+        shaperd, bpffs, bridge, tmp_path, running, systemd):
     """audit.yml with lqos_bpf_loader: service, the unit run through tests/functional/systemctl_standin.py."""
     from test_playbooks import playbook   # the ansible-playbook runner of the playbook tests
 
