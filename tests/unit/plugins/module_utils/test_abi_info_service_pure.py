@@ -3,8 +3,10 @@ the service module's own verification), the ABI check verdict from the deploy ro
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import yaml
 
 from ansible_collections.lqos.bpf.plugins.module_utils import _abi_info_service as S
 
@@ -111,3 +113,27 @@ def test_the_record_is_read_where_the_deploy_role_writes_it(tmp_path):
     assert S.read_record(str(path)) == "the ABI check record %s is not a JSON object" % path
     path.write_text("{")
     assert S.read_record(str(path)).startswith("the ABI check record %s cannot be read: " % path)
+
+
+def _tasks(tasks):
+    for task in tasks or []:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(task.get(key))
+
+
+def test_the_deploy_role_records_its_check_of_the_embedded_object_where_abi_info_reads_it():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles", "deploy", "tasks",
+                        "service.yml")
+    with open(path) as fh:
+        tasks = list(_tasks(yaml.safe_load(fh)))
+    [where] = [t["ansible.builtin.set_fact"]["deploy_svc_dir"] for t in tasks
+               if "deploy_svc_dir" in (t.get("ansible.builtin.set_fact") or {})]
+    assert where == "{{ lqos_bpf_state_dir }}/service/{{ deploy_svc_before.unit.name | default(lqos_bpf_service) }}"
+    [check] = [t for t in tasks if t.get("name") == "Service loader - ABI-check and trial-load the object the service "
+                                                   "will run"]
+    assert check["lqos.bpf.abi_check"]["object"] == "{{ deploy_svc_dir }}/embedded.o"
+    assert check["lqos.bpf.abi_check"]["record"] == "{{ deploy_svc_dir }}/" + S.ABI_CHECK_RECORD
+    # abi_info's unit is the service module's (``.service`` appended), as deploy_svc_before.unit.name is.
+    assert S.record_path("{{ lqos_bpf_state_dir }}", "shaperd.service") == (
+        "{{ lqos_bpf_state_dir }}/service/shaperd.service/abi-check.json")
