@@ -130,8 +130,8 @@ def test_the_deploy_role_records_its_check_of_the_embedded_object_where_abi_info
     [where] = [t["ansible.builtin.set_fact"]["deploy_svc_dir"] for t in tasks
                if "deploy_svc_dir" in (t.get("ansible.builtin.set_fact") or {})]
     assert where == "{{ lqos_bpf_state_dir }}/service/{{ deploy_svc_before.unit.name | default(lqos_bpf_service) }}"
-    [check] = [t for t in tasks if t.get("name") == "Service loader - ABI-check and trial-load the object the service "
-                                                   "will run"]
+    name = "Service loader - ABI-check and trial-load the object the service will run"
+    [check] = [t for t in tasks if t.get("name") == name]
     assert check["lqos.bpf.abi_check"]["object"] == "{{ deploy_svc_dir }}/embedded.o"
     assert check["lqos.bpf.abi_check"]["record"] == "{{ deploy_svc_dir }}/" + S.ABI_CHECK_RECORD
     # abi_info's unit is the service module's (``.service`` appended), as deploy_svc_before.unit.name is.
