@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Compare shaperd's write log with the map it writes (molecule/service/verify.yml, run on the VM).
 
-    check_writes.py LOG PIN [AFTER_SEQ VALUE_BYTES]
+    python3 check_writes.py LOG PIN [AFTER_SEQ VALUE_BYTES]
 
 LOG: shaperd's write log ("SEQ KEYHEX VALUEHEX ok|errno=N" per line, docs/standin-daemon.md); PIN: the pinned
 ip_to_shaper. The map is read with ``bpftool -j map dump pinned PIN``. A value is compared by its fields

@@ -22,7 +22,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _service_hooks as 
 from ansible_collections.lqos.bpf.plugins.module_utils import _service_unit as SU
 from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, sha256_bytes, why_not_live
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import collection_prog_ids
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership import ATTACH_STATE_DIR, collection_prog_ids
 from ansible_collections.lqos.bpf.plugins.module_utils._service import embedded_object, held_prog_ids
 from ansible_collections.lqos.bpf.plugins.module_utils._service_config import DEFAULT_CONFIG, KINDS, read_config
 
@@ -40,11 +40,22 @@ def kind_of(unit: str, kind: str | None) -> str:
                     "give kind: lqosd (a LibreQoS /etc/lqos.conf) or shaperd (the stand-in's key = value file).")
 
 
+def read_params(name: str, kind: str | None = None, config: str | None = None, binary: str | None = None,
+                pid: int | None = None, attach_state_dir: str = ATTACH_STATE_DIR) -> dict:
+    """The service module's options for a read (``state: read``, its defaults for the rest), as another module
+    (lqos.bpf.abi_info's ``service``) reads the service through ServiceRun."""
+    return {"name": name, "kind": kind, "config": config, "binary": binary, "pid": pid, "state": "read",
+            "object_dest": None, "timeout": 30.0, "expected_tags": None, "object": None,
+            "attach_state_dir": attach_state_dir}
+
+
 class ServiceRun(object):
     """The state of one module run: what was read, what was done."""
 
-    def __init__(self, module):
-        p = module.params
+    def __init__(self, module, params: dict | None = None):
+        """``params``: the service module's options (default ``module.params``); lqos.bpf.abi_info passes its
+        ``service`` option completed with the service module's defaults (``read_params``)."""
+        p = self.params = module.params if params is None else params
         self.module = module
         self.state = p["state"]
         self.pid = p["pid"]
@@ -96,7 +107,7 @@ class ServiceRun(object):
             raise
 
     def read_binary(self) -> None:
-        p = self.module.params
+        p = self.params
         path = p["binary"] or (self.unit or {}).get("exec_start_path")
         if not path and self.pid is not None:
             try:
@@ -173,7 +184,7 @@ class ServiceRun(object):
             self.actions = ["would run: %s (%s)" % (c, why_not) for c in commands]
             return
         done = []
-        timeout = self.module.params["timeout"]
+        timeout = self.params["timeout"]
         try:
             for action, command in zip(todo, commands):
                 took = SU.run_action(self.module, action, self.unit_name)
@@ -196,7 +207,7 @@ class ServiceRun(object):
             raise failure(exc, [], left, who="this run")
 
     def extracted(self) -> None:
-        dest = self.module.params["object_dest"]
+        dest = self.params["object_dest"]
         data = self.need_embedded("state extracted")
         folder = os.path.dirname(os.path.abspath(dest)) or "/"
         if os.path.isdir(dest):
@@ -229,7 +240,7 @@ class ServiceRun(object):
 
     def expected(self) -> tuple:
         """(expected tags, where they come from) for state verified."""
-        p = self.module.params
+        p = self.params
         if p["expected_tags"]:
             tags = {}
             for name, tag in p["expected_tags"].items():
@@ -252,16 +263,21 @@ class ServiceRun(object):
             os.unlink(tmp)
 
     # -- the run ------------------------------------------------------------------
-    def run(self) -> dict:
-        p = self.module.params
-        if self.state == "extracted" and not p["object_dest"]:
-            raise LqosError("state extracted needs object_dest.", "give the path to write the embedded object to.")
+    def read(self) -> None:
+        """Read the service as every run starts: its configuration (each interface must exist), the unit (unless
+        ``pid``), its binary and embedded object, the programs this collection attached. LqosError on bad input."""
         self.config = read_config(self.kind, self.config_path)
         SH.check_interfaces(self.config)
         if self.pid is None:
             self.unit = SU.show(self.module, self.unit_name)
         self.read_binary()
-        self.collection_ids = collection_prog_ids(self.config["pin_root"], p["attach_state_dir"])
+        self.collection_ids = collection_prog_ids(self.config["pin_root"], self.params["attach_state_dir"])
+
+    def run(self) -> dict:
+        p = self.params
+        if self.state == "extracted" and not p["object_dest"]:
+            raise LqosError("state extracted needs object_dest.", "give the path to write the embedded object to.")
+        self.read()
         if self.state in SU.SYSTEMD_STATES:
             self.systemd_state()
         elif self.state == "extracted":

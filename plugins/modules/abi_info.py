@@ -21,7 +21,10 @@ description:
     service's running process, or foreign) with the host's RV(loader) summary.
   - Every pin under O(pin_root), audited exactly as M(lqos.bpf.pinned_maps) with O(lqos.bpf.pinned_maps#module:state=audited)
     does, against the spec and the current build's object.
-  - Read-only. Nothing is loaded, pinned, attached or written. A part that cannot be read (a missing interface, a pin
+  - With O(service), the service that loads the programs itself (LibreQoS' C(lqosd), the stand-in C(shaperd)) as
+    M(lqos.bpf.service) reads it, and whether the programs it runs are the object its installed binary embeds, the
+    collection's own build, and an object that passed the ABI check (RV(service)).
+  - Read-only. Nothing is pinned, attached or written (trial loads are closed again). A part that cannot be read (a missing interface, a pin
     root that is not a bpffs) is reported in RV(errors) or in the part's own C(error), never as a failure.
 author: lqos.bpf maintainers (@lqos-bpf)
 extends_documentation_fragment:
@@ -94,11 +97,46 @@ options:
         problem.
     type: bool
     default: true
+  service:
+    description:
+      - The service that loads the programs on this host (the C(lqos.bpf.deploy) role's C(lqos_bpf_loader=service)),
+        read as M(lqos.bpf.service) reads it; the result is RV(service). The C(lqos.bpf.audit) role passes it when
+        C(lqos_bpf_loader) is V(service).
+    type: dict
+    suboptions:
+      name:
+        description: The systemd unit (V(lqosd), V(shaperd)); C(.service) is appended when missing.
+        type: str
+        required: true
+      kind:
+        description: The configuration format, as M(lqos.bpf.service)'s O(lqos.bpf.service#module:kind) (default
+          from the unit's name).
+        type: str
+        choices: [lqosd, shaperd]
+      config:
+        description: The service's configuration file (default C(/etc/lqos.conf) for lqosd, C(/etc/shaperd.conf)
+          for shaperd).
+        type: path
+      binary:
+        description: The service's installed binary (default the program of the unit's C(ExecStart); with O(service.pid)
+          the process's C(/proc/<pid>/exe)).
+        type: path
+      pid:
+        description: The service's main process when another supervisor than systemd runs it (systemd is not
+          asked).
+        type: int
+      state_dir:
+        description:
+          - The deploy role's C(lqos_bpf_state_dir). The ABI check of the embedded object is read from
+            C(<state_dir>/service/<unit>/abi-check.json), where the deploy role's service loader records it.
+        type: path
+        default: /var/lib/lqos-bpf
 notes:
   - Needs root (CAP_SYS_ADMIN or CAP_BPF) to read program and map information.
 seealso:
   - module: lqos.bpf.abi_report
   - module: lqos.bpf.pinned_maps
+  - module: lqos.bpf.service
 """
 
 EXAMPLES = r"""
@@ -110,6 +148,13 @@ EXAMPLES = r"""
       - name: eth1
       - name: veth0
         netns: shaper
+  register: lqos_bpf_abi_info
+
+- name: What lqosd runs, against its installed binary, the collection's build and the ABI check
+  lqos.bpf.abi_info:
+    spec: libreqos
+    service:
+      name: lqosd
   register: lqos_bpf_abi_info
 
 - name: Show the attached XDP programs
@@ -231,11 +276,46 @@ problems:
   description:
     - What is wrong on this host now, one sentence each - an ABI check of the current build that failed, a hook that
       does not hold the program and tag the deploy recorded (or an interface that cannot be read), a pin root that
-      cannot be audited, an incompatible pinned map. The C(lqos.bpf.deploy) role's health check requires it empty.
+      cannot be audited, an incompatible pinned map; with O(service), a running service whose programs are not its
+      embedded object's or whose object failed the ABI check. The C(lqos.bpf.deploy) role's health check requires
+      it empty.
   returned: always
   type: list
   elements: str
   sample: ["pinned map host_traffic is incompatible: value_size: expected 112 (object), pinned 128"]
+service:
+  description:
+    - With O(service), the service as M(lqos.bpf.service) reads it - C(unit), C(active_state), C(sub_state),
+      C(main_pid) (null when no process runs), C(n_restarts) (systemd's C(NRestarts); with O(service.pid)
+      C(active_state) is V(active) while the process exists and the others null), C(binary) (C(path), C(sha256)),
+      C(embedded) (the object the binary embeds - C(sha256), C(size) - or null) and C(running) - the programs on the
+      hooks of its configuration that its main process holds (C(interface), C(netns), C(hook) V(xdp), V(tc_egress)
+      or V(tc_ingress), C(id), C(name), C(tag)).
+    - C(tags_vs_embedded) - V(match) when every hook of its configuration holds a program of the main process whose
+      tag is the one a trial load of the embedded object gives, V(differ) (each difference in
+      C(differences.embedded), as M(lqos.bpf.service)'s O(lqos.bpf.service#module:state=verified) words it) or
+      V(unknown) (not running, no embedded object, a trial load that failed; C(reasons.tags_vs_embedded) says why).
+    - C(tags_vs_build) - the same against a trial load of the collection's current build under O(build_root)
+      (C(differences.build), C(reasons.tags_vs_build)); V(unknown) without a build.
+    - C(abi_check) - V(passed) or V(failed) when the service runs the embedded object (C(tags_vs_embedded) V(match))
+      and the deploy role recorded an ABI check of exactly that object (C(<state_dir>/service/<unit>/abi-check.json),
+      its C(object_sha256) the embedded one's; C(abi_check_record) has its C(path), C(object_sha256), C(ok) and
+      C(summary)), else V(unknown) with C(reasons.abi_check).
+    - C(error) - why the service could not be read (a bad name, a missing configuration, systemctl that fails),
+      else null; then every verdict is V(unknown).
+    - A running service whose tags differ from its embedded object, or that runs an object which failed the ABI
+      check, adds a line to RV(problems) naming the unit and the fix.
+  returned: when O(service) is given
+  type: dict
+  sample: {unit: lqosd.service, active_state: active, sub_state: running, main_pid: 812, n_restarts: 0,
+           binary: {path: /opt/libreqos/src/bin/lqosd, sha256: "5e0c..."}, embedded: {sha256: "9b1c...", size: 41232},
+           running: [{interface: ens19, netns: null, hook: xdp, id: 41, name: xdp_prog, tag: "0a1b2c3d4e5f6789"}],
+           tags_vs_embedded: match, tags_vs_build: differ, abi_check: passed,
+           differences: {embedded: [], build: ["ens19 XDP: xdp_prog (id 41, owner service) has tag 0a1b2c3d4e5f6789;
+           expected 1f2e3d4c5b6a7980 (the tag of xdp_prog in the collection's build)."]},
+           abi_check_record: {path: /var/lib/lqos-bpf/service/lqosd.service/abi-check.json, object_sha256: "9b1c...",
+           ok: true, summary: "spec 'libreqos': ABI parity holds"},
+           reasons: {tags_vs_embedded: null, tags_vs_build: null, abi_check: null}, error: null}
 errors:
   description: Parts of the facts that could not be read, one message each.
   returned: always
@@ -247,6 +327,7 @@ errors:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import gather
+from ansible_collections.lqos.bpf.plugins.module_utils._abi_info_service import SERVICE_OPTIONS
 from ansible_collections.lqos.bpf.plugins.module_utils._counters import counter_facts, probe_facts
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     default_build_root, PIN_ARGS, SPEC_ARGS, run_module,
@@ -270,6 +351,7 @@ def argument_spec() -> dict:
             netns=dict(type="str"),
             direction=dict(type="int", default=1),
         )),
+        service=dict(type="dict", options=SERVICE_OPTIONS),
     )
     spec.update(SPEC_ARGS)
     spec.update(PIN_ARGS)
@@ -286,6 +368,12 @@ def run(module) -> dict:
         facts["counters"] = counter_facts(params["pin_root"], spec, params["counters"])
     if params["probes"] is not None:
         facts["probes"] = probe_facts(params["pin_root"], spec, params["probes"])
+    if params["service"] is not None:
+        from ansible_collections.lqos.bpf.plugins.module_utils._abi_info_service import service_facts, service_problems
+        facts["service"] = service = service_facts(module, params["service"], facts["build"])
+        if service["error"]:
+            facts["errors"].append("service %s: %s" % (service["unit"], service["error"]))
+        facts["problems"].extend(service_problems(service))
     return dict(changed=False, **facts)
 
 

@@ -40,6 +40,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import fsync_dir
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report_cells import loader_cell, service_cell
 
 try:
     import jmespath
@@ -85,6 +86,7 @@ _EXPRESSIONS = {
     "kernel": "kernel.release",
     "toolchain": "toolchain",
     "loader": "loader",
+    "service": "service",
     "check_ok": "abi_check.ok",
     "check_build": "abi_check.build_id",
     "check_summary": "abi_check.summary",
@@ -128,6 +130,7 @@ def host_summary(host: str, result) -> dict:
         if isinstance(result, dict):
             why = result.get("msg") or ("unreachable" if result.get("unreachable") else why)
         return {"host": host, "status": "no_data", "object_sha256": None, "build_id": None, "loader": None,
+                "service": None,
                 "kernel": None, "toolchain": {}, "attached": [], "pins": {}, "abi_check": None,
                 "verifier": [], "drift": [], "warnings": [why]}
     drift, warnings = [], []
@@ -178,23 +181,13 @@ def host_summary(host: str, result) -> dict:
         "skeleton_object": _q("skeleton_object", result), "programs": _q("programs", result) or [],
         "kernel": _q("kernel", result), "toolchain": _q("toolchain", result) or {},
         "loader": loader_cell(_q("loader", result)),
+        "service": service_cell(_q("service", result)),
         "attached": attached, "pins": _q("pin_summary", result) or {},
         "verifier": verifier_rows(_q("verifier", result), _q("kernel", result)),
         "abi_check": None if check_ok is None else {"ok": check_ok, "build_id": check_build,
                                                     "summary": _q("check_summary", result)},
         "drift": drift, "warnings": warnings,
     }
-
-
-def loader_cell(loader) -> dict | None:
-    """A host's ``loader`` (abi_info's summary of who owns the programs on its hooks: ``kind`` collection, service,
-    foreign, mixed or none; ``units`` the services' systemd units) as the report keeps it, with ``text`` for the
-    Loader column (``service (lqosd.service)``); None when the host's abi_info has no loader (older releases)."""
-    if not isinstance(loader, dict) or not loader.get("kind"):
-        return None
-    units = [str(u) for u in loader.get("units") or []]
-    return {"kind": str(loader["kind"]), "units": units,
-            "text": "%s (%s)" % (loader["kind"], ", ".join(units)) if units else str(loader["kind"])}
 
 
 def verifier_rows(programs, kernel) -> list:

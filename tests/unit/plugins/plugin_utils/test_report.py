@@ -160,7 +160,7 @@ def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_ha
     assert "| drift | `aaaaaaaaaaaa` | 1111aaaa2222bbbb | a\\|b |" in md
     assert "| deployed | `bbbbbbbbbbbb` |" in md
     assert "| a\\|b | pin | m | key_size \\| value_size |" in md
-    assert "| c | deployed | - | 6.1.0-27-amd64 | `bbbbbbbbbbbb` | eth1 xdp xdp_shaper 0a0a |" in md
+    assert "| c | deployed | - | - | - | - | - | 6.1.0-27-amd64 | `bbbbbbbbbbbb` | eth1 xdp xdp_shaper 0a0a |" in md
     assert "| built | %s |" % R.LEGEND["built"] in md
     assert "| not_a_map | %s |" % R.PIN_LEGEND["not_a_map"] in md
     assert SHA_A not in md and SHA_B not in md  # short everywhere
@@ -396,13 +396,76 @@ def test_the_loader_column_in_both_renderings_escapes_host_data():
     report = R.aggregate({"a": dict(host(xdp=xdp()), loader={"kind": "service", "units": ["lqosd.service"]}),
                           "e": dict(host(), loader=evil), "old": host(), "gone": None}, META)
     md = R.render(report, MD)
-    assert "| host | status | loader | kernel | object | attached | pins | notes |" in md
-    assert "| a | deployed | service (lqosd.service) | 6.1.0-27-amd64 |" in md
+    assert ("| host | status | loader | service | vs embedded | vs build | ABI check | kernel | object | attached | pins "
+            "| notes |") in md
+    assert "| a | deployed | service (lqosd.service) | - | - | - | - | 6.1.0-27-amd64 |" in md
     assert "| e | built | service (&lt;b&gt;x\\|y&lt;/b&gt;.service) |" in md
     assert "| old | built | - |" in md and "| gone | no_data | - |" in md
     page = R.render(report, HTML)
-    assert "<th>host</th><th>status</th><th>loader</th><th>kernel</th>" in page
+    assert ("<th>host</th><th>status</th><th>loader</th><th>service</th><th>vs embedded</th><th>vs build</th>"
+            "<th>ABI check</th><th>kernel</th>") in page
     assert "<td>a</td><td>deployed</td><td>service (lqosd.service)</td>" in page
     assert "<td>service (&lt;b&gt;x|y&lt;/b&gt;.service)</td>" in page and "<b>x" not in page
     assert json.loads(R.to_json(report))["hosts"]["a"]["loader"] == {
         "kind": "service", "units": ["lqosd.service"], "text": "service (lqosd.service)"}
+
+
+SERVICE = {"unit": "lqosd.service", "active_state": "active", "sub_state": "running", "main_pid": 812,
+           "n_restarts": 2, "binary": {"path": "/opt/libreqos/src/bin/lqosd", "sha256": "c" * 64},
+           "embedded": {"sha256": "d" * 64, "size": 1}, "running": [], "tags_vs_embedded": "match",
+           "tags_vs_build": "differ", "abi_check": "unknown", "differences": {"embedded": [], "build": ["x"]},
+           "reasons": {"tags_vs_embedded": None, "tags_vs_build": None, "abi_check": "no ABI check is recorded"},
+           "error": None}
+
+
+@pytest.mark.parametrize("service,cell", [
+    (SERVICE, {"unit": "lqosd.service", "active_state": "active", "main_pid": 812, "n_restarts": 2,
+               "tags_vs_embedded": "match", "tags_vs_build": "differ", "abi_check": "unknown",
+               "reasons": {"abi_check": "no ABI check is recorded"}, "error": None,
+               "text": "lqosd.service active (pid 812)"}),
+    (dict(SERVICE, active_state="inactive", main_pid=None, n_restarts=None, tags_vs_embedded="unknown",
+          tags_vs_build="unknown", reasons={"tags_vs_embedded": "not running", "tags_vs_build": "not running"}),
+     {"unit": "lqosd.service", "active_state": "inactive", "main_pid": None, "n_restarts": None,
+      "tags_vs_embedded": "unknown", "tags_vs_build": "unknown", "abi_check": "unknown",
+      "reasons": {"tags_vs_embedded": "not running", "tags_vs_build": "not running"}, "error": None,
+      "text": "lqosd.service inactive"}),
+    ({"unit": "shaperd.service", "error": "no config", "active_state": None, "main_pid": True},
+     {"unit": "shaperd.service", "active_state": "unknown", "main_pid": None, "n_restarts": None,
+      "tags_vs_embedded": "unknown", "tags_vs_build": "unknown", "abi_check": "unknown", "reasons": {},
+      "error": "no config", "text": "shaperd.service unknown"}),
+    ({"unit": "", "error": "name '' is not a systemd unit name."},
+     {"unit": "?", "active_state": "unknown", "main_pid": None, "n_restarts": None, "tags_vs_embedded": "unknown",
+      "tags_vs_build": "unknown", "abi_check": "unknown", "reasons": {},
+      "error": "name '' is not a systemd unit name.", "text": "? unknown"}),
+    (None, None),
+    ({"active_state": "active"}, None),
+])
+def test_the_service_of_a_host_row(service, cell):
+    result = dict(host(xdp=xdp()), service=service) if service is not None else host(xdp=xdp())
+    assert R.host_summary("a", result)["service"] == cell
+    assert R.host_summary("b", None)["service"] is None
+
+
+def test_the_service_columns_in_every_rendering_escape_host_data_and_older_rows_show_a_dash():
+    evil = dict(SERVICE, unit="<b>x|y</b>.service", abi_check="<i>failed</i>",
+                reasons={"abi_check": "\"><script>alert(1)</script>"})
+    report = R.aggregate({"a": dict(host(xdp=xdp()), service=SERVICE), "e": dict(host(), service=evil),
+                          "old": host(), "gone": None}, META)
+    # A row of an older part (merged, abi_report before this field) has no "service" key at all.
+    del report["hosts"]["old"]["service"]
+    md = R.render(report, MD)
+    assert "| a | deployed | - | lqosd.service active (pid 812) | match | differ | unknown | 6.1.0-27-amd64 |" in md
+    assert ("| e | built | - | &lt;b&gt;x\\|y&lt;/b&gt;.service active (pid 812) | match | differ | "
+            "&lt;i&gt;failed&lt;/i&gt; |") in md
+    assert "| old | built | - | - | - | - | - | 6.1.0-27-amd64 |" in md
+    assert "| gone | no_data | - | - | - | - | - | - |" in md
+    page = R.render(report, HTML)
+    assert ("<td>a</td><td>deployed</td><td>-</td><td>lqosd.service active (pid 812)</td><td>match</td>"
+            "<td>differ</td><td title=\"no ABI check is recorded\">unknown</td><td>6.1.0-27-amd64</td>") in page
+    assert ("<td>&lt;b&gt;x|y&lt;/b&gt;.service active (pid 812)</td><td>match</td><td>differ</td>"
+            "<td title=\"&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\">&lt;i&gt;failed&lt;/i&gt;</td>") in page
+    assert "<script>" not in page and "<b>x" not in page
+    assert "<td>old</td><td>built</td><td>-</td><td>-</td><td>-</td><td>-</td><td>-</td><td>6.1.0-27-amd64</td>" in page
+    doc = json.loads(R.to_json(report))
+    assert doc["hosts"]["a"]["service"]["tags_vs_build"] == "differ" and doc["hosts"]["gone"]["service"] is None
+    assert doc["schema_version"] == 3
