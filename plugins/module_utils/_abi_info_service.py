@@ -44,8 +44,10 @@ SERVICE_OPTIONS = dict(
 
 
 def record_path(state_dir: str, unit: str) -> str:
-    """Where the deploy role's service loader records the ABI check of the embedded object."""
-    return os.path.join(state_dir, "service", unit, ABI_CHECK_RECORD)
+    """Where the deploy role's service loader records the ABI check of the embedded object: its records folder is
+    ``<state_dir>/service/<unit without .service>/`` (roles/deploy/tasks/service.yml, ``deploy_svc_dir``)."""
+    name = unit[:-len(".service")] if unit.endswith(".service") else unit
+    return os.path.join(state_dir, "service", name, ABI_CHECK_RECORD)
 
 
 def _text(exc) -> str:

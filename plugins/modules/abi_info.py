@@ -313,7 +313,7 @@ service:
            tags_vs_embedded: match, tags_vs_build: differ, abi_check: passed,
            differences: {embedded: [], build: ["ens19 XDP: xdp_prog (id 41, owner service) has tag 0a1b2c3d4e5f6789;
            expected 1f2e3d4c5b6a7980 (the tag of xdp_prog in the collection's build)."]},
-           abi_check_record: {path: /var/lib/lqos-bpf/service/lqosd.service/abi-check.json, object_sha256: "9b1c...",
+           abi_check_record: {path: /var/lib/lqos-bpf/service/lqosd/abi-check.json, object_sha256: "9b1c...",
            ok: true, summary: "spec 'libreqos': ABI parity holds"},
            reasons: {tags_vs_embedded: null, tags_vs_build: null, abi_check: null}, error: null}
 errors:

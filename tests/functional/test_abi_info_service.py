@@ -44,7 +44,7 @@ def abi_info(bpffs, root: str, **service) -> dict:
 
 
 def record(state: str, obj_sha: str, ok: bool, summary: str = "spec 'reference': ABI parity holds") -> str:
-    folder = os.path.join(state, "service", "shaperd.service")
+    folder = os.path.join(state, "service", "shaperd")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "abi-check.json")
     with open(path, "w") as fh:
@@ -78,7 +78,7 @@ def test_the_daemons_own_build_matches_and_the_record_decides_the_abi_check(shap
     root = build_root(shaperd["build_dir"])
     res = abi_info(bpffs, root, config=conf, pid=daemon.pid, state_dir=state)
     svc = res["service"]
-    path = os.path.join(state, "service", "shaperd.service", "abi-check.json")
+    path = os.path.join(state, "service", "shaperd", "abi-check.json")
     assert svc["unit"] == "shaperd.service" and svc["active_state"] == "active" and svc["main_pid"] == daemon.pid
     assert svc["error"] is None and svc["n_restarts"] is None
     assert svc["binary"] == {"path": shaperd["binary"], "sha256": sha256(shaperd["binary"])}
@@ -179,7 +179,7 @@ def test_not_running_and_a_binary_without_an_object_are_unknowns_with_reasons(sh
     not_running = "the service is not running, so no programs of it run"
     assert svc["reasons"] == {"tags_vs_embedded": not_running, "tags_vs_build": not_running, "abi_check": (
         "the service is not running (its embedded object passed the ABI check recorded at %s)"
-        % os.path.join(state, "service", "shaperd.service", "abi-check.json"))}
+        % os.path.join(state, "service", "shaperd", "abi-check.json"))}
     assert (svc["tags_vs_embedded"], svc["tags_vs_build"], svc["abi_check"]) == ("unknown",) * 3
     assert service_lines(res) == []
 

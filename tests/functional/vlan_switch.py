@@ -147,7 +147,7 @@ class VlanSwitch:
 def main(argv: list) -> int:
     ports = {}
     for arg in argv[1:]:
-        name, _, vid = arg.partition("=")
+        name, vid = arg.split("=", 1)
         ports[name] = int(vid)
     counts = relay(argv[0], ports)
     print(json.dumps(counts), flush=True)

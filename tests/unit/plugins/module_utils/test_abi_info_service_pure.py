@@ -15,7 +15,7 @@ CONFIG = {"path": "/etc/shaperd.conf", "kind": "shaperd", "mode": "bridge", "use
                          {"name": "lan0", "role": "isp", "netns": None}]}
 TAGS = {"xdp_shaper": "00000000000000aa", "tc_classify": "00000000000000bb"}
 EMB, OTHER = "e" * 64, "f" * 64
-REC = "/var/lib/lqos-bpf/service/lqosd.service/abi-check.json"
+REC = "/var/lib/lqos-bpf/service/lqosd/abi-check.json"
 
 
 def prog(pid, name, tag, owner="service"):
@@ -129,11 +129,11 @@ def test_the_deploy_role_records_its_check_of_the_embedded_object_where_abi_info
         tasks = list(_tasks(yaml.safe_load(fh)))
     [where] = [t["ansible.builtin.set_fact"]["deploy_svc_dir"] for t in tasks
                if "deploy_svc_dir" in (t.get("ansible.builtin.set_fact") or {})]
-    assert where == "{{ lqos_bpf_state_dir }}/service/{{ deploy_svc_before.unit.name | default(lqos_bpf_service) }}"
+    assert where == "{{ lqos_bpf_state_dir }}/service/{{ lqos_bpf_service | regex_replace('[.]service$', '') }}"
     name = "Service loader - ABI-check and trial-load the object the service will run"
     [check] = [t for t in tasks if t.get("name") == name]
     assert check["lqos.bpf.abi_check"]["object"] == "{{ deploy_svc_dir }}/embedded.o"
     assert check["lqos.bpf.abi_check"]["record"] == "{{ deploy_svc_dir }}/" + S.ABI_CHECK_RECORD
-    # abi_info's unit is the service module's (``.service`` appended), as deploy_svc_before.unit.name is.
+    # abi_info's unit is the service module's (``.service`` appended); both name the folder without it.
     assert S.record_path("{{ lqos_bpf_state_dir }}", "shaperd.service") == (
-        "{{ lqos_bpf_state_dir }}/service/shaperd.service/abi-check.json")
+        "{{ lqos_bpf_state_dir }}/service/shaperd/abi-check.json")
