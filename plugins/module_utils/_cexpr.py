@@ -5,7 +5,9 @@
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
 """Integer ``#define``s of C headers: a tiny evaluator for the constant
-expressions lqos_sys-style headers use (never ``eval``)."""
+expressions lqos_sys-style headers use (never ``eval``).
+
+May import: nothing."""
 
 from __future__ import annotations
 

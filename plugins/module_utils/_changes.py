@@ -18,7 +18,8 @@ every failed result (false unless the error says otherwise).
 ``probe_writable`` checks that a folder takes a file of a given size before a
 run changes anything that a record in that folder must follow (ENOSPC, EROFS,
 EDQUOT found up front, so the run stops with nothing changed).
-"""
+
+May import: _common."""
 
 from __future__ import annotations
 

@@ -6,7 +6,9 @@
 # collection, not a public API. It may change or vanish without notice.
 """What every lqos.bpf module shares: one error type, one way to fail, the
 shared option sets, atomic writes, hashing, a C-locale command runner and
-bpffs path confinement."""
+bpffs path confinement.
+
+May import: nothing."""
 
 from __future__ import annotations
 

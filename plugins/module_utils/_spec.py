@@ -14,7 +14,8 @@ Every value is checked for its type before it is used: a scalar where a list
 or mapping belongs, a key nobody reads (a typo) or a value out of range is an
 ``LqosError`` naming the key path (``attach.tc[0].handle``), never a Python
 exception.
-"""
+
+May import: _common, _cexpr."""
 
 from __future__ import annotations
 

@@ -1,0 +1,195 @@
+"""The layers of docs/architecture.md, as the imports of plugins/module_utils and plugins/plugin_utils make them.
+
+Each package under ``plugins/module_utils/`` and ``plugins/plugin_utils/`` is a layer; its ``__init__.py``
+docstring says what it may import, and so does the docstring of each file shared at the top of the folder
+(``_common.py``, ``_spec.py``, ...). The rule is one paragraph of the docstring::
+
+    May import: _common, _changes, _kernel, _attach.plan
+
+- entries are separated by commas and may wrap onto the next lines of the paragraph (it ends at a blank
+  line); a trailing period is allowed; ``nothing`` alone means nothing outside its own package;
+- an entry names, relative to the folder of the file (``plugins/module_utils/`` or
+  ``plugins/plugin_utils/``), a shared file (``_common``), a whole package (``_kernel``: any of its files)
+  or one file of a package (``_attach.plan``: that file only, not the rest of that layer's internals);
+  ``module_utils.<entry>`` names module_utils from plugin_utils;
+- a file of a package may always import the files of its own package; a package's files follow its
+  ``__init__.py`` rule, a shared file its own docstring's.
+
+This test walks every ``import`` of every file (ast, lazy imports inside functions included: AnsiballZ ships
+them all) and fails on an import its rule does not allow, on a package or shared file with no rule, on a
+rule naming what does not exist, and on module_utils importing plugin_utils (targets never carry the
+controller's code). A file of the old flat layout that is neither in a package nor ruled yet is skipped
+with the reason (issue 27 moves them layer by layer; docs/layout-move-status.md).
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLUGINS = os.path.join(REPO, "plugins")
+FOLDERS = ("module_utils", "plugin_utils")
+PREFIX = "ansible_collections.lqos.bpf.plugins."
+MAX_LINES = 500
+# Files over MAX_LINES that issue 27 has not split by concern yet (docs/layout-move-status.md has the plan).
+NOT_SPLIT_YET = {
+    "module_utils/_common.py", "module_utils/_abi.py", "module_utils/_libbpf.py", "module_utils/_attach.py",
+    "module_utils/_pinned_maps.py", "module_utils/_bpf_object.py", "module_utils/_bpf_hooks.py",
+    "plugin_utils/_report.py", "plugin_utils/_rust_layout.py",
+}
+
+_RULE = re.compile(r"^May import:(.*(?:\n(?!\s*\n).*)*)", re.M)
+
+
+def rule_of(path: str):
+    """The set of entries of ``path``'s ``May import:`` paragraph (qualified: ``module_utils._common``), or None."""
+    with open(path, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read(), path))
+    if not doc:
+        return None
+    match = _RULE.search(doc)
+    if not match:
+        return None
+    folder = os.path.basename(os.path.dirname(path))
+    if folder not in FOLDERS:
+        folder = os.path.basename(os.path.dirname(os.path.dirname(path)))
+    text = " ".join(match.group(1).split()).rstrip(".").strip()
+    if text == "nothing":
+        return set()
+    entries = set()
+    for entry in (e.strip() for e in text.split(",")):
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", entry), "%s: bad entry %r in its May import rule" % (path, entry)
+        entries.add(entry if entry.split(".")[0] in FOLDERS else folder + "." + entry)
+    return entries
+
+
+def files():
+    """(folder, relative path) of every .py file under the two folders."""
+    out = []
+    for folder in FOLDERS:
+        base = os.path.join(PLUGINS, folder)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    out.append((folder, os.path.relpath(os.path.join(dirpath, name), base)))
+    return out
+
+
+def owner(folder: str, rel: str) -> str:
+    """The layer a file belongs to: ``module_utils._kernel`` for ``_kernel/btf.py``, itself when shared."""
+    parts = rel[:-3].split(os.sep)
+    return folder + "." + parts[0]
+
+
+def rule_file(folder: str, rel: str) -> str:
+    parts = rel.split(os.sep)
+    if len(parts) == 1:
+        return os.path.join(PLUGINS, folder, rel)
+    return os.path.join(PLUGINS, folder, parts[0], "__init__.py")
+
+
+def exists(qualified: str) -> bool:
+    """True when ``module_utils._kernel`` / ``module_utils._kernel.btf`` / ``module_utils._common`` is a package or file."""
+    path = os.path.join(PLUGINS, *qualified.split("."))
+    return os.path.isfile(path + ".py") or os.path.isfile(os.path.join(path, "__init__.py"))
+
+
+def imports(path: str, folder: str, rel: str):
+    """(line, qualified target) of every import of this collection's plugins in ``path``."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    package = [folder] + rel[:-3].split(os.sep)[:-1]
+    if os.path.basename(rel) == "__init__.py":
+        package = [folder] + rel.split(os.sep)[:-1]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(PREFIX):
+                    out.append((node.lineno, alias.name[len(PREFIX):]))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith(PREFIX):
+                module = node.module[len(PREFIX):]
+            else:
+                continue
+            for alias in node.names:
+                # "from pkg import name": name is a file of pkg, or a name defined in pkg.
+                sub = module + "." + alias.name
+                out.append((node.lineno, sub if exists(sub) else module))
+    return out
+
+
+def allowed(target: str, own: str, rule: set) -> bool:
+    parts = target.split(".")
+    if parts[0] == "plugin_utils" and own.startswith("module_utils."):
+        return False
+    if len(parts) < 2:
+        return False  # a bare "from ...plugins.module_utils import <name>" that is no file
+    top = ".".join(parts[:2])
+    return top == own or top in rule or ".".join(parts[:3]) in rule
+
+
+CASES = files()
+
+
+@pytest.mark.parametrize("folder,rel", CASES, ids=["%s/%s" % c for c in CASES])
+def test_imports_follow_the_layer_rule(folder, rel):
+    path = os.path.join(PLUGINS, folder, rel)
+    ruled = rule_file(folder, rel)
+    if not os.path.isfile(ruled):
+        pytest.fail("%s is in a package without __init__.py: add one whose docstring says what it owns and "
+                    "'May import: ...'" % path)
+    rule = rule_of(ruled)
+    if rule is None:
+        if ruled == path and os.sep not in rel:
+            pytest.skip("%s/%s: flat file of the old layout, not moved into a layer yet (issue 27, "
+                        "docs/layout-move-status.md)" % (folder, rel))
+        pytest.fail("%s has no 'May import: ...' paragraph in its docstring" % ruled)
+    for entry in sorted(rule):
+        assert exists(entry), "%s: its May import rule names %s, which is no file or package" % (ruled, entry)
+    own = owner(folder, rel)
+    wrong = ["line %d: %s" % (line, target) for line, target in imports(path, folder, rel)
+             if not allowed(target, own, rule)]
+    assert not wrong, "%s/%s (layer %s, May import: %s) imports what its layer may not: %s" % (
+        folder, rel, own, ", ".join(sorted(rule)) or "nothing", "; ".join(wrong))
+
+
+@pytest.mark.parametrize("folder,rel", CASES, ids=["%s/%s" % c for c in CASES])
+def test_files_stay_under_500_lines(folder, rel):
+    with open(os.path.join(PLUGINS, folder, rel), encoding="utf-8") as f:
+        lines = sum(1 for _ in f)
+    name = "%s/%s" % (folder, rel.replace(os.sep, "/"))
+    if name in NOT_SPLIT_YET:
+        assert lines > MAX_LINES, "%s has %d lines now: take it off NOT_SPLIT_YET" % (name, lines)
+        pytest.skip("%s: %d lines, not split by concern yet (issue 27, docs/layout-move-status.md)" % (name, lines))
+    assert lines <= MAX_LINES, "%s/%s has %d lines: split it by concern (docs/architecture.md)" % (folder, rel, lines)
+
+
+def test_the_rule_reader():
+    """The rule format itself, on plain text: wrapped entries, a trailing period, ``nothing``, qualification."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "module_utils", "_x")
+        os.makedirs(folder)
+        path = os.path.join(folder, "__init__.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('"""Owns x.\n\nMay import: _common, _kernel,\n    _attach.plan.\n\nMore text.\n"""\n')
+        assert rule_of(path) == {"module_utils._common", "module_utils._kernel", "module_utils._attach.plan"}
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('"""Owns x.\n\nMay import: nothing.\n"""\n')
+        assert rule_of(path) == set()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write('"""Owns x."""\n')
+        assert rule_of(path) is None
+    assert allowed("module_utils._kernel.btf", "module_utils._attach", {"module_utils._kernel"})
+    assert allowed("module_utils._attach.plan", "module_utils._maps", {"module_utils._attach.plan"})
+    assert not allowed("module_utils._attach.apply", "module_utils._maps", {"module_utils._attach.plan"})
+    assert not allowed("plugin_utils._report", "module_utils._common", {"plugin_utils._report"})
+    assert allowed("module_utils._common", "plugin_utils._report", {"module_utils._common"})
