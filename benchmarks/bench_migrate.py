@@ -114,10 +114,10 @@ def mount_bpffs(tmp: str, name: str) -> str:
 
 def speed(n: int, tmp: str, rep: int = 0) -> dict:
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O  # noqa: E741
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O  # noqa: E741
     cap = n + n // 4
     v1 = compile_src(tmp, "v1-%d" % n, FLOW_C % ("", cap))
     v2 = compile_src(tmp, "v2-%d" % n, FLOW_C % ("\n    __u64 retransmits;", cap))
@@ -153,7 +153,7 @@ def writers(n: int, tmp: str, rep: int = 0) -> dict:
     # pylint: disable=import-outside-toplevel
     import lqos_writers as WR
     from lqos_testlib import NetnsPair
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
     tmp = os.path.join(tmp, "writers-%d" % rep)
     os.mkdir(tmp)
     objs = {v: compile_src(tmp, "w%d" % v, WR.source(v, n + n // 4)) for v in (1, 2)}

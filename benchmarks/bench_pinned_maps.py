@@ -145,8 +145,8 @@ def main() -> None:
     sys.path.insert(0, os.path.join(REPO, "tests"))
     # conftest makes ansible_collections.lqos.bpf importable
     import conftest  # pylint: disable=import-outside-toplevel
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L  # pylint: disable=import-outside-toplevel
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M  # pylint: disable=import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L  # pylint: disable=import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M  # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P  # pylint: disable=import-outside-toplevel
 
     tmp = tempfile.mkdtemp(prefix="lqos-bench-pins-")

@@ -61,8 +61,8 @@ def main() -> None:
     args = ap.parse_args()
     reexec_in_private_mount_namespace()
     sys.path.insert(0, os.path.join(REPO, ".collections"))
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
 
     with tempfile.TemporaryDirectory(prefix="lqos-bench-verifier-") as work:
         obj = build_reference(work)

@@ -708,8 +708,8 @@ def _read(path: str) -> str | None:
 
 def btf_side(obj_path: str, pairs: list) -> dict:
     """{c_name: (layout, fields, error)} for every C type of the pairs."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
 
     out = {}
     with Btf.from_file(obj_path) as btf:
@@ -740,8 +740,8 @@ def failure_message(spec_name: str, problems: list) -> str:
 
 def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) -> dict:
     """The whole check; returns the module result (without changed/failed)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
     from ansible_collections.lqos.bpf.plugins.module_utils._abi_derive import derive_from_object
     from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names

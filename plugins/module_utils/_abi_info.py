@@ -246,7 +246,7 @@ def toolchain_facts(module, errors: list) -> dict:
     except Exception as exc:  # pylint: disable=broad-except
         errors.append("toolchain: %s" % exc)
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
         out["libbpf"] = _libbpf.libbpf_version()
     except Exception as exc:  # pylint: disable=broad-except
         out["libbpf"] = None
@@ -258,7 +258,7 @@ def _prog(L, prog_id: int) -> dict | None:
     if not prog_id:
         return None
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
+        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
         info = _bpf_maps.prog_info_by_id(prog_id)
         return {"id": prog_id, "name": info["name"], "tag": info["tag"]}
     except L.LibbpfError as exc:
@@ -267,8 +267,8 @@ def _prog(L, prog_id: int) -> dict | None:
 
 def interface_facts(iface: dict, spec: dict, deployed) -> dict:
     """Programs on one interface: XDP (mode, id, tag) and each TC hook of the spec."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 
     name, ns = iface["name"], iface.get("netns") or None
     row = {"interface": name, "netns": ns, "ifindex": None, "present": False, "error": None,
@@ -315,8 +315,8 @@ def interface_facts(iface: dict, spec: dict, deployed) -> dict:
 
 def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as BO
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as BO
     from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
 
     out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
@@ -353,10 +353,10 @@ def program_facts(spec: dict, object_path: str | None, errors: list) -> list | N
     "not loaded: refused" / "not loaded: left out" without figures), or None without a build."""
     if not object_path or not os.path.isfile(object_path):
         return None
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError, possible_cpus
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import program_roles
-    from ansible_collections.lqos.bpf.plugins.module_utils._verifier import LEFT_OUT, not_loaded
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import program_roles
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.verifier import LEFT_OUT, not_loaded
 
     try:
         resize = {item["map"]: possible_cpus() for item in spec.get("cpu_sized_maps") or []}

@@ -37,11 +37,11 @@ import os
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     check_bpf_object, confine_pin, int_bytes, LqosError, require_bpffs, sha256_file,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_apply import ApplyMixin, _lib_error, _Lock
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_kprobe import KprobeMixin
 from ansible_collections.lqos.bpf.plugins.module_utils import _ownership
@@ -79,7 +79,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     wanted_slots,
     xdp_action,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, program_roles
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import feature_of, program_roles
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import is_load_value, SPECIAL_VALUES
 
 

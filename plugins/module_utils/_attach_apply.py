@@ -20,11 +20,11 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, LqosError,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._changes import HostChanges, probe_writable
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     ADOPT,
     ATTACH,

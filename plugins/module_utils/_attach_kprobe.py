@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import _ObjFd
-from ansible_collections.lqos.bpf.plugins.module_utils._bpf_hooks import link_info_by_fd
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _ObjFd
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.hooks import link_info_by_fd
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     ATTACH, DETACH, KEEP, NEW_SUFFIX, REPLACE, pin_component,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import kprobe_target
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kprobe_target
 
 LOADING = (ATTACH, REPLACE)
 
@@ -165,7 +165,7 @@ class KprobeMixin(object):
         """Trial-load the kprobes to attach (CONFIG_KPROBES, the kernel function), then word the plan."""
         loading = sorted(r["program"] for r in self.kprobe_plan if r["kind"] in LOADING)
         if loading:
-            from ansible_collections.lqos.bpf.plugins.module_utils._bpf_object import probe_programs
+            from ansible_collections.lqos.bpf.plugins.module_utils._kernel.objects import probe_programs
             rows = probe_programs(self.object, names=loading, resize=self.params["resize"],
                                   rodata=self.params["rodata"], data=self.params["data"])
             for row in rows:

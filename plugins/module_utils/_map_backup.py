@@ -29,8 +29,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 

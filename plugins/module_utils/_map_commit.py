@@ -22,9 +22,9 @@ from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import (
 from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 

@@ -201,9 +201,11 @@ def _unpinned_plan(path: str, entries: list, state: str, why_not: str) -> dict:
 
 
 def run_map_entries(module) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf, _bpf_hooks, _bpf_maps
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
     from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import validate_ifname, validate_netns
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError, PERCPU_MAP_TYPES
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, PERCPU_MAP_TYPES
 
     p = module.params
     state, netns = p["state"], p["netns"]

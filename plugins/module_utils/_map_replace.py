@@ -51,11 +51,11 @@ from ansible_collections.lqos.bpf.plugins.module_utils._ownership import is_coll
 from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal  # noqa: F401
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O  # noqa: E741
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O  # noqa: E741
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 

@@ -20,8 +20,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
 from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, write_backup
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 except ImportError:  # pragma: no cover
     L = M = None
 

@@ -204,7 +204,8 @@ def recorded_rows(state_dir: str = ATTACH_STATE_DIR) -> list:
 
 
 def _kernel_prog_info(prog_id: int) -> dict | None:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps, _libbpf
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
     try:
         return _bpf_maps.prog_info_by_id(prog_id)
     except _libbpf.LibbpfError:
@@ -212,7 +213,8 @@ def _kernel_prog_info(prog_id: int) -> dict | None:
 
 
 def _kernel_pinned_prog(path: str) -> int | None:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps, _libbpf
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
     try:
         if _libbpf.pinned_kind(path) != "prog":
             return None

@@ -89,7 +89,7 @@ def roll_back_step(module, result: dict, err):
     from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
     from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
     from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
-    from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.maps import map_info_by_path
     names = [d["name"] for d in result.get("migrated") or []]
     if not names or why_not_live(module) is not None:
         return err
@@ -126,7 +126,7 @@ def catch_up(module, options: dict) -> dict:
         flush()
         return {}
     from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, require_bpffs
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
     try:
         return catch_up_all(require_bpffs(params["pin_root"]), params["state_dir"])
     except (LqosError, LibbpfError) as exc:

@@ -24,8 +24,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 )
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
@@ -471,7 +471,7 @@ def build_expectations(module, pin_root: str, spec: dict | None) -> dict:
     obj = params.get("object")
     if obj and params.get("derive_from_object", True):
         check_bpf_object(obj)
-        from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O  # noqa: E741
+        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O  # noqa: E741
         info = O.object_info(obj, pin_root)
         cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])] if spec else []
         tables.append(expectations_from_object(info, cpu_sized, L.possible_cpus() if cpu_sized else None))

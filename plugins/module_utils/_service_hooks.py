@@ -18,9 +18,10 @@
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks, _bpf_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owner_of
 
 TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F
@@ -125,8 +126,8 @@ def trial_tags(path: str, what: str | None = None) -> dict:
     (nothing pinned, no pin reused, closed again; other programs left out; a CPU map larger than this host's
     possible CPUs shrunk to them, as the services do, since the kernel refuses more). ``what`` names the object
     in the message (default its path). LqosError when it does not load."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import _STATE, _errno_of
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _STATE, _errno_of
 
     what = what or path
     try:

@@ -424,7 +424,7 @@ def validate_spec(raw) -> dict:
                 raise c.fail("health.%s" % key, "must be a field path of the map's value, got %s" % _show(hv.get(key)),
                              "name the counter field, e.g. `icmp_packets.down` or `icmp_download_packets`")
             health[key] = hv[key]
-        # How the map's 16-byte address keys hold IPv4 (module_utils/_counters.py IPV4_PREFIXES).
+        # How the map's 16-byte address keys hold IPv4 (module_utils/_kernel/counters.py IPV4_PREFIXES).
         ipv4 = hv.get("ipv4", "mapped")
         if ipv4 not in ("mapped", "ff_prefix"):
             raise c.fail("health.ipv4", "must be mapped or ff_prefix, got %s" % _show(ipv4),

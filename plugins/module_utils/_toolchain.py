@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     atomic_write, bpffs_mount_fix, count_cpu_list, is_bpffs, LqosError, run_literal,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import CAP_BITS, kernel_config
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
 
 # name -> (version argv, version regex, Debian package, default minimum)
@@ -154,7 +154,7 @@ def libbpf_status() -> dict:
     status = {"headers": len(headers) == 2, "header_path": "/usr/include/bpf" if headers else None,
               "library": False, "version": None, "cffi": False, "error": None}
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
     except ImportError as exc:  # pragma: no cover - shipped with the collection
         status["error"] = str(exc)
         return status
@@ -179,7 +179,7 @@ def effective_caps(status_path: str = "/proc/self/status") -> int:
 def probe_prog_types() -> dict | None:
     """Ask the running kernel (through libbpf) whether it loads XDP and TC programs."""
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf
+        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
         probe = getattr(_libbpf, "probe_prog_type", None)
         if probe is None:
             return None
@@ -226,10 +226,10 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
     map type that fails is a required check; an optional program that fails is
     a warning (the loader leaves it out). Raises LqosError when the object is
     missing or not a BPF object."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
-    from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of, kprobe_target, program_roles
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import feature_of, kprobe_target, program_roles
 
     if not os.path.isfile(obj_path):
         raise LqosError("BPF object %s does not exist." % obj_path,
@@ -430,7 +430,7 @@ def object_preflight(spec: dict | None, obj_path: str) -> dict:
 def headroom_table(programs: list) -> list:
     """[{program, kernel, status, headroom_pct, insns, insns_headroom_pct, stack, stack_headroom_pct, stack_method,
     load_ms}]: each program's verifier figures (_verifier.figures) as one flat row."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._verifier import flat
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.verifier import flat
     return [flat(row["name"], row.get("verifier")) for row in programs or []]
 
 

@@ -328,7 +328,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import gather
 from ansible_collections.lqos.bpf.plugins.module_utils._abi_info_service import SERVICE_OPTIONS
-from ansible_collections.lqos.bpf.plugins.module_utils._counters import counter_facts, probe_facts
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.counters import counter_facts, probe_facts
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     default_build_root, PIN_ARGS, SPEC_ARGS, run_module,
 )

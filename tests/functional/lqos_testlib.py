@@ -228,8 +228,8 @@ def libreqos_fitted(ref: str = "develop") -> dict:
 def xdp_refusal(build: dict) -> str | None:
     """None when this kernel loads a LibreQoS build's xdp_prog (a trial load: nothing pinned or attached), else
     the probe's reason. Kernels differ (this machine's refuses the bpf_xdp_adjust_meta helper v2.0+ calls)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
     if "xdp_refusal" not in build:
         row = _bpf_object.probe_programs(build["object"], names=["xdp_prog"], resize={"cpu_map": possible_cpus()})[0]
         build["xdp_refusal"] = None if row["loadable"] else "%s %s" % (
@@ -345,8 +345,8 @@ char _license[] SEC("license") = "GPL";
 
 _PROBE_SCRIPT = r"""
 import json, sys
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kernel_facts
 names, resize = json.loads(sys.argv[2]), json.loads(sys.argv[3])
 print(json.dumps({"rows": O.probe_programs(sys.argv[1], names=names, resize=resize), "kernel": kernel_facts()}))
 """
@@ -356,8 +356,8 @@ _probe_cache = {}
 
 def cpu_resize(obj: str) -> dict:
     """{cpumap name: possible CPUs}: the resize lqos.bpf.attach gives every CPU map of an object."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
 
     return {m["name"]: possible_cpus() for m in O.object_info(obj)["maps"] if m["type_name"] == "cpumap"}
 
@@ -383,8 +383,8 @@ def probe_as_module(obj: str, names=None) -> dict:
 def attach_optional(obj: str, spec=None, kprobes=()) -> list:
     """The optional programs lqos.bpf.attach trial-loads for ``spec`` (program_roles; a kprobe only when
     asked for in ``kprobes``), in object order."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import kprobe_target, program_roles
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kprobe_target, program_roles
     from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
     if isinstance(spec, str):
@@ -399,7 +399,7 @@ def left_out_warnings(obj: str, ifname: str, spec=None, kprobes=()) -> list:
     """The warnings lqos.bpf.attach must give on ``ifname`` for the optional programs the kernel refuses to a
     module of this pass: one per refused program, from the product's probe run as a module would run (so
     ``[]`` where every optional program loads)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import feature_of
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import feature_of
 
     names = attach_optional(obj, spec, kprobes)
     rows = probe_as_module(obj, names)["rows"]
@@ -414,12 +414,12 @@ def load_as_product(obj: str, spec=None, **kw):
     raises LoadError); a kprobe is never loaded (attach loads one only when asked). ``kw`` goes to load_object
     (pin_root, resize, rodata, data). Returns the LoadedObject with two more attributes: ``left_out`` (the
     refused optional programs) and ``loaded_programs`` (the names that loaded)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 
     names = attach_optional(obj, spec)
     refused = [r["name"] for r in O.probe_programs(obj, names=names, resize=kw.get("resize"))
                if not r["loadable"]] if names else []
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import kprobe_target
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kprobe_target
     kprobes = [p["name"] for p in O.object_info(obj)["programs"] if kprobe_target(p["section"])
                and p["name"] not in names]
     lo = O.load_object(obj, disabled=sorted(set(refused) | set(kprobes)), **kw)

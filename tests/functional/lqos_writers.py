@@ -15,9 +15,9 @@ import subprocess
 import threading
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_batch as BB
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 WRITERS_C = r"""
 #include <linux/bpf.h>

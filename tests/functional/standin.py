@@ -9,7 +9,7 @@ import time
 
 from lqos_testlib import REPO, copy_bpf, run_pipeline, sh
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 
 DAEMON_SRC = os.path.join(REPO, "bpf", "shaper_sys", "src", "daemon")
 TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F   # the clsact slot shaperd attaches at (as lqosd does)

@@ -17,11 +17,11 @@ import pytest
 from lqos_testlib import (attach_optional, build_reference, compile_bpf, left_out_warnings, probe_as_module,
                           run_module, sh)
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")

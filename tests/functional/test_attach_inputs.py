@@ -8,7 +8,7 @@ import pytest
 
 from lqos_testlib import build_reference, run_module
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 
 pytestmark = pytest.mark.usefixtures("tools")
 

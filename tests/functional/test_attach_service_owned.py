@@ -13,8 +13,8 @@ import pytest
 from lqos_testlib import run_module
 from standin import bridge_config, start
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership import unit_of_cgroup
 from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
 

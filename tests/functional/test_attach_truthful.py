@@ -11,7 +11,7 @@ from lqos_testlib import sh
 # objects is a fixture, used by name.
 from test_attach import Env, failed, ok, objects  # noqa: F401 pylint: disable=unused-import
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
 
 pytestmark = pytest.mark.usefixtures("tools")
 

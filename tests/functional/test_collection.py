@@ -93,7 +93,7 @@ def test_the_tarball_holds_exactly_the_source_files_after_real_runs(tmp_path):
 
 def test_tarball_holds_the_pipeline_and_installs(installed):
     root = os.path.join(installed, "ansible_collections", "lqos", "bpf")
-    for rel in ("plugins/modules/pipeline.py", "plugins/module_utils/_libbpf.py", "bpf/specs/reference.yml",
+    for rel in ("plugins/modules/pipeline.py", "plugins/module_utils/_kernel/libbpf.py", "bpf/specs/reference.yml",
                 "bpf/shaper_sys/src/bpf/wrapper.c", "meta/runtime.yml"):
         assert os.path.isfile(os.path.join(root, rel)), rel
     assert not glob.glob(os.path.join(root, "**", "*.o"), recursive=True)

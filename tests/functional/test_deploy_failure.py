@@ -8,7 +8,7 @@ from lqos_testlib import sh
 
 from test_playbooks import playbook
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 
 
 def test_a_failed_deploy_prints_its_error_once_with_the_rollbacks_outcome(tmp_path, tools):

@@ -26,8 +26,8 @@ from lqos_testlib import umount
 from variants import make_v2
 from test_playbooks import Host, playbook, write_inventory, xdp_on
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -10,10 +10,10 @@ import pytest
 
 from lqos_testlib import build_reference, compile_bpf, run_module, sh
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import obj_pin, possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import obj_pin, possible_cpus
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -20,10 +20,10 @@ import pytest
 from lqos_testlib import (TRACING_REFUSED, build_reference, compile_bpf, drop_caps_prefix, left_out_warnings,
                           probe_as_module, refusal_prefix, run_module, sh, PROBE_ITER_C)
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts, policy_causes
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kernel_facts, policy_causes
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -55,8 +55,8 @@ def probe_under(prefix, obj, names):
     import json
     import sys
     script = ("import json, sys\n"
-              "from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O\n"
-              "from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts\n"
+              "from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O\n"
+              "from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kernel_facts\n"
               "print(json.dumps([O.probe_programs(sys.argv[1], names=sys.argv[2:]), kernel_facts()]))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run(list(prefix) + [sys.executable, "-c", script, obj] + list(names), capture_output=True,

@@ -15,10 +15,10 @@ import pytest
 
 from lqos_testlib import build_reference, run_module
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 
 pytestmark = pytest.mark.usefixtures("tools")
 
@@ -33,7 +33,7 @@ def reference(tmp_path_factory):
 def kprobes_here():
     """(True, None) when this kernel can attach kprobe/dev_hard_start_xmit, else (False, why): the kernel's own
     answer (its config, /proc/kallsyms), as the module reads it."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kernel_facts
     config = kernel_facts().get("config") or {}
     if config and config.get("CONFIG_KPROBES") not in ("y", "m"):
         return False, "this kernel is built without CONFIG_KPROBES=y (%s)" % config.get("CONFIG_KPROBES", "unset")

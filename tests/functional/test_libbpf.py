@@ -1,4 +1,4 @@
-"""Functional tests of plugins/module_utils/_libbpf.py against the real kernel and libbpf 1.1.
+"""Functional tests of plugins/module_utils/_kernel/libbpf.py against the real kernel and libbpf 1.1.
 
 No mocks: BPF programs are compiled with clang, maps and pins live on the
 per-test private bpffs (`bpffs` fixture), XDP/TC attaches go to veths inside
@@ -19,12 +19,12 @@ import traceback
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
 
 from lqos_testlib import sh
 

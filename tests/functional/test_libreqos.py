@@ -124,7 +124,7 @@ def test_every_release_builds_and_checks_clean_with_spec_libreqos(ref, libreqos)
 
 def test_attach_without_a_topology_leaves_the_bridge_redirector_out_and_says_so(netns_pair, bpffs, tmp_path):
     """A plain interface is a pair's port: LibreQoS never puts bifrost there (spec attach.tc topologies)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
     build = libreqos_fitted("develop")
     needs_xdp(build, "develop")
     res = run_module("attach", dict(spec="libreqos", object=build["object"], pin_root=bpffs,
@@ -140,7 +140,7 @@ def test_attach_without_a_topology_leaves_the_bridge_redirector_out_and_says_so(
 
 
 def _fields(obj: str, struct_name: str) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
     with B.Btf.from_file(obj) as btf:
         return {m["name"]: (m["offset"], m["size"]) for m in btf.layout(struct_name)["members"]}
 
@@ -150,9 +150,9 @@ def test_v21_to_v22_layout_upgrade_keeps_every_entry_and_rolls_back_to_v21_with_
     """map_traffic's value grows 112 -> 128 bytes between v2.1 and v2.2 (two fields inserted): the pin step
     migrates every entry by field name, a rollback (what the deploy role's rescue runs after a failed health
     check) puts v2.1's own map back with every entry, and a commit after a second migration keeps them all."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
     old, new = libreqos.build("v2.1")["object"], libreqos.build("v2.2")["object"]
     ncpus = possible_cpus()
     programs = [p["name"] for p in O.object_info(old)["programs"]]

@@ -31,8 +31,8 @@ from lqos_testlib import REPO, libreqos_fitted, mount_bpffs, needs_xdp, sh, umou
 from test_playbooks import playbook
 from vlan_switch import VlanSwitch
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 pytestmark = pytest.mark.usefixtures("tools")
 # The probe ran and its counters were read; a probe without reply or count is noted by the next task.
@@ -308,7 +308,7 @@ def test_a_second_run_changes_nothing(deployed, mode):
 # ---------------------------------------------------------------------------
 
 def traffic_fields(obj: str) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
     with B.Btf.from_file(obj) as btf:
         return {m["name"]: (m["offset"], m["size"]) for m in btf.layout("host_counter")["members"]}
 
@@ -318,7 +318,7 @@ def upgraded(libreqos, tmp_path_factory):
     """v2.1 deployed in pair topology, its map_traffic filled; v2.2 with a probe nobody answers (a forced health
     failure: rolled back); v2.2 with a probe that answers (kept). Fitted builds where the kernel refuses
     bpf_xdp_adjust_meta (lqos_testlib.libreqos_fitted): the maps are LibreQoS's own either way."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
     old, new = libreqos_fitted("v2.1"), libreqos_fitted("v2.2")
     needs_xdp(old, "v2.1")
     needs_xdp(new, "v2.2")

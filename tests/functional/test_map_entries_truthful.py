@@ -9,8 +9,8 @@ import pytest
 
 from lqos_testlib import compile_bpf, run_module
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 
 pytestmark = pytest.mark.usefixtures("tools")
 

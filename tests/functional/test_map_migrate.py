@@ -21,10 +21,10 @@ import pytest
 
 from lqos_testlib import REPO, build_reference, compile_bpf, edit, module_args_file, run_module
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -326,7 +326,7 @@ STEPS = ["loaded", "half:flow_table", "filled:flow_table", "aside:flow_table", "
 @pytest.mark.parametrize("kill_at", STEPS)
 def test_kill_during_migration_never_loses_a_map_and_a_rerun_converges(tmp_path, bpffs, versions, kill_at):
     w = World(tmp_path, bpffs, None, versions)
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(versions["v1"], pin_root=bpffs, resize={"cpu_map": NCPUS},
                   disabled=[p["name"] for p in O.object_info(versions["v1"])["programs"]]).close()
     fill_v1(bpffs, versions["v1"], 2000)
@@ -355,7 +355,7 @@ def test_kill_during_migration_never_loses_a_map_and_a_rerun_converges(tmp_path,
 @pytest.mark.parametrize("kill_at", ["backed_up:flow_table"])
 def test_kill_during_commit_then_a_rerun_commits(tmp_path, bpffs, versions, kill_at):
     w = World(tmp_path, bpffs, None, versions)
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(versions["v1"], pin_root=bpffs, resize={"cpu_map": NCPUS},
                   disabled=[p["name"] for p in O.object_info(versions["v1"])["programs"]]).close()
     fill_v1(bpffs, versions["v1"], 500)
@@ -477,7 +477,7 @@ char _license[] SEC("license") = "GPL";
 def test_libreqos_style_hash_to_lru_hash_keeps_every_entry(tmp_path, bpffs):
     old_obj = compile_bpf(tmp_path, "flowbee_hash", HASH_C % "HASH")
     new_obj = compile_bpf(tmp_path, "flowbee_lru", HASH_C % "LRU_HASH")
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
     path = os.path.join(bpffs, "flowbee")
     for i in range(N):
@@ -525,7 +525,7 @@ char _license[] SEC("license") = "GPL";
 def test_per_cpu_values_migrate_per_cpu_and_arrays_become_hashes(tmp_path, bpffs, old_type, new_type):
     old_obj = compile_bpf(tmp_path, "c_old", PERCPU_C % ("__u32 packets; __u32 drops;", old_type))
     new_obj = compile_bpf(tmp_path, "c_new", PERCPU_C % ("__u64 bytes; __u64 packets;", new_type))
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
     path = os.path.join(bpffs, "counters")
     percpu = old_type.startswith("PERCPU")
@@ -554,7 +554,7 @@ def test_entries_that_do_not_fit_the_new_max_entries_are_refused_before_anything
     old_obj = compile_bpf(tmp_path, "c_old", PERCPU_C % ("__u32 packets; __u32 drops;", "HASH"))
     new_obj = compile_bpf(tmp_path, "c_new", (PERCPU_C % ("__u64 packets;", "LRU_HASH")).replace(
         "__uint(max_entries, 4096);", "__uint(max_entries, 1000);"))
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
     path = os.path.join(bpffs, "counters")
     for i in range(1001):
@@ -572,7 +572,7 @@ def test_start_empty_reports_the_map_kept_aside_and_its_entry_count(tmp_path, bp
     old_obj = compile_bpf(tmp_path, "e_old", PERCPU_C % ("__u32 packets; __u32 drops;", "HASH"))
     new_obj = compile_bpf(tmp_path, "e_new", (PERCPU_C % ("__u64 packets;", "LRU_HASH")).replace(
         "__uint(max_entries, 4096);", "__uint(max_entries, 4);"))
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(old_obj, pin_root=bpffs, disabled=["count"]).close()
     path = os.path.join(bpffs, "counters")
     for i in range(5):
@@ -610,7 +610,7 @@ char _license[] SEC("license") = "GPL";
 def test_a_ring_buffer_is_replaced_empty_and_committed_without_a_backup(tmp_path, bpffs):
     old_obj = compile_bpf(tmp_path, "rb_old", RINGBUF_C % 4096)
     new_obj = compile_bpf(tmp_path, "rb_new", RINGBUF_C % 8192)
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
     O.load_object(old_obj, pin_root=bpffs, disabled=["emit"]).close()
     old_id = pins(bpffs)["events"]
     args = dict(object=new_obj, pin_root=bpffs, state_dir=str(tmp_path / "s"), backup_dir=str(tmp_path / "b"),

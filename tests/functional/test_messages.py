@@ -8,8 +8,8 @@ import pytest
 
 from lqos_testlib import run_module
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -15,9 +15,9 @@ import yaml
 
 from lqos_testlib import REPO, copy_bpf, module_args_file, run_module, sh
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf as B
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 pytestmark = pytest.mark.usefixtures("tools")
 

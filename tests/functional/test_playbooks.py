@@ -32,9 +32,9 @@ import yaml
 
 from lqos_testlib import REPO, NetnsPair, copy_bpf, edit, module_prefix, mount_bpffs, run_module, sh, umount
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._common import sha256_file
 
 pytestmark = pytest.mark.usefixtures("tools")

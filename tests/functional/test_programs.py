@@ -17,11 +17,11 @@ import pytest
 
 from lqos_testlib import build_reference, compile_bpf, refusal_prefix, run_module, sh
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import kernel_facts
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kernel_facts
 
 pytestmark = pytest.mark.usefixtures("tools")
 

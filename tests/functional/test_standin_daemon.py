@@ -18,10 +18,10 @@ from standin import (
     TC_HANDLE, TC_PRIORITY, Shaperd, bridge_config, read_write_log, start, tc, wait_for_writes, write_config, xdp,
 )
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import close, obj_pin, possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import close, obj_pin, possible_cpus
 from ansible_collections.lqos.bpf.plugins.module_utils._service import embedded_object, held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")

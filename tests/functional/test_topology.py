@@ -27,9 +27,9 @@ from lqos_testlib import build_reference, libreqos_build, libreqos_fitted, needs
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
 
 pytestmark = pytest.mark.usefixtures("tools")
 NCPUS = possible_cpus()

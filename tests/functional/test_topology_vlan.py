@@ -21,8 +21,8 @@ import yaml
 from lqos_testlib import REPO, libreqos_build, libreqos_fitted, needs_xdp, mount_bpffs, run_module, sh, umount
 
 from ansible_collections.lqos.bpf.plugins.filter.topology_plan import topology_plan
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 from test_topology import attach_plan, mac, tagged_echo
 from vlan_switch import listener, read_frame

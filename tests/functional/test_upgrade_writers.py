@@ -19,9 +19,9 @@ import pytest
 import lqos_writers as WR
 from lqos_testlib import compile_bpf, module_args_file, run_module
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -17,9 +17,9 @@ import pytest
 from lqos_testlib import REPO, build_reference, compile_bpf, run_module, sh
 from test_playbooks import Host, playbook, write_inventory, xdp_on
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -154,8 +154,8 @@ def test_a_tracing_refusal_gives_no_figures_and_no_crash(reference):
     # "for !root"), so an XDP or TC program either verifies or is rejected by the verifier: then it keeps the
     # instruction trace (loaded again at log level 1) and, like the refused ones, has no figures.
     script = ("import json, sys\n"
-              "from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O\n"
-              "from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import possible_cpus\n"
+              "from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O\n"
+              "from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import possible_cpus\n"
               "rows = O.probe_programs(sys.argv[1], resize={'cpu_map': possible_cpus()})\n"
               "print(json.dumps({r['name']: [r['type_name'], r['class'], r['log_tail'], r['verifier']] "
               "for r in rows}))\n")

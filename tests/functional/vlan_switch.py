@@ -40,7 +40,7 @@ def packet_socket(ifname: str) -> socket.socket:
 
 def listener(ns: str, ifname: str) -> socket.socket:
     """packet_socket(ifname) made in network namespace ns (the socket stays in ns; the caller does not)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
     with H.netns(ns):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)

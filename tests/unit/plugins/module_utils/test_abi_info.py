@@ -119,7 +119,7 @@ def test_no_problems_on_a_healthy_host_and_stale_checks_are_not_problems():
 
 
 def test_counter_keys_and_field_offsets():
-    from ansible_collections.lqos.bpf.plugins.module_utils._counters import address_key, field_at
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.counters import address_key, field_at
     from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
     assert address_key("10.1.2.3") == b"\0" * 10 + b"\xff\xff\x0a\x01\x02\x03"
     assert address_key("2001:db8::1")[:2] == b"\x20\x01"
@@ -150,12 +150,12 @@ def test_counter_keys_and_field_offsets():
     ("10.232.1.1", "mapped", 4, "0ae80101"),                          # a map keyed by IPv4 only
 ])
 def test_address_keys_follow_the_spec_and_the_maps_key_size(address, ipv4, key_size, key):
-    from ansible_collections.lqos.bpf.plugins.module_utils._counters import address_key
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.counters import address_key
     assert address_key(address, ipv4, key_size).hex() == key
 
 
 def test_address_keys_that_cannot_fit_are_one_clear_error():
-    from ansible_collections.lqos.bpf.plugins.module_utils._counters import address_key
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.counters import address_key
     from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
     with pytest.raises(LqosError, match=r"2001:db8::1 is an IPv6 address, but the counter map's keys are 4 bytes"):
         address_key("2001:db8::1", "mapped", 4)
@@ -166,7 +166,7 @@ def test_address_keys_that_cannot_fit_are_one_clear_error():
 
 
 def test_nearest_keys_put_the_same_address_in_another_encoding_first():
-    from ansible_collections.lqos.bpf.plugins.module_utils._counters import nearest_keys
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.counters import nearest_keys
     looked = bytes.fromhex("00" * 10 + "ffff0ae80101")
     held = [bytes.fromhex("ff" * 12 + a) for a in ("0ae80102", "0ae80101", "c0a80001")] + [bytes(16)]
     assert nearest_keys(looked, held) == ["ff" * 12 + "0ae80101", "ff" * 12 + "0ae80102", "ff" * 12 + "c0a80001"]

@@ -1,4 +1,4 @@
-"""Pure-Python logic of module_utils/_libbpf.py (no libbpf calls, no kernel)."""
+"""Pure-Python logic of module_utils/_kernel/libbpf.py (no libbpf calls, no kernel)."""
 from __future__ import annotations
 
 import errno
@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _libbpf as L
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks as H
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_object as O
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
 
 
 def test_error_attributes():

@@ -5,7 +5,7 @@ import errno
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import (
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import (
     _tail, classify_refusal, feature_of, kprobe_target, program_roles, verifier_ran,
 )
 

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
 
 # Log level 4 (BPF_LOG_STATS) as this machine's 6.18 writes it for the reference object's xdp_shaper.
 LOG_6_18 = ("verification time 953 usec\nstack depth 176\nprocessed 2436 insns (limit 1000000) max_states_per_insn 7 "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     BTF_KIND_ARRAY,
     BTF_KIND_CONST,
     BTF_KIND_DATASEC,

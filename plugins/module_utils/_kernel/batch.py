@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import errno as _errno
 
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     ENOTSUPP, LibbpfError, PERCPU_MAP_TYPES, _ObjFd, _errno_of, _fail, _ffi_lib, map_type_name, possible_cpus,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_maps as M
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 CHUNK = 16384          # entries per lookup call (a hash bucket never holds more)
 UPDATE_CHUNK = 65536   # entries per update call

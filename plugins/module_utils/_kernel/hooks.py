@@ -10,7 +10,7 @@ import errno as _errno
 import os
 import socket
 import struct
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     BPF_TC_F_REPLACE,
     CLONE_NEWNET,
     LibbpfError,
@@ -411,7 +411,7 @@ def xdp_links(ifindex: int, prog_id: int | None = None) -> list:
 
 def link_pins(root: str, ids) -> dict:
     """{link id: pin path} for the pinned bpf_links among ``ids`` below the bpffs folder ``root``."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import _obj_get, pinned_kind
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _obj_get, pinned_kind
     want, found = set(ids), {}
     if not want or not os.path.isdir(root):
         return found

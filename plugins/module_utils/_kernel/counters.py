@@ -97,8 +97,9 @@ def counter_facts(pin_root: str, spec: dict, addresses: list, detail: bool = Fal
     key size and the spec's ``health.ipv4`` (``address_key``). With ``detail`` every address maps to
     {"key": hex, "map": name, "counts": the dict above or None, "nearest": [hex keys] (only without an entry:
     ``nearest_keys`` of the map's keys, so a key looked up in another encoding shows next to the real ones)}."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_btf, _bpf_maps
-    from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import LibbpfError, PERCPU_MAP_TYPES
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, PERCPU_MAP_TYPES
 
     health = spec.get("health")
     if not health:
@@ -141,7 +142,7 @@ def probe_source(target: str, netns: str | None) -> str:
     """The local address this host sends from to reach ``target`` (inside ``netns``): a connected UDP
     socket asks the routing table without sending anything."""
     import socket
-    from ansible_collections.lqos.bpf.plugins.module_utils import _bpf_hooks
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
 
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
     ctx = _bpf_hooks.netns(netns) if netns else None

@@ -10,7 +10,7 @@ import errno as _errno
 import os
 import re
 import time
-from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     LibbpfError,
     MAP_TYPES,
     _Closable,
@@ -34,11 +34,11 @@ from ansible_collections.lqos.bpf.plugins.module_utils._libbpf import (
     pinned_kind,
     possible_cpus,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils import _verifier as V
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
 from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._bpf_btf import Btf
-from ansible_collections.lqos.bpf.plugins.module_utils._bpf_maps import map_info_by_path, prog_info_by_fd
-from ansible_collections.lqos.bpf.plugins.module_utils._programs import (
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.maps import map_info_by_path, prog_info_by_fd
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import (
     classify_refusal, kernel_facts, kprobe_target, verifier_ran,
 )
 

@@ -1,0 +1,17 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) lqos.bpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE: this package is an implementation detail of the lqos.bpf
+# collection, not a public API. It may change or vanish without notice.
+"""The kernel layer: everything lqos.bpf asks the kernel, through libbpf in cffi ABI mode.
+
+``libbpf`` is the core (the cffi declarations, errors, pins, object handles); one file per kernel object
+sits on it: ``btf`` (BTF of objects and of the kernel), ``maps`` (maps and programs the kernel holds),
+``batch`` (whole maps through the batch commands), ``objects`` (object files: load, per-program probe, why
+a load failed), ``hooks`` (netns, interfaces, XDP and TC). ``programs`` (program roles, kernel facts),
+``verifier`` (what the verifier said) and ``counters`` (per-host counters read by BTF) read what those
+return. The other layers import this one; it imports none of them.
+
+May import: _common.
+"""
