@@ -21,6 +21,11 @@ def text_files():
     return [f for f in out if os.path.isfile(f) and f.endswith((".py", ".md", ".yml", ".yaml", ".sh", ".txt", ".cfg", ".toml", ".j2", ".ini"))]
 
 
+def package_files(folder, pkg):
+    d = os.path.join("plugins", folder, pkg)
+    return {f[:-3] for f in os.listdir(d) if f.endswith(".py") and f != "__init__.py"} if os.path.isdir(d) else set()
+
+
 def rewrite(text, folder, pkg, mapping, is_md):
     esc = re.escape(PREFIX + folder)
     # 1. from PREFIX.folder import _a [as X], _b
@@ -43,16 +48,20 @@ def rewrite(text, folder, pkg, mapping, is_md):
         if m.group("q") and len(stmts) > 1:
             raise SystemExit("multi-name import in a string: %r" % m.group(0))
         return m.group("ind") + m.group("q") + ("\n" + m.group("ind")).join(stmts)
-    text = pat.sub(one, text)
+    # a name already in the new layout (_attach.plan when _attach.py becomes _attach/attacher.py) stays
+    names = "|".join(sorted(set(mapping.values()) | package_files(folder, pkg)))
+    inside = r"(?!\w|\.(?:%s)\b)" % names
     for old, new in mapping.items():
         # 2. dotted module paths
-        text = re.sub(re.escape(PREFIX + folder + "." + old) + r"(?!\w)", PREFIX + folder + "." + pkg + "." + new, text)
-        text = re.sub(r"(?<![\w.])" + re.escape("plugins." + folder + "." + old) + r"(?!\w)", "plugins." + folder + "." + pkg + "." + new, text)
+        text = re.sub(re.escape(PREFIX + folder + "." + old) + inside, PREFIX + folder + "." + pkg + "." + new, text)
+        text = re.sub(r"(?<![\w.])" + re.escape("plugins." + folder + "." + old) + inside, "plugins." + folder + "." + pkg + "." + new, text)
         # 3. file paths
         text = re.sub(re.escape(folder + "/" + old + ".py") + r"(?!\w)", folder + "/" + pkg + "/" + new + ".py", text)
         if is_md:
             text = re.sub(r"(?<![\w/.])" + re.escape(old + ".py") + r"(?!\w)", pkg + "/" + new + ".py", text)
-            text = re.sub(r"(?<![\w/.])" + re.escape(old) + r"\.(?=[A-Za-z_])(?!py\b)", pkg + "." + new + ".", text)
+            text = re.sub(r"(?<![\w/.])" + re.escape(old) + r"\.(?=[A-Za-z_])(?!py\b)(?!(?:%s)\b)" % names, pkg + "." + new + ".", text)
+    # after the dotted paths: a package named like the old file (_ownership/) must not be rewritten twice
+    text = pat.sub(one, text)
     return text
 
 
@@ -69,7 +78,7 @@ def main():
     for old, new in mapping.items():
         subprocess.run(["git", "mv", os.path.join(base, old + ".py"), os.path.join(base, pkg, new + ".py")], check=True)
     for path in text_files():
-        if path.startswith("docs/layout-move-status.md"):
+        if path.startswith(("docs/layout-move-status.md", "docs/layout-move/")):
             continue
         with open(path, encoding="utf-8") as f:
             try:

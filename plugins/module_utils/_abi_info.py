@@ -196,7 +196,7 @@ def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
     """Add ``owner`` (``collection``, ``service``, ``foreign``, or None for an empty hook) and ``holders`` (the
     processes holding a service's program: [{pid, comm, unit}], else None) to every hook entry of ``attached``
     (``_ownership.owner_of``), and return the host's ``loader`` summary (``_ownership.loader_summary``)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._ownership import loader_summary, owner_of, SERVICE
+    from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import loader_summary, owner_of, SERVICE
 
     hooks = hook_entries(attached)
     for entry in hooks:
@@ -212,7 +212,7 @@ def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
 def owner_facts(attached: list, pin_root: str, errors: list) -> dict:
     """Who owns each program on the hooks (``mark_owners``): the collection's pins under ``<pin_root>/lqos_bpf/``,
     the processes of /proc holding the rest. Returns the ``loader`` summary."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _ownership
+    from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owners as _ownership
 
     ids = {e["id"] for e in hook_entries(attached) if e.get("id")}
     ours, held = set(), {}

@@ -44,7 +44,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _b
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_apply import ApplyMixin, _lib_error, _Lock
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_kprobe import KprobeMixin
-from ansible_collections.lqos.bpf.plugins.module_utils import _ownership
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owners as _ownership
 from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
     ATTACH,
     DEFAULT_STATE_DIR,

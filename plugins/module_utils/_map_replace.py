@@ -47,7 +47,7 @@ import time
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils import _map_window as W
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import is_collection_pin
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import is_collection_pin
 from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal  # noqa: F401
 
 try:

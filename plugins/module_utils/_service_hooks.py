@@ -22,7 +22,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owner_of
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import owner_of
 
 TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F
 KERNEL_NAME_LEN = 15        # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 bytes of a program's name

@@ -10,8 +10,8 @@ import pytest
 from lqos_testlib import run_module
 from standin import bridge_config, start
 
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import unit_of_cgroup
-from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import unit_of_cgroup
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
 

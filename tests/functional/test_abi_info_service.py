@@ -22,7 +22,7 @@ from standin import bridge_config, start
 from test_service_module import add_unit, systemd  # noqa: F401  # pylint: disable=unused-import  # the fixture
 from variants import make_v2
 
-from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
 

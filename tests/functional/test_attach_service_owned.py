@@ -15,8 +15,8 @@ from standin import bridge_config, start
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import unit_of_cgroup
-from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import unit_of_cgroup
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -21,7 +21,7 @@ from standin import bridge_config as config, start, write_config
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils import _service_config as C
-from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -22,7 +22,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import close, obj_pin, possible_cpus
-from ansible_collections.lqos.bpf.plugins.module_utils._service import embedded_object, held_prog_ids
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import embedded_object, held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import (
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import (
     describe_holders, holders, is_collection_pin, loader_summary, owner_of, service_refusal, unit_of_cgroup,
 )
 

@@ -8,7 +8,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils import _service_config as
 from ansible_collections.lqos.bpf.plugins.module_utils import _service_unit as U
 from ansible_collections.lqos.bpf.plugins.module_utils import _service_hooks as SH
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import collection_prog_ids, owner_of, recorded_rows
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import collection_prog_ids, owner_of, recorded_rows
 
 BRIDGE_TOML = """
 version = "1.5"

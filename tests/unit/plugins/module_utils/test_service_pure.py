@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._service import (
+from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import (
     EM_BPF, elf_image_size, embedded_object, embedded_objects, held_prog_ids, prog_id_of_fdinfo,
 )
 

@@ -152,7 +152,7 @@ def holders(prog_ids, proc_root: str = "/proc") -> dict:
     Scans every process of ``proc_root`` with ``_service.held_prog_ids``; this process itself is left out (a
     module that loaded a program to compare it is no service), and so are processes that exit meanwhile or
     whose fdinfo cannot be read (needs root, or a /proc of their pid namespace)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._service import held_prog_ids
+    from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
 
     wanted = {int(i) for i in prog_ids or () if i}
     out: dict = {}
