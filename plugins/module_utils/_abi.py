@@ -744,7 +744,7 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
     from ansible_collections.lqos.bpf.plugins.module_utils._abi_derive import derive_from_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names
+    from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import skeleton_names
 
     if not os.path.isfile(obj_path):
         raise LqosError("BPF object %s does not exist." % obj_path,
@@ -840,7 +840,7 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
     refused before anything is compared (``_build_sources.refuse_other_sources``)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object
     if src and os.path.isdir(build_dir):
-        from ansible_collections.lqos.bpf.plugins.module_utils._build_sources import refuse_other_sources
+        from ansible_collections.lqos.bpf.plugins.module_utils._build.sources import refuse_other_sources
         refuse_other_sources(spec, src, build_dir)
     if os.path.lexists(obj):
         check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
@@ -870,7 +870,7 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
         for problem in result["problems"]:
             warn(problem)
     if trial_load:
-        from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight, require
+        from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import object_preflight, require
         checks = object_preflight(spec, obj)
         result["object_checks"] = checks
         require(checks)

@@ -24,7 +24,7 @@ import os
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     ABI_CHECK_FILE, check_bpf_object, is_bpffs, LqosError, possible_cpus, require_bpffs,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import CHAIN_TOOLS, MANIFEST
+from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import CHAIN_TOOLS, MANIFEST
 
 DEPLOYED_FILE = "deployed.json"
 KERNEL_NAME_LEN = 15  # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 characters of a program's name
@@ -236,7 +236,7 @@ def kernel_facts() -> dict:
 
 
 def toolchain_facts(module, errors: list) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import tool_versions
+    from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import tool_versions
 
     out = {}
     try:

@@ -287,9 +287,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     ABI_CHECK_FILE, default_build_root, LqosError, SPEC_ARGS, run_module,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import Pipeline, run_pipeline
+from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import Pipeline, run_pipeline
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import run_preflight
+from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import run_preflight
 
 
 def argument_spec() -> dict:

@@ -194,7 +194,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, PIN_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import run_preflight
+from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import run_preflight
 
 
 def argument_spec() -> dict:

@@ -104,7 +104,7 @@ def test_not_asked_the_kprobe_is_never_loaded(env, reference):
 def test_the_build_check_reports_an_unasked_kprobe_without_a_warning(reference):
     """The build role's trial load (toolchain's object checks) runs on every deploy: a kprobe nothing asked for is
     a fact in the checks, never a warning ("it will be left out" is what attach does to every unasked kprobe)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import object_preflight
+    from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import object_preflight
     from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
     checks = object_preflight(resolve_spec_option("reference"), reference)
     [row] = [c for c in checks["checks"] if c["name"] == "program:" + KPROBE]

@@ -390,7 +390,7 @@ def test_header_outside_the_crate_rebuilds_and_is_named(crate, dest, tmp_path):
 
 
 def test_parse_depfile_joins_continuations_and_escaped_spaces():
-    from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import parse_depfile
+    from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import parse_depfile
     text = "out/k.ll: k.c /usr/include/linux/bpf.h \\\n  common/a\\ b.h \\\n  /x/$$y.h\n"
     assert parse_depfile(text, "/crate/src/bpf") == [
         "/crate/src/bpf/k.c", "/usr/include/linux/bpf.h", "/crate/src/bpf/common/a b.h", "/x/$y.h"]

@@ -276,7 +276,7 @@ def test_an_internal_error_carries_its_traceback(crate, dest, tmp_path):
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(
-        "from ansible_collections.lqos.bpf.plugins.module_utils import _pipeline\n"
+        "from ansible_collections.lqos.bpf.plugins.module_utils._build import pipeline as _pipeline\n"
         "def plan(self, *args):\n"
         "    raise KeyError('injected')\n"
         "_pipeline.Pipeline.plan = plan\n")
@@ -303,7 +303,7 @@ def test_an_internal_error_traceback_reaches_the_playbook(crate, dest, tmp_path,
     (inject / "sitecustomize.py").write_text(
         "import sys\n"
         "sys.path.insert(0, %r)\n"
-        "from ansible_collections.lqos.bpf.plugins.module_utils import _pipeline\n"
+        "from ansible_collections.lqos.bpf.plugins.module_utils._build import pipeline as _pipeline\n"
         "def plan(self, *args):\n"
         "    raise KeyError('injected')\n"
         "_pipeline.Pipeline.plan = plan\n"

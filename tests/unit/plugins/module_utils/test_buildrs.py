@@ -1,9 +1,9 @@
-"""Unit tests for reading the chain's flags from a crate's build.rs (module_utils/_buildrs.py)."""
+"""Unit tests for reading the chain's flags from a crate's build.rs (module_utils/_build/buildrs.py)."""
 from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils._buildrs import apply_build_rs_flags, build_rs_flags
+from ansible_collections.lqos.bpf.plugins.module_utils._build.buildrs import apply_build_rs_flags, build_rs_flags
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 

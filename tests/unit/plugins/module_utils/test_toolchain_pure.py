@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import skeleton_names
-from ansible_collections.lqos.bpf.plugins.module_utils._toolchain import check_minimums, meets, summary
+from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import skeleton_names
+from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import check_minimums, meets, summary
 
 
 @pytest.mark.parametrize("version,minimum,ok", [

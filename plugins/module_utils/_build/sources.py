@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, sha256_file
-from ansible_collections.lqos.bpf.plugins.module_utils._pipeline import MANIFEST, Pipeline, _read_json
+from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import MANIFEST, Pipeline, _read_json
 
 
 def source_drift(spec: dict, src: str, build_dir: str) -> list:
