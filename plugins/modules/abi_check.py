@@ -413,7 +413,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi import run_check
+from ansible_collections.lqos.bpf.plugins.module_utils._abi.check import run_check
 from ansible_collections.lqos.bpf.plugins.module_utils._common import default_build_root, LqosError, SPEC_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 

@@ -354,7 +354,7 @@ def run(module) -> dict:
                     "(%s)" % "; ".join(result.get("rebuild_reasons") or ["no build yet"]))
     elif check and result.get("build_dir"):
         # Imported here: a build without a check compiles none of it.
-        from ansible_collections.lqos.bpf.plugins.module_utils._abi import run_check
+        from ansible_collections.lqos.bpf.plugins.module_utils._abi.check import run_check
         build_dir = result["build_dir"]
         try:
             result["abi_check"] = run_check(

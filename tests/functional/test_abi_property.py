@@ -19,7 +19,7 @@ import tempfile
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _abi
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import check as _abi
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import rust_side
 
 PRIMS = [("u8", "unsigned char", 1), ("i8", "signed char", 1), ("u16", "unsigned short", 2),

@@ -1,4 +1,4 @@
-"""Unit tests for the pure logic of lqos.bpf.abi_check (module_utils/_abi.py) and its
+"""Unit tests for the pure logic of lqos.bpf.abi_check (module_utils/_abi/check.py) and its
 controller half (plugin_utils/_abi_controller.py): field matching, messages, and the
 parsers for wrapper.c, wrapper.h and bindings.rs. Real builds are in
 tests/functional/test_abi_check.py."""
@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _abi
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import check as _abi
 from ansible_collections.lqos.bpf.plugins.plugin_utils import _abi_controller
 
 

@@ -1,7 +1,7 @@
-"""Unit tests for the target half of the derivation (module_utils/_abi_derive.py), plain data."""
+"""Unit tests for the target half of the derivation (module_utils/_abi/derive.py), plain data."""
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi_derive import (
+from ansible_collections.lqos.bpf.plugins.module_utils._abi.derive import (
     c_struct_name, call_drift, derive_pairs, explicit_pin_drift, pinned_table, skeleton_use_drift,
 )
 

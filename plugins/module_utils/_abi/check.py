@@ -742,8 +742,8 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
     """The whole check; returns the module result (without changed/failed)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils import _abi_derive as dv
-    from ansible_collections.lqos.bpf.plugins.module_utils._abi_derive import derive_from_object
+    from ansible_collections.lqos.bpf.plugins.module_utils._abi import derive as dv
+    from ansible_collections.lqos.bpf.plugins.module_utils._abi.derive import derive_from_object
     from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import skeleton_names
 
     if not os.path.isfile(obj_path):
