@@ -499,8 +499,8 @@ pinned_maps:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.lqos.bpf.plugins.module_utils._attach import run_attach
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import DEFAULT_STATE_DIR, default_object, XDP_MODES
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.attacher import run_attach
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import DEFAULT_STATE_DIR, default_object, XDP_MODES
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
 )

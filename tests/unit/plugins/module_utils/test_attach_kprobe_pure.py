@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_kprobe import (
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.kprobe import (
     decide_kprobes, kprobe_action, kprobe_programs, refusal_error, resolve_kprobes,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _attach_plan as A
+from ansible_collections.lqos.bpf.plugins.module_utils._attach import plan as A
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 

@@ -42,10 +42,10 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bp
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_apply import ApplyMixin, _lib_error, _Lock
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_kprobe import KprobeMixin
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.apply import ApplyMixin, _lib_error, _Lock
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.kprobe import KprobeMixin
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owners as _ownership
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     ATTACH,
     DEFAULT_STATE_DIR,
     DETACH,

@@ -26,7 +26,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _ObjFd
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.hooks import link_info_by_fd
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     ATTACH, DETACH, KEEP, NEW_SUFFIX, REPLACE, pin_component,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kprobe_target

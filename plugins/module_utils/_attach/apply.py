@@ -25,7 +25,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bp
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-from ansible_collections.lqos.bpf.plugins.module_utils._attach_plan import (
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     ADOPT,
     ATTACH,
     DETACH,
