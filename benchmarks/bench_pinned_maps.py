@@ -147,7 +147,7 @@ def main() -> None:
     import conftest  # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L  # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M  # pylint: disable=import-outside-toplevel
-    from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P  # pylint: disable=import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P  # pylint: disable=import-outside-toplevel
 
     tmp = tempfile.mkdtemp(prefix="lqos-bench-pins-")
     root = os.path.join(tmp, "bpffs")

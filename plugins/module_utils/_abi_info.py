@@ -317,7 +317,7 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as BO
-    from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P
 
     out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
     if not is_bpffs(pin_root):

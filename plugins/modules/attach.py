@@ -505,7 +505,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, LqosError, PIN_ARGS, run_module, SPEC_ARGS,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import CFFI_IMP_ERR, HAS_CFFI
-from ansible_collections.lqos.bpf.plugins.module_utils._pin_step import (
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.pin_step import (
     catch_up, flush, pending, roll_back_step, run_pin_step, STEP_OPTIONS,
 )
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec

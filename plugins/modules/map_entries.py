@@ -121,7 +121,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, PIN_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import CFFI_IMP_ERR, HAS_CFFI
-from ansible_collections.lqos.bpf.plugins.module_utils._map_entries import run_map_entries
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.entries import run_map_entries
 
 
 def argument_spec() -> dict:

@@ -327,7 +327,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     APPROVE_ARGS, MAP_BACKUP_DIR as DEFAULT_BACKUP_DIR, MAP_STATE_DIR as DEFAULT_STATE_DIR, PIN_ARGS, run_module,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import run_pinned_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.pinned_maps import run_pinned_maps
 
 
 def argument_spec() -> dict:

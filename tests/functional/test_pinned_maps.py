@@ -18,7 +18,7 @@ from lqos_testlib import REPO, load_as_product, run_module, sh
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
-from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")

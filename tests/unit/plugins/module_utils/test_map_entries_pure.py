@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._map_entries import encode, plan_entries
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.entries import encode, plan_entries
 
 U32 = {"kind": "int", "size": 4, "signed": False, "name": "__u32"}
 S32 = {"kind": "int", "size": 4, "signed": True, "name": "__s32"}

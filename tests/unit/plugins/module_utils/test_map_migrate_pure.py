@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
 
 
 def i(size, signed=False):

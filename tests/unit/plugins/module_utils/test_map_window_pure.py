@@ -6,7 +6,7 @@ import struct
 import subprocess
 import sys
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_window as W
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as W
 from ansible_collections.lqos.bpf.plugins.module_utils._common import atomic_write, remove_stale_temps
 
 

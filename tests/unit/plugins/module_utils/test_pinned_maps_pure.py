@@ -6,8 +6,8 @@ import json
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_backup as B
-from ansible_collections.lqos.bpf.plugins.module_utils import _pinned_maps as P
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import backup as B
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 SPEC = validate_spec({

@@ -47,7 +47,7 @@ from operator import itemgetter, ne
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     LqosError, MAP_STATE_DIR, atomic_write, remove_stale_temps,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
 
 DIGEST = 8
 SNAPSHOT_FORMAT = "lqos.bpf.map-snapshot/1"

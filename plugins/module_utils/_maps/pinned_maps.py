@@ -484,7 +484,7 @@ def _conflict_text(c: dict) -> str:
 
 
 def _clean(module, pin_root: str, pins: list, found_conflicts: list) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, remove_pin, write_backup
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps.backup import prepare_backup_dir, remove_pin, write_backup
     params = module.params
     backup_dir = params["backup_dir"]
     actions = plan_cleanup(pins, backup_dir)
@@ -549,7 +549,7 @@ def run_pinned_maps(module) -> dict:
     result = {"changed": False, "actions": [], "removed": [], "backups": [], "conflicts": found_conflicts}
 
     if state == "restored":
-        from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import read_backup, restore
+        from ansible_collections.lqos.bpf.plugins.module_utils._maps.backup import read_backup, restore
         backup = read_backup(params["restore_from"])
         write = params["approve"] and not module.check_mode
         outcome = restore(pin_root, backup, params.get("pin"), write)
@@ -578,7 +578,7 @@ def run_pinned_maps(module) -> dict:
                 "before_header": outcome["pin"], "after_header": outcome["pin"],
             }
     elif state in ("migrated", "committed", "rolled_back"):
-        from ansible_collections.lqos.bpf.plugins.module_utils import _map_states as S
+        from ansible_collections.lqos.bpf.plugins.module_utils._maps import states as S
         pins = audit(pin_root, expectations)
         if state == "migrated":
             result.update(S.run_migrated(module, pin_root, spec, pins, found_conflicts))

@@ -45,10 +45,10 @@ import signal
 import time
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_window as W
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as W
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import is_collection_pin
-from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal  # noqa: F401
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.window import read_journal, write_journal  # noqa: F401
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
@@ -280,7 +280,7 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         name = a["name"]
         counter = name in counters
         if a["sync_only"]:
-            from ansible_collections.lqos.bpf.plugins.module_utils._map_commit import catch_up
+            from ansible_collections.lqos.bpf.plugins.module_utils._maps.commit import catch_up
             out = catch_up(pin_root, name, state_dir, counter, allow_narrowing)
             journal[name] = {"aside_id": a["old_id"], "new_id": a["new_id"], "counter": counter}
             write_journal(state_dir, pin_root, journal)

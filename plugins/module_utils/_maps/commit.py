@@ -14,12 +14,12 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_window as W
-from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import (
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as W
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.replace import (
     ASIDE_DIR, TMP_DIR, _pinned_id, aside_name, kernel_side, pending, step,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._map_window import read_journal, write_journal
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.window import read_journal, write_journal
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L

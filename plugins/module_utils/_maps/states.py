@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from ansible_collections.lqos.bpf.plugins.module_utils._changes import as_error, failure, probe_writable
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, why_not_live
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
-from ansible_collections.lqos.bpf.plugins.module_utils._map_backup import prepare_backup_dir, write_backup
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import replace as R
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import commit as C
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.backup import prepare_backup_dir, write_backup
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L

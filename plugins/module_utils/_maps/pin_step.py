@@ -23,7 +23,7 @@ import os
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     MAP_BACKUP_DIR, MAP_STATE_DIR, require_bpffs, why_not_live,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._pinned_maps import run_pinned_maps
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.pinned_maps import run_pinned_maps
 
 # lqos.bpf.pinned_maps' options a caller may set, with that module's defaults; the rest come from the caller.
 STEP_OPTIONS = dict(
@@ -64,14 +64,14 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
     ``obj``: the object the caller will load, when it is not its ``object`` param (e.g. the build's default path).
     Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
     caller = dict(module.params, object=obj or module.params.get("object"))
-    from ansible_collections.lqos.bpf.plugins.module_utils import _map_window
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as _map_window
     _map_window.DEFER[0] = True   # the snapshots are computed by catch_up() after the swap, or by flush()
     return run_pinned_maps(_StepModule(module, step_params(caller, options)))
 
 
 def flush() -> None:
     """Write the copy-time snapshots the step kept in this process (an attach that failed before its catch-up)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils import _map_window
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as _map_window
     _map_window.flush_snapshots()
     _map_window.DEFER[0] = False
 
@@ -87,8 +87,8 @@ def roll_back_step(module, result: dict, err):
     (``_changes.failure``: changed: false when everything is back, else changed: true with what is left and how
     to undo it)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
-    from ansible_collections.lqos.bpf.plugins.module_utils import _map_replace as R
-    from ansible_collections.lqos.bpf.plugins.module_utils import _map_commit as C
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import replace as R
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import commit as C
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.maps import map_info_by_path
     names = [d["name"] for d in result.get("migrated") or []]
     if not names or why_not_live(module) is not None:
@@ -120,7 +120,7 @@ def catch_up(module, options: dict) -> dict:
     if why_not_live(module) is not None:
         flush()
         return {}
-    from ansible_collections.lqos.bpf.plugins.module_utils._map_commit import catch_up_all
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps.commit import catch_up_all
     params = step_params(dict(module.params), options)
     if params["state"] != "migrated":
         flush()

@@ -25,8 +25,8 @@ import time
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     LqosError, MAP_BACKUP_DIR, atomic_write, is_bpffs, normalise_names, sha256_bytes,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils import _map_migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils._map_replace import kernel_side
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
+from ansible_collections.lqos.bpf.plugins.module_utils._maps.replace import kernel_side
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
