@@ -246,7 +246,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import CFFI_IMP_ERR, HAS_CFFI
-from ansible_collections.lqos.bpf.plugins.module_utils._service_run import run_service
+from ansible_collections.lqos.bpf.plugins.module_utils._service.run import run_service
 
 
 def argument_spec() -> dict:

@@ -20,7 +20,7 @@ from lqos_testlib import LIBREQOS_REFS, compile_bpf, libreqos_crate, run_module,
 from standin import bridge_config as config, start, write_config
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
-from ansible_collections.lqos.bpf.plugins.module_utils import _service_config as C
+from ansible_collections.lqos.bpf.plugins.module_utils._service import config as C
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
 
 pytestmark = pytest.mark.usefixtures("tools")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _service_config as C
-from ansible_collections.lqos.bpf.plugins.module_utils import _service_unit as U
-from ansible_collections.lqos.bpf.plugins.module_utils import _service_hooks as SH
+from ansible_collections.lqos.bpf.plugins.module_utils._service import config as C
+from ansible_collections.lqos.bpf.plugins.module_utils._service import unit as U
+from ansible_collections.lqos.bpf.plugins.module_utils._service import hooks as SH
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import collection_prog_ids, owner_of, recorded_rows
 
@@ -236,7 +236,7 @@ def test_parse_show_and_what_each_state_does():
 
 
 def test_problems_name_interface_found_and_expected():
-    from ansible_collections.lqos.bpf.plugins.module_utils._service_hooks import hooks_ready, problems, tc_directions
+    from ansible_collections.lqos.bpf.plugins.module_utils._service.hooks import hooks_ready, problems, tc_directions
 
     config = C.parse_shaperd("mode = bridge\nto_internet = a0\nto_network = b0\nnetns = ns1\n", "s.conf")
     assert tc_directions(config) == ["egress", "ingress"]
