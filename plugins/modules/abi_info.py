@@ -326,8 +326,8 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.lqos.bpf.plugins.module_utils._abi_info import gather
-from ansible_collections.lqos.bpf.plugins.module_utils._abi_info_service import SERVICE_OPTIONS
+from ansible_collections.lqos.bpf.plugins.module_utils._info.host import gather
+from ansible_collections.lqos.bpf.plugins.module_utils._info.service import SERVICE_OPTIONS
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.counters import counter_facts, probe_facts
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
     default_build_root, PIN_ARGS, SPEC_ARGS, run_module,
@@ -369,7 +369,7 @@ def run(module) -> dict:
     if params["probes"] is not None:
         facts["probes"] = probe_facts(params["pin_root"], spec, params["probes"])
     if params["service"] is not None:
-        from ansible_collections.lqos.bpf.plugins.module_utils._abi_info_service import service_facts, service_problems
+        from ansible_collections.lqos.bpf.plugins.module_utils._info.service import service_facts, service_problems
         facts["service"] = service = service_facts(module, params["service"], facts["build"])
         if service["error"]:
             facts["errors"].append("service %s: %s" % (service["unit"], service["error"]))

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _abi_info as A
+from ansible_collections.lqos.bpf.plugins.module_utils._info import host as A
 
 RECORD = {
     "manifest": {"hash": "f" * 64},

@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.lqos.bpf.plugins.module_utils import _abi_info_service as S
+from ansible_collections.lqos.bpf.plugins.module_utils._info import service as S
 
 CONFIG = {"path": "/etc/shaperd.conf", "kind": "shaperd", "mode": "bridge", "use_xdp_bridge": False,
           "interfaces": [{"name": "wan0", "role": "internet", "netns": None},
