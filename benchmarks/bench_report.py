@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 # tests/conftest.py makes ansible_collections.lqos.bpf importable from this checkout.
 import conftest  # noqa: E402,F401  pylint: disable=unused-import
-from ansible_collections.lqos.bpf.plugins.plugin_utils import _report  # noqa: E402
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as _report  # noqa: E402
 
 GOAL_SECONDS = 1.0
 MAPS = ["ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table", "cpu_map", "cpus_available",

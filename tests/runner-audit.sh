@@ -45,7 +45,7 @@ ansible-runner run "$work/two" --project-dir "$here" -p audit.yml --ident two -q
 artifact "$work/two/artifacts/two" > "$work/two.json"
 PYTHONPATH="$here/.collections${PYTHONPATH:+:$PYTHONPATH}" python - "$work/one.json" "$work/two.json" <<'PY'
 import json, sys
-from ansible_collections.lqos.bpf.plugins.plugin_utils._report import REPORT_VERSION, STATUSES
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report.report import REPORT_VERSION, STATUSES
 one, two = (json.load(open(p)) for p in sys.argv[1:3])
 for name, report, hosts in (("first part", one, ["sandbox"]), ("merged", two, ["sandbox", "slice2"])):
     assert report["schema_version"] == REPORT_VERSION, (name, report.get("schema_version"))

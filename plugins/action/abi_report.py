@@ -13,7 +13,7 @@ from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.lqos.bpf.plugins.modules.abi_report import argument_spec
-from ansible_collections.lqos.bpf.plugins.plugin_utils import _report
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as _report
 
 ARGUMENT_SPEC = argument_spec()  # one definition, documented in plugins/modules/abi_report.py
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

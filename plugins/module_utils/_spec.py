@@ -334,7 +334,7 @@ def validate_spec(raw) -> dict:
     rust_raw = c.mapping("rust", raw.get("rust"), SECTION_KEYS["rust"])
     rust = {"roots": [c.rel_path("rust.roots", p) for p in c.str_list("rust.roots", rust_raw.get("roots", ["src"]))],
             # Also every crate of the Cargo workspace around the crate that names a pin path of a map the C
-            # sources pin (plugin_utils/_rust_workspace.py), e.g. LibreQoS's lqos_heimdall.
+            # sources pin (plugin_utils/_rust/workspace.py), e.g. LibreQoS's lqos_heimdall.
             "workspace": c.boolean("rust.workspace", rust_raw.get("workspace", False))}
 
     mirrors = []

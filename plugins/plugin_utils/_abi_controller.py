@@ -10,7 +10,8 @@ their ``#[repr(C)]`` layouts, finds the size assertions, reads the sizing
 constants from the C header and the Rust source, and hands all of it to the
 module as plain data (its ``rust_layouts`` option). Targets never need
 tree-sitter.
-"""
+
+May import: _rust, module_utils._common, module_utils._spec."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import re
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_derive import RustDerivation, restated_constants
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_layout import RustCrate, RustLayoutError
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_workspace import rust_roots
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.derive import RustDerivation, restated_constants
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import RustCrate, RustLayoutError
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.workspace import rust_roots
 
 MAX_NESTING = 8
 _PRIMITIVE = re.compile(r"^(u|i)(8|16|32|64|128|size)$|^(f32|f64|bool|char)$")

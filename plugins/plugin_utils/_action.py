@@ -3,7 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # PRIVATE: controller-side helper of the lqos.bpf action plugins, not a public API.
-"""Base action plugin: resolve ``spec`` on the controller, then run the module."""
+"""Base action plugin: resolve ``spec`` on the controller, then run the module.
+
+May import: _spec_loader, module_utils._common."""
 
 from __future__ import annotations
 

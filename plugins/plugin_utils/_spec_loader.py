@@ -7,7 +7,8 @@
 
 Targets stay light (no PyYAML needed there): the YAML is read here and the
 module receives plain data.
-"""
+
+May import: module_utils._common, module_utils._spec."""
 
 from __future__ import annotations
 

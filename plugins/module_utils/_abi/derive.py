@@ -6,7 +6,7 @@
 # collection, not a public API. It may change or vanish without notice.
 """Mirror pairs and chain facts derived from the built object (target side).
 
-The controller (``plugin_utils/_rust_derive.py``) reads from the Rust code
+The controller (``plugin_utils/_rust/derive.py``) reads from the Rust code
 which map each key/value type is opened on (``BpfMap::<K, V>`` with a pin
 path, iterator readers), which functions it calls through the bindings, which
 skeleton programs/maps it touches, and which pins ``lqos_kernel.rs`` lists.

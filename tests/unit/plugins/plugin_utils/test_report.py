@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.plugin_utils import _report as R
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as R
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles", "audit",
                          "templates")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.plugin_utils import _report as R
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as R
 
 META = {"generated_at": "2026-12-06T03:00:00Z", "spec": "reference", "collection": {"name": "lqos.bpf",
                                                                                     "version": "0.1.0"}}

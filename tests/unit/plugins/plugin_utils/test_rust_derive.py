@@ -1,13 +1,13 @@
-"""Unit tests for the controller half of the derivation (plugin_utils/_rust_derive.py),
+"""Unit tests for the controller half of the derivation (plugin_utils/_rust/derive.py),
 on small Rust sources written here."""
 from __future__ import annotations
 
 import textwrap
 
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_derive import (
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.derive import (
     RustDerivation, restated_constants, snake_case,
 )
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_layout import RustCrate
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import RustCrate
 
 MAP_TYPES = """
 use std::marker::PhantomData;

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.plugin_utils import _rust_layout
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust_layout import (
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust import layout as _rust_layout
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import (
     Field,
     Layout,
     RustCrate,

@@ -40,7 +40,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup, escape
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import fsync_dir
-from ansible_collections.lqos.bpf.plugins.plugin_utils._report_cells import loader_cell, service_cell
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report.cells import loader_cell, service_cell
 
 try:
     import jmespath
