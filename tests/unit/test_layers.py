@@ -18,8 +18,7 @@ docstring says what it may import, and so does the docstring of each file shared
 This test walks every ``import`` of every file (ast, lazy imports inside functions included: AnsiballZ ships
 them all) and fails on an import its rule does not allow, on a package or shared file with no rule, on a
 rule naming what does not exist, and on module_utils importing plugin_utils (targets never carry the
-controller's code). A file of the old flat layout that is neither in a package nor ruled yet is skipped
-with the reason (issue 27 moves them layer by layer; docs/layout-move-status.md).
+controller's code).
 """
 from __future__ import annotations
 
@@ -148,10 +147,9 @@ def test_imports_follow_the_layer_rule(folder, rel):
                     "'May import: ...'" % path)
     rule = rule_of(ruled)
     if rule is None:
-        if ruled == path and os.sep not in rel:
-            pytest.skip("%s/%s: flat file of the old layout, not moved into a layer yet (issue 27, "
-                        "docs/layout-move-status.md)" % (folder, rel))
-        pytest.fail("%s has no 'May import: ...' paragraph in its docstring" % ruled)
+        pytest.fail("%s has no 'May import: ...' paragraph in its docstring: a file at the top of the folder is "
+                    "shared by every layer and says what it imports; any other file belongs in a layer's package"
+                    % ruled)
     for entry in sorted(rule):
         assert exists(entry), "%s: its May import rule names %s, which is no file or package" % (ruled, entry)
     own = owner(folder, rel)
