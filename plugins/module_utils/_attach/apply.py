@@ -6,8 +6,8 @@
 # collection, not a public API. It may change or vanish without notice.
 """Applying an attach plan to the kernel (lqos.bpf.attach): load the object, swap the
 XDP and TC programs atomically, pin them, roll back what this run changed when a step
-fails, and write the state record. Mixed into ``_attach.Attacher``, which observes and
-plans; nothing here runs without approval."""
+fails, and write the state record. ``Applier`` is the part ``attacher.Attacher`` (which
+observes and plans) is composed with; nothing here runs without approval."""
 
 from __future__ import annotations
 
@@ -103,8 +103,14 @@ def _attached_globals(prog_id: int, sections: set) -> dict:
     return out
 
 
-class ApplyMixin(object):
-    """The applying half of Attacher (see _attach.py for the attributes it reads)."""
+class Applier(object):
+    """The applying part of an attach run: applies the plan of ``att`` (an ``attacher.Attacher``, whose observed
+    state and plan it reads and whose results it sets) with ``kprobes`` (its ``kprobe.Kprobes`` part) for the
+    kprobe step."""
+
+    def __init__(self, att, kprobes):
+        self.att = att
+        self.kprobes = kprobes
 
     # -- applying ---------------------------------------------------------------
     def load(self):
@@ -112,21 +118,21 @@ class ApplyMixin(object):
         and the load retried. A refused required program, or any other failure, changes nothing."""
         while True:
             try:
-                return _bpf_object.load_object(self.object, pin_root=self.pin_root, resize=self.params["resize"],
-                                               rodata=self.params["rodata"], data=self.params["data"],
-                                               disabled=sorted(self.disabled))
+                return _bpf_object.load_object(self.att.object, pin_root=self.att.pin_root,
+                                               resize=self.att.params["resize"], rodata=self.att.params["rodata"],
+                                               data=self.att.params["data"], disabled=sorted(self.att.disabled))
             except _bpf_object.LoadError as exc:
-                if self.roles.get(exc.program) == "optional" and exc.program not in self.disabled:
-                    self.leave_out(exc.refusal)
+                if self.att.roles.get(exc.program) == "optional" and exc.program not in self.att.disabled:
+                    self.att.leave_out(exc.refusal)
                     continue
                 raise LqosError("%s; %s program %s was refused, so nothing was attached or changed on %s."
-                                % (exc.msg.rstrip("."), self.roles.get(exc.program, "required"), exc.program,
-                                   self.ifname), "%s, then attach again." % exc.refusal["fix"])
+                                % (exc.msg.rstrip("."), self.att.roles.get(exc.program, "required"), exc.program,
+                                   self.att.ifname), "%s, then attach again." % exc.refusal["fix"])
             except _libbpf.LibbpfError as exc:
                 if "pinned_maps" in exc.msg:
                     raise LqosError(exc.msg, "run lqos.bpf.pinned_maps (state: clean) for those pins, then attach "
-                                             "again; nothing was attached or changed on %s." % self.ifname)
-                raise LqosError("%s; nothing was attached or changed on %s." % (exc.msg, self.ifname))
+                                             "again; nothing was attached or changed on %s." % self.att.ifname)
+                raise LqosError("%s; nothing was attached or changed on %s." % (exc.msg, self.att.ifname))
 
     def same_program(self, lo, name: str, old_id: int) -> bool:
         """True when the attached program has the new program's tag and the load-time values the spec sets
@@ -135,10 +141,10 @@ class ApplyMixin(object):
         old = _bpf_maps.prog_info_by_id(old_id)
         if new["tag"] != old["tag"]:
             return False
-        want_vars = list(self.params["rodata"]) + list(self.params["data"])
+        want_vars = list(self.att.params["rodata"]) + list(self.att.params["data"])
         if not want_vars:
             return True
-        with _bpf_btf.Btf.from_file(self.object) as btf:
+        with _bpf_btf.Btf.from_file(self.att.object) as btf:
             infos = {v: btf.var_info(v) for v in want_vars}
         if any(vi is None for vi in infos.values()):
             return False
@@ -158,21 +164,21 @@ class ApplyMixin(object):
 
     def xdp_walk(self, fd: int) -> tuple:
         """Attach in the wanted mode, or walk hw -> native -> skb for auto. Returns (mode, tried)."""
-        modes = XDP_WALK if self.xdp_plan["mode"] == "auto" else (self.xdp_plan["mode"],)
+        modes = XDP_WALK if self.att.xdp_plan["mode"] == "auto" else (self.att.xdp_plan["mode"],)
         tried = []
         for i, mode in enumerate(modes):
             try:
-                _bpf_hooks.xdp_attach(self.ifindex, fd, mode, only_if_none=True)
+                _bpf_hooks.xdp_attach(self.att.ifindex, fd, mode, only_if_none=True)
                 return mode, tried
             except _libbpf.LibbpfError as exc:
                 tried.append({"mode": mode, "error": exc.msg, "errno": exc.errno})
                 if exc.errno in NO_FALLBACK_ERRNOS or i == len(modes) - 1:
                     if len(modes) == 1:
                         raise LqosError("attaching XDP program %s to %s in %s mode failed: %s."
-                                        % (self.xdp_prog, self.ifname, mode, exc.msg),
+                                        % (self.att.xdp_prog, self.att.ifname, mode, exc.msg),
                                         "use xdp_mode: auto (falls back to skb) or a mode the driver supports.")
                     raise LqosError("attaching XDP program %s to %s failed in every mode: %s."
-                                    % (self.xdp_prog, self.ifname,
+                                    % (self.att.xdp_prog, self.att.ifname,
                                        "; ".join("%s: %s" % (t["mode"], t["error"]) for t in tried)),
                                     "check the interface and its driver (dmesg).")
         raise LqosError("no XDP mode to try")  # not reached
@@ -181,23 +187,23 @@ class ApplyMixin(object):
         """Apply the plan; all or nothing. Every change is recorded in a HostChanges with its rollback, and the
         state record is written before the new pins take their names: a step that fails, the record write
         included (a full state_dir), rolls back what this run changed and says so (``_changes.failure``)."""
-        probe_writable(self.state_dir, len(json.dumps(self.record, indent=2)) + 4096, "the attach record")
+        probe_writable(self.att.state_dir, len(json.dumps(self.att.record, indent=2)) + 4096, "the attach record")
         changes = HostChanges()   # what this run changed, oldest first, each with its rollback
         new_pins = []     # (temporary pin, final pin) of the programs attached in this run
         held = []         # fds of replaced programs, kept open so a rollback can put them back
         try:
-            lo = self.load() if self.needs_load() else None
+            lo = self.load() if self.att.needs_load() else None
         except LqosError:
             self._unpin_new_maps()  # libbpf pinned them before the load failed
             raise
         try:
             if lo is not None:
                 self._track_load(lo, changes, new_pins)
-            if self.xdp_prog or self.xdp_plan["kind"] == DETACH:
+            if self.att.xdp_prog or self.att.xdp_plan["kind"] == DETACH:
                 self.apply_xdp(lo, changes, held, new_pins)
             self.apply_tc(lo, changes, held, new_pins)
-            self.apply_kprobes(lo, new_pins)
-            for name, map_id, path in self.repin:
+            self.kprobes.apply_kprobes(lo, new_pins)
+            for name, map_id, path in self.att.repin:
                 fd = _bpf_maps.map_fd_by_id(map_id)
                 try:
                     _libbpf.obj_pin(fd, path)
@@ -208,7 +214,7 @@ class ApplyMixin(object):
                             "rm %s" % path)
             self.write_state()
         except (LqosError, _libbpf.LibbpfError, OSError) as exc:
-            raise changes.fail(exc, "attaching on %s" % self.ifname, "fix the cause, then run the task again")
+            raise changes.fail(exc, "attaching on %s" % self.att.ifname, "fix the cause, then run the task again")
         finally:
             for fd in held:
                 os.close(fd)
@@ -218,34 +224,34 @@ class ApplyMixin(object):
             os.kill(os.getpid(), signal.SIGKILL)
         for tmp, final in new_pins:
             os.rename(tmp, final)     # bpffs rename replaces the old pin atomically
-        self.apply_kprobe_detach()
+        self.kprobes.apply_kprobe_detach()
         self.cleanup_pins()
 
     def _track_load(self, lo, changes, new_pins: list) -> None:
         """Record what the load left on the host (new map pins, the pin folders) and make the pin folder."""
-        for name, path in self.maps_to_pin:
+        for name, path in self.att.maps_to_pin:
             if os.path.lexists(path):
                 changes.add("new map %s pinned at %s" % (name, path),
                             lambda p=path: (os.unlink(p) if os.path.lexists(p) else None,
                                             "new map pin %s removed" % p)[1], "rm %s" % path)
         made = []         # pin folders this run creates, deepest first
-        path = self.pin_dir
-        while not os.path.isdir(path) and path != self.pin_root:
+        path = self.att.pin_dir
+        while not os.path.isdir(path) and path != self.att.pin_root:
             made.append(path)
             path = os.path.dirname(path)
-        os.makedirs(self.pin_dir, exist_ok=True)
+        os.makedirs(self.att.pin_dir, exist_ok=True)
         if made:
             changes.add("pin folder %s created" % made[-1], lambda: (_rmdirs(made), "")[1], "rmdir %s" % made[0])
-        changes.add("new programs pinned under temporary names in %s" % self.pin_dir,
-                    lambda: (_unlink_tmp(new_pins), "")[1], "rm %s/*%s" % (self.pin_dir, NEW_SUFFIX))
+        changes.add("new programs pinned under temporary names in %s" % self.att.pin_dir,
+                    lambda: (_unlink_tmp(new_pins), "")[1], "rm %s/*%s" % (self.att.pin_dir, NEW_SUFFIX))
 
     def _unpin_new_maps(self) -> None:
-        for dummy, path in self.maps_to_pin:
+        for dummy, path in self.att.maps_to_pin:
             if os.path.lexists(path):
                 os.unlink(path)
 
     def _pin_new(self, lo, name: str, new_pins: list) -> None:
-        final = os.path.join(self.pin_dir, pin_component(name))
+        final = os.path.join(self.att.pin_dir, pin_component(name))
         if any(f == final for dummy, f in new_pins):
             return
         tmp = final + NEW_SUFFIX
@@ -255,70 +261,70 @@ class ApplyMixin(object):
         new_pins.append((tmp, final))
 
     def apply_xdp(self, lo, undo: HostChanges, held: list, new_pins: list) -> None:
-        d = self.xdp_plan
+        d = self.att.xdp_plan
         kind = d["kind"]
         old_id = d.get("old_id")
-        old_info = self.xdp_now["info"].get(old_id) or {}
-        name = self.xdp_prog or old_info.get("name")
+        old_info = self.att.xdp_now["info"].get(old_id) or {}
+        name = self.att.xdp_prog or old_info.get("name")
         res = {"program": name, "id": old_id, "tag": old_info.get("tag"), "mode": d.get("old_mode"),
                "previous_id": None, "previous_tag": None, "action": kind, "tried": []}
         if kind == VERIFY:
-            kind = ADOPT if self.same_program(lo, self.xdp_prog, old_id) else REPLACE
+            kind = ADOPT if self.same_program(lo, self.att.xdp_prog, old_id) else REPLACE
             res["action"] = kind
         if kind in (REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH):
             old_fd = _bpf_maps.prog_fd_by_id(old_id)
             held.append(old_fd)
             res.update(previous_id=old_id, previous_tag=old_info.get("tag"))
         if kind in (REPLACE, REPLACE_FOREIGN):
-            new_fd = lo.prog_fd(self.xdp_prog)
-            self._pin_new(lo, self.xdp_prog, new_pins)
+            new_fd = lo.prog_fd(self.att.xdp_prog)
+            self._pin_new(lo, self.att.xdp_prog, new_pins)
             mode = d["mode"]
-            _bpf_hooks.xdp_attach(self.ifindex, new_fd, mode, replace_prog_fd=old_fd)
-            undo.add("XDP on %s: id %d replaced by the new %s" % (self.ifname, old_id, self.xdp_prog),
+            _bpf_hooks.xdp_attach(self.att.ifindex, new_fd, mode, replace_prog_fd=old_fd)
+            undo.add("XDP on %s: id %d replaced by the new %s" % (self.att.ifname, old_id, self.att.xdp_prog),
                      lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
-                _bpf_hooks.xdp_attach(self.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
+                _bpf_hooks.xdp_attach(self.att.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
             res["mode"] = mode
         elif kind in (ATTACH, REATTACH, REPLACE_LINK):
-            new_fd = lo.prog_fd(self.xdp_prog)
-            self._pin_new(lo, self.xdp_prog, new_pins)
+            new_fd = lo.prog_fd(self.att.xdp_prog)
+            self._pin_new(lo, self.att.xdp_prog, new_pins)
             if kind == REPLACE_LINK:
                 link_id, old_mode = d["link"]["id"], d["old_mode"]
                 _bpf_hooks.link_detach(link_id)
-                undo.add("bpf_link %d of XDP id %d on %s detached" % (link_id, old_id, self.ifname),
+                undo.add("bpf_link %d of XDP id %d on %s detached" % (link_id, old_id, self.att.ifname),
                          lambda m=old_mode, o=old_fd, i=old_id, lid=link_id: (
-                    _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True),
+                    _bpf_hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True),
                     "XDP id %d re-attached through netlink (its bpf_link %d stays detached)" % (i, lid))[1])
             if kind == REATTACH:
                 old_mode = d["old_mode"]
-                _bpf_hooks.xdp_detach(self.ifindex, old_mode, expected_prog_fd=old_fd)
-                undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.ifname, old_mode),
+                _bpf_hooks.xdp_detach(self.att.ifindex, old_mode, expected_prog_fd=old_fd)
+                undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.att.ifname, old_mode),
                          lambda m=old_mode, o=old_fd, i=old_id: (
-                    _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+                    _bpf_hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             mode, tried = self.xdp_walk(new_fd)
-            undo.add("XDP program %s attached to %s in %s mode" % (self.xdp_prog, self.ifname, mode),
+            undo.add("XDP program %s attached to %s in %s mode" % (self.att.xdp_prog, self.att.ifname, mode),
                      lambda m=mode, n=new_fd: (
-                _bpf_hooks.xdp_detach(self.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
+                _bpf_hooks.xdp_detach(self.att.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
             res.update(mode=mode, tried=tried)
         elif kind == DETACH:
             mode = d["mode"]
-            _bpf_hooks.xdp_detach(self.ifindex, mode, expected_prog_fd=old_fd)
-            undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.ifname, mode),
+            _bpf_hooks.xdp_detach(self.att.ifindex, mode, expected_prog_fd=old_fd)
+            undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.att.ifname, mode),
                      lambda m=mode, o=old_fd, i=old_id: (
-                _bpf_hooks.xdp_attach(self.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+                _bpf_hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             res.update(id=None, tag=None, mode=None)
         if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH, REPLACE_LINK):
-            info = lo.prog_info(self.xdp_prog)
+            info = lo.prog_info(self.att.xdp_prog)
             res.update(id=info["id"], tag=info["tag"])
-        self.result_xdp = res
+        self.att.result_xdp = res
 
     def apply_tc(self, lo, undo: HostChanges, held: list, new_pins: list) -> None:
         created = set()
-        if self.replace_ingress and lo is not None:
-            _bpf_hooks.qdisc_delete_ingress(self.ifindex)   # not restorable: the plan and a warning said so
-        for slot, td in self.tc_plan:
+        if self.att.replace_ingress and lo is not None:
+            _bpf_hooks.qdisc_delete_ingress(self.att.ifindex)   # not restorable: the plan and a warning said so
+        for slot, td in self.att.tc_plan:
             kind = td["kind"]
             sid = slot_id(slot)
-            now = self.tc_now[sid]
+            now = self.att.tc_now[sid]
             old_id = now["id"]
             direction, handle, prio = slot["direction"], slot["handle"], slot["priority"]
             res = {"program": slot["program"], "direction": direction, "handle": handle, "priority": prio,
@@ -332,18 +338,18 @@ class ApplyMixin(object):
                 self._pin_new(lo, slot["program"], new_pins)
                 if kind == ATTACH:
                     if direction not in created:
-                        _bpf_hooks.tc_hook_create(self.ifindex, direction)
+                        _bpf_hooks.tc_hook_create(self.att.ifindex, direction)
                         created.add(direction)
-                    _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio)
-                    undo.add("TC %s program %s attached on %s" % (direction, slot["program"], self.ifname),
+                    _bpf_hooks.tc_attach(self.att.ifindex, direction, new_fd, handle, prio)
+                    undo.add("TC %s program %s attached on %s" % (direction, slot["program"], self.att.ifname),
                              lambda dr=direction, h=handle, p=prio: (
-                        _bpf_hooks.tc_detach(self.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
+                        _bpf_hooks.tc_detach(self.att.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
                 else:
                     old_fd = _bpf_maps.prog_fd_by_id(old_id)
                     held.append(old_fd)
-                    _bpf_hooks.tc_attach(self.ifindex, direction, new_fd, handle, prio, replace=True)
+                    _bpf_hooks.tc_attach(self.att.ifindex, direction, new_fd, handle, prio, replace=True)
                     undo.add("TC %s on %s: id %d replaced by the new %s"
-                             % (direction, self.ifname, old_id, slot["program"]),
+                             % (direction, self.att.ifname, old_id, slot["program"]),
                              self._tc_back(direction, handle, prio, old_fd, old_id))
                     res.update(previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
                 info = lo.prog_info(slot["program"])
@@ -351,29 +357,29 @@ class ApplyMixin(object):
             elif kind == DETACH:
                 old_fd = _bpf_maps.prog_fd_by_id(old_id)
                 held.append(old_fd)
-                _bpf_hooks.tc_detach(self.ifindex, direction, handle, prio)
-                undo.add("TC %s filter id %d removed from %s" % (direction, old_id, self.ifname),
+                _bpf_hooks.tc_detach(self.att.ifindex, direction, handle, prio)
+                undo.add("TC %s filter id %d removed from %s" % (direction, old_id, self.att.ifname),
                          lambda dr=direction, h=handle, p=prio, fd=old_fd: (
-                    _bpf_hooks.tc_attach(self.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
+                    _bpf_hooks.tc_attach(self.att.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
                 res.update(id=None, tag=None, previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
-            self.result_tc.append(res)
+            self.att.result_tc.append(res)
 
     def _tc_back(self, direction: str, handle: int, prio: int, old_fd: int, old_id: int):
         """The rollback of a TC replace: put program ``old_id`` back at its slot."""
         def back() -> str:
-            _bpf_hooks.tc_attach(self.ifindex, direction, old_fd, handle, prio, replace=True)
+            _bpf_hooks.tc_attach(self.att.ifindex, direction, old_fd, handle, prio, replace=True)
             return "TC %s back to id %d" % (direction, old_id)
         return back
 
     def live_ids(self) -> set:
         """Ids of the programs on the hooks this module manages on the interface (XDP, TC slots)."""
         live = set()
-        q = _bpf_hooks.xdp_query(self.ifindex)
+        q = _bpf_hooks.xdp_query(self.att.ifindex)
         live.update(i for i in (q["drv_prog_id"], q["skb_prog_id"], q["hw_prog_id"]) if i)
-        slots = {slot_id(s): s for s in self.tc_slots}
-        slots.update(self.recorded_tc())
+        slots = {slot_id(s): s for s in self.att.tc_slots}
+        slots.update(self.att.recorded_tc())
         for slot in slots.values():
-            cur = _bpf_hooks.tc_query(self.ifindex, slot["direction"], slot["handle"], slot["priority"])
+            cur = _bpf_hooks.tc_query(self.att.ifindex, slot["direction"], slot["handle"], slot["priority"])
             if cur:
                 live.add(cur)
         return live
@@ -382,12 +388,12 @@ class ApplyMixin(object):
         """A run killed between a swap and the rename of the new program's pin left the program on the hook
         pinned at NAME__new: rename it over NAME (what that run would have done next), so the program stays
         pinned and ours. Returns the published pins."""
-        if self.ifindex is None or not os.path.isdir(self.pin_dir):
+        if self.att.ifindex is None or not os.path.isdir(self.att.pin_dir):
             return []
         live = self.live_ids()
         out = []
-        for entry in sorted(os.listdir(self.pin_dir)):
-            path = os.path.join(self.pin_dir, entry)
+        for entry in sorted(os.listdir(self.att.pin_dir)):
+            path = os.path.join(self.att.pin_dir, entry)
             if not entry.endswith(NEW_SUFFIX) or _libbpf.pinned_kind(path) != "prog":
                 continue
             if _bpf_maps.prog_info_by_path(path)["id"] in live:
@@ -399,10 +405,10 @@ class ApplyMixin(object):
         """Unpin our programs that no hook we manage holds any more; a leftover __new pin of a program a hook
         holds is renamed over its name, any other is removed."""
         live = self.live_ids()
-        if not os.path.isdir(self.pin_dir):
+        if not os.path.isdir(self.att.pin_dir):
             return
-        for entry in os.listdir(self.pin_dir):
-            path = os.path.join(self.pin_dir, entry)
+        for entry in os.listdir(self.att.pin_dir):
+            path = os.path.join(self.att.pin_dir, entry)
             if _libbpf.pinned_kind(path) != "prog":
                 continue
             on_hook = _bpf_maps.prog_info_by_path(path)["id"] in live
@@ -412,32 +418,32 @@ class ApplyMixin(object):
                 os.unlink(path)
 
     def write_state(self) -> None:
-        record = {"version": STATE_VERSION, "pin_root": self.pin_root, "netns": self.netns,
-                  "interface": self.ifname, "ifindex": self.ifindex, "object": self.object,
-                  "object_sha256": self.object_sha256, "fingerprint": self.fp, "params": self.params,
-                  "left_out": self.left_out}
-        x = self.result_xdp
+        record = {"version": STATE_VERSION, "pin_root": self.att.pin_root, "netns": self.att.netns,
+                  "interface": self.att.ifname, "ifindex": self.att.ifindex, "object": self.att.object,
+                  "object_sha256": self.att.object_sha256, "fingerprint": self.att.fp, "params": self.att.params,
+                  "left_out": self.att.left_out}
+        x = self.att.result_xdp
         if x and x["id"]:
             record["xdp"] = {"program": x["program"], "id": x["id"], "tag": x["tag"], "mode": x["mode"],
-                             "requested_mode": self.want_mode, "fingerprint": self.fp}
+                             "requested_mode": self.att.want_mode, "fingerprint": self.att.fp}
         tc = []
-        if self.with_tc:
-            for t in self.result_tc:
+        if self.att.with_tc:
+            for t in self.att.result_tc:
                 if t["id"]:
                     tc.append({"program": t["program"], "direction": t["direction"], "handle": t["handle"],
-                               "priority": t["priority"], "id": t["id"], "tag": t["tag"], "fingerprint": self.fp})
+                               "priority": t["priority"], "id": t["id"], "tag": t["tag"], "fingerprint": self.att.fp})
         else:
-            tc = [s for s in self.record.get("tc") or [] if isinstance(s, dict)]
+            tc = [s for s in self.att.record.get("tc") or [] if isinstance(s, dict)]
         record["tc"] = tc
-        record["kprobes"] = self.kprobe_record()
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        atomic_write(self.state_path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+        record["kprobes"] = self.kprobes.kprobe_record()
+        os.makedirs(self.att.state_dir, mode=0o700, exist_ok=True)
+        atomic_write(self.att.state_path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
 
     def apply_absent(self) -> None:
         """Detach our programs; a detach that fails re-attaches what this run had detached (all or nothing)."""
         changes, held, new_pins = HostChanges(), [], []
         try:
-            if self.xdp_plan:
+            if self.att.xdp_plan:
                 self.apply_xdp(None, changes, held, new_pins)
             self.apply_tc(None, changes, held, new_pins)
         except (LqosError, _libbpf.LibbpfError, OSError) as exc:
@@ -445,17 +451,17 @@ class ApplyMixin(object):
         finally:
             for fd in held:
                 os.close(fd)
-        for pin in self.pins.values():
+        for pin in self.att.pins.values():
             if os.path.lexists(pin["path"]):
                 os.unlink(pin["path"])
-        self.apply_kprobe_detach()
+        self.kprobes.apply_kprobe_detach()
         # remove our now-empty folders: <ifname>, <netns>, lqos_bpf
-        path = self.pin_dir
+        path = self.att.pin_dir
         for dummy in range(3):
             try:
                 os.rmdir(path)
             except OSError:
                 break
             path = os.path.dirname(path)
-        if os.path.exists(self.state_path):
-            os.unlink(self.state_path)
+        if os.path.exists(self.att.state_path):
+            os.unlink(self.att.state_path)

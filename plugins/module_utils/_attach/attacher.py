@@ -42,8 +42,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bp
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.apply import ApplyMixin, _lib_error, _Lock
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.kprobe import KprobeMixin
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.apply import Applier, _lib_error, _Lock
+from ansible_collections.lqos.bpf.plugins.module_utils._attach.kprobe import Kprobes
 from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owners as _ownership
 from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     ATTACH,
@@ -96,10 +96,12 @@ def _check_ranges(btf, params: dict) -> None:
                       "%s variable %s" % (vi["section"], var))
 
 
-class Attacher(KprobeMixin, ApplyMixin):
-    """One module run: observe, plan, and (approved) apply."""
+class Attacher(object):
+    """One module run: observe, plan, and (approved) apply. Observing and planning live here; the kprobes are
+    the part ``self.kprobes`` (``kprobe.Kprobes``), applying the part ``self.applier`` (``apply.Applier``), each
+    made from the class passed in with this run's Attacher."""
 
-    def __init__(self, module, spec: dict):
+    def __init__(self, module, spec: dict, kprobes=Kprobes, applier=Applier):
         p = module.params
         self.module = module
         self.spec = spec
@@ -165,6 +167,8 @@ class Attacher(KprobeMixin, ApplyMixin):
                         section, var, ", ".join(SPECIAL_VALUES), value),
                         "write a number, possible_cpus, ifindex, ifindex:<interface> or be16:<number>.")
         self.replace_ingress = False
+        self.kprobes = kprobes(self)
+        self.applier = applier(self, self.kprobes)
 
     # -- observation --------------------------------------------------------
     def enter_netns(self) -> None:
@@ -287,7 +291,7 @@ class Attacher(KprobeMixin, ApplyMixin):
             info = _bpf_maps.prog_info_by_path(path)
             self.pins[entry] = {"id": info["id"], "name": info["name"], "tag": info["tag"], "path": path}
             self.ours.add(info["id"])
-        self.read_kprobe_pins()
+        self.kprobes.read_kprobe_pins()
 
     def recorded_ids(self) -> set:
         """Ids of the programs the attach record says this collection attached here that the kernel still holds
@@ -428,15 +432,15 @@ class Attacher(KprobeMixin, ApplyMixin):
                 td = decide_tc(None, now["id"], now["info"], self.ours, slot, self.fp, self.force)
                 if td["kind"] == DETACH:
                     self.tc_plan.append((dict(slot), td))
-        self.plan_kprobes()
+        self.kprobes.plan_kprobes()
         self.refuse_bad_pins()
         self.plan_actions_present()
-        self.plan_kprobe_actions()
+        self.kprobes.plan_kprobe_actions()
 
     def needs_load(self) -> bool:
         kinds = [self.xdp_plan["kind"]] + [d["kind"] for dummy, d in self.tc_plan]
         loads = any(k in (ATTACH, REPLACE, VERIFY, REPLACE_FOREIGN, REATTACH, REPLACE_LINK) for k in kinds)
-        return loads or self.kprobe_loads()
+        return loads or self.kprobes.kprobe_loads()
 
     def live_maps(self) -> dict:
         """{kernel map name: id} of the maps used by our programs that are attached now."""
@@ -526,7 +530,7 @@ class Attacher(KprobeMixin, ApplyMixin):
                                       % (slot["direction"], desc, self.ifname, self.held_by(now["id"])))
         for name, pin in sorted(self.pins.items()):
             self.actions.append("unpin %s (%s)" % (pin["path"], prog_desc(pin["id"], pin)))
-        self.plan_kprobes_absent()
+        self.kprobes.plan_kprobes_absent()
 
     def probe_optional(self) -> None:
         """Trial-load every optional program alone (nothing pinned or attached); leave out the refused ones."""
@@ -647,7 +651,7 @@ def _run(module, att: Attacher, apply: bool) -> dict:
             att.tc_slots = [{"program": t["program"], "direction": t["direction"], "handle": t["handle"],
                              "priority": t["priority"]} for t in (att.spec.get("attach") or {}).get("tc") or []]
         if apply and have_if:
-            att.publish_leftover_pins()
+            att.applier.publish_leftover_pins()
         att.read_pins()
         if present:
             att.plan_present()
@@ -656,13 +660,13 @@ def _run(module, att: Attacher, apply: bool) -> dict:
         before = att.hooks_snapshot()
         applied = bool(att.actions) and apply
         if applied and present:
-            att.apply_present()
+            att.applier.apply_present()
             xdp, tc = att.result_xdp, att.result_tc
             kinds = [t["action"] for t in tc] + ([xdp["action"]] if xdp else [])
             changed = any(k in CHANGING for k in kinds) or bool(att.needs_load() and att.maps_to_pin)
             changed = changed or bool(att.repin) or any(r["kind"] != KEEP for r in att.kprobe_plan)
         elif applied:
-            att.apply_absent()
+            att.applier.apply_absent()
             xdp, tc = att.result_xdp, att.result_tc
             changed = True
         else:
@@ -696,7 +700,7 @@ def _run(module, att: Attacher, apply: bool) -> dict:
         "left_out": att.left_out,
         "xdp": xdp,
         "tc": tc,
-        "kprobes": att.kprobe_results(),
+        "kprobes": att.kprobes.kprobe_results(),
         "actions": att.actions,
         "notes": att.notes,
         "pin_dir": att.pin_dir,

@@ -15,7 +15,7 @@ state file records its link, program and the fingerprint it was loaded from.
 Taking a name out of ``kprobes`` unpins the link, which detaches the kprobe.
 
 ``decide_kprobes`` and ``kprobe_action`` are pure (unit-tested with plain
-data); ``KprobeMixin`` is the kernel half of ``Attacher``.
+data); ``Kprobes`` is the kernel part ``attacher.Attacher`` is composed with.
 """
 
 from __future__ import annotations
@@ -115,17 +115,22 @@ def refusal_error(name: str, target: str, row: dict) -> LqosError:
                      "%s; or take %s out of kprobes (deploy role: lqos_bpf_xmit_kprobe: false)." % (fix, name))
 
 
-class KprobeMixin(object):
-    """The kprobe half of Attacher (see _attach.py for the attributes it reads)."""
+class Kprobes(object):
+    """The kprobe part of an attach run: reads, plans and applies the kprobes of ``att`` (an
+    ``attacher.Attacher``; the kprobe state, ``want_kprobes``, ``kprobe_pins``, ``kprobe_plan`` and
+    ``kprobes_off``, stays on it with the rest of the run's state)."""
+
+    def __init__(self, att):
+        self.att = att
 
     def read_kprobe_pins(self) -> None:
         """Our pinned kprobe links (and anything else pinned under a kprobe program's name)."""
-        self.kprobe_pins = {}
-        if not os.path.isdir(self.pin_dir):
+        self.att.kprobe_pins = {}
+        if not os.path.isdir(self.att.pin_dir):
             return
-        names = {pin_component(n): n for n in list(self.programs) + list(self.kprobes_recorded())}
-        for entry in sorted(os.listdir(self.pin_dir)):
-            path = os.path.join(self.pin_dir, entry)
+        names = {pin_component(n): n for n in list(self.att.programs) + list(self.kprobes_recorded())}
+        for entry in sorted(os.listdir(self.att.pin_dir)):
+            path = os.path.join(self.att.pin_dir, entry)
             kind = _libbpf.pinned_kind(path)
             if entry.endswith(NEW_SUFFIX) or kind == "prog":
                 continue
@@ -136,57 +141,57 @@ class KprobeMixin(object):
                 with _ObjFd(path) as fd:
                     info = link_info_by_fd(fd)
                 row.update(link_id=info["id"], prog_id=info["prog_id"], type_name=info["type_name"])
-            self.kprobe_pins[names.get(entry, entry)] = row
+            self.att.kprobe_pins[names.get(entry, entry)] = row
 
     def kprobes_recorded(self) -> dict:
-        rec = self.record.get("kprobes")
+        rec = self.att.record.get("kprobes")
         return {k: v for k, v in rec.items() if isinstance(v, dict)} if isinstance(rec, dict) else {}
 
     def plan_kprobes(self) -> None:
         """Decide, and keep every kprobe program that is not to be attached out of the load."""
-        available = kprobe_programs(self.sections)
-        wanted = resolve_kprobes(self.want_kprobes, self.sections)
-        for row in decide_kprobes(wanted, available, self.roles, self.kprobe_pins,
-                                  self.kprobes_recorded(), self.fp):
-            row["pin"] = row["pin"] or os.path.join(self.pin_dir, pin_component(row["program"]))
-            self.kprobe_plan.append(row)
-        loading = {r["program"] for r in self.kprobe_plan if r["kind"] in LOADING}
+        available = kprobe_programs(self.att.sections)
+        wanted = resolve_kprobes(self.att.want_kprobes, self.att.sections)
+        for row in decide_kprobes(wanted, available, self.att.roles, self.att.kprobe_pins,
+                                  self.kprobes_recorded(), self.att.fp):
+            row["pin"] = row["pin"] or os.path.join(self.att.pin_dir, pin_component(row["program"]))
+            self.att.kprobe_plan.append(row)
+        loading = {r["program"] for r in self.att.kprobe_plan if r["kind"] in LOADING}
         for name in available:
             if name in loading:
-                self.roles[name] = "required"    # asked for: a refusal fails the run, it is never left out
+                self.att.roles[name] = "required"    # asked for: a refusal fails the run, it is never left out
             else:
-                self.disabled.add(name)
-                self.kprobes_off.add(name)
+                self.att.disabled.add(name)
+                self.att.kprobes_off.add(name)
 
     def kprobe_loads(self) -> bool:
-        return any(r["kind"] in LOADING for r in self.kprobe_plan)
+        return any(r["kind"] in LOADING for r in self.att.kprobe_plan)
 
     def plan_kprobe_actions(self) -> None:
         """Trial-load the kprobes to attach (CONFIG_KPROBES, the kernel function), then word the plan."""
-        loading = sorted(r["program"] for r in self.kprobe_plan if r["kind"] in LOADING)
+        loading = sorted(r["program"] for r in self.att.kprobe_plan if r["kind"] in LOADING)
         if loading:
             from ansible_collections.lqos.bpf.plugins.module_utils._kernel.objects import probe_programs
-            rows = probe_programs(self.object, names=loading, resize=self.params["resize"],
-                                  rodata=self.params["rodata"], data=self.params["data"])
+            rows = probe_programs(self.att.object, names=loading, resize=self.att.params["resize"],
+                                  rodata=self.att.params["rodata"], data=self.att.params["data"])
             for row in rows:
                 if not row["loadable"]:
                     raise refusal_error(row["name"], kprobe_target(row["section"]), row)
-        for row in self.kprobe_plan:
-            text = kprobe_action(row, self.ifname)
+        for row in self.att.kprobe_plan:
+            text = kprobe_action(row, self.att.ifname)
             if text:
-                self.actions.append(text)
+                self.att.actions.append(text)
 
     def plan_kprobes_absent(self) -> None:
-        for name, pin in sorted(self.kprobe_pins.items()):
+        for name, pin in sorted(self.att.kprobe_pins.items()):
             row = {"program": name, "target": None, "kind": DETACH, "pin": pin["path"],
                    "link_id": pin["link_id"], "prog_id": pin["prog_id"]}
-            self.kprobe_plan.append(row)
-            self.actions.append(kprobe_action(row, self.ifname))
+            self.att.kprobe_plan.append(row)
+            self.att.actions.append(kprobe_action(row, self.att.ifname))
 
     def apply_kprobes(self, lo, new_pins: list) -> None:
         """Attach and pin (under a temporary name, renamed with the program pins) the kprobes to attach; the
         links to detach are unpinned by apply_kprobe_detach after the renames."""
-        for row in self.kprobe_plan:
+        for row in self.att.kprobe_plan:
             if row["kind"] not in LOADING:
                 continue
             tmp = row["pin"] + NEW_SUFFIX
@@ -215,23 +220,23 @@ class KprobeMixin(object):
             row.update(link_id=info["id"], prog_id=info["prog_id"])
 
     def apply_kprobe_detach(self) -> None:
-        for row in self.kprobe_plan:
+        for row in self.att.kprobe_plan:
             if row["kind"] == DETACH and os.path.lexists(row["pin"]):
                 os.unlink(row["pin"])
 
     def kprobe_record(self) -> dict:
         """The state file's kprobes: the links attached now (after an applied run)."""
         out = {}
-        if self.want_kprobes is None:
-            return {k: v for k, v in self.kprobes_recorded().items() if k in self.kprobe_pins}
-        for row in self.kprobe_plan:
+        if self.att.want_kprobes is None:
+            return {k: v for k, v in self.kprobes_recorded().items() if k in self.att.kprobe_pins}
+        for row in self.att.kprobe_plan:
             if row["kind"] in LOADING:
                 out[row["program"]] = {"link_id": row["link_id"], "prog_id": row["prog_id"],
-                                       "target": row["target"], "fingerprint": self.fp}
+                                       "target": row["target"], "fingerprint": self.att.fp}
             elif row["kind"] == KEEP:
                 out[row["program"]] = dict(self.kprobes_recorded().get(row["program"]) or {})
         return out
 
     def kprobe_results(self) -> list:
         return [{"program": r["program"], "target": r["target"], "action": r["kind"], "pin": r["pin"],
-                 "link_id": r["link_id"], "prog_id": r["prog_id"]} for r in self.kprobe_plan]
+                 "link_id": r["link_id"], "prog_id": r["prog_id"]} for r in self.att.kprobe_plan]
