@@ -5,7 +5,7 @@
 # PRIVATE: controller-side helper of the lqos.bpf action plugins, not a public API.
 """The controller half of lqos.bpf.abi_check.
 
-Parses the Rust mirror types with tree-sitter (``_rust_layout``), computes
+Parses the Rust mirror types with tree-sitter (``_rust/crate.RustCrate``), computes
 their ``#[repr(C)]`` layouts, finds the size assertions, reads the sizing
 constants from the C header and the Rust source, and hands all of it to the
 module as plain data (its ``rust_layouts`` option). Targets never need
@@ -21,7 +21,8 @@ import re
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
 from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.derive import RustDerivation, restated_constants
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import RustCrate, RustLayoutError
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.crate import RustCrate
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.parse import RustLayoutError
 from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.workspace import rust_roots
 
 MAX_NESTING = 8

@@ -20,7 +20,7 @@ import pytest
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import RustCrate
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.crate import RustCrate
 
 # (rust, c) primitive pairs; C types as clang lays them out for -target bpf.
 PRIMS = [

@@ -37,7 +37,7 @@ MAX_LINES = 500
 NOT_SPLIT_YET = {
     "module_utils/_common.py", "module_utils/_abi/check.py", "module_utils/_kernel/libbpf.py", "module_utils/_attach/attacher.py",
     "module_utils/_maps/pinned_maps.py", "module_utils/_kernel/objects.py", "module_utils/_kernel/hooks.py",
-    "plugin_utils/_report/report.py", "plugin_utils/_rust/layout.py",
+    "plugin_utils/_report/report.py",
 }
 
 _RULE = re.compile(r"^May import:(.*(?:\n(?!\s*\n).*)*)", re.M)

@@ -7,7 +7,7 @@ import textwrap
 from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.derive import (
     RustDerivation, restated_constants, snake_case,
 )
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import RustCrate
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.crate import RustCrate
 
 MAP_TYPES = """
 use std::marker::PhantomData;

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust import layout as _rust_layout
-from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.layout import (
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust import parse as _rust_layout
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.crate import RustCrate
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.parse import (
     Field,
     Layout,
-    RustCrate,
     RustLayoutError,
     SizeAssertion,
 )
