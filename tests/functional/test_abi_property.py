@@ -20,6 +20,7 @@ import tempfile
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi import check as _abi
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import parity as _parity
 from ansible_collections.lqos.bpf.plugins.plugin_utils._abi_controller import rust_side
 
 PRIMS = [("u8", "unsigned char", 1), ("i8", "signed char", 1), ("u16", "unsigned short", 2),
@@ -69,7 +70,7 @@ def programs(draw):
         if mode == "packed":
             # A u16 at offset 1 shows the packing in BTF (libbpf's btf__align_of then says 1); a packed C struct
             # whose layout needs no packing reads as naturally aligned there, and the check flags a packed Rust
-            # mirror of it on purpose (_abi.compare_pair).
+            # mirror of it on purpose (_parity.compare_pair).
             fields = [Ty("u8", "unsigned char"), Ty("u16", "unsigned short")] + fields
         specs.append((i, mode == "packed", align, fields))
         structs.append(Ty("S%d" % i, "struct c_s%d" % i, aligned=align is not None or any(f.aligned for f in fields)))
@@ -124,7 +125,7 @@ def check(specs, override=None):
     reports = []
     for entry in rust["pairs"]:
         lay, fields, err = c_side[entry["c"]]
-        reports.append(_abi.compare_pair(entry, lay, fields, err, {m["c"]: m["rust"] for m in mirrors}))
+        reports.append(_parity.compare_pair(entry, lay, fields, err, {m["c"]: m["rust"] for m in mirrors}))
     return reports, rust_src, c_src
 
 

@@ -9,6 +9,8 @@ import textwrap
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._abi import check as _abi
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import drift as _drift
+from ansible_collections.lqos.bpf.plugins.module_utils._abi import parity as _parity
 from ansible_collections.lqos.bpf.plugins.plugin_utils import _abi_controller
 
 
@@ -42,7 +44,7 @@ HEAD = "IpHashData (Rust, src/ip.rs:3) vs ip_hash_info (C BTF): "
     ("enum direction", "u32"), ("struct unknown_thing", None), ("struct unknown_thing[2]", None),
 ])
 def test_c_rust_spelling(c_type, rust):
-    assert _abi.c_rust_spelling(c_type, rust_names={"ip_hash_info": "IpHashData", "flow_stats_t": "FlowData"}) == rust
+    assert _parity.c_rust_spelling(c_type, rust_names={"ip_hash_info": "IpHashData", "flow_stats_t": "FlowData"}) == rust
 
 
 # ---------------------------------------------------------------------------
@@ -51,26 +53,26 @@ def test_c_rust_spelling(c_type, rust):
 
 def test_match_by_name_and_flag_reordering():
     rust = [f("tc_handle", 0, 4), f("cpu", 4, 4), f("circuit_id", 8, 8), f("device_id", 16, 8)]
-    pairs, reordered = _abi.match_fields(C_IP, rust)
+    pairs, reordered = _parity.match_fields(C_IP, rust)
     assert pairs == [(0, 1), (1, 0), (2, 2), (3, 3)]
     assert reordered is True
-    assert _abi.match_fields(C_IP, C_IP) == ([(0, 0), (1, 1), (2, 2), (3, 3)], False)
+    assert _parity.match_fields(C_IP, C_IP) == ([(0, 0), (1, 1), (2, 2), (3, 3)], False)
 
 
 def test_renamed_fields_pair_by_position_between_anchors():
     c = [f("src", 0, 16), f("dst", 16, 16), f("src_port", 32, 2), f("protocol", 36, 1), f("pad", 37, 3)]
     r = [f("remote_ip", 0, 16), f("local_ip", 16, 16), f("src_port", 32, 2), f("ip_protocol", 36, 1),
          f("padding", 37, 3)]
-    assert _abi.match_fields(c, r) == ([(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)], False)
+    assert _parity.match_fields(c, r) == ([(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)], False)
 
 
 def test_unequal_gaps_pair_by_offset():
     c = [f("a", 0, 4), f("pad0", 4, 4), f("b", 8, 8)]
     r = [f("a", 0, 4), f("b", 8, 8)]
-    assert _abi.match_fields(c, r) == ([(0, 0), (1, None), (2, 1)], False)
+    assert _parity.match_fields(c, r) == ([(0, 0), (1, None), (2, 1)], False)
     r2 = [f("a", 0, 4), f("x", 4, 2), f("y", 6, 2), f("b", 8, 8)]
     c2 = [f("a", 0, 4), f("z", 4, 4), f("b", 8, 8)]
-    assert _abi.match_fields(c2, r2) == ([(0, 0), (1, 1), (None, 2), (2, 3)], False)
+    assert _parity.match_fields(c2, r2) == ([(0, 0), (1, 1), (None, 2), (2, 3)], False)
 
 
 def test_nested_structs_expand_with_absolute_offsets():
@@ -78,7 +80,7 @@ def test_nested_structs_expand_with_absolute_offsets():
          f("bytes", 8, 16, "struct down_up_u64", fields=[f("down", 0, 8, "__u64"), f("up", 8, 8, "__u64")])]
     r = [f("first", 0, 8, "u64"),
          f("bytes", 8, 16, "DownUpOrder<u64>", fields=[f("up", 0, 8, "u64"), f("down", 8, 8, "u64")])]
-    rows, reordered = _abi.compare_fields(c, r)
+    rows, reordered = _parity.compare_fields(c, r)
     assert [(x["name"], x["c_offset"], x["rust_offset"], x["status"]) for x in rows] == [
         ("first", 0, 0, "ok"), ("bytes", 8, 8, "ok"), ("bytes.down", 8, 16, "offset"), ("bytes.up", 16, 8, "offset")]
     assert reordered is True
@@ -87,12 +89,12 @@ def test_nested_structs_expand_with_absolute_offsets():
 def test_same_size_arrays_with_other_element_are_flagged():
     c = [f("hash", 0, 16, "__u32[4]", array={"count": 4, "elem_size": 4, "elem_type": "__u32"})]
     r = [f("hash", 0, 16, "[u64; 2]", array={"count": 2, "elem_size": 8, "elem_type": "u64"})]
-    rows = _abi.compare_fields(c, r)[0]
+    rows = _parity.compare_fields(c, r)[0]
     assert rows[0]["status"] == "element"
     # A C array against a Rust generic pair of the same size is fine (LibreQoS does this).
     r_pair = [f("hash", 0, 16, "DownUpOrder<u64>", fields=[f("down", 0, 8), f("up", 8, 8)])]
     c_pair = [f("hash", 0, 16, "__u64[2]", array={"count": 2, "elem_size": 8, "elem_type": "__u64"})]
-    assert _abi.compare_fields(c_pair, r_pair)[0][0]["status"] == "ok"
+    assert _parity.compare_fields(c_pair, r_pair)[0][0]["status"] == "ok"
 
 
 # ---------------------------------------------------------------------------
@@ -100,7 +102,7 @@ def test_same_size_arrays_with_other_element_are_flagged():
 # ---------------------------------------------------------------------------
 
 def report(rust_fields, rust_size, c_fields=None, c_size=24, **kw):
-    return _abi.compare_pair(entry(rust_fields, rust_size, **kw), c_layout(c_size), c_fields or C_IP, None,
+    return _parity.compare_pair(entry(rust_fields, rust_size, **kw), c_layout(c_size), c_fields or C_IP, None,
                              {"ip_hash_info": "IpHashData"})
 
 
@@ -131,14 +133,14 @@ def test_renamed_field_is_shown_with_both_names():
 def test_generic_suggestion_from_uniform_c_struct():
     c = [f("rate", 0, 8, "struct down_up_u32", fields=[f("down", 0, 4, "__u32"), f("up", 4, 4, "__u32")])]
     r = [f("rate", 0, 16, "DownUpOrder<u64>", fields=[f("down", 0, 8, "u64"), f("up", 8, 8, "u64")])]
-    out = _abi.compare_pair(entry(r, 16), c_layout(8), c, None, {})
+    out = _parity.compare_pair(entry(r, 16), c_layout(8), c, None, {})
     assert out["problems"] == [HEAD + "field `rate` is at C offset 0 size 8 but Rust offset 0 size 16: change the "
                                       "Rust field to DownUpOrder<u32> (C type struct down_up_u32)"]
 
 
 def test_unknown_c_type_suggests_a_size():
     c = [f("thing", 0, 12, "struct opaque")]
-    out = _abi.compare_pair(entry([f("thing", 0, 8, "Opaque")], 8), c_layout(12), c, None, {})
+    out = _parity.compare_pair(entry([f("thing", 0, 8, "Opaque")], 8), c_layout(12), c, None, {})
     assert out["problems"] == [HEAD + "field `thing` is at C offset 0 size 12 but Rust offset 0 size 8: change the "
                                       "Rust field to a 12-byte type (C type struct opaque)"]
 
@@ -158,7 +160,7 @@ def test_missing_first_field_and_extra_rust_field():
 def test_offset_without_reordering_points_at_alignment():
     c = [f("a", 0, 1, "__u8"), f("b", 4, 4, "__u32")]
     r = [f("a", 0, 1, "u8"), f("b", 1, 4, "u32")]
-    out = _abi.compare_pair(entry(r, 5, align=1), c_layout(8, 4), c, None, {})
+    out = _parity.compare_pair(entry(r, 5, align=1), c_layout(8, 4), c, None, {})
     assert out["problems"] == [HEAD + "field `b` is at C offset 4 size 4 but Rust offset 1 size 4: the fields before "
                                       "it line up, so the Rust struct aligns it differently; check #[repr(C)], packed "
                                       "and align(N) against C"]
@@ -166,11 +168,11 @@ def test_offset_without_reordering_points_at_alignment():
 
 def test_trailing_size_differences():
     c = [f("a", 0, 4, "__u32")]
-    aligned = _abi.compare_pair(entry([f("a", 0, 4)], 16, align=16), c_layout(4, 4), c, None, {})
+    aligned = _parity.compare_pair(entry([f("a", 0, 4)], 16, align=16), c_layout(4, 4), c, None, {})
     assert aligned["problems"] == [HEAD + "size is 4 bytes in C BTF but 16 bytes in Rust, with every field in line: "
                                           "make the alignment match: C aligns it to 4, Rust to 16 (check "
                                           "#[repr(C, align(N))] / packed)"]
-    padded = _abi.compare_pair(entry([f("a", 0, 4)], 4, align=4), c_layout(8, 4), c, None, {})
+    padded = _parity.compare_pair(entry([f("a", 0, 4)], 4, align=4), c_layout(8, 4), c, None, {})
     assert padded["problems"] == [HEAD + "size is 8 bytes in C BTF but 4 bytes in Rust, with every field in line: "
                                          "add 4 byte(s) of explicit trailing padding to the Rust side"]
 
@@ -180,7 +182,7 @@ def test_same_size_but_other_alignment_is_flagged():
     rust = [f("cpu", 0, 4), f("tc_handle", 4, 4), f("circuit_id", 8, 8, "u64"), f("device_id", 16, 8, "u64")]
     e = entry(rust, 24, align=1)
     e["layout"]["packed"] = True
-    packed = _abi.compare_pair(e, c_layout(24), C_IP, None, {})
+    packed = _parity.compare_pair(e, c_layout(24), C_IP, None, {})
     assert packed["status"] == "mismatch" and (packed["rust_align"], packed["btf_align"]) == (1, 8)
     assert packed["problems"] == [HEAD + "alignment is 8 in C BTF but 1 in Rust (#[repr(C, packed)]), with the same "
                                          "size and every field in line, so a struct holding it or an array of it is "
@@ -190,7 +192,7 @@ def test_same_size_but_other_alignment_is_flagged():
     # btf__align_of derives the alignment from the members), so the same size is all BTF can confirm.
     e = entry(rust + [f("_pad", 24, 8, "[u8; 8]")], 32, align=16)
     e["layout"]["repr_align"] = 16
-    over = _abi.compare_pair(e, c_layout(32), C_IP + [f("_pad", 24, 8, "__u8[8]")], None, {})
+    over = _parity.compare_pair(e, c_layout(32), C_IP + [f("_pad", 24, 8, "__u8[8]")], None, {})
     assert over["status"] == "ok", over["problems"]
     # A natural difference (a byte array mirroring in6_addr, as LibreQoS does) is left to the pairs holding it.
     natural = report([f("bytes", 0, 24, "[u8; 24]")], 24, c_fields=[f("bytes", 0, 24, "__u8[24]")], align=1)
@@ -204,7 +206,7 @@ def test_stale_assertion_and_errors():
                                     "(Rust layout: 24): change the assertion to 24"]
     assert r["first_divergence"] is None and r["status"] == "mismatch"
     bad = {"rust": "Nope", "c": "ip_hash_info", "error": "cannot resolve Rust type `Nope`: add it", "layout": None}
-    out = _abi.compare_pair(bad, None, None, "type ip_hash_info not found in BTF of x.o: rebuild", {})
+    out = _parity.compare_pair(bad, None, None, "type ip_hash_info not found in BTF of x.o: rebuild", {})
     assert out["status"] == "error"
     assert out["problems"] == ["Nope (Rust) vs ip_hash_info (C BTF): cannot resolve Rust type `Nope`: add it",
                                "Nope (Rust) vs ip_hash_info (C BTF): type ip_hash_info not found in BTF of x.o: "
@@ -233,7 +235,7 @@ WRAPPER_C = textwrap.dedent("""\
 
 
 def test_wrapper_references_ignore_comments_strings_and_libbpf():
-    assert _abi.wrapper_references(WRAPPER_C) == [
+    assert _drift.wrapper_references(WRAPPER_C) == [
         ("object", "shaper_kern", 5), ("rodata", "cpu_count", 8), ("progs", "xdp_shaper", 9),
         ("maps", "flow_table", 10), ("map_name", "host_traffic", 11), ("links", "tc_classify", 12)]
 
@@ -286,13 +288,13 @@ BINDINGS = textwrap.dedent("""\
 
 
 def test_header_functions():
-    assert _abi.header_functions(WRAPPER_H) == {
+    assert _drift.header_functions(WRAPPER_H) == {
         "shaper_open": (0, 9), "shaper_load": (1, 10), "shaper_set": (3, 11), "no_args": (0, 14),
         "logf": (2, 15), "max_tracked_ips": (0, 17)}
 
 
 def test_bindings_functions():
-    assert _abi.bindings_functions(BINDINGS) == {
+    assert _drift.bindings_functions(BINDINGS) == {
         "shaper_open": 0, "shaper_load": 1, "shaper_set": 3, "no_args": 0, "logf": 2, "max_tracked_ips": 0}
 
 
@@ -303,14 +305,14 @@ FILES = {"skeleton": "k_skel.h", "wrapper_c": "wrapper.c", "wrapper_h": "wrapper
 
 
 def test_chain_without_drift():
-    assert _abi.chain_drift(SPEC, SKEL, {"rodata": ["cpu_count"]}, {"xdp_shaper": "xdp", "tc_classify": "tc"},
+    assert _drift.chain_drift(SPEC, SKEL, {"rodata": ["cpu_count"]}, {"xdp_shaper": "xdp", "tc_classify": "tc"},
                             WRAPPER_C, WRAPPER_H, BINDINGS, FILES) == []
 
 
 def test_chain_drift_findings():
     skel = dict(SKEL, object="other_kern", maps=["flow_table", "host_trafic"])
     bindings = BINDINGS.replace("a: __u32,\n", "").replace("pub fn logf", "pub fn logv")
-    drift = _abi.chain_drift(SPEC, skel, {"rodata": ["cpus"]}, {"xdp_shaper": "xdp", "tc_classify": "classifier"},
+    drift = _drift.chain_drift(SPEC, skel, {"rodata": ["cpus"]}, {"xdp_shaper": "xdp", "tc_classify": "classifier"},
                              WRAPPER_C, WRAPPER_H, bindings, FILES)
     assert [(d["kind"], d["subject"]) for d in drift] == [
         ("program", "tc_classify"), ("map", "host_traffic"), ("wrapper", "shaper_kern__"), ("wrapper", "cpu_count"),
@@ -338,7 +340,7 @@ def test_chain_drift_findings():
 def test_skeleton_variables():
     text = ("struct k {\n\tstruct k__rodata {\n\t\t__u32 cpu_count;\n\t\tchar name[16];\n\t} *rodata;\n"
             "\tstruct k__bss {\n\t\t__u32 offset;\n\t} *bss;\n};\n")
-    assert _abi.skeleton_variables(text) == {"rodata": ["cpu_count", "name"], "bss": ["offset"]}
+    assert _drift.skeleton_variables(text) == {"rodata": ["cpu_count", "name"], "bss": ["offset"]}
 
 
 # ---------------------------------------------------------------------------
@@ -346,7 +348,7 @@ def test_skeleton_variables():
 # ---------------------------------------------------------------------------
 
 def test_constants_report():
-    rows, drift = _abi.constants_report([
+    rows, drift = _drift.constants_report([
         {"name": "A", "header": "h.h", "c_value": 1, "rust": "src/lib.rs", "rust_name": "A", "rust_value": 1},
         {"name": "B", "header": "h.h", "c_value": 2, "rust": None, "rust_name": "B", "rust_value": None},
         {"name": "C", "header": "h.h", "c_value": 3, "rust": "src/lib.rs", "rust_name": "RUST_C", "rust_value": 4},
@@ -362,7 +364,7 @@ def test_constants_report():
 
 
 def test_assertion_drift_and_messages():
-    drift = _abi.assertion_drift([
+    drift = _drift.assertion_drift([
         {"type": "Pair<u8>", "size": 2, "style": "assert_eq", "file": "a.rs", "line": 1, "rust_size": 2},
         {"type": "Pair<u16>", "size": 2, "style": "const_array", "file": "a.rs", "line": 2, "rust_size": 4}])
     assert [d["subject"] for d in drift] == ["Pair<u16>"]
@@ -419,7 +421,7 @@ def test_reordering_inside_a_nested_struct_names_that_struct_order():
          f("w", 8, 16, "struct win", fields=[f("start", 0, 8, "__u64"), f("bytes", 8, 8, "__u64")])]
     r = [f("a", 0, 8, "u64"),
          f("w", 8, 16, "Win", fields=[f("bytes", 0, 8, "u64"), f("start", 8, 8, "u64")])]
-    out = _abi.compare_pair(entry(r, 24), c_layout(24), c, None, {})
+    out = _parity.compare_pair(entry(r, 24), c_layout(24), c, None, {})
     assert out["problems"] == [HEAD + "field `w.start` is at C offset 8 size 8 but Rust offset 16 size "
                                       "8: the Rust fields are in a different order than in C; reorder them as in C: "
                                       "start, bytes"]
