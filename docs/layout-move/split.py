@@ -10,6 +10,7 @@ usage: split.py SRC NEW=DOC=name,name,... [NEW=DOC=...]
 import ast
 import os
 import sys
+import textwrap
 
 
 def main():
@@ -124,11 +125,16 @@ def main():
     for tgt in [src_mod] + [p[0] for p in plan]:
         code = "\n\n\n".join("\n".join(lines[s:e]) for s, e in chunks.get(tgt, []))
         need = used_names(code)
-        imp = []
-        for node in imports:
-            t = import_text(node, need)
-            if t:
-                imp.append(t)
+        for dummy in range(3):   # an import block kept (try: import cffi ... except: traceback) needs its names too
+            imp = []
+            for node in imports:
+                t = import_text(node, need)
+                if t:
+                    imp.append(t)
+            more = set().union(*(used_names(textwrap.dedent(t)) for t in imp)) - need if imp else set()
+            if not more:
+                break
+            need |= more
         from_new = {}
         for n in sorted(need):
             owner = names_of.get(n)
@@ -154,12 +160,15 @@ def main():
         if tgt == src_mod:
             docstring = "\n".join(lines[doc_node.lineno - 1:doc_node.end_lineno]) if doc_node else ""
         else:
-            docstring = '"""%s"""' % docs[tgt]
+            docstring = '"""%s"""' % "\n".join(textwrap.wrap(docs[tgt], 110))
         future = [i for i in imp if "__future__" in i]
         ours = [i for i in imp if "__future__" not in i and "ansible_collections" in i.split("import")[0]]
         rest = [i for i in imp if "__future__" not in i and i not in ours]
         blocks = ["\n".join(b) for b in (future, rest, ours) if b]
-        text_out = header + "\n" + docstring + "\n\n" + "\n\n".join(blocks) + "\n\n\n" + code.strip("\n") + "\n"
+        head = header
+        if tgt != src_mod:   # a new file: the collection's PRIVATE note, not the old file's description
+            head = header.split("\n#\n")[0]
+        text_out = head + "\n" + docstring + "\n\n" + "\n\n".join(blocks) + "\n\n\n" + code.strip("\n") + "\n"
         open(os.path.join(folder, tgt + ".py"), "w", encoding="utf-8").write(text_out)
         print(tgt, len(text_out.split("\n")))
 

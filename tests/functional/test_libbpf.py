@@ -20,6 +20,7 @@ import traceback
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import declarations as D
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
@@ -443,7 +444,7 @@ def test_map_info_by_path_exact(bpffs):
         info = M.map_info_by_path(path)
         assert (info["type_name"], info["key_size"], info["value_size"], info["max_entries"], info["flags"]) == \
             (t, k, v, n, flags)
-        assert info["type"] == L.MAP_TYPES[t]
+        assert info["type"] == D.MAP_TYPES[t]
         assert info["name"] == "t_" + name
         assert info["btf_id"] == 0 and info["key_type_name"] is None and info["value_type_name"] is None
         bt = json.loads(sh("bpftool", "map", "show", "pinned", path, "-j").stdout)

@@ -4,7 +4,9 @@
 #
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
-"""Chain drift: the skeleton names against the spec and against what wrapper.c uses, wrapper.h against bindings.rs, the sizing constants the Rust side restates and the size assertions. Pure: text and plain data in, drift rows out."""
+"""Chain drift: the skeleton names against the spec and against what wrapper.c uses, wrapper.h against
+bindings.rs, the sizing constants the Rust side restates and the size assertions. Pure: text and plain data
+in, drift rows out."""
 
 from __future__ import annotations
 

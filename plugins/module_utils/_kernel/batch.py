@@ -11,8 +11,15 @@ from __future__ import annotations
 import errno as _errno
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
-    ENOTSUPP, LibbpfError, PERCPU_MAP_TYPES, _ObjFd, _errno_of, _fail, _ffi_lib, map_type_name, possible_cpus,
+    LibbpfError,
+    _ObjFd,
+    _errno_of,
+    _fail,
+    _ffi_lib,
+    map_type_name,
+    possible_cpus,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import ENOTSUPP, PERCPU_MAP_TYPES
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 
 CHUNK = 16384          # entries per lookup call (a hash bucket never holds more)

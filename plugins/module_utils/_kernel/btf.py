@@ -9,6 +9,17 @@ from __future__ import annotations
 import errno as _errno
 import os
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+    LibbpfError,
+    _STATE,
+    _b,
+    _fail,
+    _ffi_lib,
+    _log_mark,
+    _log_since,
+    _s,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.open_object import _Closable, _open_object
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
     BTF_KIND_ARRAY,
     BTF_KIND_CONST,
     BTF_KIND_DATASEC,
@@ -30,17 +41,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     BTF_KIND_UNKN,
     BTF_KIND_VAR,
     BTF_KIND_VOLATILE,
-    LibbpfError,
     _BTF_MODIFIERS,
-    _Closable,
-    _STATE,
-    _b,
-    _fail,
-    _ffi_lib,
-    _log_mark,
-    _log_since,
-    _open_object,
-    _s,
 )
 
 

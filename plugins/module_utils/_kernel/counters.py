@@ -99,7 +99,8 @@ def counter_facts(pin_root: str, spec: dict, addresses: list, detail: bool = Fal
     ``nearest_keys`` of the map's keys, so a key looked up in another encoding shows next to the real ones)}."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, PERCPU_MAP_TYPES
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import PERCPU_MAP_TYPES
 
     health = spec.get("health")
     if not health:

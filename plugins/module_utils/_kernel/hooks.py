@@ -11,20 +11,22 @@ import os
 import socket
 import struct
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
-    BPF_TC_F_REPLACE,
-    CLONE_NEWNET,
     LibbpfError,
-    TC_DIRECTIONS,
-    XDP_ATTACH_MODES,
-    XDP_FLAGS_REPLACE,
-    XDP_FLAGS_UPDATE_IF_NOEXIST,
-    XDP_MODE_FLAGS,
     _STATE,
     _errno_of,
     _fail,
     _ffi_lib,
     _log_mark,
     _log_since,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
+    BPF_TC_F_REPLACE,
+    CLONE_NEWNET,
+    TC_DIRECTIONS,
+    XDP_ATTACH_MODES,
+    XDP_FLAGS_REPLACE,
+    XDP_FLAGS_UPDATE_IF_NOEXIST,
+    XDP_MODE_FLAGS,
 )
 
 

@@ -9,14 +9,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
-    BPF_ANY,
-    BPF_F_NO_PREALLOC,
-    BPF_OBJ_NAME_LEN,
-    ENOTSUPP,
     LibbpfError,
-    MAP_TYPES,
-    NO_ITERATION_MAP_TYPES,
-    PERCPU_MAP_TYPES,
     _ObjFd,
     _STATE,
     _b,
@@ -29,6 +22,15 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     map_type_name,
     possible_cpus,
     prog_type_name,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
+    BPF_ANY,
+    BPF_F_NO_PREALLOC,
+    BPF_OBJ_NAME_LEN,
+    ENOTSUPP,
+    MAP_TYPES,
+    NO_ITERATION_MAP_TYPES,
+    PERCPU_MAP_TYPES,
 )
 
 # --------------------------------------------------------------------------

@@ -12,28 +12,30 @@ import re
 import time
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     LibbpfError,
-    MAP_TYPES,
-    _Closable,
     _STATE,
     _b,
     _errno_of,
     _fail,
     _ffi_lib,
-    _internal_section,
-    _iter_maps,
-    _iter_progs,
     _log_mark,
     _log_since,
-    _map_def,
     _obj_get,
-    _open_object,
-    _prog_def,
     _s,
     _strerror,
     map_type_id,
     pinned_kind,
     possible_cpus,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.open_object import (
+    _Closable,
+    _internal_section,
+    _iter_maps,
+    _iter_progs,
+    _map_def,
+    _open_object,
+    _prog_def,
+)
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import MAP_TYPES
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
 from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf

@@ -205,7 +205,8 @@ def run_map_entries(module) -> dict:
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
     from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import validate_ifname, validate_netns
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, PERCPU_MAP_TYPES
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import PERCPU_MAP_TYPES
 
     p = module.params
     state, netns = p["state"], p["netns"]

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import declarations as D
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import open_object as OO
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
@@ -51,10 +53,10 @@ def test_map_type_names_follow_the_uapi_enum():
 
 
 def test_percpu_and_non_iterable_sets():
-    assert {L.map_type_name(t) for t in L.PERCPU_MAP_TYPES} == {
+    assert {L.map_type_name(t) for t in D.PERCPU_MAP_TYPES} == {
         "percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
-    assert L.MAP_TYPES["queue"] in L.NO_ITERATION_MAP_TYPES
-    assert L.MAP_TYPES["cpumap"] not in L.NO_ITERATION_MAP_TYPES
+    assert D.MAP_TYPES["queue"] in D.NO_ITERATION_MAP_TYPES
+    assert D.MAP_TYPES["cpumap"] not in D.NO_ITERATION_MAP_TYPES
 
 
 @pytest.mark.parametrize("name, section", [
@@ -62,7 +64,7 @@ def test_percpu_and_non_iterable_sets():
     (".rodata.abracad", ".rodata.abracad"), (".data.custom", ".data.custom"),
 ])
 def test_internal_section(name, section):
-    assert L._internal_section(name) == section
+    assert OO._internal_section(name) == section
 
 
 def test_int_bytes():
@@ -100,9 +102,9 @@ def test_int_bytes():
 def test_netns_path_and_modes():
     assert H._netns_path("ns1") == "/run/netns/ns1"
     assert H._netns_path("/proc/1/ns/net") == "/proc/1/ns/net"
-    assert H._xdp_mode_flag("native") == L.XDP_FLAGS_DRV_MODE
-    assert H._xdp_mode_flag("skb") == L.XDP_FLAGS_SKB_MODE
-    assert H._xdp_mode_flag("hw") == L.XDP_FLAGS_HW_MODE
+    assert H._xdp_mode_flag("native") == D.XDP_FLAGS_DRV_MODE
+    assert H._xdp_mode_flag("skb") == D.XDP_FLAGS_SKB_MODE
+    assert H._xdp_mode_flag("hw") == D.XDP_FLAGS_HW_MODE
     with pytest.raises(LibbpfError) as ei:
         H._xdp_mode_flag("fast")
     assert ei.value.msg == "XDP mode 'fast' is unknown: use native, skb or hw"
@@ -154,7 +156,7 @@ def test_cffi_declarations_are_parsed_once_per_host(tmp_path):
     assert name.startswith("_lqos_bpf_cffi_") and name.endswith(".py")
     assert os.stat(path).st_mode & 0o777 == 0o600 and os.stat(cache).st_mode & 0o777 == 0o700
     parsed = __import__("cffi").FFI()
-    parsed.cdef(L.CDEF)
+    parsed.cdef(D.CDEF)
     for struct in ("struct bpf_map_info", "struct bpf_prog_info", "struct bpf_link_info", "struct bpf_tc_opts"):
         assert ffi.sizeof(struct) == parsed.sizeof(struct)
     mtime = os.stat(path).st_mtime_ns
