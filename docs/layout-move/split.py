@@ -9,6 +9,7 @@ usage: split.py SRC NEW=DOC=name,name,... [NEW=DOC=...]
 """
 import ast
 import os
+import symtable
 import sys
 import textwrap
 
@@ -83,13 +84,18 @@ def main():
         raise SystemExit("not defined at top level: %s" % sorted(missing))
 
     def used_names(src):
-        t = ast.parse(src)
+        """Names the code reads from module scope (symtable: a parameter or local of the same name is not one)."""
         out = set()
-        for n in ast.walk(t):
-            if isinstance(n, ast.Name):
-                out.add(n.id)
-            elif isinstance(n, ast.Attribute):
-                pass
+
+        def walk(table, top):
+            for sym in table.get_symbols():
+                if not sym.is_referenced():
+                    continue
+                if top or sym.is_global() or (sym.is_free() and False):
+                    out.add(sym.get_name())
+            for child in table.get_children():
+                walk(child, False)
+        walk(symtable.symtable(src, "<split>", "exec"), True)
         return out
 
     def import_binds(node):
@@ -123,7 +129,16 @@ def main():
     out_files = {}
     deps = {}
     for tgt in [src_mod] + [p[0] for p in plan]:
-        code = "\n\n\n".join("\n".join(lines[s:e]) for s, e in chunks.get(tgt, []))
+        parts = []
+        prev_end = None
+        for s_, e_ in chunks.get(tgt, []):
+            between = lines[prev_end:s_] if prev_end is not None else None
+            if between is not None and len(between) <= 2 and not any(x.strip() for x in between):
+                parts[-1] += "\n" + "\n".join(between + lines[s_:e_])   # adjacent in the source: as it was
+            else:
+                parts.append("\n".join(lines[s_:e_]))
+            prev_end = e_
+        code = "\n\n\n".join(parts)
         need = used_names(code)
         for dummy in range(3):   # an import block kept (try: import cffi ... except: traceback) needs its names too
             imp = []

@@ -11,6 +11,7 @@ import pytest
 from lqos_testlib import build_reference, compile_bpf, run_module, sh
 
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import qdiscs as Q
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import obj_pin, possible_cpus
@@ -62,7 +63,7 @@ def attach(pair, bpffs, tmp_path, obj, **kw):
 
 def slot_kind(pair):
     with H.netns(pair.ns_a):
-        return H.ingress_slot_kind(H.ifindex(pair.if_a))
+        return Q.ingress_slot_kind(H.ifindex(pair.if_a))
 
 
 def test_a_legacy_ingress_qdisc_is_refused_then_replaced_by_clsact_with_force(objs, netns_pair, bpffs, tmp_path):

@@ -23,6 +23,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._changes import HostChang
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import qdiscs as _qdiscs
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
@@ -320,7 +321,7 @@ class Applier(object):
     def apply_tc(self, lo, undo: HostChanges, held: list, new_pins: list) -> None:
         created = set()
         if self.att.replace_ingress and lo is not None:
-            _bpf_hooks.qdisc_delete_ingress(self.att.ifindex)   # not restorable: the plan and a warning said so
+            _qdiscs.qdisc_delete_ingress(self.att.ifindex)   # not restorable: the plan and a warning said so
         for slot, td in self.att.tc_plan:
             kind = td["kind"]
             sid = slot_id(slot)

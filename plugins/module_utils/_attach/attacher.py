@@ -40,6 +40,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._common import (
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+from ansible_collections.lqos.bpf.plugins.module_utils._kernel import qdiscs as _qdiscs
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
 from ansible_collections.lqos.bpf.plugins.module_utils._attach.apply import Applier, _lib_error, _Lock
@@ -335,7 +336,7 @@ class Attacher(object):
     def check_ingress_slot(self) -> None:
         """A legacy `ingress` qdisc in the clsact slot accepts an egress filter and runs it on ingress: refuse,
         or (force) replace it by clsact."""
-        if _bpf_hooks.ingress_slot_kind(self.ifindex) != "ingress":
+        if _qdiscs.ingress_slot_kind(self.ifindex) != "ingress":
             return
         if not self.force:
             raise LqosError("%s has a legacy `ingress` qdisc where TC programs need clsact: a filter attached to its "
