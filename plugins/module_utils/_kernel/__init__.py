@@ -11,9 +11,10 @@ over ``declarations`` (the constants and C declarations it uses) and ``open_obje
 an object file opened and its maps and programs as definitions); one file per kernel object sits on it:
 ``btf`` (BTF of objects and of the kernel), ``maps`` (maps and programs the kernel holds), ``batch`` (whole
 maps through the batch commands), ``objects`` (object files: load, per-program probe, why a load failed),
-``hooks`` (netns, interfaces, XDP and TC, bpf_links), ``qdiscs`` (the ingress slot through rtnetlink).
-``programs`` (program roles, kernel facts), ``verifier`` (what the verifier said) and ``counters`` (per-host
-counters read by BTF) read what those return. The other layers import this one; it imports none of them.
+``loaded`` (a loaded object), ``hooks`` (netns, interfaces, XDP and TC, bpf_links), ``qdiscs`` (the ingress
+slot through rtnetlink). ``programs`` (program roles, kernel facts), ``verifier`` (what the verifier said) and
+``counters`` (per-host counters read by BTF) read what those return. The other layers import this one; it
+imports none of them.
 
 May import: _common.
 """

@@ -127,6 +127,7 @@ def trial_tags(path: str, what: str | None = None) -> dict:
     possible CPUs shrunk to them, as the services do, since the kernel refuses more). ``what`` names the object
     in the message (default its path). LqosError when it does not load."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.loaded import LoadedObject
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _STATE, _errno_of
 
     what = what or path
@@ -148,7 +149,7 @@ def trial_tags(path: str, what: str | None = None) -> dict:
             ret = lib.bpf_object__load(obj)
             if ret < 0:
                 O._explain_load_failure(obj, path, None, _errno_of(ret), bufs, [])
-            loaded = O.LoadedObject(obj, path, None, bufs)   # closes the object from now on
+            loaded = LoadedObject(obj, path, None, bufs)   # closes the object from now on
             return {name: loaded.prog_info(name)["tag"] for name in keep}
         finally:
             if loaded is not None:
