@@ -175,14 +175,17 @@ def main():
         if tgt == src_mod:
             docstring = "\n".join(lines[doc_node.lineno - 1:doc_node.end_lineno]) if doc_node else ""
         else:
-            docstring = '"""%s"""' % "\n".join(textwrap.wrap(docs[tgt], 110))
+            docstring = '"""%s"""' % "\n\n".join("\n".join(textwrap.wrap(para, 110))
+                                               for para in docs[tgt].split("\n\n"))
         future = [i for i in imp if "__future__" in i]
         ours = [i for i in imp if "__future__" not in i and "ansible_collections" in i.split("import")[0]]
         rest = [i for i in imp if "__future__" not in i and i not in ours]
         blocks = ["\n".join(b) for b in (future, rest, ours) if b]
         head = header
         if tgt != src_mod:   # a new file: the collection's PRIVATE note, not the old file's description
-            head = header.split("\n#\n")[0]
+            paras = header.split("\n#\n")
+            keep = [i for i, para in enumerate(paras) if "PRIVATE" in para]
+            head = "\n#\n".join(paras[:keep[0] + 1] if keep else paras[:1])
         text_out = head + "\n" + docstring + "\n\n" + "\n\n".join(blocks) + "\n\n\n" + code.strip("\n") + "\n"
         open(os.path.join(folder, tgt + ".py"), "w", encoding="utf-8").write(text_out)
         print(tgt, len(text_out.split("\n")))

@@ -11,5 +11,5 @@ observes the hooks and runs a plan; ``apply`` applies a plan to the kernel (the 
 record); ``kprobe`` the kprobes attached only when asked. It sits on the kernel layer and asks the
 ownership layer who holds a hook.
 
-May import: _common, _changes, _spec, _kernel, _ownership.
+May import: _common, _bpffs, _changes, _spec, _kernel, _ownership.
 """

@@ -35,8 +35,12 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    check_bpf_object, confine_pin, int_bytes, LqosError, require_bpffs, sha256_file,
+    check_bpf_object,
+    int_bytes,
+    LqosError,
+    sha256_file,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import confine_pin, require_bpffs
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks

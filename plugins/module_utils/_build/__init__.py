@@ -11,5 +11,5 @@
 ``buildrs`` the flags a crate's own build.rs passes; ``sources`` ties a build to the sources it was built
 from. It sits on the kernel layer (trial loads, kernel facts) and the shared spec.
 
-May import: _common, _spec, _kernel.
+May import: _common, _bpffs, _spec, _kernel.
 """

@@ -18,8 +18,12 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_write, bpffs_mount_fix, count_cpu_list, is_bpffs, LqosError, run_literal,
+    atomic_write,
+    count_cpu_list,
+    LqosError,
+    run_literal,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import bpffs_mount_fix, is_bpffs
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import CAP_BITS, kernel_config
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
 

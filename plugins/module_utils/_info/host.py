@@ -22,8 +22,12 @@ import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    ABI_CHECK_FILE, check_bpf_object, is_bpffs, LqosError, possible_cpus, require_bpffs,
+    ABI_CHECK_FILE,
+    check_bpf_object,
+    LqosError,
+    possible_cpus,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import is_bpffs, require_bpffs
 from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import CHAIN_TOOLS, MANIFEST
 
 DEPLOYED_FILE = "deployed.json"

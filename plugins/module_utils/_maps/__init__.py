@@ -14,5 +14,5 @@ journal and copy-time snapshots of writes made meanwhile; ``commit`` the catch-u
 ``map_entries``); ``pin_step`` the pin step run inside an attach. It sits on the kernel layer, asks the
 ownership layer whose a pin is, and validates interface and netns names with the attach plan's rules.
 
-May import: _common, _changes, _spec, _kernel, _ownership, _attach.plan.
+May import: _common, _bpffs, _changes, _spec, _kernel, _ownership, _attach.plan.
 """

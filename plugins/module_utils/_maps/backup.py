@@ -23,8 +23,12 @@ import os
 import time
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, MAP_BACKUP_DIR, atomic_write, is_bpffs, normalise_names, sha256_bytes,
+    LqosError,
+    MAP_BACKUP_DIR,
+    atomic_write,
+    sha256_bytes,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import is_bpffs, normalise_names
 from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
 from ansible_collections.lqos.bpf.plugins.module_utils._maps.replace import kernel_side
 

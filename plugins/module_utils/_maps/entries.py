@@ -19,9 +19,8 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    int_bytes, LqosError, confine_pin, require_bpffs, why_not_live,
-)
+from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError, why_not_live
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import confine_pin, require_bpffs
 
 
 def _what(where: str) -> str:

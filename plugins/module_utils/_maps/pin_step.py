@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    MAP_BACKUP_DIR, MAP_STATE_DIR, require_bpffs, why_not_live,
-)
+from ansible_collections.lqos.bpf.plugins.module_utils._common import MAP_BACKUP_DIR, MAP_STATE_DIR, why_not_live
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import require_bpffs
 from ansible_collections.lqos.bpf.plugins.module_utils._maps.pinned_maps import run_pinned_maps
 
 # lqos.bpf.pinned_maps' options a caller may set, with that module's defaults; the rest come from the caller.
@@ -125,7 +124,8 @@ def catch_up(module, options: dict) -> dict:
     if params["state"] != "migrated":
         flush()
         return {}
-    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, require_bpffs
+    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+    from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import require_bpffs
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
     try:
         return catch_up_all(require_bpffs(params["pin_root"]), params["state_dir"])

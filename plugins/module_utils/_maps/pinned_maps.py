@@ -19,9 +19,13 @@ import errno
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    LqosError, MAP_ASIDE_DIR as ASIDE_DIR, check_bpf_object, errno_name, MAP_BACKUP_DIR, normalise_names,
-    refuse_bpffs_folder, require_bpffs,
+    LqosError,
+    MAP_ASIDE_DIR as ASIDE_DIR,
+    check_bpf_object,
+    errno_name,
+    MAP_BACKUP_DIR,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import normalise_names, refuse_bpffs_folder, require_bpffs
 
 try:
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L

@@ -7,9 +7,15 @@ import os
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import (
-    atomic_symlink, atomic_write, check_bpf_object, confine_pin, count_cpu_list, LqosError, os_fault,
-    require_bpffs, run_module,
+    atomic_symlink,
+    atomic_write,
+    check_bpf_object,
+    count_cpu_list,
+    LqosError,
+    os_fault,
+    run_module,
 )
+from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import confine_pin, require_bpffs
 
 
 @pytest.mark.parametrize("text,count", [("0-1\n", 2), ("0", 1), ("0,2-3", 3), ("0-127", 128), ("", 0)])
