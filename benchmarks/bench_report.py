@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 # tests/conftest.py makes ansible_collections.lqos.bpf importable from this checkout.
 import conftest  # noqa: E402,F401  pylint: disable=unused-import
 from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as _report  # noqa: E402
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import render as _render
 
 GOAL_SECONDS = 1.0
 MAPS = ["ip_to_shaper", "shaper_hotcache", "host_traffic", "flow_table", "cpu_map", "cpus_available",
@@ -103,9 +104,9 @@ def main() -> int:
 
     def whole():
         report = _report.aggregate(results)
-        _report.to_json(report)
+        _render.to_json(report)
         for name in ("fleet-abi-report.md.j2", "fleet-abi-report.html.j2"):
-            _report.render(report, os.path.join(templates, name))
+            _render.render(report, os.path.join(templates, name))
         return report
 
     report = whole()

@@ -14,6 +14,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.lqos.bpf.plugins.modules.abi_report import argument_spec
 from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as _report
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import render as _render
 
 ARGUMENT_SPEC = argument_spec()  # one definition, documented in plugins/modules/abi_report.py
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,9 +75,9 @@ class ActionModule(ActionBase):
             for host in args["hosts"]:
                 hv = hostvars.get(host) if host in hostvars else None
                 results[host] = hv.get(args["result_var"]) if hv is not None else None
-        generated_at = _report.now()
+        generated_at = _render.now()
         meta = {"generated_at": generated_at, "spec": args["spec"],
-                "collection": {"name": "lqos.bpf", "version": _report.collection_version(COLLECTION_ROOT)}}
+                "collection": {"name": "lqos.bpf", "version": _render.collection_version(COLLECTION_ROOT)}}
         try:
             parts = [self._partial(item) for item in args["inputs"] or []]
             report = _report.merge(parts, [_report.host_summary(h, results[h]) for h in sorted(results)], meta)
@@ -85,8 +86,8 @@ class ActionModule(ActionBase):
                                            "the JSON reports (or artifacts) of the audit's parts." % exc)
             return result
         try:
-            _report.check_basename(args["basename"])
-        except _report.ReportError as exc:
+            _render.check_basename(args["basename"])
+        except _render.ReportError as exc:
             result.update(failed=True, msg="%s." % exc)
             return result
         templates = {}
@@ -105,8 +106,8 @@ class ActionModule(ActionBase):
                                                "lqos_bpf_report_templates.%s." % (fmt, given, fmt))
                 return result
             try:
-                _report.check_template(templates[fmt])
-            except _report.ReportTemplateError as exc:
+                _render.check_template(templates[fmt])
+            except _render.ReportTemplateError as exc:
                 result.update(failed=True, msg="the %s report template: %s in lqos_bpf_report_templates.%s." % (
                     fmt, exc, fmt))
                 return result
@@ -115,8 +116,8 @@ class ActionModule(ActionBase):
         dest = os.path.abspath(os.path.expanduser(args["dest"] or "."))
         # Every file is rendered before any is written: a template that fails leaves the older set untouched.
         try:
-            rendered = _report.render_set(report, dest, args["basename"], formats, templates)
-        except _report.ReportError as exc:
+            rendered = _render.render_set(report, dest, args["basename"], formats, templates)
+        except _render.ReportError as exc:
             result.update(failed=True, msg="%s. Fix: correct the template or drop it from "
                                            "lqos_bpf_report_templates to use the built-in one. Nothing was written."
                           % exc)
@@ -128,7 +129,7 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg="cannot create the report folder %s: %s. Fix: choose a writable "
                                                "lqos_bpf_report_dir on the controller." % (dest, exc.strerror))
                 return result
-        previous = _previous_time(os.path.join(dest, args["basename"] + _report.SUFFIXES["json"]))
+        previous = _previous_time(os.path.join(dest, args["basename"] + _render.SUFFIXES["json"]))
         files, changed, writes = {}, False, {}
         for fmt, (path, text) in rendered.items():
             data = text.encode("utf-8")
@@ -141,7 +142,7 @@ class ActionModule(ActionBase):
                 writes[path] = data
         if writes and not self._task.check_mode:
             try:
-                _report.write_set(writes)
+                _render.write_set(writes)
             except OSError as exc:
                 result.update(failed=True, msg="cannot write the report into %s: %s. Nothing was replaced: the "
                                                "older report files are as they were. Fix: free space or choose a "

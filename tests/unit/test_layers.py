@@ -37,7 +37,6 @@ MAX_LINES = 500
 NOT_SPLIT_YET = {
     "module_utils/_attach/attacher.py",
     "module_utils/_maps/pinned_maps.py",
-    "plugin_utils/_report/report.py",
 }
 
 _RULE = re.compile(r"^May import:(.*(?:\n(?!\s*\n).*)*)", re.M)

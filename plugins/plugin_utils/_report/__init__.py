@@ -6,9 +6,9 @@
 # collection, not a public API. It may change or vanish without notice.
 """The fleet ABI report (module lqos.bpf.abi_report), controller only.
 
-``report`` aggregates abi_info results with jmespath and renders JSON, Markdown and HTML from the Jinja2
-templates of ``roles/audit/templates/`` (escaped by output kind, the set written all or none); ``cells``
-are the cells of the ownership model (loader, service columns).
+``report`` aggregates abi_info results with jmespath (and merges partial reports); ``render`` renders JSON,
+Markdown and HTML from the Jinja2 templates of ``roles/audit/templates/`` (escaped by output kind, the set
+written all or none); ``cells`` are the cells of the ownership model (loader, service columns).
 
 May import: module_utils._common.
 """

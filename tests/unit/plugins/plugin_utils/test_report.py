@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as R
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import render as RR
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "roles", "audit",
                          "templates")
@@ -143,7 +144,7 @@ def test_aggregate_does_not_modify_its_input():
 
 def test_json_rendering_round_trips():
     report = R.aggregate({"a": host(), "b": host(check_ok=False)}, META)
-    assert json.loads(R.to_json(report)) == json.loads(json.dumps(report))
+    assert json.loads(RR.to_json(report)) == json.loads(json.dumps(report))
     assert report["generated_at"] == META["generated_at"] and report["spec"] == "reference"
     assert report["collection"] == {"name": "lqos.bpf", "version": "0.1.0"}
     assert set(report["legend"]) == set(R.STATUSES)
@@ -154,7 +155,7 @@ def test_json_rendering_round_trips():
 def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_hashes():
     report = R.aggregate({"a|b": host(pins=[("m", "incompatible", "key_size | value_size")]),
                           "c": host(sha=SHA_B, xdp=xdp())}, META)
-    md = R.render(report, MD)
+    md = RR.render(report, MD)
     assert md.startswith("# Fleet ABI report\n")
     assert "| 2026-11-30T05:00:00Z | reference | lqos.bpf 0.1.0 | 2 |" in md
     assert "| drift | `aaaaaaaaaaaa` | 1111aaaa2222bbbb | a\\|b |" in md
@@ -168,7 +169,7 @@ def test_markdown_template_lists_groups_drift_hosts_and_the_legend_with_short_ha
 
 def test_html_template_is_self_contained_escaped_with_full_hashes_on_hover():
     report = R.aggregate({"<b>evil</b>": host(pins=[("m", "incompatible", "<script>alert(1)</script>")])}, META)
-    page = R.render(report, HTML)
+    page = RR.render(report, HTML)
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page and "src=" not in page and "href=" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -181,27 +182,27 @@ def test_html_template_is_self_contained_escaped_with_full_hashes_on_hover():
 
 def test_no_drift_renders_no_drift():
     report = R.aggregate({"a": host()}, META)
-    assert "No drift." in R.render(report, MD)
-    assert "<p>No drift.</p>" in R.render(report, HTML)
+    assert "No drift." in RR.render(report, MD)
+    assert "<p>No drift.</p>" in RR.render(report, HTML)
 
 
 def test_a_users_template_replaces_the_built_in_one_and_its_errors_are_one_message(tmp_path):
     mine = tmp_path / "mine.md.j2"
     mine.write_text("{{ report.hosts_total }} hosts, {{ report.status_counts.deployed }} deployed\n")
     report = R.aggregate({"a": host(xdp=xdp()), "b": host()}, META)
-    assert R.render(report, str(mine)) == "2 hosts, 1 deployed\n"
+    assert RR.render(report, str(mine)) == "2 hosts, 1 deployed\n"
     mine.write_text("{{ report.no_such_key }}")
-    with pytest.raises(R.ReportTemplateError) as err:
-        R.render(report, str(mine))
+    with pytest.raises(RR.ReportTemplateError) as err:
+        RR.render(report, str(mine))
     assert str(err.value).startswith("cannot render the report template %s: UndefinedError: " % mine)
 
 
 def test_collection_version_from_galaxy_yml_or_manifest(tmp_path):
     (tmp_path / "galaxy.yml").write_text("namespace: lqos\nversion: 1.2.3\n")
-    assert R.collection_version(str(tmp_path)) == "1.2.3"
+    assert RR.collection_version(str(tmp_path)) == "1.2.3"
     (tmp_path / "MANIFEST.json").write_text('{"collection_info": {"version": "1.2.4"}}')
-    assert R.collection_version(str(tmp_path)) == "1.2.4"
-    assert R.collection_version(str(tmp_path / "nothing")) is None
+    assert RR.collection_version(str(tmp_path)) == "1.2.4"
+    assert RR.collection_version(str(tmp_path / "nothing")) is None
 
 
 def test_summary_line_names_at_most_ten_drifted_hosts():
@@ -251,11 +252,11 @@ def test_the_verifier_table_is_program_by_kernel_with_the_worst_host_per_kernel(
         "headroom_pct": 62.5, "insns_headroom_pct": 99.75, "stack_headroom_pct": 62.5, "insns": 2436, "stack": 192,
         "stack_method": "call_graph"}
     assert report["hosts"]["e"]["verifier"] == []
-    md = R.render(report, MD)
+    md = RR.render(report, MD)
     assert "| program | 5.10.0-33-amd64 | 6.1.0-27-amd64 |\n|---|---|---|\n| flow_reader |" in md
     assert "| xdp_shaper | 70.0 % (insns 99.75 %, stack 70.0 %) | 14.06 % (insns 99.75 %, stack 14.06 %) |" in md
     assert "| flow_reader | not loaded: refused | not loaded: refused |" in md
-    page = R.render(report, HTML)
+    page = RR.render(report, HTML)
     assert '<td title="a, b">14.06 % (insns 99.75 %, stack 14.06 %)</td>' in page
     assert "<th>5.10.0-33-amd64</th><th>6.1.0-27-amd64</th>" in page
 
@@ -263,7 +264,7 @@ def test_the_verifier_table_is_program_by_kernel_with_the_worst_host_per_kernel(
 def test_no_programs_no_verifier_table():
     report = R.aggregate({"a": host()}, META)
     assert report["verifier_headroom"] == {"kernels": [], "programs": [], "cells": {}}
-    assert "No verifier figures (no host reported its programs)." in R.render(report, MD)
+    assert "No verifier figures (no host reported its programs)." in RR.render(report, MD)
 
 
 # ---------------------------------------------------------------------------
@@ -293,12 +294,12 @@ def evil_report():
     (None, ""),
 ])
 def test_md_cell_escapes_html_and_markdown(text, cell):
-    assert R.md_cell(text) == cell
-    assert R.md_cell(R.md_cell(text)) == cell  # escaped once, never twice
+    assert RR.md_cell(text) == cell
+    assert RR.md_cell(RR.md_cell(text)) == cell  # escaped once, never twice
 
 
 def test_the_markdown_report_carries_no_html_and_no_broken_table_row_from_host_data():
-    md = R.render(evil_report(), MD)
+    md = RR.render(evil_report(), MD)
     for raw in ("<script", "<img", "<b>", "<i>", "[a]"):
         assert raw not in md, raw
     assert "&lt;script&gt;alert(1)&lt;/script&gt;\\|\\`x\\`<br>next" in md
@@ -317,21 +318,21 @@ def test_the_markdown_report_carries_no_html_and_no_broken_table_row_from_host_d
 def test_a_markdown_template_that_forgets_the_md_filter_is_escaped_all_the_same(tmp_path):
     mine = tmp_path / "mine.md.j2"
     mine.write_text("{% for name in report.hosts %}- {{ name }}\n{% endfor %}")
-    assert R.render(evil_report(), str(mine)) == "- &lt;script&gt;alert(1)&lt;/script&gt;\\|\\`x\\`<br>next\n"
+    assert RR.render(evil_report(), str(mine)) == "- &lt;script&gt;alert(1)&lt;/script&gt;\\|\\`x\\`<br>next\n"
 
 
 @pytest.mark.parametrize("name", ["report.j2", "report.txt", "report.md.j2", "report"])
 def test_html_output_is_escaped_whatever_the_templates_name(tmp_path, name):
     mine = tmp_path / name
     mine.write_text("<ul>{% for name in report.hosts %}<li>{{ name }}</li>{% endfor %}</ul>\n")
-    page = R.render(evil_report(), str(mine), kind="html")
+    page = RR.render(evil_report(), str(mine), kind="html")
     assert page == "<ul><li>&lt;script&gt;alert(1)&lt;/script&gt;|`x`\nnext</li></ul>\n"
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "/etc/passwd", "..", ".", "", "x\0y"])
 def test_a_basename_with_a_path_in_it_is_refused(tmp_path, name):
-    with pytest.raises(R.ReportError) as err:
-        R.render_set(R.aggregate({"a": host()}, META), str(tmp_path), name, ["json"], {})
+    with pytest.raises(RR.ReportError) as err:
+        RR.render_set(R.aggregate({"a": host()}, META), str(tmp_path), name, ["json"], {})
     assert str(err.value).startswith("the report basename %r is not a plain file name: it must not hold a path"
                                      % name)
     assert "Fix: give a name such as fleet-abi-report" in str(err.value)
@@ -341,16 +342,16 @@ def test_a_basename_with_a_path_in_it_is_refused(tmp_path, name):
 def test_a_template_that_fails_leaves_the_older_set_untouched(tmp_path):
     report = R.aggregate({"a": host()}, META)
     old = {}
-    for fmt, suffix in R.SUFFIXES.items():
+    for fmt, suffix in RR.SUFFIXES.items():
         (tmp_path / ("r" + suffix)).write_text("old " + fmt)
         old[fmt] = "old " + fmt
     broken = tmp_path / "broken.html.j2"
     broken.write_text("{{ report.no_such_key }}")
-    with pytest.raises(R.ReportTemplateError):
-        R.render_set(report, str(tmp_path), "r", ["json", "markdown", "html"], {"markdown": MD, "html": str(broken)})
-    assert {fmt: (tmp_path / ("r" + s)).read_text() for fmt, s in R.SUFFIXES.items()} == old
-    files = R.render_set(report, str(tmp_path), "r", ["json", "markdown", "html"], {"markdown": MD, "html": HTML})
-    R.write_set({path: text.encode() for path, text in files.values()})
+    with pytest.raises(RR.ReportTemplateError):
+        RR.render_set(report, str(tmp_path), "r", ["json", "markdown", "html"], {"markdown": MD, "html": str(broken)})
+    assert {fmt: (tmp_path / ("r" + s)).read_text() for fmt, s in RR.SUFFIXES.items()} == old
+    files = RR.render_set(report, str(tmp_path), "r", ["json", "markdown", "html"], {"markdown": MD, "html": HTML})
+    RR.write_set({path: text.encode() for path, text in files.values()})
     assert sorted(os.listdir(str(tmp_path))) == ["broken.html.j2", "r.html", "r.json", "r.md"]
     assert json.loads((tmp_path / "r.json").read_text())["hosts_total"] == 1
     assert (tmp_path / "r.md").read_text().startswith("# Fleet ABI report")
@@ -363,15 +364,15 @@ def test_write_set_writes_none_when_one_file_cannot_be_written(tmp_path):
     blocked.mkdir()
     (blocked / "r.html").mkdir()  # a folder where the file should go: its rename fails
     with pytest.raises(OSError):
-        R.write_set({str(tmp_path / "r.json"): b"new", str(blocked / "r.html"): b"new", str(tmp_path / "r.md"): b"new"})
+        RR.write_set({str(tmp_path / "r.json"): b"new", str(blocked / "r.html"): b"new", str(tmp_path / "r.md"): b"new"})
     assert (tmp_path / "r.json").read_text() == "old json" and (tmp_path / "r.md").read_text() == "old md"
     assert sorted(os.listdir(str(tmp_path))) == ["r.json", "r.md", "sub"]
     assert os.listdir(str(blocked)) == ["r.html"]  # no temporary file left
 
 
 def test_a_template_path_that_is_a_folder_says_so(tmp_path):
-    with pytest.raises(R.ReportTemplateError) as err:
-        R.render(R.aggregate({"a": host()}, META), str(tmp_path), kind="markdown")
+    with pytest.raises(RR.ReportTemplateError) as err:
+        RR.render(R.aggregate({"a": host()}, META), str(tmp_path), kind="markdown")
     assert str(err.value) == ("the report template %s is a folder, not a template file. Fix: name a Jinja2 template "
                               "file inside it (e.g. %s)" % (tmp_path, tmp_path / "fleet-abi-report.md.j2"))
 
@@ -395,18 +396,18 @@ def test_the_loader_column_in_both_renderings_escapes_host_data():
     evil = {"kind": "service", "units": ["<b>x|y</b>.service"]}
     report = R.aggregate({"a": dict(host(xdp=xdp()), loader={"kind": "service", "units": ["lqosd.service"]}),
                           "e": dict(host(), loader=evil), "old": host(), "gone": None}, META)
-    md = R.render(report, MD)
+    md = RR.render(report, MD)
     assert ("| host | status | loader | service | vs embedded | vs build | ABI check | kernel | object | attached | pins "
             "| notes |") in md
     assert "| a | deployed | service (lqosd.service) | - | - | - | - | 6.1.0-27-amd64 |" in md
     assert "| e | built | service (&lt;b&gt;x\\|y&lt;/b&gt;.service) |" in md
     assert "| old | built | - |" in md and "| gone | no_data | - |" in md
-    page = R.render(report, HTML)
+    page = RR.render(report, HTML)
     assert ("<th>host</th><th>status</th><th>loader</th><th>service</th><th>vs embedded</th><th>vs build</th>"
             "<th>ABI check</th><th>kernel</th>") in page
     assert "<td>a</td><td>deployed</td><td>service (lqosd.service)</td>" in page
     assert "<td>service (&lt;b&gt;x|y&lt;/b&gt;.service)</td>" in page and "<b>x" not in page
-    assert json.loads(R.to_json(report))["hosts"]["a"]["loader"] == {
+    assert json.loads(RR.to_json(report))["hosts"]["a"]["loader"] == {
         "kind": "service", "units": ["lqosd.service"], "text": "service (lqosd.service)"}
 
 
@@ -453,19 +454,19 @@ def test_the_service_columns_in_every_rendering_escape_host_data_and_older_rows_
                           "old": host(), "gone": None}, META)
     # A row of an older part (merged, abi_report before this field) has no "service" key at all.
     del report["hosts"]["old"]["service"]
-    md = R.render(report, MD)
+    md = RR.render(report, MD)
     assert "| a | deployed | - | lqosd.service active (pid 812) | match | differ | unknown | 6.1.0-27-amd64 |" in md
     assert ("| e | built | - | &lt;b&gt;x\\|y&lt;/b&gt;.service active (pid 812) | match | differ | "
             "&lt;i&gt;failed&lt;/i&gt; |") in md
     assert "| old | built | - | - | - | - | - | 6.1.0-27-amd64 |" in md
     assert "| gone | no_data | - | - | - | - | - | - |" in md
-    page = R.render(report, HTML)
+    page = RR.render(report, HTML)
     assert ("<td>a</td><td>deployed</td><td>-</td><td>lqosd.service active (pid 812)</td><td>match</td>"
             "<td>differ</td><td title=\"no ABI check is recorded\">unknown</td><td>6.1.0-27-amd64</td>") in page
     assert ("<td>&lt;b&gt;x|y&lt;/b&gt;.service active (pid 812)</td><td>match</td><td>differ</td>"
             "<td title=\"&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\">&lt;i&gt;failed&lt;/i&gt;</td>") in page
     assert "<script>" not in page and "<b>x" not in page
     assert "<td>old</td><td>built</td><td>-</td><td>-</td><td>-</td><td>-</td><td>-</td><td>6.1.0-27-amd64</td>" in page
-    doc = json.loads(R.to_json(report))
+    doc = json.loads(RR.to_json(report))
     assert doc["hosts"]["a"]["service"]["tags_vs_build"] == "differ" and doc["hosts"]["gone"]["service"] is None
     assert doc["schema_version"] == 3

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ansible_collections.lqos.bpf.plugins.plugin_utils._report import report as R
+from ansible_collections.lqos.bpf.plugins.plugin_utils._report import render as RR
 
 META = {"generated_at": "2026-12-06T03:00:00Z", "spec": "reference", "collection": {"name": "lqos.bpf",
                                                                                     "version": "0.1.0"}}
@@ -23,7 +24,7 @@ def result(sha="a" * 64, check_ok=True, build_id="1111aaaa2222bbbb"):
 
 def as_json(report: dict) -> dict:
     """A partial report as the next job reads it back: the written JSON file, or the job artifact."""
-    return json.loads(R.to_json(R.artifact(report)))
+    return json.loads(RR.to_json(R.artifact(report)))
 
 
 def test_two_slices_merge_into_the_report_of_one_run_over_every_host():
