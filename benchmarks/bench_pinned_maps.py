@@ -147,7 +147,7 @@ def main() -> None:
     import conftest  # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L  # pylint: disable=import-outside-toplevel
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M  # pylint: disable=import-outside-toplevel
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P  # pylint: disable=import-outside-toplevel
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import audit as PA
 
     tmp = tempfile.mkdtemp(prefix="lqos-bench-pins-")
     root = os.path.join(tmp, "bpffs")
@@ -202,7 +202,7 @@ def main() -> None:
                 ping_times.append(timed([sys.executable, az_ping], cwd="/")[0])
             tool_times.append(bpftool_loop(paths))
             started = time.perf_counter()
-            P.audit(root, {})
+            PA.audit(root, {})
             inproc.append(time.perf_counter() - started)
 
         mod, tool = statistics.median(mod_times), statistics.median(tool_times)

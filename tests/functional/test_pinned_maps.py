@@ -18,7 +18,8 @@ from lqos_testlib import REPO, load_as_product, run_module, sh
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import audit as PA
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import expectations as PE
 from ansible_collections.lqos.bpf.plugins.plugin_utils._spec_loader import resolve_spec_option
 
 pytestmark = pytest.mark.usefixtures("tools")
@@ -258,24 +259,24 @@ def test_pin_that_vanishes_mid_audit(bpffs):
         if path == victim:
             os.unlink(path)
 
-    pins = {p["name"]: p for p in P.audit(bpffs, {}, hook=hook)}
+    pins = {p["name"]: p for p in PA.audit(bpffs, {}, hook=hook)}
     assert pins["b"]["status"] == "vanished" and pins["b"]["kind"] is None
     assert pins["b"]["reason"] == "the pin disappeared while it was being audited"
     assert pins["a"]["status"] == pins["c"]["status"] == "unknown"
-    assert P.summarise(list(pins.values()))["vanished"] == 1
+    assert PA.summarise(list(pins.values()))["vanished"] == 1
 
     # a pin swapped for a symlink between listing and reading it is reported as the symlink it now is
     victim = os.path.join(bpffs, "c")
     obj = {"maps": [{"name": "c", "type_name": "array", "key_size": 4, "value_size": 4, "max_entries": 1,
                      "flags": 0, "pinning": True}]}
-    expectations = P.expectations_from_object(obj)
+    expectations = PE.expectations_from_object(obj)
 
     def swap(path):
         if path == victim:
             os.unlink(path)
             os.symlink("/nowhere", path)
 
-    pins = {p["name"]: p for p in P.audit(bpffs, expectations, hook=swap)}
+    pins = {p["name"]: p for p in PA.audit(bpffs, expectations, hook=swap)}
     assert pins["c"]["status"] == "not_a_map" and pins["c"]["kind"] == "symlink"
     assert pins["c"]["target"] == "/nowhere"
     assert pins["c"]["reason"].startswith("expected map c, but symlink to /nowhere (outside the pin root)")

@@ -321,7 +321,8 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as BO
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import audit as PA
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps import expectations as PE
 
     out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
     if not is_bpffs(pin_root):
@@ -331,13 +332,13 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     try:
         if not os.path.isdir(root):
             require_bpffs(pin_root)  # a pin given as pin_root: its own message
-        tables = [P.expectations_from_spec(spec)]
+        tables = [PE.expectations_from_spec(spec)]
         if object_path and os.path.isfile(object_path):
             check_bpf_object(object_path, "the current build's object")
             cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])]
-            tables.append(P.expectations_from_object(BO.object_info(object_path, root), cpu_sized,
+            tables.append(PE.expectations_from_object(BO.object_info(object_path, root), cpu_sized,
                                                      L.possible_cpus() if cpu_sized else None))
-        pins = P.audit(root, P.merge_expectations(*tables))
+        pins = PA.audit(root, PE.merge_expectations(*tables))
     except L.LibbpfError as exc:
         out["error"] = exc.msg
         return out
@@ -347,7 +348,7 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     keep = ("name", "path", "kind", "status", "reason", "differences", "id", "type", "key_size", "value_size",
             "max_entries", "used_by")
     out["maps"] = [{k: p.get(k) for k in keep if k in p} for p in pins]
-    out["summary"] = P.summarise(pins)
+    out["summary"] = PA.summarise(pins)
     return out
 
 

@@ -51,7 +51,7 @@ LEGEND = {
     "not_built": "no build on the host",
     "no_data": "no facts: abi_info failed or the host was unreachable",
 }
-# The pin statuses counted in the "pins" column (lqos.bpf.pinned_maps' audit, module_utils/_maps/pinned_maps.STATUSES).
+# The pin statuses counted in the "pins" column (lqos.bpf.pinned_maps' audit, module_utils/_maps/audit.STATUSES).
 PIN_LEGEND = {
     "compatible": "a pinned map whose type, key, value and max_entries match what the object expects",
     "incompatible": "a pinned map with another layout than the object expects (drift: replaced at the next deploy)",

@@ -8,6 +8,8 @@ import pytest
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
 from ansible_collections.lqos.bpf.plugins.module_utils._maps import backup as B
 from ansible_collections.lqos.bpf.plugins.module_utils._maps import pinned_maps as P
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import audit as PA
+from ansible_collections.lqos.bpf.plugins.module_utils._maps import expectations as PE
 from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
 
 SPEC = validate_spec({
@@ -36,32 +38,32 @@ def actual(**kw):
 
 
 def merged(cpus=2):
-    return P.merge_expectations(P.expectations_from_spec(SPEC),
-                                P.expectations_from_object(OBJECT_INFO, ["cpu_map"], cpus))
+    return PE.merge_expectations(PE.expectations_from_spec(SPEC),
+                                PE.expectations_from_object(OBJECT_INFO, ["cpu_map"], cpus))
 
 
 def test_expectations_from_spec_list_and_names():
-    table = P.expectations_from_spec(SPEC)
+    table = PE.expectations_from_spec(SPEC)
     assert sorted(table) == ["cpu_map", "map_traffic", "named_only"]
     assert table["map_traffic"]["checks"] == [("key_size", 16, "spec.pinned_maps"),
                                               ("value_size", 128, "spec.pinned_maps")]
     assert table["map_traffic"]["sources"] == ["spec.expect.maps", "spec.pinned_maps"]
     assert table["named_only"]["checks"] == []
-    assert P.expectations_from_spec(None) == {}
+    assert PE.expectations_from_spec(None) == {}
 
 
 def test_expectations_from_object_skip_unpinned_and_cpu_sized():
-    table = P.expectations_from_object(OBJECT_INFO, ["cpu_map"], 2)
+    table = PE.expectations_from_object(OBJECT_INFO, ["cpu_map"], 2)
     assert sorted(table) == ["cpu_map", "map_traffic"]
     assert ("max_entries", 2, "object") in table["cpu_map"]["checks"]
     # fewer possible CPUs than the object asks for only ever shrinks it
-    assert ("max_entries", 1024, "object") in P.expectations_from_object(OBJECT_INFO, ["cpu_map"], 4096)["cpu_map"]["checks"]
+    assert ("max_entries", 1024, "object") in PE.expectations_from_object(OBJECT_INFO, ["cpu_map"], 4096)["cpu_map"]["checks"]
     # not cpu-sized: taken as is
-    assert ("max_entries", 1024, "object") in P.expectations_from_object(OBJECT_INFO, [], 2)["cpu_map"]["checks"]
+    assert ("max_entries", 1024, "object") in PE.expectations_from_object(OBJECT_INFO, [], 2)["cpu_map"]["checks"]
 
 
 def test_expected_view_is_ordered_and_names_sources():
-    view = P.expected_view(merged()["map_traffic"])
+    view = PE.expected_view(merged()["map_traffic"])
     assert view == {"type": "percpu_hash", "key_size": 16, "value_size": 128, "max_entries": 128000,
                     "flags": 0, "map_extra": 0, "sources": ["spec.expect.maps", "spec.pinned_maps", "object"]}
 
@@ -78,24 +80,24 @@ def test_expected_view_is_ordered_and_names_sources():
         {"attribute": "flags", "expected": 0, "actual": 1, "sources": ["object"]}]),
 ])
 def test_compare_lists_every_difference(change, diffs):
-    pin = P.classify(actual(**change), merged())
+    pin = PA.classify(actual(**change), merged())
     assert pin["differences"] == diffs
     assert pin["status"] == ("incompatible" if diffs else "compatible")
 
 
 def test_classify_reason_names_every_difference():
-    pin = P.classify(actual(key_size=20, flags=1), merged())
+    pin = PA.classify(actual(key_size=20, flags=1), merged())
     assert pin["reason"] == ("key_size: expected 16 (spec.pinned_maps, object), pinned 20; "
                              "flags: expected 0x0 (object), pinned 0x1")
 
 
 def test_classify_unknown_and_not_a_map():
-    pin = P.classify(actual(name="other"), merged())
+    pin = PA.classify(actual(name="other"), merged())
     assert pin["status"] == "unknown" and pin["expected"] is None
     prog = {"name": "cpu_map", "path": "/p/cpu_map", "kind": "prog", "status": "not_a_map",
             "reason": "a pinned BPF prog, not a map; never touched", "expected": None, "differences": [],
             "used_by": []}
-    prog = P.classify(prog, merged())
+    prog = PA.classify(prog, merged())
     assert prog["status"] == "not_a_map"
     assert prog["reason"].startswith("expected map cpu_map, but a pinned BPF prog, not a map")
     assert prog["expected"]["max_entries"] == 2
@@ -103,29 +105,29 @@ def test_classify_unknown_and_not_a_map():
 
 def test_cpu_sized_max_entries():
     pin = actual(name="cpu_map", type="cpumap", key_size=4, value_size=4, max_entries=2)
-    assert P.classify(pin, merged(cpus=2))["status"] == "compatible"
+    assert PA.classify(pin, merged(cpus=2))["status"] == "compatible"
     pin = actual(name="cpu_map", type="cpumap", key_size=4, value_size=4, max_entries=1024)
-    assert P.classify(pin, merged(cpus=2))["differences"] == [
+    assert PA.classify(pin, merged(cpus=2))["differences"] == [
         {"attribute": "max_entries", "expected": 2, "actual": 1024, "sources": ["object"]}]
 
 
 def test_conflicts_between_spec_and_object():
     spec = dict(SPEC, pinned_maps=[{"name": "map_traffic", "key_size": 20, "value_size": 128}])
-    table = P.merge_expectations(P.expectations_from_spec(spec), P.expectations_from_object(OBJECT_INFO, [], 2))
-    assert P.conflicts(table) == [{"map": "map_traffic", "attribute": "key_size",
+    table = PE.merge_expectations(PE.expectations_from_spec(spec), PE.expectations_from_object(OBJECT_INFO, [], 2))
+    assert PE.conflicts(table) == [{"map": "map_traffic", "attribute": "key_size",
                                    "values": {"spec.pinned_maps": 20, "object": 16}}]
     # the object's value is the one shown as expected; both are checked
-    pin = P.classify(actual(key_size=16), table)
+    pin = PA.classify(actual(key_size=16), table)
     assert pin["expected"]["key_size"] == 16
     assert pin["differences"] == [{"attribute": "key_size", "expected": 20, "actual": 16,
                                    "sources": ["spec.pinned_maps"]}]
 
 
 def test_missing_pins_respect_names():
-    pins = P.missing_pins("/r", merged(), seen={"map_traffic"})
+    pins = PA.missing_pins("/r", merged(), seen={"map_traffic"})
     assert [(p["name"], p["status"], p["path"]) for p in pins] == [
         ("cpu_map", "missing", "/r/cpu_map"), ("named_only", "missing", "/r/named_only")]
-    assert P.missing_pins("/r", merged(), seen=set(), names={"cpu_map"})[0]["name"] == "cpu_map"
+    assert PA.missing_pins("/r", merged(), seen=set(), names={"cpu_map"})[0]["name"] == "cpu_map"
 
 
 @pytest.mark.parametrize("names,expected", [
@@ -147,21 +149,21 @@ def test_normalise_names_refuses_escapes(name, message):
 
 
 def test_summary_and_listing():
-    pins = [P.classify(actual(), merged()), P.classify(actual(name="x", path="/r/x", key_size=1), merged()),
+    pins = [PA.classify(actual(), merged()), PA.classify(actual(name="x", path="/r/x", key_size=1), merged()),
             {"name": "maps.debug", "path": "/r/maps.debug", "kind": "other", "status": "not_a_map"},
             {"name": "gone", "path": "/r/gone", "kind": None, "status": "missing"}]
-    assert P.summarise(pins) == {"compatible": 1, "incompatible": 0, "unknown": 1, "missing": 1,
+    assert PA.summarise(pins) == {"compatible": 1, "incompatible": 0, "unknown": 1, "missing": 1,
                                  "not_a_map": 1, "vanished": 0, "unreadable": 0, "total": 4}
-    assert P.listing(pins) == ("map_traffic: percpu_hash key_size=16 value_size=128 max_entries=128000 flags=0x0 "
+    assert PA.listing(pins) == ("map_traffic: percpu_hash key_size=16 value_size=128 max_entries=128000 flags=0x0 "
                                "id=7 [compatible]\n"
                                "maps.debug: other [not_a_map]\n"
                                "x: percpu_hash key_size=1 value_size=128 max_entries=128000 flags=0x0 id=7 [unknown]\n")
-    assert P.listing(pins, drop={"/r/x", "/sys/fs/bpf/map_traffic"}) == "maps.debug: other [not_a_map]\n"
+    assert PA.listing(pins, drop={"/r/x", "/sys/fs/bpf/map_traffic"}) == "maps.debug: other [not_a_map]\n"
 
 
 def test_plan_cleanup_only_incompatible_maps():
-    bad = P.classify(actual(key_size=20, used_by=[{"id": 3, "name": "xdp", "tag": "ab"}]), merged())
-    good = P.classify(actual(name="cpu_map", type="cpumap", key_size=4, value_size=4, max_entries=2), merged())
+    bad = PA.classify(actual(key_size=20, used_by=[{"id": 3, "name": "xdp", "tag": "ab"}]), merged())
+    good = PA.classify(actual(name="cpu_map", type="cpumap", key_size=4, value_size=4, max_entries=2), merged())
     prog = {"name": "p", "path": "/r/p", "kind": "prog", "status": "not_a_map"}
     actions = P.plan_cleanup([bad, good, prog], "/b")
     assert actions == [{"action": "remove", "pin": "/sys/fs/bpf/map_traffic", "name": "map_traffic", "id": 7,

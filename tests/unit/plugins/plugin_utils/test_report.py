@@ -148,7 +148,7 @@ def test_json_rendering_round_trips():
     assert report["generated_at"] == META["generated_at"] and report["spec"] == "reference"
     assert report["collection"] == {"name": "lqos.bpf", "version": "0.1.0"}
     assert set(report["legend"]) == set(R.STATUSES)
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps.pinned_maps import STATUSES as PIN_STATUSES
+    from ansible_collections.lqos.bpf.plugins.module_utils._maps.audit import STATUSES as PIN_STATUSES
     assert list(report["pin_legend"]) == list(PIN_STATUSES)  # every pin status the audit can count is explained
 
 
