@@ -33,10 +33,6 @@ PLUGINS = os.path.join(REPO, "plugins")
 FOLDERS = ("module_utils", "plugin_utils")
 PREFIX = "ansible_collections.lqos.bpf.plugins."
 MAX_LINES = 500
-# Files over MAX_LINES that issue 27 has not split by concern yet (docs/layout-move-status.md has the plan).
-NOT_SPLIT_YET = {
-    "module_utils/_attach/attacher.py",
-}
 
 _RULE = re.compile(r"^May import:(.*(?:\n(?!\s*\n).*)*)", re.M)
 
@@ -161,10 +157,6 @@ def test_imports_follow_the_layer_rule(folder, rel):
 def test_files_stay_under_500_lines(folder, rel):
     with open(os.path.join(PLUGINS, folder, rel), encoding="utf-8") as f:
         lines = sum(1 for _ in f)
-    name = "%s/%s" % (folder, rel.replace(os.sep, "/"))
-    if name in NOT_SPLIT_YET:
-        assert lines > MAX_LINES, "%s has %d lines now: take it off NOT_SPLIT_YET" % (name, lines)
-        pytest.skip("%s: %d lines, not split by concern yet (issue 27, docs/layout-move-status.md)" % (name, lines))
     assert lines <= MAX_LINES, "%s/%s has %d lines: split it by concern (docs/architecture.md)" % (folder, rel, lines)
 
 

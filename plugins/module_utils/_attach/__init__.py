@@ -6,10 +6,11 @@
 # collection, not a public API. It may change or vanish without notice.
 """XDP, TC and kprobe attach and detach (module lqos.bpf.attach).
 
-``plan`` is the pure plan (what to attach where, names and validation); ``attacher`` the ``Attacher`` that
-observes the hooks and runs a plan; ``apply`` applies a plan to the kernel (the swap, its lock, the
-record); ``kprobe`` the kprobes attached only when asked. It sits on the kernel layer and asks the
-ownership layer who holds a hook.
+``plan`` is the pure plan (what to attach where, names and validation); ``attacher`` the ``Attacher``, one
+run's state and the run, composed with its parts: ``observe`` (``Observer``: the hooks, pins and programs
+read), ``planner`` (``Planner``: the decisions), ``kprobe`` (``Kprobes``: the kprobes only when asked) and
+``apply`` (``Applier``: the approved changes, their rollback, the record). It sits on the kernel layer and
+asks the ownership layer who holds a hook.
 
 May import: _common, _bpffs, _changes, _spec, _kernel, _ownership.
 """

@@ -124,7 +124,7 @@ class Applier(object):
                                                data=self.att.params["data"], disabled=sorted(self.att.disabled))
             except _bpf_object.LoadError as exc:
                 if self.att.roles.get(exc.program) == "optional" and exc.program not in self.att.disabled:
-                    self.att.leave_out(exc.refusal)
+                    self.att.planner.leave_out(exc.refusal)
                     continue
                 raise LqosError("%s; %s program %s was refused, so nothing was attached or changed on %s."
                                 % (exc.msg.rstrip("."), self.att.roles.get(exc.program, "required"), exc.program,
@@ -193,7 +193,7 @@ class Applier(object):
         new_pins = []     # (temporary pin, final pin) of the programs attached in this run
         held = []         # fds of replaced programs, kept open so a rollback can put them back
         try:
-            lo = self.load() if self.att.needs_load() else None
+            lo = self.load() if self.att.planner.needs_load() else None
         except LqosError:
             self._unpin_new_maps()  # libbpf pinned them before the load failed
             raise
@@ -378,7 +378,7 @@ class Applier(object):
         q = _bpf_hooks.xdp_query(self.att.ifindex)
         live.update(i for i in (q["drv_prog_id"], q["skb_prog_id"], q["hw_prog_id"]) if i)
         slots = {slot_id(s): s for s in self.att.tc_slots}
-        slots.update(self.att.recorded_tc())
+        slots.update(self.att.observer.recorded_tc())
         for slot in slots.values():
             cur = _bpf_hooks.tc_query(self.att.ifindex, slot["direction"], slot["handle"], slot["priority"])
             if cur:
