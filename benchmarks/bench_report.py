@@ -4,7 +4,7 @@ Measures, for a fleet of N hosts (default 1,000) shaped like real abi_info resul
 (15 pins, 2 interfaces with XDP + 2 TC hooks each, a recorded ABI check; a few
 hosts drifting, a few unbuilt or unreachable, three object hashes):
 
-1. aggregation alone (``_report.aggregate``: jmespath extraction, classification,
+1. aggregation alone (``_report.report.aggregate``: jmespath extraction, classification,
    grouping, drift list);
 2. the whole report (aggregation + JSON + Markdown + HTML rendering), which is what
    ``lqos.bpf.abi_report`` does before writing the files.

@@ -6,7 +6,7 @@ Side by side, interleaved rounds, medians:
      nothing pinned), verifier log level 0 (libbpf asks for a log only when a load fails);
   B. lqos.bpf's probe_programs now: the same loads at the verifier's statistics level (log level 4, the 64 KiB
      buffer every trial load already had), then bpf_prog_info (verified_insns) and the loaded instructions read
-     for the call chain (_verifier.read_figures).
+     for the call chain (_kernel.verifier.read_figures).
 
 Printed: milliseconds per whole-object probe for A and B, the ratio B/A and the floor it is judged against
 (goal: B/A <= 1.10, i.e. at most 10 % more). A program the kernel refuses is loaded twice in B (again at log

@@ -363,7 +363,7 @@ def cpu_resize(obj: str) -> dict:
 
 
 def probe_as_module(obj: str, names=None) -> dict:
-    """The product's own per-program probe (``_bpf_object.probe_programs``), run in a process started the
+    """The product's own per-program probe (``_kernel.objects.probe_programs``), run in a process started the
     way this pass starts modules (module_prefix: without CAP_SYS_ADMIN and CAP_PERFMON in the
     tracing-refused pass), with attach's CPU map sizes. Returns {"rows": {name: row}, "kernel": kernel_facts() of that process}."""
     key = (obj, tuple(sorted(names)) if names is not None else None)
@@ -410,7 +410,7 @@ def left_out_warnings(obj: str, ifname: str, spec=None, kprobes=()) -> list:
 
 def load_as_product(obj: str, spec=None, **kw):
     """Load a whole object the way lqos.bpf.attach does: the optional programs the kernel refuses to this
-    process (``_bpf_object.probe_programs``) are left out, every other one loads (a refused required program
+    process (``_kernel.objects.probe_programs``) are left out, every other one loads (a refused required program
     raises LoadError); a kprobe is never loaded (attach loads one only when asked). ``kw`` goes to load_object
     (pin_root, resize, rodata, data). Returns the LoadedObject with two more attributes: ``left_out`` (the
     refused optional programs) and ``loaded_programs`` (the names that loaded)."""

@@ -177,7 +177,7 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
     holds it, never in check mode); a drift raised (``fail_on_drift``) or warned; every program of the object
     trial-loaded on this kernel (``trial_load``). ``warn(text)`` reports a warning. ``changed`` is whether the
     record changed (or would have). With ``src`` (the crate on this host) a build made from other sources is
-    refused before anything is compared (``_build_sources.refuse_other_sources``)."""
+    refused before anything is compared (``_build.sources.refuse_other_sources``)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object
     if src and os.path.isdir(build_dir):
         from ansible_collections.lqos.bpf.plugins.module_utils._build.sources import refuse_other_sources

@@ -11,8 +11,8 @@ which map each key/value type is opened on (``BpfMap::<K, V>`` with a pin
 path, iterator readers), which functions it calls through the bindings, which
 skeleton programs/maps it touches, and which pins ``lqos_kernel.rs`` lists.
 Here the object supplies the other half: every map's name, type, sizes and
-pinning (``_bpf_object.object_info``) and its C key/value types (the BTF of the
-``.maps`` section, ``_bpf_btf.Btf.var_info`` / ``Btf.layout``).
+pinning (``_kernel.objects.object_info``) and its C key/value types (the BTF of the
+``.maps`` section, ``_kernel.btf.Btf.var_info`` / ``Btf.layout``).
 
 Everything but :func:`btf_map_types` is pure and works on plain data.
 """
@@ -192,7 +192,7 @@ def explicit_pin_drift(maps: list, derived: dict) -> list:
 
 def call_drift(calls: list, bound: dict | None, bindings_file: str) -> list:
     """Every function the Rust side calls through the bindings, checked against
-    bindings.rs (``bound``: name -> parameter count, from ``_abi.bindings_functions``)."""
+    bindings.rs (``bound``: name -> parameter count, from ``_abi.drift.bindings_functions``)."""
     out = []
     if bound is None:
         return out
@@ -238,10 +238,10 @@ def skeleton_use_drift(uses: list, skel: dict | None, skel_file: str) -> list:
 
 
 def derive_from_object(spec: dict, obj_path: str, info: dict | None, derived: dict) -> tuple:
-    """(pair entries for ``_abi.compare_pair``, the ``derivation`` report, drift) of the derivation.
+    """(pair entries for ``_abi.parity.compare_pair``, the ``derivation`` report, drift) of the derivation.
 
-    Reads the object's BTF (``_bpf_btf.Btf.from_file``); ``info`` is
-    ``_bpf_object.object_info(obj_path)`` (None when it could not be read)."""
+    Reads the object's BTF (``_kernel.btf.Btf.from_file``); ``info`` is
+    ``_kernel.objects.object_info(obj_path)`` (None when it could not be read)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf
 
     maps = (info or {}).get("maps", [])

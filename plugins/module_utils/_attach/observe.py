@@ -241,7 +241,7 @@ class Observer(object):
                              "holds are removed" % self.att.ifname)
 
     def service_holders(self, prog_id) -> list | None:
-        """The processes holding ``prog_id`` when it is a service's (``_ownership.owner_of``), else None. The scan of
+        """The processes holding ``prog_id`` when it is a service's (``_ownership.owners.owner_of``), else None. The scan of
         /proc runs once, and only when a hook holds a program that is not ours."""
         if not prog_id or prog_id in self.att.ours:
             return None

@@ -18,7 +18,7 @@ bindgen (``--depfile``) write every file they really read, the build record
 keeps each one's hash (``deps``), and the plan re-hashes them, so upgrading one
 rebuilds with that file named as the reason.
 
-The layout of ``dest`` and how a build is published: ``_builds.py``.
+The layout of ``dest`` and how a build is published: ``_build/builds.py``.
 """
 
 from __future__ import annotations

@@ -433,7 +433,7 @@ def object_preflight(spec: dict | None, obj_path: str) -> dict:
 
 def headroom_table(programs: list) -> list:
     """[{program, kernel, status, headroom_pct, insns, insns_headroom_pct, stack, stack_headroom_pct, stack_method,
-    load_ms}]: each program's verifier figures (_verifier.figures) as one flat row."""
+    load_ms}]: each program's verifier figures (_kernel.verifier.figures) as one flat row."""
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.verifier import flat
     return [flat(row["name"], row.get("verifier")) for row in programs or []]
 

@@ -199,7 +199,7 @@ def hook_entries(attached: list) -> list:
 def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
     """Add ``owner`` (``collection``, ``service``, ``foreign``, or None for an empty hook) and ``holders`` (the
     processes holding a service's program: [{pid, comm, unit}], else None) to every hook entry of ``attached``
-    (``_ownership.owner_of``), and return the host's ``loader`` summary (``_ownership.loader_summary``)."""
+    (``_ownership.owners.owner_of``), and return the host's ``loader`` summary (``_ownership.owners.loader_summary``)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import loader_summary, owner_of, SERVICE
 
     hooks = hook_entries(attached)
@@ -354,7 +354,7 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
 
 def program_facts(spec: dict, object_path: str | None, errors: list) -> list | None:
     """Every program of the current build, trial-loaded alone on this kernel (nothing pinned or attached):
-    [{name, section, role, loadable, class, reason, fix, verifier}] (``verifier``: _verifier.figures, or
+    [{name, section, role, loadable, class, reason, fix, verifier}] (``verifier``: _kernel.verifier.figures, or
     "not loaded: refused" / "not loaded: left out" without figures), or None without a build."""
     if not object_path or not os.path.isfile(object_path):
         return None

@@ -7,10 +7,10 @@
 """lqos.bpf.abi_info's ``service`` section: what a service that loads the programs itself (LibreQoS' lqosd, the
 stand-in shaperd) runs, against the object its installed binary embeds and the collection's own build.
 
-The service is read exactly as lqos.bpf.service reads it (``_service_run.ServiceRun.read``: configuration, unit or
-``pid``, binary, embedded object; ``_service_hooks.read_hooks``: the programs on its hooks and their owners). The
+The service is read exactly as lqos.bpf.service reads it (``_service.run.ServiceRun.read``: configuration, unit or
+``pid``, binary, embedded object; ``_service.hooks.read_hooks``: the programs on its hooks and their owners). The
 tags of a trial load of the embedded object (``ServiceRun.expected``) and of the build's object
-(``_service_hooks.trial_tags``) are compared with the running ones by ``_service_hooks.problems``, the service
+(``_service.hooks.trial_tags``) are compared with the running ones by ``_service.hooks.problems``, the service
 module's own verification. The ABI check is the record the deploy role's service loader writes when it checks the
 embedded object (``<state_dir>/service/<unit>/abi-check.json``, lqos.bpf.abi_check ``record``).
 
@@ -73,7 +73,7 @@ def running_programs(hooks: list) -> list:
 
 def compare(config: dict, hooks: list, expected, main_pid: int, source: str) -> tuple:
     """(verdict, differences, reason) of the running programs against ``expected``: {name: tag} of a trial load
-    of ``source``, or the text saying why there are none. ``match`` when ``_service_hooks.problems`` finds nothing
+    of ``source``, or the text saying why there are none. ``match`` when ``_service.hooks.problems`` finds nothing
     (every hook of the configuration holds a program of the main process with the expected tag), ``differ`` with
     its sentences, ``unknown`` with the reason when the service does not run or there is nothing to compare."""
     from ansible_collections.lqos.bpf.plugins.module_utils._service.hooks import problems

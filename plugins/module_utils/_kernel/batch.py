@@ -69,7 +69,7 @@ def value_bytes(info: dict) -> int:
 
 def dump(path_or_fd) -> Table:
     """Every entry of a map, with BPF_MAP_LOOKUP_BATCH where the kernel has it for this map type (probed by
-    the first call: EINVAL/ENOTSUPP means no), else key by key (``_bpf_maps.map_entries``). The kernel writes
+    the first call: EINVAL/ENOTSUPP means no), else key by key (``_kernel.maps.map_entries``). The kernel writes
     straight into the two buffers of the Table (bytearrays: no copy after the system calls)."""
     ffi, lib = _ffi_lib()
     with _ObjFd(path_or_fd) as fd:

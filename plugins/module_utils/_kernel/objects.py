@@ -265,12 +265,12 @@ def probe_programs(path: str, names=None, resize: dict | None = None, rodata: di
     everything closed again (a load changes nothing on the host).
 
     names: the programs to probe (default all). resize/rodata/data: as for
-    load_object. kernel: _programs.kernel_facts() (read once when None).
+    load_object. kernel: _kernel.programs.kernel_facts() (read once when None).
     Returns [{"name", "section", "type_name", "loadable", "class", "reason",
     "fix", "errno", "log_tail", "verifier"}] in object order; the refusal keys
     are None for a loadable program. A kprobe whose kernel function is missing
     is reported as ``attach_target`` even though the kernel loads it.
-    ``verifier``: what the verifier said of the program (_verifier.figures:
+    ``verifier``: what the verifier said of the program (_kernel.verifier.figures:
     instructions, stack, headroom, load time), or ``status`` "not loaded:
     refused" without figures; None with ``figures=False`` (loads at log level
     0, as before the figures were kept).

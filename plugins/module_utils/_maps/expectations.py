@@ -45,7 +45,7 @@ def expectations_from_spec(spec: dict | None) -> dict:
 
 
 def expectations_from_object(info: dict, cpu_sized: list | tuple = (), possible_cpus: int | None = None) -> dict:
-    """The same table from ``_bpf_object.object_info``: every map the object pins by name.
+    """The same table from ``_kernel.objects.object_info``: every map the object pins by name.
 
     Maps named in ``cpu_sized`` are resized to the possible CPUs at load, so their
     expected max_entries is min(object value, possible CPUs).

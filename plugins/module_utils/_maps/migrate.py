@@ -6,7 +6,7 @@
 # collection, not a public API. It may change or vanish without notice.
 """Entry migration between two layouts of a map, planned from both sides' BTF (pure).
 
-Inputs are plain data: type *shapes* as ``_bpf_btf.Btf.shape`` returns them
+Inputs are plain data: type *shapes* as ``_kernel.btf.Btf.shape`` returns them
 (``{"kind": "int"|"struct"|"array"|"bytes", "size" (bytes), ...}``) for the
 old map (kernel BTF of the pinned map, or the types a backup stored) and the
 new one (the new object's BTF), and map facts (type name, key/value sizes,

@@ -12,8 +12,8 @@ for every deploy (each module run costs an AnsiballZ build on the controller
 and a Python start on the target). The step is exactly ``run_pinned_maps``,
 fed the options lqos.bpf.pinned_maps would get, with the caller's spec,
 pin root, object, approval and check mode. Where it decides whether the programs using a
-map are this collection's (a live map re-pinned instead of copied: ``_map_replace.live_maps``),
-it asks the one ownership model (``_ownership.is_collection_pin``).
+map are this collection's (a live map re-pinned instead of copied: ``_maps.replace.live_maps``),
+it asks the one ownership model (``_ownership.owners.is_collection_pin``).
 """
 
 from __future__ import annotations

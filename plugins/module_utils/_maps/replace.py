@@ -142,7 +142,7 @@ def _matches(info: dict, side: dict) -> bool:
 
 def live_maps(pins: list, sides: dict) -> dict:
     """{map name: live map id} for each map of the object that this collection's attached programs (the
-    program pins under ``<pin_root>/lqos_bpf/``: the ownership model's ``_ownership.is_collection_pin``) use with
+    program pins under ``<pin_root>/lqos_bpf/``: the ownership model's ``_ownership.owners.is_collection_pin``) use with
     the object's own layout. The kernel keeps 15
     characters of a map name; a name two different live maps match is left out (ambiguous)."""
     found: dict = {}

@@ -7,7 +7,7 @@
 """The ``pinned_maps`` states of a two-phase replacement, as module results:
 ``migrated`` (move aside, create, migrate entries by BTF), ``committed`` (back
 up and unpin the moved-aside maps) and ``rolled_back`` (put them back). The
-kernel work is in ``_map_replace.py``, the planning in ``_map_migrate.py``;
+kernel work is in ``_maps/replace.py``, the planning in ``_maps/migrate.py``;
 this file adds the approval gate, check and diff mode, and messages."""
 
 from __future__ import annotations

@@ -234,7 +234,7 @@ def flush_snapshots() -> None:
 
 
 def snapshot_rows(old_table, new_table, counter: bool) -> dict:
-    """The snapshot of a copy: the entries written (a _bpf_batch.Table), from ``old_table``'s, in order. A row
+    """The snapshot of a copy: the entries written (a _kernel.batch.Table), from ``old_table``'s, in order. A row
     is (digest of the old value converted, digest of the new map's value, old value for a counter map): at copy
     time both digests are of the value written, so one is computed."""
     n = new_table.n

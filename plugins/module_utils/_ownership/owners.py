@@ -9,10 +9,10 @@
 A program on an XDP or TC hook is, in this order:
 
 - **collection**: this collection attached it. It is pinned under ``<pin_root>/lqos_bpf/<netns|host>/<ifname>/``
-  (``_attach_plan.PIN_SUBDIR``), or the attach record names its id with the tag the kernel still reports
-  (``_attach.Attacher.recorded_ids``). Its id is in ``collection_ids``.
+  (``_attach.plan.PIN_SUBDIR``), or the attach record names its id with the tag the kernel still reports
+  (``_attach.observe.Observer.recorded_ids``). Its id is in ``collection_ids``.
 - **service**: a running process holds it as a file descriptor (a program fd, or a bpf_link fd of it): the
-  kernel prints ``prog_id:`` in ``/proc/<pid>/fdinfo/<fd>`` (``_service.held_prog_ids``). That is how LibreQoS'
+  kernel prints ``prog_id:`` in ``/proc/<pid>/fdinfo/<fd>`` (``_ownership.processes.held_prog_ids``). That is how LibreQoS'
   lqosd (and the reference pipeline's stand-in shaperd) keeps its programs: it loads them at every start, so
   replacing them lasts only until its next restart. The process is named by ``comm`` and, when it runs in a
   systemd service, by its unit, the last ``<name>.service`` of its cgroup path (``/proc/<pid>/cgroup``; the
@@ -36,9 +36,9 @@ COLLECTION = "collection"
 SERVICE = "service"
 FOREIGN = "foreign"
 OWNERS = (COLLECTION, SERVICE, FOREIGN)
-# Where lqos.bpf.attach pins the programs it attached, under the pin root (_attach_plan.PIN_SUBDIR).
+# Where lqos.bpf.attach pins the programs it attached, under the pin root (_attach.plan.PIN_SUBDIR).
 COLLECTION_PIN_DIR = "lqos_bpf"
-ATTACH_STATE_DIR = "/run/lqos-bpf/attach"  # the attach module's records (_attach_plan.DEFAULT_STATE_DIR)
+ATTACH_STATE_DIR = "/run/lqos-bpf/attach"  # the attach module's records (_attach.plan.DEFAULT_STATE_DIR)
 
 
 # --------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def describe_holders(holders: list) -> str:
 
 def service_refusal(hook: str, ifname: str, netns: str | None, program: str, holders: list) -> LqosError:
     """The one error of lqos.bpf.attach for a hook whose program a running process holds (``owner_of`` gave
-    "service"), with or without ``force``. ``program`` is ``_attach_plan.prog_desc`` text (id, name, tag)."""
+    "service"), with or without ``force``. ``program`` is ``_attach.plan.prog_desc`` text (id, name, tag)."""
     where = "%s%s" % (ifname, " (netns %s)" % netns if netns else "")
     units = sorted({h["unit"] for h in holders if h.get("unit")})
     msg = ("%s on %s holds program %s, loaded and held by %s: the service's, not this collection's; it is left in "
@@ -149,7 +149,7 @@ def holders(prog_ids, proc_root: str = "/proc") -> dict:
     """``{prog_id: [{"pid": int, "comm": str, "unit": str | None}]}`` for each id of ``prog_ids`` some process
     holds as a file descriptor (ids nobody holds are left out).
 
-    Scans every process of ``proc_root`` with ``_service.held_prog_ids``; this process itself is left out (a
+    Scans every process of ``proc_root`` with ``_ownership.processes.held_prog_ids``; this process itself is left out (a
     module that loaded a program to compare it is no service), and so are processes that exit meanwhile or
     whose fdinfo cannot be read (needs root, or a /proc of their pid namespace)."""
     from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids

@@ -8,7 +8,7 @@
 
 - ``read_hooks``: per configured interface, the XDP program (``bpf_xdp_query``) and the TC programs at the slot
   lqosd and shaperd use (handle 0x1, priority 0xC02F on the clsact qdisc; LibreQoS ``wrapper.c``, shaperd
-  ``hooks.c``), each with its kernel name, tag and owner (``_ownership.owner_of``).
+  ``hooks.c``), each with its kernel name, tag and owner (``_ownership.owners.owner_of``).
 - ``trial_tags``: the kernel tags of an object's XDP and TC programs, from a load that pins nothing and reuses no
   pin (the kernel computes a program's tag from its instructions with map references zeroed, ``kernel/bpf/core.c``
   ``bpf_prog_calc_tag``, so a load with other load-time values and maps gives the tag the service runs with).
@@ -81,7 +81,7 @@ def check_interfaces(config: dict) -> None:
 
 
 def owner(prog_id: int, collection_ids, service_ids) -> str:
-    """``collection``, ``service`` or ``foreign``: the one ownership decision (``_ownership.owner_of``) asked with
+    """``collection``, ``service`` or ``foreign``: the one ownership decision (``_ownership.owners.owner_of``) asked with
     the configured service's main process as the only holder (``service_ids``: the ids it holds) - from this
     module's point of view a program another process holds is not the service's."""
     return owner_of(prog_id, collection_ids, {i: [{"pid": 0}] for i in service_ids or ()})[0]

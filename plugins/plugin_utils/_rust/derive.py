@@ -97,7 +97,7 @@ class _Unsupported(Exception):
 
 
 class RustDerivation:
-    """Walks the parsed files of a ``_rust_layout.RustCrate`` once.
+    """Walks the parsed files of a ``_rust.crate.RustCrate`` once.
 
     ``rel`` turns an absolute path into the path shown in messages.
     """

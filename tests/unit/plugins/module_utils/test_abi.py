@@ -1,4 +1,4 @@
-"""Unit tests for the pure logic of lqos.bpf.abi_check (module_utils/_abi/check.py) and its
+"""Unit tests for the pure logic of lqos.bpf.abi_check (module_utils/_abi/parity.py, drift.py, check.py) and its
 controller half (plugin_utils/_abi_controller.py): field matching, messages, and the
 parsers for wrapper.c, wrapper.h and bindings.rs. Real builds are in
 tests/functional/test_abi_check.py."""
