@@ -1,5 +1,8 @@
 """add_rule(path, text): put a 'May import: text' paragraph at the end of path's module docstring."""
-import ast, sys
+import ast
+import sys
+
+
 def add_rule(path, text):
     src = open(path, encoding="utf-8").read()
     tree = ast.parse(src)
@@ -16,5 +19,7 @@ def add_rule(path, text):
     else:
         lines[end:end+1] = ["", para + "\"\"\""] if lines[end-1].strip() else [para + "\"\"\""]
     open(path, "w", encoding="utf-8").write("\n".join(lines))
+
+
 if __name__ == "__main__":
     add_rule(sys.argv[1], sys.argv[2])

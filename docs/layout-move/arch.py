@@ -1,5 +1,7 @@
 """Put the generated folder tree between the markers of docs/architecture.md (adding the section once)."""
-import subprocess, sys
+import subprocess
+import sys
+
 P = "docs/architecture.md"
 s = open(P, encoding="utf-8").read()
 tree = subprocess.run([sys.executable, "docs/layout-move/tree.py"], capture_output=True, text=True, check=True).stdout.rstrip()

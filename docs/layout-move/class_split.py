@@ -29,7 +29,6 @@ def main():
         attr, fname, pcls, doc, methods = a.split("=", 4)
         parts.append((attr, fname, pcls, doc, [m for m in methods.split(",") if m]))
     folder = os.path.dirname(src_path)
-    pkg = "ansible_collections.lqos.bpf." + folder.replace("/", ".")
     src = open(src_path, encoding="utf-8").read()
     lines = src.split("\n")
     tree = ast.parse(src)
@@ -40,8 +39,6 @@ def main():
         for m in ms:
             assert m in methods, m
             owner[m] = attr
-    part_attrs = {p[0] for p in parts}
-    existing_parts = {"kprobes", "applier"}   # parts the class already holds
 
     def method_span(m):
         s = min([m.lineno] + [d.lineno for d in m.decorator_list]) - 1

@@ -3,7 +3,10 @@
 usage: move.py FOLDER PKG 'DOCSTRING' old=new [old=new ...]
   FOLDER: module_utils | plugin_utils; PKG: _kernel; old: _bpf_btf; new: btf
 """
-import os, re, subprocess, sys
+import os
+import re
+import subprocess
+import sys
 
 REPO = os.getcwd()
 PREFIX = "ansible_collections.lqos.bpf.plugins."

@@ -50,7 +50,7 @@ def main():
                 if len(one) <= 120:
                     return one
                 return "%sfrom %s import (\n%s%s)" % (indent, module, "".join("%s    %s,\n" % (indent, i) for i in items),
-                                                     indent)
+                                                      indent)
             text = ([stmt(old, keep)] if keep else []) + [stmt(new, moved)]
             edits.append((node.lineno - 1, node.end_lineno, "\n".join(text)))
         attr_edits = []   # (line index, col, alias)

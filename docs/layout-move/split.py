@@ -163,6 +163,7 @@ def main():
             imp.append(stmt)
         out_files[tgt] = (imp, code)
     # cycles
+
     def visit(n, path):
         for d in deps.get(n, ()):
             if d in path:
@@ -176,7 +177,7 @@ def main():
             docstring = "\n".join(lines[doc_node.lineno - 1:doc_node.end_lineno]) if doc_node else ""
         else:
             docstring = '"""%s"""' % "\n\n".join("\n".join(textwrap.wrap(para, 110))
-                                               for para in docs[tgt].split("\n\n"))
+                                                 for para in docs[tgt].split("\n\n"))
         future = [i for i in imp if "__future__" in i]
         ours = [i for i in imp if "__future__" not in i and "ansible_collections" in i.split("import")[0]]
         rest = [i for i in imp if "__future__" not in i and i not in ours]

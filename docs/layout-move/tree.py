@@ -1,6 +1,11 @@
 """Print the module_utils/plugin_utils tree, one line per package and per file, from each docstring's first sentence."""
-import ast, os, re, sys
+import ast
+import os
+import re
+
 PL = "plugins"
+
+
 def first(path):
     src = open(path, encoding="utf-8").read()
     doc = ast.get_docstring(ast.parse(src)) or ""
@@ -17,6 +22,8 @@ def first(path):
     m = re.match(r"(.+?[.:])(\s|$)", para)
     s = (m.group(1) if m else para).rstrip(".:;")
     return s
+
+
 out = []
 for folder in ("module_utils", "plugin_utils"):
     base = os.path.join(PL, folder)

@@ -90,7 +90,7 @@ class Observer(object):
             where = "network namespace %s" % self.att.netns if self.att.netns else "the host's network namespace"
             if not required:
                 self.att.notes.append("interface %s does not exist in %s: nothing can be attached there"
-                                  % (self.att.ifname, where))
+                                      % (self.att.ifname, where))
                 return False
             raise LqosError("interface %s does not exist in %s." % (self.att.ifname, where),
                             "check the name with `ip%s link show` (names are case-sensitive)."
@@ -110,7 +110,7 @@ class Observer(object):
         self.att.programs = {p["name"]: p["type_name"] for p in info["programs"]}
         self.att.sections = {p["name"]: p["section"] for p in info["programs"]}
         self.att.xdp_prog, self.att.tc_slots, notes = wanted_slots(self.att.spec, self.att.programs, self.att.with_tc, self.att.object,
-                                                           self.att.tc_only)
+                                                                   self.att.tc_only)
         self.att.notes.extend(notes)
         self.att.roles = program_roles(self.att.spec, info["programs"])
         for name in [self.att.xdp_prog] + [s["program"] for s in self.att.tc_slots]:
@@ -126,7 +126,7 @@ class Observer(object):
             known = {v: btf.var_info(v) is not None for s in ("rodata", "data")
                      for v in list(self.att.spec["attach"].get(s) or {}) + list(self.att.overrides.get(s) or {})}
             self.att.params = load_params(self.att.spec, ncpus, self.att.ifindex, self.att.overrides, self.lookup_ifindex,
-                                      known.get, self.att.notes)
+                                          known.get, self.att.notes)
             _check_ranges(btf, self.att.params)
         self.att.fp = fingerprint(self.att.object_sha256, self.att.params)
         self.check_pins(info["maps"])
@@ -238,7 +238,7 @@ class Observer(object):
                                                                self.att.ifname))
         self.att.replace_ingress = True
         self.att.warnings.append("replacing the legacy ingress qdisc on %s by clsact (force: true): the filters it "
-                             "holds are removed" % self.att.ifname)
+                                 "holds are removed" % self.att.ifname)
 
     def service_holders(self, prog_id) -> list | None:
         """The processes holding ``prog_id`` when it is a service's (``_ownership.owners.owner_of``), else None. The scan of
@@ -275,7 +275,7 @@ class Observer(object):
         if d["kind"] == REFUSE:
             raise link_refuse_error(self.att.ifname, self.att.netns, old, link)
         self.att.warnings.append("detaching bpf_link %d (%s) to replace foreign XDP program %s on %s (force: true): not "
-                             "atomic" % (link["id"], link_holder(link), old, self.att.ifname))
+                                 "atomic" % (link["id"], link_holder(link), old, self.att.ifname))
         return dict(d, kind=REPLACE_LINK, link=link, mode=self.att.want_mode)
 
     def hooks_snapshot(self) -> dict:

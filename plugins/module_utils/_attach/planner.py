@@ -69,8 +69,8 @@ class Planner(object):
             self.att.warnings.append("replacing foreign XDP program %s on %s (force: true)" % (old, self.att.ifname))
         if d["kind"] == REATTACH:
             self.att.warnings.append("XDP mode change on %s (%s -> %s) cannot be atomic: the interface runs without an "
-                                 "XDP program between the detach and the attach"
-                                 % (self.att.ifname, d["old_mode"], d["mode"]))
+                                     "XDP program between the detach and the attach"
+                                     % (self.att.ifname, d["old_mode"], d["mode"]))
         if self.att.with_tc:
             wanted = {slot_id(s) for s in self.att.tc_slots}
             for slot in self.att.tc_slots:
@@ -84,7 +84,7 @@ class Planner(object):
                     raise refuse_error(where, self.att.ifname, self.att.netns, prog_desc(now["id"], now["info"]))
                 if td["kind"] == REPLACE_FOREIGN:
                     self.att.warnings.append("replacing foreign TC program %s on %s %s (force: true)"
-                                         % (prog_desc(now["id"], now["info"]), self.att.ifname, slot["direction"]))
+                                             % (prog_desc(now["id"], now["info"]), self.att.ifname, slot["direction"]))
                 self.att.tc_plan.append((slot, td))
             for sid, slot in sorted(recorded.items()):
                 if sid in wanted:
@@ -177,7 +177,7 @@ class Planner(object):
                     self.att.actions.append(xdp_action(DETACH, None, self.att.ifname, self.att.xdp_plan, desc))
                 else:
                     self.att.notes.append("XDP program %s on %s (%s mode) is not ours%s: left in place"
-                                      % (desc, self.att.ifname, mode, self.att.observer.held_by(pid)))
+                                          % (desc, self.att.ifname, mode, self.att.observer.held_by(pid)))
             for sid, slot in sorted(slots.items()):
                 now = self.att.tc_now[sid]
                 if not now["id"]:
@@ -188,7 +188,7 @@ class Planner(object):
                     self.att.actions.append(tc_action(DETACH, slot, self.att.ifname, desc))
                 else:
                     self.att.notes.append("TC %s program %s on %s is not ours%s: left in place"
-                                      % (slot["direction"], desc, self.att.ifname, self.att.observer.held_by(now["id"])))
+                                          % (slot["direction"], desc, self.att.ifname, self.att.observer.held_by(now["id"])))
         for name, pin in sorted(self.att.pins.items()):
             self.att.actions.append("unpin %s (%s)" % (pin["path"], prog_desc(pin["id"], pin)))
         self.att.kprobes.plan_kprobes_absent()
@@ -218,7 +218,7 @@ class Planner(object):
     def left_out_warnings(self) -> None:
         for e in self.att.left_out:
             self.att.warnings.append("optional program %s (SEC(\"%s\")) was left out on %s: %s. Lost: %s. Fix: %s"
-                                 % (e["program"], e["section"], self.att.ifname, e["reason"], e["feature"], e["fix"]))
+                                     % (e["program"], e["section"], self.att.ifname, e["reason"], e["feature"], e["fix"]))
 
     # -- results ------------------------------------------------------------------
     def planned_xdp(self) -> dict | None:
@@ -263,7 +263,7 @@ class Planner(object):
                                   self.att.ifname))
         elif self.att.want_mode == "skb":
             self.att.warnings.append("XDP program %s on %s runs in skb (generic) mode because xdp_mode is skb; %s. To "
-                                 "get native XDP: set xdp_mode: auto or native" % (xdp["program"], self.att.ifname, slow))
+                                     "get native XDP: set xdp_mode: auto or native" % (xdp["program"], self.att.ifname, slow))
         else:
             why = ("the program it replaced ran in skb mode and an atomic replace keeps the mode"
                    if xdp.get("action") in (REPLACE, REPLACE_FOREIGN) else "it stays as it was attached earlier")

@@ -337,7 +337,7 @@ def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
             check_bpf_object(object_path, "the current build's object")
             cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])]
             tables.append(PE.expectations_from_object(BO.object_info(object_path, root), cpu_sized,
-                                                     L.possible_cpus() if cpu_sized else None))
+                                                      L.possible_cpus() if cpu_sized else None))
         pins = PA.audit(root, PE.merge_expectations(*tables))
     except L.LibbpfError as exc:
         out["error"] = exc.msg

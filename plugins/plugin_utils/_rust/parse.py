@@ -228,20 +228,12 @@ def _attributes(node):
     return out
 
 
-
-
-
-
-
-
 def _int_literal(text):
     m = _INT_LITERAL.match(text)
     if not m:
         return None
     num = m.group("num").replace("_", "")
     return int(num, 0) if num[:2].lower() in ("0x", "0o", "0b") else int(num, 10)
-
-
 
 
 def _last_segment(node):

@@ -103,7 +103,7 @@ def test_same_size_arrays_with_other_element_are_flagged():
 
 def report(rust_fields, rust_size, c_fields=None, c_size=24, **kw):
     return _parity.compare_pair(entry(rust_fields, rust_size, **kw), c_layout(c_size), c_fields or C_IP, None,
-                             {"ip_hash_info": "IpHashData"})
+                                {"ip_hash_info": "IpHashData"})
 
 
 def test_clean_pair():
@@ -306,14 +306,14 @@ FILES = {"skeleton": "k_skel.h", "wrapper_c": "wrapper.c", "wrapper_h": "wrapper
 
 def test_chain_without_drift():
     assert _drift.chain_drift(SPEC, SKEL, {"rodata": ["cpu_count"]}, {"xdp_shaper": "xdp", "tc_classify": "tc"},
-                            WRAPPER_C, WRAPPER_H, BINDINGS, FILES) == []
+                              WRAPPER_C, WRAPPER_H, BINDINGS, FILES) == []
 
 
 def test_chain_drift_findings():
     skel = dict(SKEL, object="other_kern", maps=["flow_table", "host_trafic"])
     bindings = BINDINGS.replace("a: __u32,\n", "").replace("pub fn logf", "pub fn logv")
     drift = _drift.chain_drift(SPEC, skel, {"rodata": ["cpus"]}, {"xdp_shaper": "xdp", "tc_classify": "classifier"},
-                             WRAPPER_C, WRAPPER_H, bindings, FILES)
+                               WRAPPER_C, WRAPPER_H, bindings, FILES)
     assert [(d["kind"], d["subject"]) for d in drift] == [
         ("program", "tc_classify"), ("map", "host_traffic"), ("wrapper", "shaper_kern__"), ("wrapper", "cpu_count"),
         ("wrapper", "host_traffic"), ("binding", "shaper_set"), ("binding", "logf")]

@@ -39,7 +39,7 @@ def actual(**kw):
 
 def merged(cpus=2):
     return PE.merge_expectations(PE.expectations_from_spec(SPEC),
-                                PE.expectations_from_object(OBJECT_INFO, ["cpu_map"], cpus))
+                                 PE.expectations_from_object(OBJECT_INFO, ["cpu_map"], cpus))
 
 
 def test_expectations_from_spec_list_and_names():
@@ -153,11 +153,11 @@ def test_summary_and_listing():
             {"name": "maps.debug", "path": "/r/maps.debug", "kind": "other", "status": "not_a_map"},
             {"name": "gone", "path": "/r/gone", "kind": None, "status": "missing"}]
     assert PA.summarise(pins) == {"compatible": 1, "incompatible": 0, "unknown": 1, "missing": 1,
-                                 "not_a_map": 1, "vanished": 0, "unreadable": 0, "total": 4}
+                                  "not_a_map": 1, "vanished": 0, "unreadable": 0, "total": 4}
     assert PA.listing(pins) == ("map_traffic: percpu_hash key_size=16 value_size=128 max_entries=128000 flags=0x0 "
-                               "id=7 [compatible]\n"
-                               "maps.debug: other [not_a_map]\n"
-                               "x: percpu_hash key_size=1 value_size=128 max_entries=128000 flags=0x0 id=7 [unknown]\n")
+                                "id=7 [compatible]\n"
+                                "maps.debug: other [not_a_map]\n"
+                                "x: percpu_hash key_size=1 value_size=128 max_entries=128000 flags=0x0 id=7 [unknown]\n")
     assert PA.listing(pins, drop={"/r/x", "/sys/fs/bpf/map_traffic"}) == "maps.debug: other [not_a_map]\n"
 
 
