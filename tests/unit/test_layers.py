@@ -18,7 +18,8 @@ docstring says what it may import, and so does the docstring of each file shared
 This test walks every ``import`` of every file (ast, lazy imports inside functions included: AnsiballZ ships
 them all) and fails on an import its rule does not allow, on a package or shared file with no rule, on a
 rule naming what does not exist, and on module_utils importing plugin_utils (targets never carry the
-controller's code).
+controller's code). It also keeps every file under 500 lines and docs/architecture.md's folder tree equal to
+the folders (one line per package and per file).
 """
 from __future__ import annotations
 
@@ -181,3 +182,34 @@ def test_the_rule_reader():
     assert not allowed("module_utils._attach.apply", "module_utils._maps", {"module_utils._attach.plan"})
     assert not allowed("plugin_utils._report", "module_utils._common", {"plugin_utils._report"})
     assert allowed("module_utils._common", "plugin_utils._report", {"module_utils._common"})
+
+
+def test_the_architecture_tree_lists_every_package_and_file():
+    """docs/architecture.md's folder tree has one line per package and per file of both folders, and no other."""
+    with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as f:
+        text = f.read()
+    begin, end = "<!-- folder tree: one line per package and per file -->", "<!-- end of the folder tree -->"
+    assert begin in text and end in text, "docs/architecture.md has lost its folder tree markers"
+    listed, folder, package = set(), None, None
+    for line in text[text.index(begin):text.index(end)].splitlines():
+        if line.startswith("plugins/"):
+            folder, package = line.split("/")[1], None
+        elif line.startswith("    ") and package and line.split()[0].endswith(".py"):
+            listed.add("%s/%s/%s" % (folder, package, line.split()[0]))
+        elif line.startswith("  ") and not line.startswith("    ") and folder:
+            name = line.split()[0]
+            if name.endswith("/"):
+                package = name.rstrip("/")
+                listed.add("%s/%s/" % (folder, package))
+            else:
+                package = None
+                listed.add("%s/%s" % (folder, name))
+    actual = set()
+    for folder, rel in CASES:
+        parts = rel.split(os.sep)
+        if parts[-1] == "__init__.py":
+            actual.add("%s/%s/" % (folder, parts[0]))
+        else:
+            actual.add("%s/%s" % (folder, "/".join(parts)))
+    assert listed == actual, "docs/architecture.md's tree differs from the folders: missing %s, gone %s" % (
+        sorted(actual - listed), sorted(listed - actual))
