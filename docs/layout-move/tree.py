@@ -4,6 +4,22 @@ import os
 import re
 
 PL = "plugins"
+# Where a file's first sentence says too little for the tree.
+OVERRIDE = {
+    "_kernel/batch.py": "Whole maps read and written with the kernel's batch commands (BPF_MAP_LOOKUP_BATCH/UPDATE_BATCH)",
+    "_kernel/hooks.py": "Where programs run: netns, interfaces, the XDP hook, TC clsact filters, bpf_links",
+    "_kernel/objects.py": "BPF object files: contents, load, the per-program probe, why a load failed",
+    "_build/toolchain.py": "Preflight: the tools and their versions, kernel facts, the object's checks",
+    "_build/sources.py": "A build tied to its sources (manifest.json against the tree under src)",
+    "_maps/pinned_maps.py": "The pinned_maps module's run and its cleanup plan",
+    "_maps/commit.py": "After the new maps took their names: the catch-up pass, commit, roll back",
+    "_ownership/owners.py": "The ownership model: collection, service or foreign, for every hook",
+    "_ownership/processes.py": "What a process holds (program ids, /proc/<pid>/fdinfo) and the BPF object a binary embeds",
+    "_rust/crate.py": "The crate walk and the RustCrate API, composed with its parts (layout, consts, assertions)",
+    "_rust/parse.py": "tree-sitter, the layout model (Field, Layout, SizeAssertion, RustLayoutError), shared node helpers",
+    "_rust/derive.py": "What the crate's code says about its BPF object (map openings, binding calls, skeleton uses)",
+    "_abi/check.py": "The ABI check on the target (run_check), its record",
+}
 
 
 def first(path):
@@ -38,7 +54,7 @@ for folder in ("module_utils", "plugin_utils"):
             out.append("  %-22s %s (may import: %s)" % (name + "/", first(os.path.join(p, "__init__.py")), " ".join(rule.group(1).split()).rstrip(".")))
             for sub in sorted(os.listdir(p)):
                 if sub.endswith(".py") and sub != "__init__.py":
-                    out.append("    %-20s %s" % (sub, first(os.path.join(p, sub))))
+                    out.append("    %-20s %s" % (sub, OVERRIDE.get(name + "/" + sub) or first(os.path.join(p, sub))))
         elif name.endswith(".py"):
             out.append("  %-22s %s" % (name, first(p)))
 print("\n".join(out))

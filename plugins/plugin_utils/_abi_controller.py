@@ -176,7 +176,7 @@ def _type_entry(crate: RustCrate, rust: str, paths: _Paths) -> dict:
 
 
 def derived_side(crate: RustCrate, spec: dict, paths: _Paths) -> dict:
-    """The controller half of the derivation (``_rust_derive``), plus the
+    """The controller half of the derivation (``_rust.derive``), plus the
     layout of every Rust type it may pair: map keys/values and ``#[repr(C)]``
     structs (generic ones need their arguments and are left out)."""
     data = RustDerivation(crate, paths.rel).derive()

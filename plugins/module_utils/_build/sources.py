@@ -5,7 +5,7 @@
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
 """A build is tied to its sources: the BPF sources under a crate against the ``inputs`` of a build folder's
-manifest.json (written by ``_pipeline``), so a check never compares another tree's object with these mirrors."""
+manifest.json (written by ``_build.pipeline``), so a check never compares another tree's object with these mirrors."""
 
 from __future__ import annotations
 

@@ -358,7 +358,7 @@ class Btf(_Closable):
         return None
 
     def shape(self, tid: int, depth: int = 0) -> dict:
-        """A plain-data description of a type, for copying values field by field (``_map_migrate``).
+        """A plain-data description of a type, for copying values field by field (``_maps.migrate``).
 
         {"kind": "int", "size", "signed", "name"} for integers, enums and bools;
         {"kind": "struct", "size", "name", "members": [{"name", "offset" (bytes), "shape"}]};

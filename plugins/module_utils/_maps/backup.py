@@ -12,7 +12,7 @@ A backup file is JSON (format ``lqos.bpf.map-backup/1``): where the map was
 pinned, its layout (key_size, value_size, percpu, value_stride, possible_cpus,
 value_bytes, all in bytes) and every entry hex-encoded. The pure parts
 (``encode_backup``, ``decode_backup``, ``plan_restore``) take plain data; the
-rest reads or changes the kernel through ``_libbpf``.
+rest reads or changes the kernel through ``_kernel.libbpf``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 #
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
-"""After the new maps took their names (``_map_replace``): the catch-up pass that carries what was written
-into the old maps since the copy (rules in ``_map_window``), ``committed`` (a last catch-up, back up, unpin the
+"""After the new maps took their names (``_maps.replace``): the catch-up pass that carries what was written
+into the old maps since the copy (rules in ``_maps.window``), ``committed`` (a last catch-up, back up, unpin the
 moved-aside maps) and ``rolled_back`` (rename each moved-aside pin back over its name)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
 
 
 def catch_up(pin_root: str, name: str, state_dir: str, counter: bool, allow_narrowing: bool = False) -> dict:
-    """Carry what changed in the moved-aside map since the copy into the map now at its name (``_map_window``
+    """Carry what changed in the moved-aside map since the copy into the map now at its name (``_maps.window``
     rules: a newer value in the new map is never replaced, a counter map's increases add up); the snapshot
     is updated. Returns {carried, deleted, kept_newer, added_up}."""
     old_path, new_path = os.path.join(pin_root, aside_name(name)), os.path.join(pin_root, name)

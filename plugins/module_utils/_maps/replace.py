@@ -11,8 +11,8 @@ missing while it runs:
 1. ``migrated``: the new object is loaded with every program left out, so
    libbpf creates each new map pinned at ``<pin_root>/lqos_bpf_aside/lqos_bpf_new/NAME``;
    every entry of the old map is read (``BPF_MAP_LOOKUP_BATCH``), converted to
-   the new layout by BTF (``_map_migrate``), written (``BPF_MAP_UPDATE_BATCH``)
-   and read back, and a snapshot of what was copied is kept (``_map_window``).
+   the new layout by BTF (``_maps.migrate``), written (``BPF_MAP_UPDATE_BATCH``)
+   and read back, and a snapshot of what was copied is kept (``_maps.window``).
    The old map is then pinned a second time at ``lqos_bpf_aside/NAME`` and the
    new pin renamed over ``NAME`` (``rename(2)``: bpffs replaces the name in one
    step). The old programs keep running on the old map; ``lqos.bpf.attach``

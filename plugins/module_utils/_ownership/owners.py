@@ -227,7 +227,7 @@ def collection_prog_ids(pin_root: str, state_dir: str = ATTACH_STATE_DIR, prog_i
     """Ids (int) of the programs this collection attached, read from the host: programs pinned anywhere under
     ``<pin_root>/lqos_bpf/`` and programs the attach records name whose id the kernel still has with the
     recorded tag. ``prog_info(id)`` -> {"tag", ...} or None, ``pinned_prog(path)`` -> id or None are the kernel
-    reads (default: libbpf through ``_bpf_maps`` / ``_libbpf``); a pin folder that is missing gives no ids."""
+    reads (default: libbpf through ``_kernel.maps`` / ``_kernel.libbpf``); a pin folder that is missing gives no ids."""
     prog_info = prog_info or _kernel_prog_info
     pinned_prog = pinned_prog or _kernel_pinned_prog
     ids = set()
