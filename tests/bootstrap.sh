@@ -21,6 +21,14 @@ venv=${LQOS_VENV:-/opt/lqos-bpf/venv}
 oldest_venv=${LQOS_OLDEST_VENV:-/opt/lqos-bpf/venv-oldest}
 newest_venv=${LQOS_NEWEST_VENV:-/opt/lqos-bpf/venv-newest}
 tests=false
+case "${1:-}" in
+  -h|--help)
+    # The header of this file is its help.
+    sed -n '2,/^set -euo pipefail/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+    echo "It also links .collections/ansible_collections/lqos/bpf to the checkout, so lqos.bpf resolves from it."
+    exit 0
+    ;;
+esac
 if [ "${1:-}" = "--tests" ]; then
   tests=true
   shift

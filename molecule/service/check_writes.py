@@ -27,30 +27,33 @@ def fields(raw: bytes):
 
 
 def main(log_path: str, pin: str, after: int = -1, excused_bytes: int = 0) -> None:
+    # The log first, then the map: the daemon appends a line after its update returned, so every line read here
+    # was in the map before the dump below began (a daemon still writing adds lines this run does not see).
+    with open(log_path) as fh:
+        lines = fh.readlines()
     dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "pinned", pin], check=True,
                                      capture_output=True, text=True).stdout)
     in_map = {bytes(int(b, 16) for b in e["key"]).hex(): bytes(int(b, 16) for b in e["value"]) for e in dump}
     logged = failed = present = not_carried_back = 0
     missing, different = [], []
-    with open(log_path) as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) != 4:
-                continue
-            seq, key, value, outcome = int(parts[0]), parts[1], bytes.fromhex(parts[2]), parts[3]
-            if outcome != "ok":
-                failed += 1
-                continue
-            logged += 1
-            got = in_map.get(key)
-            if got is None and seq > after and len(value) == excused_bytes:
-                not_carried_back += 1
-            elif got is None:
-                missing.append({"seq": seq, "value_bytes": len(value)})
-            elif fields(got) != fields(value):
-                different.append({"seq": seq, "value_bytes": len(value), "map_bytes": len(got)})
-            else:
-                present += 1
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        seq, key, value, outcome = int(parts[0]), parts[1], bytes.fromhex(parts[2]), parts[3]
+        if outcome != "ok":
+            failed += 1
+            continue
+        logged += 1
+        got = in_map.get(key)
+        if got is None and seq > after and len(value) == excused_bytes:
+            not_carried_back += 1
+        elif got is None:
+            missing.append({"seq": seq, "value_bytes": len(value)})
+        elif fields(got) != fields(value):
+            different.append({"seq": seq, "value_bytes": len(value), "map_bytes": len(got)})
+        else:
+            present += 1
     print(json.dumps({"logged": logged, "failed": failed, "present": present, "map_entries": len(in_map),
                       "missing_total": len(missing), "missing": missing[:50],
                       "different_total": len(different), "different": different[:50],

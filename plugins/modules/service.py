@@ -246,16 +246,13 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import APPROVE_ARGS, run_module
 from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import CFFI_IMP_ERR, HAS_CFFI
+from ansible_collections.lqos.bpf.plugins.module_utils._service.config import SERVICE_ARGS
 from ansible_collections.lqos.bpf.plugins.module_utils._service.run import run_service
 
 
 def argument_spec() -> dict:
     spec = dict(
-        name=dict(type="str", required=True),
-        kind=dict(type="str", choices=["lqosd", "shaperd"]),
-        config=dict(type="path"),
-        binary=dict(type="path"),
-        pid=dict(type="int"),
+        SERVICE_ARGS,
         state=dict(type="str", default="read",
                    choices=["read", "extracted", "stopped", "started", "restarted", "masked", "unmasked", "verified"]),
         object_dest=dict(type="path"),

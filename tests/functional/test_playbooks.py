@@ -565,21 +565,27 @@ def test_a_mistyped_inventory_is_an_error_not_the_sandbox(tmp_path, name):
     assert sh("ip", "netns", "list").stdout == netns_before
 
 
-def test_a_topology_without_an_inventory_is_one_clear_error_not_a_sandbox_conflict(tmp_path):
+def refused_without_inventory(tmp_path, *args) -> dict:
+    """deploy.yml with an empty inventory (the embedded default) and ``args``: it must fail once, on localhost,
+    before the sandbox runs or any network namespace is made; returns that failure."""
     empty = tmp_path / "empty.ini"
     empty.write_text("")
     netns_before = sh("ip", "netns", "list").stdout
-    run = playbook("deploy.yml", None, "-e", '{"lqos_bpf_topology": {"mode": "stick"}}',
-                   env={"ANSIBLE_INVENTORY": str(empty)})
+    run = playbook("deploy.yml", None, *args, env={"ANSIBLE_INVENTORY": str(empty)})
     assert run.rc == 2, run
     [failure] = run.failures("localhost")
+    assert "sandbox" not in run.recap
+    assert sh("ip", "netns", "list").stdout == netns_before
+    return failure
+
+
+def test_a_topology_without_an_inventory_is_one_clear_error_not_a_sandbox_conflict(tmp_path):
+    failure = refused_without_inventory(tmp_path, "-e", '{"lqos_bpf_topology": {"mode": "stick"}}')
     assert failure["msg"] == (
         "lqos_bpf_topology was given, but no inventory: the embedded sandbox has one interface (lqsbx0 in network "
         "namespace lqos-sbx-a) and sets lqos_bpf_interfaces itself, so a topology cannot apply to it. Nothing was "
         "run. Fix: pass -i with the shapers the topology describes, or leave lqos_bpf_topology out to run on the "
         "sandbox."), failure
-    assert "sandbox" not in run.recap
-    assert sh("ip", "netns", "list").stdout == netns_before
 
 
 @pytest.mark.parametrize("given, extra", [
@@ -591,20 +597,13 @@ def test_the_sandbox_refuses_settings_that_would_reach_the_machine(tmp_path, giv
     """Extra vars beat the sandbox host's own: interfaces or a pin root given without an inventory would attach
     to the machine's real interfaces or pin in its real bpffs. Refused before anything runs. (Check mode and an
     interface no machine has: on code without the refusal this test fails without touching anything.)"""
-    empty = tmp_path / "empty.ini"
-    empty.write_text("")
-    netns_before = sh("ip", "netns", "list").stdout
-    run = playbook("deploy.yml", None, "--check", *extra, env={"ANSIBLE_INVENTORY": str(empty)})
-    assert run.rc == 2, run
-    [failure] = run.failures("localhost")
+    failure = refused_without_inventory(tmp_path, "--check", *extra)
     assert failure["msg"] == (
         "%s given, but no inventory: the embedded sandbox attaches only to lqsbx0 in network namespace "
         "lqos-sbx-a and pins only in its private bpffs /run/lqos-bpf/sandbox/bpffs, so the machine's real "
         "interfaces and its real /sys/fs/bpf are never touched; given here, they would override the sandbox's own "
         "(extra vars win) and reach the machine. Nothing was run. Fix: pass -i with the shapers these settings are "
         "for, or leave them out to run on the sandbox." % given), failure
-    assert "sandbox" not in run.recap
-    assert sh("ip", "netns", "list").stdout == netns_before
 
 
 def test_the_audit_report_uses_the_users_template_and_names_a_missing_one(tmp_path):

@@ -332,6 +332,19 @@ def test_deploy_yml_in_bridge_mode_attaches_the_redirector_and_writes_its_map(br
         assert facts["status"] == "deployed", facts
         both = playbook("deploy.yml", inventory, "-e", '{"lqos_bpf_interfaces": [{"name": "wan0"}]}')
         assert both.rc != 0 and "sets both lqos_bpf_topology and lqos_bpf_interfaces. Fix: keep one" in both.out
+        # The service loader's refusals, before anything about the service is read or changed.
+        no_unit = playbook("deploy.yml", inventory, "-e", '{"lqos_bpf_loader": "service"}')
+        assert no_unit.rc != 0 and ("bridge1: lqos_bpf_loader is service but lqos_bpf_service is empty. Fix: name the "
+                                    "systemd unit that loads the programs (lqos_bpf_service: lqosd).") in " ".join(
+                                        no_unit.out.split()), no_unit.out[-4000:]
+        missing = str(tmp_path / "no-such-install.yml")
+        no_file = playbook("deploy.yml", inventory, "-e", json.dumps(
+            {"lqos_bpf_loader": "service", "lqos_bpf_service": "shaperd", "lqos_bpf_service_install_tasks": missing}))
+        assert no_file.rc != 0 and ("bridge1: lqos_bpf_service_install_tasks is %s, which is no file on the controller; "
+                                    "nothing was changed. Fix: give the path of your task file on the controller, "
+                                    "absolute or under inventory_dir (in a collection playbook such as lqos.bpf.deploy, "
+                                    "playbook_dir is the collection's own folder)." % missing) in " ".join(
+                                        no_file.out.split()), no_file.out[-4000:]
     finally:
         for ifname in ("wan0", "lan0"):
             sh("ip", "netns", "exec", ns, "ip", "link", "set", ifname, "xdp", "off", check=False)

@@ -24,6 +24,7 @@ import json
 import os
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from ansible_collections.lqos.bpf.plugins.module_utils._service.config import SERVICE_ARGS
 
 MATCH, DIFFER, UNKNOWN = "match", "differ", "unknown"
 PASSED, FAILED = "passed", "failed"
@@ -33,14 +34,7 @@ HOOKS = ("xdp", "tc_egress", "tc_ingress")
 SHORT = 12
 
 # abi_info's ``service`` option (the service module's options of the same names, plus the deploy role's state dir).
-SERVICE_OPTIONS = dict(
-    name=dict(type="str", required=True),
-    kind=dict(type="str", choices=["lqosd", "shaperd"]),
-    config=dict(type="path"),
-    binary=dict(type="path"),
-    pid=dict(type="int"),
-    state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
-)
+SERVICE_OPTIONS = dict(SERVICE_ARGS, state_dir=dict(type="path", default=DEFAULT_STATE_DIR))
 
 
 def record_path(state_dir: str, unit: str) -> str:

@@ -29,6 +29,15 @@ import re
 
 from ansible_collections.lqos.bpf.plugins.module_utils._common import DEFAULT_PIN_ROOT, LqosError
 
+# The options that name a service, shared by the service module and abi_info's ``service`` option.
+SERVICE_ARGS = dict(
+    name=dict(type="str", required=True),
+    kind=dict(type="str", choices=["lqosd", "shaperd"]),
+    config=dict(type="path"),
+    binary=dict(type="path"),
+    pid=dict(type="int"),
+)
+
 try:
     import tomllib  # Python 3.11+
 except ImportError:  # pragma: no cover - Python < 3.11 on the target

@@ -126,29 +126,29 @@ def trial_tags(path: str, what: str | None = None) -> dict:
     (nothing pinned, no pin reused, closed again; other programs left out; a CPU map larger than this host's
     possible CPUs shrunk to them, as the services do, since the kernel refuses more). ``what`` names the object
     in the message (default its path). LqosError when it does not load."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O
+    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as bpf_object
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.loaded import LoadedObject
     from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _STATE, _errno_of
 
     what = what or path
     try:
-        info = O.object_info(path)
+        info = bpf_object.object_info(path)
         progs = info["programs"]
         keep = [p["name"] for p in progs if p["type_name"] in HOOK_TYPES]
         if not keep:
             raise LqosError("%s has no XDP or TC program, so it gives no tags to verify against." % what,
                             "give the service's object, or expected_tags.")
         others = [p["name"] for p in progs if p["name"] not in keep]
-        cpus = O.possible_cpus()
+        cpus = bpf_object.possible_cpus()
         resize = {m["name"]: cpus for m in info["maps"] if m["type_name"] == "cpumap" and m["max_entries"] > cpus}
-        obj, bufs = O._prepare(path, None, resize, {}, {}, set(others), 64 * 1024, no_pins=True,
-                               shrink_to=max(cpus, 64))
+        obj, bufs = bpf_object._prepare(path, None, resize, {}, {}, set(others), 64 * 1024, no_pins=True,
+                                        shrink_to=max(cpus, 64))
         lib = _STATE["lib"]
         loaded = None
         try:
             ret = lib.bpf_object__load(obj)
             if ret < 0:
-                O._explain_load_failure(obj, path, None, _errno_of(ret), bufs, [])
+                bpf_object._explain_load_failure(obj, path, None, _errno_of(ret), bufs, [])
             loaded = LoadedObject(obj, path, None, bufs)   # closes the object from now on
             return {name: loaded.prog_info(name)["tag"] for name in keep}
         finally:
