@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import DEFAULT_PIN_ROOT, LqosError
+from ._common import DEFAULT_PIN_ROOT, LqosError
 
 
 BPFFS_MAGIC = 0xCAFE4A11

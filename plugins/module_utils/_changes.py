@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, os_fault
+from ._common import LqosError, os_fault
 
 
 def failure(err: LqosError, rolled_back: list, left: list, finish: str = "", who: str = "this run") -> LqosError:

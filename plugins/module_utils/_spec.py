@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from ._common import LqosError
 # Re-exported: header constants lived here before they got their own file.
-from ansible_collections.lqos.bpf.plugins.module_utils._cexpr import (  # noqa: F401 pylint: disable=unused-import
+from ._cexpr import (  # noqa: F401 pylint: disable=unused-import
     eval_int_expr, header_constants,
 )
 

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._abi.drift import (
+from .._common import LqosError
+from .drift import (
     assertion_drift,
     bindings_functions,
     chain_drift,
     constants_report,
     skeleton_variables,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._abi.parity import btf_fields, compare_pair
+from .parity import btf_fields, compare_pair
 
 
 # ---------------------------------------------------------------------------
@@ -48,8 +48,8 @@ def _read(path: str) -> str | None:
 
 def btf_side(obj_path: str, pairs: list) -> dict:
     """{c_name: (layout, fields, error)} for every C type of the pairs."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
+    from .._kernel.btf import Btf
+    from .._kernel.libbpf import LibbpfError
 
     out = {}
     with Btf.from_file(obj_path) as btf:
@@ -80,11 +80,11 @@ def failure_message(spec_name: str, problems: list) -> str:
 
 def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) -> dict:
     """The whole check; returns the module result (without changed/failed)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._abi import derive as dv
-    from ansible_collections.lqos.bpf.plugins.module_utils._abi.derive import derive_from_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import skeleton_names
+    from .._kernel import libbpf as _libbpf
+    from .._kernel import objects as _bpf_object
+    from . import derive as dv
+    from .derive import derive_from_object
+    from .._build.pipeline import skeleton_names
 
     if not os.path.isfile(obj_path):
         raise LqosError("BPF object %s does not exist." % obj_path,
@@ -178,9 +178,9 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
     trial-loaded on this kernel (``trial_load``). ``warn(text)`` reports a warning. ``changed`` is whether the
     record changed (or would have). With ``src`` (the crate on this host) a build made from other sources is
     refused before anything is compared (``_build.sources.refuse_other_sources``)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._common import check_bpf_object
+    from .._common import check_bpf_object
     if src and os.path.isdir(build_dir):
-        from ansible_collections.lqos.bpf.plugins.module_utils._build.sources import refuse_other_sources
+        from .._build.sources import refuse_other_sources
         refuse_other_sources(spec, src, build_dir)
     if os.path.lexists(obj):
         check_bpf_object(obj)  # a folder, text, random bytes or a truncated ELF: say so before libbpf does
@@ -210,7 +210,7 @@ def run_check(spec: dict, build_dir: str, obj: str, rust: dict | None, record: s
         for problem in result["problems"]:
             warn(problem)
     if trial_load:
-        from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import object_preflight, require
+        from .._build.toolchain import object_preflight, require
         checks = object_preflight(spec, obj)
         result["object_checks"] = checks
         require(checks)
@@ -223,7 +223,7 @@ def write_record(path: str, spec_name: str, build_dir: str, obj: str, result: di
     """Write the check's outcome to ``path`` unless it already holds exactly that; True when it (would have)
     changed."""
     import json
-    from ansible_collections.lqos.bpf.plugins.module_utils._common import atomic_write, os_fault, sha256_file
+    from .._common import atomic_write, os_fault, sha256_file
     record = {
         "spec": spec_name,
         "build_id": os.path.basename(os.path.realpath(build_dir)),

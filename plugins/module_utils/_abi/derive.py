@@ -242,7 +242,7 @@ def derive_from_object(spec: dict, obj_path: str, info: dict | None, derived: di
 
     Reads the object's BTF (``_kernel.btf.Btf.from_file``); ``info`` is
     ``_kernel.objects.object_info(obj_path)`` (None when it could not be read)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf
+    from .._kernel.btf import Btf
 
     maps = (info or {}).get("maps", [])
     with Btf.from_file(obj_path) as btf:

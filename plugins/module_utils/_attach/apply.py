@@ -16,17 +16,17 @@ import json
 import os
 import signal
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     atomic_write, LqosError,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._changes import HostChanges, probe_writable
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import qdiscs as _qdiscs
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
+from .._changes import HostChanges, probe_writable
+from .._kernel import libbpf as _libbpf
+from .._kernel import btf as _bpf_btf
+from .._kernel import hooks as _bpf_hooks
+from .._kernel import qdiscs as _qdiscs
+from .._kernel import maps as _bpf_maps
+from .._kernel import objects as _bpf_object
+from .plan import (
     ADOPT,
     ATTACH,
     DETACH,

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import confine_pin, require_bpffs
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.apply import Applier, _lib_error, _Lock
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.kprobe import Kprobes
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.observe import Observer
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.planner import Planner
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
+from .._common import LqosError
+from .._bpffs import confine_pin, require_bpffs
+from .._kernel import libbpf as _libbpf
+from .apply import Applier, _lib_error, _Lock
+from .kprobe import Kprobes
+from .observe import Observer
+from .planner import Planner
+from .plan import (
     ATTACH,
     DEFAULT_STATE_DIR,
     DETACH,
@@ -57,7 +57,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     validate_ifname,
     validate_netns,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._spec import is_load_value, SPECIAL_VALUES
+from .._spec import is_load_value, SPECIAL_VALUES
 
 
 class Attacher(object):

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _ObjFd
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.hooks import link_info_by_fd
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
+from .._common import LqosError
+from .._kernel import libbpf as _libbpf
+from .._kernel.libbpf import _ObjFd
+from .._kernel.hooks import link_info_by_fd
+from .plan import (
     ATTACH, DETACH, KEEP, NEW_SUFFIX, REPLACE, pin_component,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import kprobe_target
+from .._kernel.programs import kprobe_target
 
 LOADING = (ATTACH, REPLACE)
 
@@ -170,7 +170,7 @@ class Kprobes(object):
         """Trial-load the kprobes to attach (CONFIG_KPROBES, the kernel function), then word the plan."""
         loading = sorted(r["program"] for r in self.att.kprobe_plan if r["kind"] in LOADING)
         if loading:
-            from ansible_collections.lqos.bpf.plugins.module_utils._kernel.objects import probe_programs
+            from .._kernel.objects import probe_programs
             rows = probe_programs(self.att.object, names=loading, resize=self.att.params["resize"],
                                   rodata=self.att.params["rodata"], data=self.att.params["data"])
             for row in rows:

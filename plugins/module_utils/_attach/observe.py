@@ -13,21 +13,21 @@ from __future__ import annotations
 import errno
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     check_bpf_object,
     int_bytes,
     LqosError,
     sha256_file,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import qdiscs as _qdiscs
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.apply import _lib_error
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owners as _ownership
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
+from .._kernel import libbpf as _libbpf
+from .._kernel import btf as _bpf_btf
+from .._kernel import hooks as _bpf_hooks
+from .._kernel import qdiscs as _qdiscs
+from .._kernel import maps as _bpf_maps
+from .._kernel import objects as _bpf_object
+from .apply import _lib_error
+from .._ownership import owners as _ownership
+from .plan import (
     REATTACH,
     REFUSE,
     REPLACE_FOREIGN,
@@ -40,7 +40,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     slot_id,
     wanted_slots,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import program_roles
+from .._kernel.programs import program_roles
 
 
 def _check_ranges(btf, params: dict) -> None:

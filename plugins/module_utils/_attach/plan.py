@@ -17,10 +17,10 @@ import json
 import os
 import re
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     canonical_json, default_build_root, LqosError,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import COLLECTION_PIN_DIR
+from .._ownership.owners import COLLECTION_PIN_DIR
 
 PIN_SUBDIR = COLLECTION_PIN_DIR   # what makes a program ours (_ownership)
 HOST_NETNS = "host"

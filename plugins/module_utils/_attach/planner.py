@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
+from .._common import LqosError
+from .._kernel import libbpf as _libbpf
+from .._kernel import maps as _bpf_maps
+from .._kernel import objects as _bpf_object
+from .plan import (
     ATTACH,
     DETACH,
     KEEP,
@@ -38,7 +38,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import (
     tc_action,
     xdp_action,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import feature_of
+from .._kernel.programs import feature_of
 
 
 class Planner(object):

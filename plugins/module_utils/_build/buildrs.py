@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from .._common import LqosError
 
 _COMMAND = re.compile(r'Command::new\(\s*"([^"]+)"\s*\)')
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')

@@ -31,7 +31,7 @@ import shutil
 import signal
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     atomic_symlink, fsync_dir, LqosError, os_fault,
 )
 

@@ -31,12 +31,12 @@ import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.lqos.bpf.plugins.module_utils._build import builds as _builds
-from ansible_collections.lqos.bpf.plugins.module_utils._build.buildrs import apply_build_rs_flags
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from . import builds as _builds
+from .buildrs import apply_build_rs_flags
+from .._common import (
     atomic_write, canonical_json, ENV_FIXES, LqosError, os_fault, run_step, sha256_bytes, sha256_file,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import TOOL_CACHE, tool_versions
+from .toolchain import TOOL_CACHE, tool_versions
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 2  # 2: the build record keeps the hash of every file the compile read

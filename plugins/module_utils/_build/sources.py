@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, sha256_file
-from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import MANIFEST, Pipeline, _read_json
+from .._common import LqosError, sha256_file
+from .pipeline import MANIFEST, Pipeline, _read_json
 
 
 def source_drift(spec: dict, src: str, build_dir: str) -> list:

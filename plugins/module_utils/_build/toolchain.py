@@ -17,15 +17,15 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     atomic_write,
     count_cpu_list,
     LqosError,
     run_literal,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import bpffs_mount_fix, is_bpffs
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import CAP_BITS, kernel_config
-from ansible_collections.lqos.bpf.plugins.module_utils._spec import header_constants
+from .._bpffs import bpffs_mount_fix, is_bpffs
+from .._kernel.programs import CAP_BITS, kernel_config
+from .._spec import header_constants
 
 # name -> (version argv, version regex, Debian package, default minimum)
 TOOLS = {
@@ -158,7 +158,7 @@ def libbpf_status() -> dict:
     status = {"headers": len(headers) == 2, "header_path": "/usr/include/bpf" if headers else None,
               "library": False, "version": None, "cffi": False, "error": None}
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+        from .._kernel import libbpf as _libbpf
     except ImportError as exc:  # pragma: no cover - shipped with the collection
         status["error"] = str(exc)
         return status
@@ -183,7 +183,7 @@ def effective_caps(status_path: str = "/proc/self/status") -> int:
 def probe_prog_types() -> dict | None:
     """Ask the running kernel (through libbpf) whether it loads XDP and TC programs."""
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+        from .._kernel import libbpf as _libbpf
         probe = getattr(_libbpf, "probe_prog_type", None)
         if probe is None:
             return None
@@ -230,10 +230,10 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
     map type that fails is a required check; an optional program that fails is
     a warning (the loader leaves it out). Raises LqosError when the object is
     missing or not a BPF object."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import feature_of, kprobe_target, program_roles
+    from .._kernel import objects as _bpf_object
+    from .._kernel.libbpf import LibbpfError
+    from .._kernel import verifier as V
+    from .._kernel.programs import feature_of, kprobe_target, program_roles
 
     if not os.path.isfile(obj_path):
         raise LqosError("BPF object %s does not exist." % obj_path,
@@ -434,7 +434,7 @@ def object_preflight(spec: dict | None, obj_path: str) -> dict:
 def headroom_table(programs: list) -> list:
     """[{program, kernel, status, headroom_pct, insns, insns_headroom_pct, stack, stack_headroom_pct, stack_method,
     load_ms}]: each program's verifier figures (_kernel.verifier.figures) as one flat row."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.verifier import flat
+    from .._kernel.verifier import flat
     return [flat(row["name"], row.get("verifier")) for row in programs or []]
 
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     ABI_CHECK_FILE,
     check_bpf_object,
     LqosError,
     possible_cpus,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import is_bpffs, require_bpffs
-from ansible_collections.lqos.bpf.plugins.module_utils._build.pipeline import CHAIN_TOOLS, MANIFEST
+from .._bpffs import is_bpffs, require_bpffs
+from .._build.pipeline import CHAIN_TOOLS, MANIFEST
 
 DEPLOYED_FILE = "deployed.json"
 KERNEL_NAME_LEN = 15  # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 characters of a program's name
@@ -200,7 +200,7 @@ def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
     """Add ``owner`` (``collection``, ``service``, ``foreign``, or None for an empty hook) and ``holders`` (the
     processes holding a service's program: [{pid, comm, unit}], else None) to every hook entry of ``attached``
     (``_ownership.owners.owner_of``), and return the host's ``loader`` summary (``_ownership.owners.loader_summary``)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import loader_summary, owner_of, SERVICE
+    from .._ownership.owners import loader_summary, owner_of, SERVICE
 
     hooks = hook_entries(attached)
     for entry in hooks:
@@ -216,7 +216,7 @@ def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
 def owner_facts(attached: list, pin_root: str, errors: list) -> dict:
     """Who owns each program on the hooks (``mark_owners``): the collection's pins under ``<pin_root>/lqos_bpf/``,
     the processes of /proc holding the rest. Returns the ``loader`` summary."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._ownership import owners as _ownership
+    from .._ownership import owners as _ownership
 
     ids = {e["id"] for e in hook_entries(attached) if e.get("id")}
     ours, held = set(), {}
@@ -240,7 +240,7 @@ def kernel_facts() -> dict:
 
 
 def toolchain_facts(module, errors: list) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils._build.toolchain import tool_versions
+    from .._build.toolchain import tool_versions
 
     out = {}
     try:
@@ -250,7 +250,7 @@ def toolchain_facts(module, errors: list) -> dict:
     except Exception as exc:  # pylint: disable=broad-except
         errors.append("toolchain: %s" % exc)
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+        from .._kernel import libbpf as _libbpf
         out["libbpf"] = _libbpf.libbpf_version()
     except Exception as exc:  # pylint: disable=broad-except
         out["libbpf"] = None
@@ -262,7 +262,7 @@ def _prog(L, prog_id: int) -> dict | None:
     if not prog_id:
         return None
     try:
-        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
+        from .._kernel import maps as _bpf_maps
         info = _bpf_maps.prog_info_by_id(prog_id)
         return {"id": prog_id, "name": info["name"], "tag": info["tag"]}
     except L.LibbpfError as exc:
@@ -271,8 +271,8 @@ def _prog(L, prog_id: int) -> dict | None:
 
 def interface_facts(iface: dict, spec: dict, deployed) -> dict:
     """Programs on one interface: XDP (mode, id, tag) and each TC hook of the spec."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as H
+    from .._kernel import libbpf as L
+    from .._kernel import hooks as H
 
     name, ns = iface["name"], iface.get("netns") or None
     row = {"interface": name, "netns": ns, "ifindex": None, "present": False, "error": None,
@@ -319,10 +319,10 @@ def interface_facts(iface: dict, spec: dict, deployed) -> dict:
 
 def pin_facts(pin_root: str, spec: dict, object_path: str | None) -> dict:
     """The pinned-map audit of lqos.bpf.pinned_maps, read-only."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as BO
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import audit as PA
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import expectations as PE
+    from .._kernel import libbpf as L
+    from .._kernel import objects as BO
+    from .._maps import audit as PA
+    from .._maps import expectations as PE
 
     out = {"pin_root": pin_root, "error": None, "maps": [], "summary": {}}
     if not is_bpffs(pin_root):
@@ -358,10 +358,10 @@ def program_facts(spec: dict, object_path: str | None, errors: list) -> list | N
     "not loaded: refused" / "not loaded: left out" without figures), or None without a build."""
     if not object_path or not os.path.isfile(object_path):
         return None
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as _bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, possible_cpus
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import program_roles
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.verifier import LEFT_OUT, not_loaded
+    from .._kernel import objects as _bpf_object
+    from .._kernel.libbpf import LibbpfError, possible_cpus
+    from .._kernel.programs import program_roles
+    from .._kernel.verifier import LEFT_OUT, not_loaded
 
     try:
         resize = {item["map"]: possible_cpus() for item in spec.get("cpu_sized_maps") or []}

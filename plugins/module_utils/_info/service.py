@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._service.config import SERVICE_ARGS
+from .._common import LqosError
+from .._service.config import SERVICE_ARGS
 
 MATCH, DIFFER, UNKNOWN = "match", "differ", "unknown"
 PASSED, FAILED = "passed", "failed"
@@ -70,7 +70,7 @@ def compare(config: dict, hooks: list, expected, main_pid: int, source: str) -> 
     of ``source``, or the text saying why there are none. ``match`` when ``_service.hooks.problems`` finds nothing
     (every hook of the configuration holds a program of the main process with the expected tag), ``differ`` with
     its sentences, ``unknown`` with the reason when the service does not run or there is nothing to compare."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._service.hooks import problems
+    from .._service.hooks import problems
 
     if not main_pid:
         return UNKNOWN, [], "the service is not running, so no programs of it run"
@@ -156,7 +156,7 @@ def _unit_state(run) -> dict:
 
 def _tags(run, build: dict | None, main_pid: int) -> tuple:
     """(embedded tags or why not, build tags or why not); trial loads only while the service runs."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._service.hooks import trial_tags
+    from .._service.hooks import trial_tags
 
     if not main_pid:
         return None, None
@@ -176,7 +176,7 @@ def _tags(run, build: dict | None, main_pid: int) -> tuple:
 
 
 def _sha(data: bytes) -> str:
-    from ansible_collections.lqos.bpf.plugins.module_utils._common import sha256_bytes
+    from .._common import sha256_bytes
     return sha256_bytes(data)
 
 
@@ -184,7 +184,7 @@ def service_facts(module, options: dict, build: dict | None) -> dict:
     """abi_info's ``service`` section (shape: RETURN ``service`` of plugins/modules/abi_info.py) for the ``service``
     option {name, kind, config, binary, pid, state_dir}; ``build`` is abi_info's ``build`` (its object is the
     collection's build). Never raises LqosError: what cannot be read is the section's ``error`` and ``unknown``s."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._service.run import read_params, ServiceRun
+    from .._service.run import read_params, ServiceRun
 
     out = {"unit": options["name"], "active_state": None, "sub_state": None, "main_pid": None, "n_restarts": None,
            "binary": None, "embedded": None, "running": [], "tags_vs_embedded": UNKNOWN, "tags_vs_build": UNKNOWN,

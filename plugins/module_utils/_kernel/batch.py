@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno as _errno
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     LibbpfError,
     _ObjFd,
     _errno_of,
@@ -19,8 +19,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     map_type_name,
     possible_cpus,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import ENOTSUPP, PERCPU_MAP_TYPES
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+from .declarations import ENOTSUPP, PERCPU_MAP_TYPES
+from . import maps as M
 
 CHUNK = 16384          # entries per lookup call (a hash bucket never holds more)
 UPDATE_CHUNK = 65536   # entries per update call

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     LibbpfError,
     _STATE,
     _b,
@@ -18,8 +18,8 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     _log_since,
     _s,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.open_object import _Closable, _open_object
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
+from .open_object import _Closable, _open_object
+from .declarations import (
     BTF_KIND_ARRAY,
     BTF_KIND_CONST,
     BTF_KIND_DATASEC,

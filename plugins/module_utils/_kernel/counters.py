@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, possible_cpus
+from .._common import LqosError, possible_cpus
 
 
 # How a 16-byte address key holds an IPv4 address (spec ``health.ipv4``): the bytes before the four address bytes.
@@ -97,10 +97,10 @@ def counter_facts(pin_root: str, spec: dict, addresses: list, detail: bool = Fal
     key size and the spec's ``health.ipv4`` (``address_key``). With ``detail`` every address maps to
     {"key": hex, "map": name, "counts": the dict above or None, "nearest": [hex keys] (only without an entry:
     ``nearest_keys`` of the map's keys, so a key looked up in another encoding shows next to the real ones)}."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import PERCPU_MAP_TYPES
+    from . import btf as _bpf_btf
+    from . import maps as _bpf_maps
+    from .libbpf import LibbpfError
+    from .declarations import PERCPU_MAP_TYPES
 
     health = spec.get("health")
     if not health:
@@ -143,7 +143,7 @@ def probe_source(target: str, netns: str | None) -> str:
     """The local address this host sends from to reach ``target`` (inside ``netns``): a connected UDP
     socket asks the routing table without sending anything."""
     import socket
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
+    from . import hooks as _bpf_hooks
 
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
     ctx = _bpf_hooks.netns(netns) if netns else None

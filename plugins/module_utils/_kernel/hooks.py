@@ -12,7 +12,7 @@ import errno as _errno
 import os
 import socket
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     LibbpfError,
     _STATE,
     _errno_of,
@@ -21,7 +21,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     _log_mark,
     _log_since,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
+from .declarations import (
     BPF_TC_F_REPLACE,
     CLONE_NEWNET,
     TC_DIRECTIONS,
@@ -415,7 +415,7 @@ def xdp_links(ifindex: int, prog_id: int | None = None) -> list:
 
 def link_pins(root: str, ids) -> dict:
     """{link id: pin path} for the pinned bpf_links among ``ids`` below the bpffs folder ``root``."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _obj_get, pinned_kind
+    from .libbpf import _obj_get, pinned_kind
     want, found = set(ids), {}
     if not want or not os.path.isdir(root):
         return found

@@ -32,7 +32,7 @@ except ImportError:
     HAS_CFFI = False
     CFFI_IMP_ERR = traceback.format_exc()
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
+from .declarations import (
     CDEF,
     ENOTSUPP,
     LIBBPF_DEBUG,

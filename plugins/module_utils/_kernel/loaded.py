@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno as _errno
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     LibbpfError,
     _STATE,
     _b,
@@ -19,13 +19,13 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     _log_since,
     _s,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.open_object import (
+from .open_object import (
     _Closable,
     _internal_section,
     _iter_maps,
     _iter_progs,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.maps import prog_info_by_fd
+from .maps import prog_info_by_fd
 
 
 class LoadedObject(_Closable):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     LibbpfError,
     _ObjFd,
     _STATE,
@@ -23,7 +23,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     possible_cpus,
     prog_type_name,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import (
+from .declarations import (
     BPF_ANY,
     BPF_F_NO_PREALLOC,
     BPF_OBJ_NAME_LEN,
@@ -63,7 +63,7 @@ def _kernel_btf_type_name(btf_id: int, type_id: int) -> str | None:
     if not btf_id or not type_id:
         return None
     # Imported on first use: a map without BTF (and every module that never meets one) does not compile _bpf_btf.
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import _kernel_btf_type_name as name
+    from .btf import _kernel_btf_type_name as name
     return name(btf_id, type_id)
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     LibbpfError,
     _STATE,
     _b,
@@ -29,7 +29,7 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
     pinned_kind,
     possible_cpus,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.open_object import (
+from .open_object import (
     _internal_section,
     _iter_maps,
     _iter_progs,
@@ -37,18 +37,18 @@ from ansible_collections.lqos.bpf.plugins.module_utils._kernel.open_object impor
     _open_object,
     _prog_def,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import MAP_TYPES
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import verifier as V
-from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.btf import Btf
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.maps import map_info_by_path
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.programs import (
+from .declarations import MAP_TYPES
+from . import verifier as V
+from .._common import int_bytes, LqosError
+from .btf import Btf
+from .maps import map_info_by_path
+from .programs import (
     classify_refusal,
     kernel_facts,
     kprobe_target,
     verifier_ran,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.loaded import LoadedObject
+from .loaded import LoadedObject
 
 
 # Map types whose max_entries the verifier never reads: a trial load may shrink them.

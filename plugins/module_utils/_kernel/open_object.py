@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import (
+from .libbpf import (
     _STATE,
     _b,
     _fail,

@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError, _fail
+from .libbpf import LibbpfError, _fail
 
 
 # rtnetlink (linux/rtnetlink.h, linux/pkt_sched.h): just enough to read and delete a qdisc.

@@ -13,13 +13,13 @@ from __future__ import annotations
 import errno
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR as ASIDE_DIR, errno_name
+from .._common import LqosError, MAP_ASIDE_DIR as ASIDE_DIR, errno_name
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from .._kernel import libbpf as L
+    from .._kernel import maps as M
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.expectations import (
+from .expectations import (
     compare,
     describe_differences,
     expected_view,

@@ -22,19 +22,19 @@ import json
 import os
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     LqosError,
     MAP_BACKUP_DIR,
     atomic_write,
     sha256_bytes,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import is_bpffs, normalise_names
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.replace import kernel_side
+from .._bpffs import is_bpffs, normalise_names
+from . import migrate as G
+from .replace import kernel_side
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from .._kernel import libbpf as L
+    from .._kernel import maps as M
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 

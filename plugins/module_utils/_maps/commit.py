@@ -13,18 +13,18 @@ from __future__ import annotations
 import errno
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as W
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.replace import (
+from .._common import LqosError
+from . import migrate as G
+from . import window as W
+from .replace import (
     ASIDE_DIR, TMP_DIR, _pinned_id, aside_name, kernel_side, pending, step,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.window import read_journal, write_journal
+from .window import read_journal, write_journal
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB
+    from .._kernel import libbpf as L
+    from .._kernel import maps as M
+    from .._kernel import batch as BB
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 

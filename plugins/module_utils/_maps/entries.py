@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError, why_not_live
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import confine_pin, require_bpffs
+from .._common import int_bytes, LqosError, why_not_live
+from .._bpffs import confine_pin, require_bpffs
 
 
 def _what(where: str) -> str:
@@ -148,7 +148,7 @@ def check_capacity(info: dict, path: str, plan: list, count) -> None:
 
 def _write_all_or_none(path: str, todo: list, info: dict, maps, lib_error) -> None:
     """Write every change, or none: a write that fails puts back what this run wrote (_changes.HostChanges)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._changes import HostChanges
+    from .._changes import HostChanges
 
     def restore(key: bytes, before):
         if before is None:
@@ -200,12 +200,12 @@ def _unpinned_plan(path: str, entries: list, state: str, why_not: str) -> dict:
 
 
 def run_map_entries(module) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as _bpf_btf
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-    from ansible_collections.lqos.bpf.plugins.module_utils._attach.plan import validate_ifname, validate_netns
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.declarations import PERCPU_MAP_TYPES
+    from .._kernel import btf as _bpf_btf
+    from .._kernel import hooks as _bpf_hooks
+    from .._kernel import maps as _bpf_maps
+    from .._attach.plan import validate_ifname, validate_netns
+    from .._kernel.libbpf import LibbpfError
+    from .._kernel.declarations import PERCPU_MAP_TYPES
 
     p = module.params
     state, netns = p["state"], p["netns"]

@@ -31,7 +31,7 @@ import struct
 from itertools import chain, starmap
 from operator import itemgetter
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import int_bytes, LqosError
+from .._common import int_bytes, LqosError
 
 HASH_KINDS = frozenset(("hash", "lru_hash"))
 PERCPU_HASH_KINDS = frozenset(("percpu_hash", "lru_percpu_hash"))

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import MAP_BACKUP_DIR, MAP_STATE_DIR, why_not_live
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import require_bpffs
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.pinned_maps import run_pinned_maps
+from .._common import MAP_BACKUP_DIR, MAP_STATE_DIR, why_not_live
+from .._bpffs import require_bpffs
+from .pinned_maps import run_pinned_maps
 
 # lqos.bpf.pinned_maps' options a caller may set, with that module's defaults; the rest come from the caller.
 STEP_OPTIONS = dict(
@@ -63,14 +63,14 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
     ``obj``: the object the caller will load, when it is not its ``object`` param (e.g. the build's default path).
     Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
     caller = dict(module.params, object=obj or module.params.get("object"))
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as _map_window
+    from . import window as _map_window
     _map_window.DEFER[0] = True   # the snapshots are computed by catch_up() after the swap, or by flush()
     return run_pinned_maps(_StepModule(module, step_params(caller, options)))
 
 
 def flush() -> None:
     """Write the copy-time snapshots the step kept in this process (an attach that failed before its catch-up)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as _map_window
+    from . import window as _map_window
     _map_window.flush_snapshots()
     _map_window.DEFER[0] = False
 
@@ -85,10 +85,10 @@ def roll_back_step(module, result: dict, err):
     moved aside, by pinned_maps' state: rolled_back limited to them), and return ``err`` saying so
     (``_changes.failure``: changed: false when everything is back, else changed: true with what is left and how
     to undo it)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import replace as R
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps import commit as C
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.maps import map_info_by_path
+    from .._changes import failure
+    from . import replace as R
+    from . import commit as C
+    from .._kernel.maps import map_info_by_path
     names = [d["name"] for d in result.get("migrated") or []]
     if not names or why_not_live(module) is not None:
         return err
@@ -119,14 +119,14 @@ def catch_up(module, options: dict) -> dict:
     if why_not_live(module) is not None:
         flush()
         return {}
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps.commit import catch_up_all
+    from .commit import catch_up_all
     params = step_params(dict(module.params), options)
     if params["state"] != "migrated":
         flush()
         return {}
-    from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-    from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import require_bpffs
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
+    from .._common import LqosError
+    from .._bpffs import require_bpffs
+    from .._kernel.libbpf import LibbpfError
     try:
         return catch_up_all(require_bpffs(params["pin_root"]), params["state_dir"])
     except (LqosError, LibbpfError) as exc:

@@ -16,14 +16,14 @@ unit-tested with plain data. Backup files and restores live in ``backup.py``.
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, MAP_BACKUP_DIR
-from ansible_collections.lqos.bpf.plugins.module_utils._bpffs import normalise_names, refuse_bpffs_folder, require_bpffs
+from .._common import LqosError, check_bpf_object, MAP_BACKUP_DIR
+from .._bpffs import normalise_names, refuse_bpffs_folder, require_bpffs
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
+    from .._kernel import libbpf as L
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.audit import STATUSES, audit, listing, summarise
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.expectations import (
+from .audit import STATUSES, audit, listing, summarise
+from .expectations import (
     conflicts,
     expectations_from_object,
     expectations_from_spec,
@@ -68,7 +68,7 @@ def build_expectations(module, pin_root: str, spec: dict | None) -> dict:
     obj = params.get("object")
     if obj and params.get("derive_from_object", True):
         check_bpf_object(obj)
-        from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O  # noqa: E741
+        from .._kernel import objects as O  # noqa: E741
         info = O.object_info(obj, pin_root)
         cpu_sized = [c["map"] for c in spec.get("cpu_sized_maps", [])] if spec else []
         tables.append(expectations_from_object(info, cpu_sized, L.possible_cpus() if cpu_sized else None))
@@ -81,7 +81,7 @@ def _conflict_text(c: dict) -> str:
 
 
 def _clean(module, pin_root: str, pins: list, found_conflicts: list) -> dict:
-    from ansible_collections.lqos.bpf.plugins.module_utils._maps.backup import prepare_backup_dir, remove_pin, write_backup
+    from .backup import prepare_backup_dir, remove_pin, write_backup
     params = module.params
     backup_dir = params["backup_dir"]
     actions = plan_cleanup(pins, backup_dir)
@@ -135,7 +135,7 @@ def run_pinned_maps(module) -> dict:
                             "give a folder on a persistent filesystem, e.g. %s." % MAP_BACKUP_DIR)
     spec = None
     if params.get("spec") is not None:
-        from ansible_collections.lqos.bpf.plugins.module_utils._spec import validate_spec
+        from .._spec import validate_spec
         spec = validate_spec(params["spec"])
     names = normalise_names(pin_root, params.get("maps"))
     expectations = build_expectations(module, pin_root, spec)
@@ -146,7 +146,7 @@ def run_pinned_maps(module) -> dict:
     result = {"changed": False, "actions": [], "removed": [], "backups": [], "conflicts": found_conflicts}
 
     if state == "restored":
-        from ansible_collections.lqos.bpf.plugins.module_utils._maps.backup import read_backup, restore
+        from .backup import read_backup, restore
         backup = read_backup(params["restore_from"])
         write = params["approve"] and not module.check_mode
         outcome = restore(pin_root, backup, params.get("pin"), write)
@@ -175,7 +175,7 @@ def run_pinned_maps(module) -> dict:
                 "before_header": outcome["pin"], "after_header": outcome["pin"],
             }
     elif state in ("migrated", "committed", "rolled_back"):
-        from ansible_collections.lqos.bpf.plugins.module_utils._maps import states as S
+        from . import states as S
         pins = audit(pin_root, expectations)
         if state == "migrated":
             result.update(S.run_migrated(module, pin_root, spec, pins, found_conflicts))

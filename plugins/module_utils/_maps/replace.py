@@ -44,18 +44,18 @@ import os
 import signal
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import window as W
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import is_collection_pin
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.window import read_journal, write_journal  # noqa: F401
+from .._common import LqosError, MAP_ASIDE_DIR, MAP_STATE_DIR
+from . import migrate as G
+from . import window as W
+from .._ownership.owners import is_collection_pin
+from .window import read_journal, write_journal  # noqa: F401
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import btf as B
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as O  # noqa: E741
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB
+    from .._kernel import libbpf as L
+    from .._kernel import btf as B
+    from .._kernel import maps as M
+    from .._kernel import objects as O  # noqa: E741
+    from .._kernel import batch as BB
 except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
     L = None
 
@@ -280,7 +280,7 @@ def apply_replacements(pin_root: str, actions: list, obj: str, resize: dict, sta
         name = a["name"]
         counter = name in counters
         if a["sync_only"]:
-            from ansible_collections.lqos.bpf.plugins.module_utils._maps.commit import catch_up
+            from .commit import catch_up
             out = catch_up(pin_root, name, state_dir, counter, allow_narrowing)
             journal[name] = {"aside_id": a["old_id"], "new_id": a["new_id"], "counter": counter}
             write_journal(state_dir, pin_root, journal)

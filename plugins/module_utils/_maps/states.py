@@ -12,16 +12,16 @@ this file adds the approval gate, check and diff mode, and messages."""
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._changes import as_error, failure, probe_writable
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, check_bpf_object, why_not_live
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import replace as R
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import commit as C
-from ansible_collections.lqos.bpf.plugins.module_utils._maps.backup import prepare_backup_dir, write_backup
+from .._changes import as_error, failure, probe_writable
+from .._common import LqosError, check_bpf_object, why_not_live
+from . import migrate as G
+from . import replace as R
+from . import commit as C
+from .backup import prepare_backup_dir, write_backup
 
 try:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as L
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as M
+    from .._kernel import libbpf as L
+    from .._kernel import maps as M
 except ImportError:  # pragma: no cover
     L = M = None
 

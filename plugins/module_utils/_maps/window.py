@@ -44,10 +44,10 @@ import time
 from itertools import chain, compress, repeat
 from operator import itemgetter, ne
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import (
+from .._common import (
     LqosError, MAP_STATE_DIR, atomic_write, remove_stale_temps,
 )
-from ansible_collections.lqos.bpf.plugins.module_utils._maps import migrate as G
+from . import migrate as G
 
 DIGEST = 8
 SNAPSHOT_FORMAT = "lqos.bpf.map-snapshot/1"
@@ -285,7 +285,7 @@ def sync(old_path: str, new_path: str, plan: dict, old_side: dict, new_side: dic
     after both maps were read). Returns (new rows,
     {carried, deleted, kept_newer, added_up, old_read_at}); old_read_at: when the old map was read (seconds
     since the epoch; every write to it that returned before is carried over)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import batch as BB  # kernel side, imported late
+    from .._kernel import batch as BB  # kernel side, imported late
     read_at = time.time()
     old_t, new_t = BB.dump(old_path), BB.dump(new_path)
     if callable(rows):

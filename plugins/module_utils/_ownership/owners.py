@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from .._common import LqosError
 
 COLLECTION = "collection"
 SERVICE = "service"
@@ -152,7 +152,7 @@ def holders(prog_ids, proc_root: str = "/proc") -> dict:
     Scans every process of ``proc_root`` with ``_ownership.processes.held_prog_ids``; this process itself is left out (a
     module that loaded a program to compare it is no service), and so are processes that exit meanwhile or
     whose fdinfo cannot be read (needs root, or a /proc of their pid namespace)."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import held_prog_ids
+    from .processes import held_prog_ids
 
     wanted = {int(i) for i in prog_ids or () if i}
     out: dict = {}
@@ -204,8 +204,8 @@ def recorded_rows(state_dir: str = ATTACH_STATE_DIR) -> list:
 
 
 def _kernel_prog_info(prog_id: int) -> dict | None:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+    from .._kernel import maps as _bpf_maps
+    from .._kernel import libbpf as _libbpf
     try:
         return _bpf_maps.prog_info_by_id(prog_id)
     except _libbpf.LibbpfError:
@@ -213,8 +213,8 @@ def _kernel_prog_info(prog_id: int) -> dict | None:
 
 
 def _kernel_pinned_prog(path: str) -> int | None:
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import libbpf as _libbpf
+    from .._kernel import maps as _bpf_maps
+    from .._kernel import libbpf as _libbpf
     try:
         if _libbpf.pinned_kind(path) != "prog":
             return None

@@ -27,7 +27,7 @@ import errno
 import os
 import struct
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
+from .._common import LqosError
 
 ELF_MAGIC = b"\x7fELF"
 EM_BPF = 247

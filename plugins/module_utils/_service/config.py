@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import re
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import DEFAULT_PIN_ROOT, LqosError
+from .._common import DEFAULT_PIN_ROOT, LqosError
 
 # The options that name a service, shared by the service module and abi_info's ``service`` option.
 SERVICE_ARGS = dict(

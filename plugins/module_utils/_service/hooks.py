@@ -18,11 +18,11 @@
 
 from __future__ import annotations
 
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import hooks as _bpf_hooks
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel import maps as _bpf_maps
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError
-from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import LibbpfError
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import owner_of
+from .._kernel import hooks as _bpf_hooks
+from .._kernel import maps as _bpf_maps
+from .._common import LqosError
+from .._kernel.libbpf import LibbpfError
+from .._ownership.owners import owner_of
 
 TC_HANDLE, TC_PRIORITY = 0x1, 0xC02F
 KERNEL_NAME_LEN = 15        # BPF_OBJ_NAME_LEN - 1: the kernel keeps the first 15 bytes of a program's name
@@ -126,9 +126,9 @@ def trial_tags(path: str, what: str | None = None) -> dict:
     (nothing pinned, no pin reused, closed again; other programs left out; a CPU map larger than this host's
     possible CPUs shrunk to them, as the services do, since the kernel refuses more). ``what`` names the object
     in the message (default its path). LqosError when it does not load."""
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel import objects as bpf_object
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.loaded import LoadedObject
-    from ansible_collections.lqos.bpf.plugins.module_utils._kernel.libbpf import _STATE, _errno_of
+    from .._kernel import objects as bpf_object
+    from .._kernel.loaded import LoadedObject
+    from .._kernel.libbpf import _STATE, _errno_of
 
     what = what or path
     try:

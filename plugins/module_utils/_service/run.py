@@ -18,13 +18,13 @@ import os
 import tempfile
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._service import hooks as SH
-from ansible_collections.lqos.bpf.plugins.module_utils._service import unit as SU
-from ansible_collections.lqos.bpf.plugins.module_utils._changes import failure
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, sha256_bytes, why_not_live
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership.owners import ATTACH_STATE_DIR, collection_prog_ids
-from ansible_collections.lqos.bpf.plugins.module_utils._ownership.processes import embedded_object, held_prog_ids
-from ansible_collections.lqos.bpf.plugins.module_utils._service.config import DEFAULT_CONFIG, KINDS, read_config
+from . import hooks as SH
+from . import unit as SU
+from .._changes import failure
+from .._common import LqosError, sha256_bytes, why_not_live
+from .._ownership.owners import ATTACH_STATE_DIR, collection_prog_ids
+from .._ownership.processes import embedded_object, held_prog_ids
+from .config import DEFAULT_CONFIG, KINDS, read_config
 
 POLL_S = 0.1
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 
-from ansible_collections.lqos.bpf.plugins.module_utils._common import LqosError, run_literal
+from .._common import LqosError, run_literal
 
 SYSTEMCTL = "systemctl"
 SHOW_PROPERTIES = ("ActiveState", "SubState", "MainPID", "NRestarts", "LoadState", "UnitFileState", "ExecStart")

@@ -121,7 +121,7 @@ def test_kernel_said():
 def test_without_cffi_errors_name_the_fix(monkeypatch):
     """With cffi missing the module still imports, and any call names the package to install."""
     monkeypatch.setitem(sys.modules, "cffi", None)
-    spec = importlib.util.spec_from_file_location("_libbpf_nocffi", L.__file__)
+    spec = importlib.util.spec_from_file_location(L.__package__ + "._libbpf_nocffi", L.__file__)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.HAS_CFFI is False
@@ -138,7 +138,7 @@ def test_missing_libbpf_names_the_package(monkeypatch):
     def no_lib(self, name, *args, **kw):
         raise OSError("cannot load library '%s': %s: cannot open shared object file" % (name, name))
 
-    spec = importlib.util.spec_from_file_location("_libbpf_nolib", L.__file__)
+    spec = importlib.util.spec_from_file_location(L.__package__ + "._libbpf_nolib", L.__file__)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(cffi.FFI, "dlopen", no_lib)
