@@ -111,8 +111,8 @@ def main() -> int:
                                           "(ansible-core module_utils: files, bytes)"))
     for name in names:
         r = result[name]
-        print("%-16s %6d %9d %9d %9d   (%d, %d)" % (name, r["files"], r["bytes"], r["code"], r["zip"],
-                                                r["ansible_files"], r["ansible_bytes"]))
+        print("%-16s %6d %9d %9d %9d   (%d, %d)" % (
+            name, r["files"], r["bytes"], r["code"], r["zip"], r["ansible_files"], r["ansible_bytes"]))
         if args.files:
             for f in r["list"]:
                 print("    " + f[len("ansible_collections/lqos/bpf/"):])
@@ -145,8 +145,9 @@ def compare(rev: str, files: bool) -> int:
         cells = ["%d -> %d" % (b.get("files", 0), a.get("files", 0))]
         for key in ("bytes", "code", "zip"):
             cells.append("%+d" % (a.get(key, 0) - b.get(key, 0)))
-        print("%-16s %9s %19s %17s %17s" % (name, cells[0], "%d %s" % (a.get("bytes", 0), cells[1]),
-                                           "%d %s" % (a.get("code", 0), cells[2]), "%d %s" % (a.get("zip", 0), cells[3])))
+        print("%-16s %9s %19s %17s %17s" % (
+            name, cells[0], "%d %s" % (a.get("bytes", 0), cells[1]), "%d %s" % (a.get("code", 0), cells[2]),
+            "%d %s" % (a.get("zip", 0), cells[3])))
         if files:
             for f in sorted(set(a.get("list", [])) - set(b.get("list", []))):
                 print("    + " + f[len("ansible_collections/lqos/bpf/"):])
