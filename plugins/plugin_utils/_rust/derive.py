@@ -37,6 +37,8 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.lqos.bpf.plugins.plugin_utils._rust.parse import _line, _norm, _text
+
 PIN_PREFIX = "/sys/fs/bpf/"
 EXPLICIT_LIST_FILE = "lqos_kernel.rs"
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -45,18 +47,6 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 def snake_case(name: str) -> str:
     """``TcClassifyControl`` -> ``tc_classify_control``."""
     return _CAMEL.sub("_", name).lower()
-
-
-def _text(node) -> str:
-    return node.text.decode("utf-8", "replace")
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def _line(node) -> int:
-    return node.start_point[0] + 1
 
 
 def _walk(node, skip=("macro_invocation",)):
