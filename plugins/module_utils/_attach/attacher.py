@@ -64,9 +64,9 @@ class Attacher(object):
     """One module run: observe, plan, and (approved) apply. The run's state (options, what was observed, the
     plan, the results) lives here; the behaviour is in its parts, each holding this Attacher: ``self.observer``
     (``observe.Observer``), ``self.planner`` (``planner.Planner``), ``self.kprobes`` (``kprobe.Kprobes``) and
-    ``self.applier`` (``apply.Applier``); the kprobe and applier classes are passed in."""
+    ``self.applier`` (``apply.Applier``); the four classes are passed in (defaults: those)."""
 
-    def __init__(self, module, spec: dict, kprobes=Kprobes, applier=Applier):
+    def __init__(self, module, spec: dict, kprobes=Kprobes, applier=Applier, observer=Observer, planner=Planner):
         p = module.params
         self.module = module
         self.spec = spec
@@ -134,8 +134,8 @@ class Attacher(object):
         self.replace_ingress = False
         self.kprobes = kprobes(self)
         self.applier = applier(self, self.kprobes)
-        self.observer = Observer(self)
-        self.planner = Planner(self)
+        self.observer = observer(self)
+        self.planner = planner(self)
 
 
 CHANGING = (ATTACH, REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH)
