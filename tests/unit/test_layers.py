@@ -213,3 +213,24 @@ def test_the_architecture_tree_lists_every_package_and_file():
             actual.add("%s/%s" % (folder, "/".join(parts)))
     assert listed == actual, "docs/architecture.md's tree differs from the folders: missing %s, gone %s" % (
         sorted(actual - listed), sorted(listed - actual))
+
+
+def test_the_architecture_tree_states_each_package_rule():
+    """Each package's line in docs/architecture.md's tree ends in its ``__init__.py``'s rule: "(may import: ...)"."""
+    with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as f:
+        text = f.read()
+    tree = text[text.index("<!-- folder tree"):text.index("<!-- end of the folder tree -->")]
+    folder = None
+    for line in tree.splitlines():
+        if line.startswith("plugins/"):
+            folder = line.split("/")[1]
+        elif line.startswith("  ") and not line.startswith("    ") and line.split()[0].endswith("/"):
+            package = line.split()[0].rstrip("/")
+            rule = rule_of(os.path.join(PLUGINS, folder, package, "__init__.py"))
+            match = re.search(r"\(may import: ([^)]*)\)\s*$", line)
+            assert match, "docs/architecture.md: the line of %s/%s does not end in its (may import: ...)" % (folder, package)
+            stated = match.group(1).strip()
+            entries = set() if stated == "nothing" else {
+                e.strip() if e.strip().split(".")[0] in FOLDERS else folder + "." + e.strip() for e in stated.split(",")}
+            assert entries == rule, "docs/architecture.md states %s/%s may import %s; its __init__.py says %s" % (
+                folder, package, sorted(entries), sorted(rule))

@@ -11,5 +11,6 @@
 object, the collection's build and the recorded ABI check). It reads every layer below it (the pins as
 the pinned_maps audit sees them, the service as the service module reads it); only the module imports it.
 
-May import: _common, _bpffs, _kernel, _ownership, _build, _maps.audit, _maps.expectations, _service.
+May import: _common, _bpffs, _kernel, _ownership, _build.pipeline, _build.toolchain, _maps.audit,
+_maps.expectations, _service.config, _service.hooks, _service.run.
 """
