@@ -81,7 +81,7 @@ def failure_message(spec_name: str, problems: list) -> str:
 def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) -> dict:
     """The whole check; returns the module result (without changed/failed)."""
     from .._kernel import libbpf as _libbpf
-    from .._kernel import objects as _bpf_object
+    from .._kernel import objects as _objects
     from . import derive as dv
     from .derive import derive_from_object
     from .._build.pipeline import skeleton_names
@@ -98,7 +98,7 @@ def check_build(spec: dict, build_dir: str, obj_path: str, rust: dict | None) ->
         entries = [dict(m, error=not_computed) for m in spec["mirrors"]]
     info = None
     try:
-        info = _bpf_object.object_info(obj_path)
+        info = _objects.object_info(obj_path)
     except _libbpf.LibbpfError as exc:
         skipped.append("object programs and maps: %s" % exc.msg)
     derived = (rust or {}).get("derived")

@@ -5,7 +5,7 @@
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
 """Applying an attach plan to the kernel (lqos.bpf.attach): load the object, swap the
-XDP and TC programs atomically, pin them, roll back what this run changed when a step
+XDP and TC programs atomically, pin them, detach (state absent), roll back what this run changed when a step
 fails, and write the state record. ``Applier`` is the part ``attacher.Attacher`` (which
 observes and plans) is composed with; nothing here runs without approval."""
 
@@ -21,11 +21,11 @@ from .._common import (
 )
 from .._changes import HostChanges, probe_writable
 from .._kernel import libbpf as _libbpf
-from .._kernel import btf as _bpf_btf
-from .._kernel import hooks as _bpf_hooks
+from .._kernel import btf as _btf
+from .._kernel import hooks as _hooks
 from .._kernel import qdiscs as _qdiscs
-from .._kernel import maps as _bpf_maps
-from .._kernel import objects as _bpf_object
+from .._kernel import maps as _kmaps
+from .._kernel import objects as _objects
 from .plan import (
     ADOPT,
     ATTACH,
@@ -85,18 +85,18 @@ class _Lock(object):
 def _attached_globals(prog_id: int, sections: set) -> dict:
     """{section: bytes} of the internal maps (.rodata, .data, .bss) of an attached program."""
     out = {}
-    for map_id in _bpf_maps.prog_info_by_id(prog_id)["map_ids"]:
-        info = _bpf_maps.map_info_by_id(map_id)
+    for map_id in _kmaps.prog_info_by_id(prog_id)["map_ids"]:
+        info = _kmaps.map_info_by_id(map_id)
         name = info["name"]
         dot = name.find(".")
         if dot < 0 or name[dot:] not in sections or info["type_name"] != "array" or info["key_size"] != 4:
             continue
         try:
-            fd = _bpf_maps.map_fd_by_id(map_id)
+            fd = _kmaps.map_fd_by_id(map_id)
         except _libbpf.LibbpfError:
             continue  # freed since prog_info was read
         try:
-            value = _bpf_maps.map_lookup(fd, b"\0\0\0\0")
+            value = _kmaps.map_lookup(fd, b"\0\0\0\0")
         finally:
             os.close(fd)
         if value is not None:
@@ -119,10 +119,10 @@ class Applier(object):
         and the load retried. A refused required program, or any other failure, changes nothing."""
         while True:
             try:
-                return _bpf_object.load_object(self.att.object, pin_root=self.att.pin_root,
-                                               resize=self.att.params["resize"], rodata=self.att.params["rodata"],
-                                               data=self.att.params["data"], disabled=sorted(self.att.disabled))
-            except _bpf_object.LoadError as exc:
+                return _objects.load_object(self.att.object, pin_root=self.att.pin_root,
+                                            resize=self.att.params["resize"], rodata=self.att.params["rodata"],
+                                            data=self.att.params["data"], disabled=sorted(self.att.disabled))
+            except _objects.LoadError as exc:
                 if self.att.roles.get(exc.program) == "optional" and exc.program not in self.att.disabled:
                     self.att.planner.leave_out(exc.refusal)
                     continue
@@ -139,13 +139,13 @@ class Applier(object):
         """True when the attached program has the new program's tag and the load-time values the spec sets
         (in the .rodata/.data/.bss maps the program uses; the tag does not cover them)."""
         new = lo.prog_info(name)
-        old = _bpf_maps.prog_info_by_id(old_id)
+        old = _kmaps.prog_info_by_id(old_id)
         if new["tag"] != old["tag"]:
             return False
         want_vars = list(self.att.params["rodata"]) + list(self.att.params["data"])
         if not want_vars:
             return True
-        with _bpf_btf.Btf.from_file(self.att.object) as btf:
+        with _btf.Btf.from_file(self.att.object) as btf:
             infos = {v: btf.var_info(v) for v in want_vars}
         if any(vi is None for vi in infos.values()):
             return False
@@ -169,7 +169,7 @@ class Applier(object):
         tried = []
         for i, mode in enumerate(modes):
             try:
-                _bpf_hooks.xdp_attach(self.att.ifindex, fd, mode, only_if_none=True)
+                _hooks.xdp_attach(self.att.ifindex, fd, mode, only_if_none=True)
                 return mode, tried
             except _libbpf.LibbpfError as exc:
                 tried.append({"mode": mode, "error": exc.msg, "errno": exc.errno})
@@ -205,7 +205,7 @@ class Applier(object):
             self.apply_tc(lo, changes, held, new_pins)
             self.kprobes.apply_kprobes(lo, new_pins)
             for name, map_id, path in self.att.repin:
-                fd = _bpf_maps.map_fd_by_id(map_id)
+                fd = _kmaps.map_fd_by_id(map_id)
                 try:
                     _libbpf.obj_pin(fd, path)
                 finally:
@@ -273,45 +273,45 @@ class Applier(object):
             kind = ADOPT if self.same_program(lo, self.att.xdp_prog, old_id) else REPLACE
             res["action"] = kind
         if kind in (REPLACE, REPLACE_FOREIGN, REATTACH, REPLACE_LINK, DETACH):
-            old_fd = _bpf_maps.prog_fd_by_id(old_id)
+            old_fd = _kmaps.prog_fd_by_id(old_id)
             held.append(old_fd)
             res.update(previous_id=old_id, previous_tag=old_info.get("tag"))
         if kind in (REPLACE, REPLACE_FOREIGN):
             new_fd = lo.prog_fd(self.att.xdp_prog)
             self._pin_new(lo, self.att.xdp_prog, new_pins)
             mode = d["mode"]
-            _bpf_hooks.xdp_attach(self.att.ifindex, new_fd, mode, replace_prog_fd=old_fd)
+            _hooks.xdp_attach(self.att.ifindex, new_fd, mode, replace_prog_fd=old_fd)
             undo.add("XDP on %s: id %d replaced by the new %s" % (self.att.ifname, old_id, self.att.xdp_prog),
                      lambda m=mode, o=old_fd, n=new_fd, i=old_id: (
-                _bpf_hooks.xdp_attach(self.att.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
+                _hooks.xdp_attach(self.att.ifindex, o, m, replace_prog_fd=n), "XDP back to id %d" % i)[1])
             res["mode"] = mode
         elif kind in (ATTACH, REATTACH, REPLACE_LINK):
             new_fd = lo.prog_fd(self.att.xdp_prog)
             self._pin_new(lo, self.att.xdp_prog, new_pins)
             if kind == REPLACE_LINK:
                 link_id, old_mode = d["link"]["id"], d["old_mode"]
-                _bpf_hooks.link_detach(link_id)
+                _hooks.link_detach(link_id)
                 undo.add("bpf_link %d of XDP id %d on %s detached" % (link_id, old_id, self.att.ifname),
                          lambda m=old_mode, o=old_fd, i=old_id, lid=link_id: (
-                    _bpf_hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True),
+                    _hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True),
                     "XDP id %d re-attached through netlink (its bpf_link %d stays detached)" % (i, lid))[1])
             if kind == REATTACH:
                 old_mode = d["old_mode"]
-                _bpf_hooks.xdp_detach(self.att.ifindex, old_mode, expected_prog_fd=old_fd)
+                _hooks.xdp_detach(self.att.ifindex, old_mode, expected_prog_fd=old_fd)
                 undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.att.ifname, old_mode),
                          lambda m=old_mode, o=old_fd, i=old_id: (
-                    _bpf_hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+                    _hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             mode, tried = self.xdp_walk(new_fd)
             undo.add("XDP program %s attached to %s in %s mode" % (self.att.xdp_prog, self.att.ifname, mode),
                      lambda m=mode, n=new_fd: (
-                _bpf_hooks.xdp_detach(self.att.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
+                _hooks.xdp_detach(self.att.ifindex, m, expected_prog_fd=n), "new XDP program detached")[1])
             res.update(mode=mode, tried=tried)
         elif kind == DETACH:
             mode = d["mode"]
-            _bpf_hooks.xdp_detach(self.att.ifindex, mode, expected_prog_fd=old_fd)
+            _hooks.xdp_detach(self.att.ifindex, mode, expected_prog_fd=old_fd)
             undo.add("XDP id %d detached from %s (%s mode)" % (old_id, self.att.ifname, mode),
                      lambda m=mode, o=old_fd, i=old_id: (
-                _bpf_hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
+                _hooks.xdp_attach(self.att.ifindex, o, m, only_if_none=True), "XDP id %d re-attached" % i)[1])
             res.update(id=None, tag=None, mode=None)
         if kind in (REPLACE, REPLACE_FOREIGN, ATTACH, REATTACH, REPLACE_LINK):
             info = lo.prog_info(self.att.xdp_prog)
@@ -339,16 +339,16 @@ class Applier(object):
                 self._pin_new(lo, slot["program"], new_pins)
                 if kind == ATTACH:
                     if direction not in created:
-                        _bpf_hooks.tc_hook_create(self.att.ifindex, direction)
+                        _hooks.tc_hook_create(self.att.ifindex, direction)
                         created.add(direction)
-                    _bpf_hooks.tc_attach(self.att.ifindex, direction, new_fd, handle, prio)
+                    _hooks.tc_attach(self.att.ifindex, direction, new_fd, handle, prio)
                     undo.add("TC %s program %s attached on %s" % (direction, slot["program"], self.att.ifname),
                              lambda dr=direction, h=handle, p=prio: (
-                        _bpf_hooks.tc_detach(self.att.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
+                        _hooks.tc_detach(self.att.ifindex, dr, h, p), "TC %s filter removed" % dr)[1])
                 else:
-                    old_fd = _bpf_maps.prog_fd_by_id(old_id)
+                    old_fd = _kmaps.prog_fd_by_id(old_id)
                     held.append(old_fd)
-                    _bpf_hooks.tc_attach(self.att.ifindex, direction, new_fd, handle, prio, replace=True)
+                    _hooks.tc_attach(self.att.ifindex, direction, new_fd, handle, prio, replace=True)
                     undo.add("TC %s on %s: id %d replaced by the new %s"
                              % (direction, self.att.ifname, old_id, slot["program"]),
                              self._tc_back(direction, handle, prio, old_fd, old_id))
@@ -356,31 +356,31 @@ class Applier(object):
                 info = lo.prog_info(slot["program"])
                 res.update(id=info["id"], tag=info["tag"])
             elif kind == DETACH:
-                old_fd = _bpf_maps.prog_fd_by_id(old_id)
+                old_fd = _kmaps.prog_fd_by_id(old_id)
                 held.append(old_fd)
-                _bpf_hooks.tc_detach(self.att.ifindex, direction, handle, prio)
+                _hooks.tc_detach(self.att.ifindex, direction, handle, prio)
                 undo.add("TC %s filter id %d removed from %s" % (direction, old_id, self.att.ifname),
                          lambda dr=direction, h=handle, p=prio, fd=old_fd: (
-                    _bpf_hooks.tc_attach(self.att.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
+                    _hooks.tc_attach(self.att.ifindex, dr, fd, h, p), "TC %s filter restored" % dr)[1])
                 res.update(id=None, tag=None, previous_id=old_id, previous_tag=(now["info"] or {}).get("tag"))
             self.att.result_tc.append(res)
 
     def _tc_back(self, direction: str, handle: int, prio: int, old_fd: int, old_id: int):
         """The rollback of a TC replace: put program ``old_id`` back at its slot."""
         def back() -> str:
-            _bpf_hooks.tc_attach(self.att.ifindex, direction, old_fd, handle, prio, replace=True)
+            _hooks.tc_attach(self.att.ifindex, direction, old_fd, handle, prio, replace=True)
             return "TC %s back to id %d" % (direction, old_id)
         return back
 
     def live_ids(self) -> set:
         """Ids of the programs on the hooks this module manages on the interface (XDP, TC slots)."""
         live = set()
-        q = _bpf_hooks.xdp_query(self.att.ifindex)
+        q = _hooks.xdp_query(self.att.ifindex)
         live.update(i for i in (q["drv_prog_id"], q["skb_prog_id"], q["hw_prog_id"]) if i)
         slots = {slot_id(s): s for s in self.att.tc_slots}
         slots.update(self.att.observer.recorded_tc())
         for slot in slots.values():
-            cur = _bpf_hooks.tc_query(self.att.ifindex, slot["direction"], slot["handle"], slot["priority"])
+            cur = _hooks.tc_query(self.att.ifindex, slot["direction"], slot["handle"], slot["priority"])
             if cur:
                 live.add(cur)
         return live
@@ -397,7 +397,7 @@ class Applier(object):
             path = os.path.join(self.att.pin_dir, entry)
             if not entry.endswith(NEW_SUFFIX) or _libbpf.pinned_kind(path) != "prog":
                 continue
-            if _bpf_maps.prog_info_by_path(path)["id"] in live:
+            if _kmaps.prog_info_by_path(path)["id"] in live:
                 os.rename(path, path[:-len(NEW_SUFFIX)])
                 out.append(path[:-len(NEW_SUFFIX)])
         return out
@@ -412,7 +412,7 @@ class Applier(object):
             path = os.path.join(self.att.pin_dir, entry)
             if _libbpf.pinned_kind(path) != "prog":
                 continue
-            on_hook = _bpf_maps.prog_info_by_path(path)["id"] in live
+            on_hook = _kmaps.prog_info_by_path(path)["id"] in live
             if entry.endswith(NEW_SUFFIX) and on_hook:
                 os.rename(path, path[:-len(NEW_SUFFIX)])
             elif entry.endswith(NEW_SUFFIX) or not on_hook:

@@ -4,7 +4,8 @@
 #
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
-"""XDP and TC attach/detach of a built BPF object (module lqos.bpf.attach).
+"""One run of module lqos.bpf.attach (XDP and TC attach/detach of a built BPF object): its state and its steps, composed of
+its parts Observer (observe.py), Planner (planner.py), Kprobes (kprobe.py) and Applier (apply.py).
 
 What this collection attached is recorded in two places:
 

@@ -20,11 +20,11 @@ from .._common import (
     sha256_file,
 )
 from .._kernel import libbpf as _libbpf
-from .._kernel import btf as _bpf_btf
-from .._kernel import hooks as _bpf_hooks
+from .._kernel import btf as _btf
+from .._kernel import hooks as _hooks
 from .._kernel import qdiscs as _qdiscs
-from .._kernel import maps as _bpf_maps
-from .._kernel import objects as _bpf_object
+from .._kernel import maps as _kmaps
+from .._kernel import objects as _objects
 from .apply import _lib_error
 from .._ownership import owners as _ownership
 from .plan import (
@@ -67,7 +67,7 @@ class Observer(object):
         if not self.att.netns:
             return
         try:
-            _bpf_hooks.enter_netns(self.att.netns)
+            _hooks.enter_netns(self.att.netns)
         except _libbpf.LibbpfError as exc:
             if exc.errno == errno.ENOENT:
                 raise LqosError("network namespace %s does not exist (no /run/netns/%s)." % (self.att.netns, self.att.netns),
@@ -77,7 +77,7 @@ class Observer(object):
     def lookup_ifindex(self, name: str) -> int:
         """The index of another interface in this network namespace (``ifindex:NAME`` values)."""
         try:
-            return _bpf_hooks.ifindex(name)
+            return _hooks.ifindex(name)
         except _libbpf.LibbpfError:
             raise LqosError("interface %s (named in a load-time value ifindex:%s) does not exist in %s."
                             % (name, name, "network namespace %s" % self.att.netns if self.att.netns else
@@ -85,7 +85,7 @@ class Observer(object):
 
     def resolve_interface(self, required: bool) -> bool:
         try:
-            self.att.ifindex = _bpf_hooks.ifindex(self.att.ifname)
+            self.att.ifindex = _hooks.ifindex(self.att.ifname)
         except _libbpf.LibbpfError:
             where = "network namespace %s" % self.att.netns if self.att.netns else "the host's network namespace"
             if not required:
@@ -104,7 +104,7 @@ class Observer(object):
                             "built .o file." % self.att.spec["name"])
         check_bpf_object(self.att.object)
         try:
-            info = _bpf_object.object_info(self.att.object, self.att.pin_root)
+            info = _objects.object_info(self.att.object, self.att.pin_root)
         except _libbpf.LibbpfError as exc:
             raise _lib_error(exc)
         self.att.programs = {p["name"]: p["type_name"] for p in info["programs"]}
@@ -122,7 +122,7 @@ class Observer(object):
         self.att.disabled = {n for n, r in self.att.roles.items() if r == "disabled"}
         self.att.object_sha256 = sha256_file(self.att.object)
         ncpus = _libbpf.possible_cpus()
-        with _bpf_btf.Btf.from_file(self.att.object) as btf:
+        with _btf.Btf.from_file(self.att.object) as btf:
             known = {v: btf.var_info(v) is not None for s in ("rodata", "data")
                      for v in list(self.att.spec["attach"].get(s) or {}) + list(self.att.overrides.get(s) or {})}
             self.att.params = load_params(self.att.spec, ncpus, self.att.ifindex, self.att.overrides, self.lookup_ifindex,
@@ -154,7 +154,7 @@ class Observer(object):
             if kind != "map":
                 bad.append("%s is %s, not a map" % (path, "a pinned " + kind if kind else "not a BPF object"))
                 continue
-            have = _bpf_maps.map_info_by_path(path)
+            have = _kmaps.map_info_by_path(path)
             diffs = ["%s pinned %s, object %s" % (k, have[k], want[k])
                      for k in ("type_name", "key_size", "value_size", "max_entries", "flags")
                      if have[k] != want[k]]
@@ -180,7 +180,7 @@ class Observer(object):
             path = os.path.join(self.att.pin_dir, entry)
             if _libbpf.pinned_kind(path) != "prog":
                 continue
-            info = _bpf_maps.prog_info_by_path(path)
+            info = _kmaps.prog_info_by_path(path)
             self.att.pins[entry] = {"id": info["id"], "name": info["name"], "tag": info["tag"], "path": path}
             self.att.ours.add(info["id"])
         self.att.kprobes.read_kprobe_pins()
@@ -199,13 +199,13 @@ class Observer(object):
 
     def prog_info(self, prog_id: int) -> dict | None:
         try:
-            info = _bpf_maps.prog_info_by_id(prog_id)
+            info = _kmaps.prog_info_by_id(prog_id)
         except _libbpf.LibbpfError:
             return None
         return {"name": info["name"], "tag": info["tag"]}
 
     def read_hooks(self, tc_slots: list) -> None:
-        q = _bpf_hooks.xdp_query(self.att.ifindex)
+        q = _hooks.xdp_query(self.att.ifindex)
         for mode, key in (("native", "drv_prog_id"), ("skb", "skb_prog_id"), ("hw", "hw_prog_id")):
             if q[key]:
                 self.att.xdp_now["ids"][mode] = q[key]
@@ -217,7 +217,7 @@ class Observer(object):
             if self.att.replace_ingress:   # the qdisc and every filter on it go before anything is attached
                 self.att.tc_now[sid] = {"slot": slot, "id": None, "info": None}
                 continue
-            cur = _bpf_hooks.tc_query(self.att.ifindex, slot["direction"], slot["handle"], slot["priority"])
+            cur = _hooks.tc_query(self.att.ifindex, slot["direction"], slot["handle"], slot["priority"])
             self.att.tc_now[sid] = {"slot": slot, "id": cur or None, "info": self.prog_info(cur) if cur else None}
 
     def recorded_tc(self) -> dict:
@@ -267,10 +267,10 @@ class Observer(object):
         old_id = d.get("old_id")
         if not old_id or old_id in self.att.ours or d["kind"] not in (REFUSE, REPLACE_FOREIGN, REATTACH):
             return d
-        links = _bpf_hooks.xdp_links(self.att.ifindex, old_id)
+        links = _hooks.xdp_links(self.att.ifindex, old_id)
         if not links:
             return d
-        link = dict(links[0], pin=_bpf_hooks.link_pins(self.att.pin_root, [links[0]["id"]]).get(links[0]["id"]))
+        link = dict(links[0], pin=_hooks.link_pins(self.att.pin_root, [links[0]["id"]]).get(links[0]["id"]))
         old = prog_desc(old_id, self.att.xdp_now["info"].get(old_id))
         if d["kind"] == REFUSE:
             raise link_refuse_error(self.att.ifname, self.att.netns, old, link)

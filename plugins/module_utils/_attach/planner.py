@@ -14,8 +14,8 @@ import os
 
 from .._common import LqosError
 from .._kernel import libbpf as _libbpf
-from .._kernel import maps as _bpf_maps
-from .._kernel import objects as _bpf_object
+from .._kernel import maps as _kmaps
+from .._kernel import objects as _objects
 from .plan import (
     ATTACH,
     DETACH,
@@ -109,12 +109,12 @@ class Planner(object):
         live = {}
         for prog_id in sorted(ids & self.att.ours):
             try:
-                map_ids = _bpf_maps.prog_info_by_id(prog_id)["map_ids"]
+                map_ids = _kmaps.prog_info_by_id(prog_id)["map_ids"]
             except _libbpf.LibbpfError:
                 continue  # unloaded since the hooks were read
             for map_id in map_ids:
                 try:
-                    live.setdefault(_bpf_maps.map_info_by_id(map_id)["name"], map_id)
+                    live.setdefault(_kmaps.map_info_by_id(map_id)["name"], map_id)
                 except _libbpf.LibbpfError:
                     continue
         return live
@@ -201,8 +201,8 @@ class Planner(object):
         optional = sorted(n for n, r in self.att.roles.items() if r == "optional" and n not in self.att.disabled)
         if not optional:
             return
-        rows = _bpf_object.probe_programs(self.att.object, names=optional, resize=self.att.params["resize"],
-                                          rodata=self.att.params["rodata"], data=self.att.params["data"])
+        rows = _objects.probe_programs(self.att.object, names=optional, resize=self.att.params["resize"],
+                                       rodata=self.att.params["rodata"], data=self.att.params["data"])
         for row in rows:
             if not row["loadable"]:
                 self.leave_out(row)

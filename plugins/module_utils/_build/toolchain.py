@@ -230,7 +230,7 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
     map type that fails is a required check; an optional program that fails is
     a warning (the loader leaves it out). Raises LqosError when the object is
     missing or not a BPF object."""
-    from .._kernel import objects as _bpf_object
+    from .._kernel import objects as _objects
     from .._kernel.libbpf import LibbpfError
     from .._kernel import verifier as V
     from .._kernel.programs import feature_of, kprobe_target, program_roles
@@ -240,9 +240,9 @@ def object_checks(spec: dict | None, obj_path: str, possible: int) -> tuple:
                         "build it first with lqos.bpf.pipeline, or point the object option at the built .o file.")
     resize = {item["map"]: possible for item in (spec or {}).get("cpu_sized_maps") or []}
     try:
-        info = _bpf_object.object_info(obj_path)
-        rows = _bpf_object.probe_programs(obj_path, resize=resize)
-        map_types = _bpf_object.probe_map_types(m["type_name"] for m in info["maps"])
+        info = _objects.object_info(obj_path)
+        rows = _objects.probe_programs(obj_path, resize=resize)
+        map_types = _objects.probe_map_types(m["type_name"] for m in info["maps"])
     except LibbpfError as exc:
         raise LqosError("probing %s failed: %s." % (obj_path, exc.msg.rstrip(".")),
                         "check that it is a BPF object built by lqos.bpf.pipeline.")

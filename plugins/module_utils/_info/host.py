@@ -262,8 +262,8 @@ def _prog(L, prog_id: int) -> dict | None:
     if not prog_id:
         return None
     try:
-        from .._kernel import maps as _bpf_maps
-        info = _bpf_maps.prog_info_by_id(prog_id)
+        from .._kernel import maps as _kmaps
+        info = _kmaps.prog_info_by_id(prog_id)
         return {"id": prog_id, "name": info["name"], "tag": info["tag"]}
     except L.LibbpfError as exc:
         return {"id": prog_id, "name": None, "tag": None, "error": exc.msg}
@@ -358,14 +358,14 @@ def program_facts(spec: dict, object_path: str | None, errors: list) -> list | N
     "not loaded: refused" / "not loaded: left out" without figures), or None without a build."""
     if not object_path or not os.path.isfile(object_path):
         return None
-    from .._kernel import objects as _bpf_object
+    from .._kernel import objects as _objects
     from .._kernel.libbpf import LibbpfError, possible_cpus
     from .._kernel.programs import program_roles
     from .._kernel.verifier import LEFT_OUT, not_loaded
 
     try:
         resize = {item["map"]: possible_cpus() for item in spec.get("cpu_sized_maps") or []}
-        rows = _bpf_object.probe_programs(object_path, resize=resize)
+        rows = _objects.probe_programs(object_path, resize=resize)
     except LibbpfError as exc:
         errors.append("programs: %s" % exc.msg)
         return None

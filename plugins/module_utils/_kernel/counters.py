@@ -97,8 +97,8 @@ def counter_facts(pin_root: str, spec: dict, addresses: list, detail: bool = Fal
     key size and the spec's ``health.ipv4`` (``address_key``). With ``detail`` every address maps to
     {"key": hex, "map": name, "counts": the dict above or None, "nearest": [hex keys] (only without an entry:
     ``nearest_keys`` of the map's keys, so a key looked up in another encoding shows next to the real ones)}."""
-    from . import btf as _bpf_btf
-    from . import maps as _bpf_maps
+    from . import btf as _btf
+    from . import maps as _kmaps
     from .libbpf import LibbpfError
     from .declarations import PERCPU_MAP_TYPES
 
@@ -108,19 +108,19 @@ def counter_facts(pin_root: str, spec: dict, addresses: list, detail: bool = Fal
                         "add `health: {map: <per-host counter map>, down: <field>, up: <field>}` to the spec.")
     path = os.path.join(pin_root, health["map"])
     try:
-        info = _bpf_maps.map_info_by_path(path)
+        info = _kmaps.map_info_by_path(path)
         keys = {a: address_key(a, health.get("ipv4") or DEFAULT_IPV4, info["key_size"]) for a in addresses}
         if not info["btf_id"] or not info["value_type_name"]:
             raise LqosError("map %s carries no BTF for its value, so its counters cannot be decoded." % path,
                             "build the object with clang -g.")
-        with _bpf_btf.Btf.from_kernel_id(info["btf_id"]) as btf:
+        with _btf.Btf.from_kernel_id(info["btf_id"]) as btf:
             value_type = info["value_type_name"].replace("struct ", "")
             fields = {d: field_at(btf.layout, value_type, health[d]) for d in ("down", "up")}
         ncpus = possible_cpus() if info["type"] in PERCPU_MAP_TYPES else 1
         stride = (info["value_size"] + 7) & ~7 if ncpus > 1 else info["value_size"]
         out, held = {}, None
         for address, key in keys.items():
-            blob = _bpf_maps.map_lookup(path, key)
+            blob = _kmaps.map_lookup(path, key)
             counts = None if blob is None else {
                 d: sum(int.from_bytes(blob[c * stride + off:c * stride + off + size], "little")
                        for c in range(ncpus)) for d, (off, size) in fields.items()}
@@ -130,7 +130,7 @@ def counter_facts(pin_root: str, spec: dict, addresses: list, detail: bool = Fal
             nearest = []
             if counts is None:
                 if held is None:
-                    held = [k for k, _v in _bpf_maps.map_entries(path)]
+                    held = [k for k, _v in _kmaps.map_entries(path)]
                 nearest = nearest_keys(key, held)
             out[address] = {"key": key.hex(), "map": health["map"], "counts": counts, "nearest": nearest}
         return out
@@ -143,10 +143,10 @@ def probe_source(target: str, netns: str | None) -> str:
     """The local address this host sends from to reach ``target`` (inside ``netns``): a connected UDP
     socket asks the routing table without sending anything."""
     import socket
-    from . import hooks as _bpf_hooks
+    from . import hooks as _hooks
 
     family = socket.AF_INET6 if ":" in target else socket.AF_INET
-    ctx = _bpf_hooks.netns(netns) if netns else None
+    ctx = _hooks.netns(netns) if netns else None
     try:
         if ctx:
             ctx.__enter__()

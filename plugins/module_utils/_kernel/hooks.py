@@ -2,8 +2,9 @@
 # PRIVATE module_utils of the lqos.bpf collection: not a public API, it may
 # change without notice. Only this collection's modules and plugins import it.
 #
-# Where programs run: network namespaces, interfaces, the XDP hook and TC
-# clsact filters (bpf_xdp_*, bpf_tc_*, setns).
+# Where programs run: network namespaces, interfaces, the XDP hook, the TC
+# clsact qdisc (created and destroyed: bpf_tc_hook_*) and its filters
+# (bpf_xdp_*, bpf_tc_attach/detach/query, setns).
 
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def creator_flags(type_name: str, kernel_flags: int) -> int:
 def _kernel_btf_type_name(btf_id: int, type_id: int) -> str | None:
     if not btf_id or not type_id:
         return None
-    # Imported on first use: a map without BTF (and every module that never meets one) does not compile _bpf_btf.
+    # Imported on first use: a map without BTF (and every module that never meets one) does not compile _kernel/btf.py.
     from .btf import _kernel_btf_type_name as name
     return name(btf_id, type_id)
 

@@ -4,7 +4,8 @@
 #
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
-"""Which programs of an object must load, and why one did not (pure logic).
+"""Which programs of an object must load, and why one did not; the kernel facts that explain a refusal (capabilities,
+config, lockdown, LSMs).
 
 Roles
     ``required``  the host is useless without it: every program the spec

@@ -200,9 +200,9 @@ def _unpinned_plan(path: str, entries: list, state: str, why_not: str) -> dict:
 
 
 def run_map_entries(module) -> dict:
-    from .._kernel import btf as _bpf_btf
-    from .._kernel import hooks as _bpf_hooks
-    from .._kernel import maps as _bpf_maps
+    from .._kernel import btf as _btf
+    from .._kernel import hooks as _hooks
+    from .._kernel import maps as _kmaps
     from .._attach.plan import validate_ifname, validate_netns
     from .._kernel.libbpf import LibbpfError
     from .._kernel.declarations import PERCPU_MAP_TYPES
@@ -232,7 +232,7 @@ def run_map_entries(module) -> dict:
                         "name the map pin itself in map (a path relative to pin_root, e.g. %s/<map name>)."
                         % os.path.relpath(path, root))
     try:
-        info = _bpf_maps.map_info_by_path(path)
+        info = _kmaps.map_info_by_path(path)
     except LibbpfError as exc:
         raise LqosError("%s is not a pinned map: %s." % (path, exc.msg.rstrip(".")), "name a map pin.")
     if info["type"] in PERCPU_MAP_TYPES:
@@ -241,7 +241,7 @@ def run_map_entries(module) -> dict:
     if not info["btf_id"] or not info["btf_key_type_id"] or not info["btf_value_type_id"]:
         raise LqosError("map %s carries no BTF for its key and value, so fields cannot be named." % path,
                         "build the object with clang -g and BTF-defined maps (__type(key, ...)).")
-    with _bpf_btf.Btf.from_kernel_id(info["btf_id"]) as btf:
+    with _btf.Btf.from_kernel_id(info["btf_id"]) as btf:
         key_shape = btf.shape(info["btf_key_type_id"])
         value_shape = btf.shape(info["btf_value_type_id"])
 
@@ -249,12 +249,12 @@ def run_map_entries(module) -> dict:
         validate_ifname(name)
         where = "network namespace %s" % netns if netns else "the host's network namespace"
         try:
-            ns = _bpf_hooks.netns(netns).__enter__() if netns else None
+            ns = _hooks.netns(netns).__enter__() if netns else None
         except LibbpfError:
             raise LqosError("network namespace %s does not exist (no /run/netns/%s)." % (netns, netns),
                             "create it (ip netns add %s) or fix netns." % netns)
         try:
-            return _bpf_hooks.ifindex(name)
+            return _hooks.ifindex(name)
         except LibbpfError:
             raise LqosError("interface %s (ifindex:%s) does not exist in %s." % (name, name, where),
                             "fix the name, or set netns to the namespace that holds it.")
@@ -270,15 +270,15 @@ def run_map_entries(module) -> dict:
     keys = [w["key"] for w in wanted]
     if len(set(keys)) != len(keys):
         raise LqosError("two entries have the same key.", "give each key once.")
-    current = {k: _bpf_maps.map_lookup(path, k) for k in keys}
+    current = {k: _kmaps.map_lookup(path, k) for k in keys}
     plan = plan_entries(wanted, current, state)
     todo = [e for e in plan if e["action"] in ("set", "delete")]
     actions = ["%s %s[%s]%s" % ("set" if e["action"] == "set" else "delete", path, e["key"].hex(),
                                 " = %s" % e["value"].hex() if e["action"] == "set" else "") for e in todo]
     if todo and state == "present":
-        check_capacity(info, path, plan, lambda: len(_bpf_maps.map_entries(path)))
+        check_capacity(info, path, plan, lambda: len(_kmaps.map_entries(path)))
     if todo and not why_not:
-        _write_all_or_none(path, todo, info, _bpf_maps, LibbpfError)
+        _write_all_or_none(path, todo, info, _kmaps, LibbpfError)
     result = {
         "changed": bool(todo),
         "applied": bool(todo) and not why_not,

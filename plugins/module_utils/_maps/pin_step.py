@@ -63,16 +63,16 @@ def run_pin_step(module, options: dict, obj: str | None = None) -> dict:
     ``obj``: the object the caller will load, when it is not its ``object`` param (e.g. the build's default path).
     Raises LqosError as lqos.bpf.pinned_maps would (the caller's run fails with that message)."""
     caller = dict(module.params, object=obj or module.params.get("object"))
-    from . import window as _map_window
-    _map_window.DEFER[0] = True   # the snapshots are computed by catch_up() after the swap, or by flush()
+    from . import window as _window
+    _window.DEFER[0] = True   # the snapshots are computed by catch_up() after the swap, or by flush()
     return run_pinned_maps(_StepModule(module, step_params(caller, options)))
 
 
 def flush() -> None:
     """Write the copy-time snapshots the step kept in this process (an attach that failed before its catch-up)."""
-    from . import window as _map_window
-    _map_window.flush_snapshots()
-    _map_window.DEFER[0] = False
+    from . import window as _window
+    _window.flush_snapshots()
+    _window.DEFER[0] = False
 
 
 def pending(module, result: dict) -> bool:

@@ -204,21 +204,21 @@ def recorded_rows(state_dir: str = ATTACH_STATE_DIR) -> list:
 
 
 def _kernel_prog_info(prog_id: int) -> dict | None:
-    from .._kernel import maps as _bpf_maps
+    from .._kernel import maps as _kmaps
     from .._kernel import libbpf as _libbpf
     try:
-        return _bpf_maps.prog_info_by_id(prog_id)
+        return _kmaps.prog_info_by_id(prog_id)
     except _libbpf.LibbpfError:
         return None
 
 
 def _kernel_pinned_prog(path: str) -> int | None:
-    from .._kernel import maps as _bpf_maps
+    from .._kernel import maps as _kmaps
     from .._kernel import libbpf as _libbpf
     try:
         if _libbpf.pinned_kind(path) != "prog":
             return None
-        return _bpf_maps.prog_info_by_path(path)["id"]
+        return _kmaps.prog_info_by_path(path)["id"]
     except (_libbpf.LibbpfError, OSError):
         return None
 

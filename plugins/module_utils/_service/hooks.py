@@ -18,8 +18,8 @@
 
 from __future__ import annotations
 
-from .._kernel import hooks as _bpf_hooks
-from .._kernel import maps as _bpf_maps
+from .._kernel import hooks as _hooks
+from .._kernel import maps as _kmaps
 from .._common import LqosError
 from .._kernel.libbpf import LibbpfError
 from .._ownership.owners import owner_of
@@ -51,7 +51,7 @@ class _In(object):
     def __enter__(self):
         if self.iface.get("netns"):
             try:
-                self.ns = _bpf_hooks.netns(self.iface["netns"]).__enter__()
+                self.ns = _hooks.netns(self.iface["netns"]).__enter__()
             except LibbpfError as exc:
                 raise LqosError("interface %s of the service's configuration: %s." % (
                     where(self.iface), exc.msg.rstrip(".")), "create the namespace, or fix netns in the configuration.")
@@ -75,7 +75,7 @@ def check_interfaces(config: dict) -> None:
     for iface in config["interfaces"]:
         with _In(iface):
             try:
-                _bpf_hooks.ifindex(iface["name"])
+                _hooks.ifindex(iface["name"])
             except LibbpfError:
                 raise _missing(config, iface)
 
@@ -91,7 +91,7 @@ def _prog(prog_id: int, collection_ids, service_ids, mode: str | None = None) ->
     if not prog_id:
         return None
     try:
-        info = _bpf_maps.prog_info_by_id(prog_id)
+        info = _kmaps.prog_info_by_id(prog_id)
         name, tag = info["name"], info["tag"]
     except LibbpfError:   # unloaded since the query
         name = tag = None
@@ -108,14 +108,14 @@ def read_hooks(config: dict, collection_ids, service_ids) -> list:
     for iface in config["interfaces"]:
         with _In(iface):
             try:
-                idx = _bpf_hooks.ifindex(iface["name"])
+                idx = _hooks.ifindex(iface["name"])
             except LibbpfError:
                 raise _missing(config, iface)
-            q = _bpf_hooks.xdp_query(idx)
+            q = _hooks.xdp_query(idx)
             row = {"interface": iface["name"], "netns": iface.get("netns"),
                    "xdp": _prog(q["prog_id"], collection_ids, service_ids, q["attach_mode"])}
             for direction in ("egress", "ingress"):
-                row["tc_" + direction] = _prog(_bpf_hooks.tc_query(idx, direction, TC_HANDLE, TC_PRIORITY),
+                row["tc_" + direction] = _prog(_hooks.tc_query(idx, direction, TC_HANDLE, TC_PRIORITY),
                                                collection_ids, service_ids)
         out.append(row)
     return out
@@ -126,29 +126,29 @@ def trial_tags(path: str, what: str | None = None) -> dict:
     (nothing pinned, no pin reused, closed again; other programs left out; a CPU map larger than this host's
     possible CPUs shrunk to them, as the services do, since the kernel refuses more). ``what`` names the object
     in the message (default its path). LqosError when it does not load."""
-    from .._kernel import objects as bpf_object
+    from .._kernel import objects as _objects
     from .._kernel.loaded import LoadedObject
     from .._kernel.libbpf import _STATE, _errno_of
 
     what = what or path
     try:
-        info = bpf_object.object_info(path)
+        info = _objects.object_info(path)
         progs = info["programs"]
         keep = [p["name"] for p in progs if p["type_name"] in HOOK_TYPES]
         if not keep:
             raise LqosError("%s has no XDP or TC program, so it gives no tags to verify against." % what,
                             "give the service's object, or expected_tags.")
         others = [p["name"] for p in progs if p["name"] not in keep]
-        cpus = bpf_object.possible_cpus()
+        cpus = _objects.possible_cpus()
         resize = {m["name"]: cpus for m in info["maps"] if m["type_name"] == "cpumap" and m["max_entries"] > cpus}
-        obj, bufs = bpf_object._prepare(path, None, resize, {}, {}, set(others), 64 * 1024, no_pins=True,
-                                        shrink_to=max(cpus, 64))
+        obj, bufs = _objects._prepare(path, None, resize, {}, {}, set(others), 64 * 1024, no_pins=True,
+                                      shrink_to=max(cpus, 64))
         lib = _STATE["lib"]
         loaded = None
         try:
             ret = lib.bpf_object__load(obj)
             if ret < 0:
-                bpf_object._explain_load_failure(obj, path, None, _errno_of(ret), bufs, [])
+                _objects._explain_load_failure(obj, path, None, _errno_of(ret), bufs, [])
             loaded = LoadedObject(obj, path, None, bufs)   # closes the object from now on
             return {name: loaded.prog_info(name)["tag"] for name in keep}
         finally:
