@@ -1,8 +1,10 @@
 """The layers of docs/architecture.md, as the imports of plugins/module_utils and plugins/plugin_utils make them.
 
-Each package under ``plugins/module_utils/`` and ``plugins/plugin_utils/`` is a layer; its ``__init__.py``
-docstring says what it may import, and so does the docstring of each file shared at the top of the folder
-(``_common.py``, ``_spec.py``, ...). The rule is one paragraph of the docstring::
+Each package under ``plugins/module_utils/`` and ``plugins/plugin_utils/`` is a layer; its ``README.md``
+says what it owns and what it may import (its ``__init__.py`` stays empty: ansible-core 2.16's sanity test
+``empty-init`` requires that under module_utils, and ansible-lint does not let a collection ignore it), and
+so does the docstring of each file shared at the top of the folder (``_common.py``, ``_spec.py``, ...). The
+rule is one paragraph of that text::
 
     May import: _common, _changes, _kernel, _attach.plan
 
@@ -13,7 +15,7 @@ docstring says what it may import, and so does the docstring of each file shared
   or one file of a package (``_attach.plan``: that file only, not the rest of that layer's internals);
   ``module_utils.<entry>`` names module_utils from plugin_utils;
 - a file of a package may always import the files of its own package; a package's files follow its
-  ``__init__.py`` rule, a shared file its own docstring's.
+  ``README.md`` rule, a shared file its own docstring's.
 
 This test walks every ``import`` of every file (ast, lazy imports inside functions included: AnsiballZ ships
 them all) and fails on an import its rule does not allow, on a package or shared file with no rule, on a
@@ -39,9 +41,11 @@ _RULE = re.compile(r"^May import:(.*(?:\n(?!\s*\n).*)*)", re.M)
 
 
 def rule_of(path: str):
-    """The set of entries of ``path``'s ``May import:`` paragraph (qualified: ``module_utils._common``), or None."""
+    """The set of entries of the ``May import:`` paragraph of ``path`` (a package's README.md, or a .py file's
+    docstring), qualified (``module_utils._common``); None without one."""
     with open(path, encoding="utf-8") as f:
-        doc = ast.get_docstring(ast.parse(f.read(), path))
+        text = f.read()
+    doc = text if path.endswith(".md") else ast.get_docstring(ast.parse(text, path))
     if not doc:
         return None
     match = _RULE.search(doc)
@@ -83,7 +87,7 @@ def rule_file(folder: str, rel: str) -> str:
     parts = rel.split(os.sep)
     if len(parts) == 1:
         return os.path.join(PLUGINS, folder, rel)
-    return os.path.join(PLUGINS, folder, parts[0], "__init__.py")
+    return os.path.join(PLUGINS, folder, parts[0], "README.md")
 
 
 def exists(qualified: str) -> bool:
@@ -138,11 +142,11 @@ def test_imports_follow_the_layer_rule(folder, rel):
     path = os.path.join(PLUGINS, folder, rel)
     ruled = rule_file(folder, rel)
     if not os.path.isfile(ruled):
-        pytest.fail("%s is in a package without __init__.py: add one whose docstring says what it owns and "
+        pytest.fail("%s is in a package without README.md: add one that says what the package owns and "
                     "'May import: ...'" % path)
     rule = rule_of(ruled)
     if rule is None:
-        pytest.fail("%s has no 'May import: ...' paragraph in its docstring: a file at the top of the folder is "
+        pytest.fail("%s has no 'May import: ...' paragraph: a file at the top of the folder is "
                     "shared by every layer and says what it imports; any other file belongs in a layer's package"
                     % ruled)
     for entry in sorted(rule):
@@ -152,6 +156,16 @@ def test_imports_follow_the_layer_rule(folder, rel):
              if not allowed(target, own, rule)]
     assert not wrong, "%s/%s (layer %s, May import: %s) imports what its layer may not: %s" % (
         folder, rel, own, ", ".join(sorted(rule)) or "nothing", "; ".join(wrong))
+
+
+@pytest.mark.parametrize("folder,rel", [c for c in CASES if c[1].endswith("__init__.py")],
+                         ids=["%s/%s" % c for c in CASES if c[1].endswith("__init__.py")])
+def test_package_init_files_are_empty(folder, rel):
+    """ansible-core 2.16's sanity test empty-init wants every module_utils ``__init__.py`` empty, and ansible-lint
+    refuses an ignore entry for it; plugin_utils keeps the same shape. A package's words go in its README.md."""
+    size = os.path.getsize(os.path.join(PLUGINS, folder, rel))
+    assert size == 0, "%s/%s has %d bytes: leave __init__.py empty and say what the package owns and may import " \
+        "in its README.md" % (folder, rel, size)
 
 
 @pytest.mark.parametrize("folder,rel", CASES, ids=["%s/%s" % c for c in CASES])
@@ -177,6 +191,10 @@ def test_the_rule_reader():
         with open(path, "w", encoding="utf-8") as f:
             f.write('"""Owns x."""\n')
         assert rule_of(path) is None
+        readme = os.path.join(folder, "README.md")
+        with open(readme, "w", encoding="utf-8") as f:
+            f.write("# `_x`: owns x\n\nMore text.\n\nMay import: _common,\n_attach.plan.\n")
+        assert rule_of(readme) == {"module_utils._common", "module_utils._attach.plan"}
     assert allowed("module_utils._kernel.btf", "module_utils._attach", {"module_utils._kernel"})
     assert allowed("module_utils._attach.plan", "module_utils._maps", {"module_utils._attach.plan"})
     assert not allowed("module_utils._attach.apply", "module_utils._maps", {"module_utils._attach.plan"})
@@ -216,7 +234,7 @@ def test_the_architecture_tree_lists_every_package_and_file():
 
 
 def test_the_architecture_tree_states_each_package_rule():
-    """Each package's line in docs/architecture.md's tree ends in its ``__init__.py``'s rule: "(may import: ...)"."""
+    """Each package's line in docs/architecture.md's tree ends in its README.md's rule: "(may import: ...)"."""
     with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as f:
         text = f.read()
     tree = text[text.index("<!-- folder tree"):text.index("<!-- end of the folder tree -->")]
@@ -226,11 +244,11 @@ def test_the_architecture_tree_states_each_package_rule():
             folder = line.split("/")[1]
         elif line.startswith("  ") and not line.startswith("    ") and line.split()[0].endswith("/"):
             package = line.split()[0].rstrip("/")
-            rule = rule_of(os.path.join(PLUGINS, folder, package, "__init__.py"))
+            rule = rule_of(os.path.join(PLUGINS, folder, package, "README.md"))
             match = re.search(r"\(may import: ([^)]*)\)\s*$", line)
             assert match, "docs/architecture.md: the line of %s/%s does not end in its (may import: ...)" % (folder, package)
             stated = match.group(1).strip()
             entries = set() if stated == "nothing" else {
                 e.strip() if e.strip().split(".")[0] in FOLDERS else folder + "." + e.strip() for e in stated.split(",")}
-            assert entries == rule, "docs/architecture.md states %s/%s may import %s; its __init__.py says %s" % (
+            assert entries == rule, "docs/architecture.md states %s/%s may import %s; its README.md says %s" % (
                 folder, package, sorted(entries), sorted(rule))
