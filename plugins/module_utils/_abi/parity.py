@@ -4,9 +4,10 @@
 #
 # PRIVATE: this module_util is an implementation detail of the lqos.bpf
 # collection, not a public API. It may change or vanish without notice.
-"""Parity of a mirror pair (a Rust mirror struct against its C struct: size, offsets, padding, field by field): the C struct as the object's BTF lays it out (its fields normalised to one shape)
-against the Rust mirror's layout from the controller, matched field by field, and the pair's report with the
-problem and fix of each row. Pure: plain data in and out."""
+"""Parity of a mirror pair (a Rust mirror struct against its C struct: size, offsets, padding, field by field): the
+C struct as the object's BTF lays it out (its fields normalised to one shape) against the Rust mirror's layout
+from the controller, matched field by field, and the pair's report with the problem and fix of each row. Pure:
+plain data in and out."""
 
 from __future__ import annotations
 
