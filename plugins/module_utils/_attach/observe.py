@@ -26,7 +26,7 @@ from .._kernel import qdiscs as _qdiscs
 from .._kernel import maps as _kmaps
 from .._kernel import objects as _objects
 from .apply import _lib_error
-from .._ownership import owners as _ownership
+from .._ownership import owners as _owners
 from .plan import (
     REATTACH,
     REFUSE,
@@ -247,20 +247,20 @@ class Observer(object):
             return None
         if self.att.held is None:
             ids = set(self.att.xdp_now["ids"].values()) | {t["id"] for t in self.att.tc_now.values() if t["id"]}
-            self.att.held = _ownership.holders(ids - self.att.ours)
-        owner, detail = _ownership.owner_of(prog_id, self.att.ours, self.att.held)
-        return detail if owner == _ownership.SERVICE else None
+            self.att.held = _owners.holders(ids - self.att.ours)
+        owner, detail = _owners.owner_of(prog_id, self.att.ours, self.att.held)
+        return detail if owner == _owners.SERVICE else None
 
     def held_by(self, prog_id) -> str:
         held = self.service_holders(prog_id)
-        return " (a service's: held by %s)" % _ownership.describe_holders(held) if held else ""
+        return " (a service's: held by %s)" % _owners.describe_holders(held) if held else ""
 
     def refuse_service(self, hook: str, prog_id) -> None:
         """A program a running process holds is the service's: never replaced, with or without force."""
         held = self.service_holders(prog_id)
         if held:
             info = self.att.xdp_now["info"].get(prog_id) if hook == "XDP" else self.prog_info(prog_id)
-            raise _ownership.service_refusal(hook, self.att.ifname, self.att.netns, prog_desc(prog_id, info), held)
+            raise _owners.service_refusal(hook, self.att.ifname, self.att.netns, prog_desc(prog_id, info), held)
 
     def xdp_link_of(self, d: dict) -> dict:
         """A foreign XDP program held by a bpf_link: refuse, or (force) plan to detach the link."""

@@ -216,14 +216,14 @@ def mark_owners(attached: list, collection_ids, holders: dict) -> dict:
 def owner_facts(attached: list, pin_root: str, errors: list) -> dict:
     """Who owns each program on the hooks (``mark_owners``): the collection's pins under ``<pin_root>/lqos_bpf/``,
     the processes of /proc holding the rest. Returns the ``loader`` summary."""
-    from .._ownership import owners as _ownership
+    from .._ownership import owners as _owners
 
     ids = {e["id"] for e in hook_entries(attached) if e.get("id")}
     ours, held = set(), {}
     try:
         if ids and is_bpffs(pin_root):
-            ours = _ownership.collection_prog_ids(os.path.realpath(pin_root))
-        held = _ownership.holders(ids - ours)
+            ours = _owners.collection_prog_ids(os.path.realpath(pin_root))
+        held = _owners.holders(ids - ours)
     except Exception as exc:  # pylint: disable=broad-except  # a part that cannot be read never fails the host
         errors.append("owners: %s" % getattr(exc, "msg", exc))
     return mark_owners(attached, ours, held)
