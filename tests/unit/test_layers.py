@@ -20,8 +20,10 @@ rule is one paragraph of that text::
 This test walks every ``import`` of every file (ast, lazy imports inside functions included: AnsiballZ ships
 them all) and fails on an import its rule does not allow, on a package or shared file with no rule, on a
 rule naming what does not exist, and on module_utils importing plugin_utils (targets never carry the
-controller's code). It also keeps every file under 500 lines and docs/architecture.md's folder tree equal to
-the folders (one line per package and per file).
+controller's code). The rules themselves are held too: the kernel layer may import only the shared files,
+the packages' rules form no cycle, and no rule names what none of its files imports. It also keeps every
+file under 500 lines, every package ``__init__.py`` empty, and docs/architecture.md's folder tree equal to
+the folders (one line per package and per file, each package's line ending in its rule).
 """
 from __future__ import annotations
 
@@ -145,6 +147,9 @@ def test_imports_follow_the_layer_rule(folder, rel):
         pytest.fail("%s is in a package without README.md: add one that says what the package owns and "
                     "'May import: ...'" % path)
     rule = rule_of(ruled)
+    if rule is None and ruled.endswith("README.md"):
+        pytest.fail("%s has no 'May import: ...' paragraph: end it with one naming what the package may import "
+                    "(or 'May import: nothing.')" % ruled)
     if rule is None:
         pytest.fail("%s has no 'May import: ...' paragraph: a file at the top of the folder is "
                     "shared by every layer and says what it imports; any other file belongs in a layer's package"
@@ -181,7 +186,7 @@ def test_the_rule_reader():
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, "module_utils", "_x")
         os.makedirs(folder)
-        path = os.path.join(folder, "__init__.py")
+        path = os.path.join(folder, "shared.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write('"""Owns x.\n\nMay import: _common, _kernel,\n    _attach.plan.\n\nMore text.\n"""\n')
         assert rule_of(path) == {"module_utils._common", "module_utils._kernel", "module_utils._attach.plan"}
@@ -245,6 +250,7 @@ def test_the_architecture_tree_states_each_package_rule():
         elif line.startswith("  ") and not line.startswith("    ") and line.split()[0].endswith("/"):
             package = line.split()[0].rstrip("/")
             rule = rule_of(os.path.join(PLUGINS, folder, package, "README.md"))
+            assert rule is not None, "plugins/%s/%s/README.md has no 'May import: ...' paragraph" % (folder, package)
             match = re.search(r"\(may import: ([^)]*)\)\s*$", line)
             assert match, "docs/architecture.md: the line of %s/%s does not end in its (may import: ...)" % (folder, package)
             stated = match.group(1).strip()
@@ -252,3 +258,61 @@ def test_the_architecture_tree_states_each_package_rule():
                 e.strip() if e.strip().split(".")[0] in FOLDERS else folder + "." + e.strip() for e in stated.split(",")}
             assert entries == rule, "docs/architecture.md states %s/%s may import %s; its README.md says %s" % (
                 folder, package, sorted(entries), sorted(rule))
+
+
+def package_rules() -> dict:
+    """{"module_utils._kernel": its README.md rule} for every package of both folders."""
+    out = {}
+    for folder in FOLDERS:
+        base = os.path.join(PLUGINS, folder)
+        for name in sorted(os.listdir(base)):
+            readme = os.path.join(base, name, "README.md")
+            if os.path.isfile(readme):
+                out[folder + "." + name] = rule_of(readme) or set()
+    return out
+
+
+def shared_files(folder: str) -> set:
+    """The files at the top of ``folder`` (``module_utils._common``, ...): shared by every layer."""
+    return {folder + "." + f[:-3] for f in os.listdir(os.path.join(PLUGINS, folder)) if f.endswith(".py")}
+
+
+def test_the_kernel_layer_imports_no_other_layer():
+    """docs/architecture.md: the kernel layer imports none of the others, whatever its README.md says."""
+    rule = package_rules()["module_utils._kernel"]
+    others = sorted(rule - shared_files("module_utils"))
+    assert not others, "module_utils/_kernel/README.md lets the kernel layer import %s: it may import only files " \
+        "every layer shares (%s)" % (", ".join(others), ", ".join(sorted(shared_files("module_utils"))))
+
+
+def test_the_layers_form_no_cycle():
+    """The packages' rules, read as edges from a package to the packages it may import, have no cycle."""
+    rules = package_rules()
+    edges = {pkg: {".".join(e.split(".")[:2]) for e in rule} & set(rules) - {pkg} for pkg, rule in rules.items()}
+    state = {}
+
+    def visit(pkg, path):
+        if state.get(pkg) == "done":
+            return
+        assert state.get(pkg) != "open", "the layer rules form a cycle: %s" % " -> ".join(path + [pkg])
+        state[pkg] = "open"
+        for nxt in sorted(edges[pkg]):
+            visit(nxt, path + [pkg])
+        state[pkg] = "done"
+
+    for pkg in sorted(edges):
+        visit(pkg, [])
+
+
+def test_every_rule_entry_is_used():
+    """A package's rule names only what its files import: an entry nothing uses widens the layer for nothing."""
+    used = {}
+    for folder, rel in CASES:
+        own = owner(folder, rel)
+        for _, target in imports(os.path.join(PLUGINS, folder, rel), folder, rel):
+            used.setdefault(own, set()).add(target)
+    for pkg, rule in package_rules().items():
+        targets = used.get(pkg, set())
+        idle = sorted(e for e in rule if not any(t == e or t.startswith(e + ".") for t in targets))
+        assert not idle, "plugins/%s/README.md may import %s, which none of its files imports: drop it from the " \
+            "rule (and from docs/architecture.md's tree)" % (pkg.replace(".", "/"), ", ".join(idle))
