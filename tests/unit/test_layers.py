@@ -309,8 +309,8 @@ def test_every_rule_entry_is_used():
     used = {}
     for folder, rel in CASES:
         own = owner(folder, rel)
-        for _, target in imports(os.path.join(PLUGINS, folder, rel), folder, rel):
-            used.setdefault(own, set()).add(target)
+        for entry in imports(os.path.join(PLUGINS, folder, rel), folder, rel):
+            used.setdefault(own, set()).add(entry[1])
     for pkg, rule in package_rules().items():
         targets = used.get(pkg, set())
         idle = sorted(e for e in rule if not any(t == e or t.startswith(e + ".") for t in targets))
