@@ -14,11 +14,8 @@ import errno
 import os
 
 from .._common import LqosError, MAP_ASIDE_DIR as ASIDE_DIR, errno_name
-try:
-    from .._kernel import libbpf as L
-    from .._kernel import maps as M
-except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
-    L = None
+from .._kernel import libbpf as L
+from .._kernel import maps as M
 from .expectations import (
     compare,
     describe_differences,

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 from .._common import LqosError, check_bpf_object, MAP_BACKUP_DIR
 from .._bpffs import normalise_names, refuse_bpffs_folder, require_bpffs
-try:
-    from .._kernel import libbpf as L
-except ImportError:  # pragma: no cover - _libbpf itself has no hard imports
-    L = None
+from .._kernel import libbpf as L
 from .audit import STATUSES, audit, listing, summarise
 from .expectations import (
     conflicts,
