@@ -28,6 +28,7 @@ from .._common import (
     possible_cpus,
 )
 from .._bpffs import is_bpffs, require_bpffs
+from .._build.builds import link as _link
 from .._build.pipeline import CHAIN_TOOLS, MANIFEST
 
 DEPLOYED_FILE = "deployed.json"
@@ -50,14 +51,6 @@ def read_json(path: str):
         return None
     except (OSError, ValueError) as exc:
         raise ValueError("cannot read %s: %s" % (path, exc))
-
-
-def _link(build_root: str, name: str) -> str | None:
-    path = os.path.join(build_root, name)
-    if not os.path.islink(path):
-        return None
-    target = os.path.realpath(path)
-    return target if os.path.isdir(target) else None
 
 
 # ---------------------------------------------------------------------------
