@@ -56,12 +56,17 @@ def rule_of(path: str):
     folder = os.path.basename(os.path.dirname(path))
     if folder not in FOLDERS:
         folder = os.path.basename(os.path.dirname(os.path.dirname(path)))
-    text = " ".join(match.group(1).split()).rstrip(".").strip()
+    return rule_entries(match.group(1), folder, path)
+
+
+def rule_entries(text: str, folder: str, where: str) -> set:
+    """The entries of a rule's text (``_common, _kernel.`` or ``nothing``), qualified by ``folder``."""
+    text = " ".join(text.split()).rstrip(".").strip()
     if text == "nothing":
         return set()
     entries = set()
     for entry in (e.strip() for e in text.split(",")):
-        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", entry), "%s: bad entry %r in its May import rule" % (path, entry)
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", entry), "%s: bad entry %r in its May import rule" % (where, entry)
         entries.add(entry if entry.split(".")[0] in FOLDERS else folder + "." + entry)
     return entries
 
@@ -207,26 +212,29 @@ def test_the_rule_reader():
     assert allowed("module_utils._common", "plugin_utils._report", {"module_utils._common"})
 
 
-def test_the_architecture_tree_lists_every_package_and_file():
-    """docs/architecture.md's folder tree has one line per package and per file of both folders, and no other."""
+def tree_lines():
+    """(entry, folder, line) of each package and file line of docs/architecture.md's folder tree; entry is
+    ``module_utils/_kernel/`` for a package, ``module_utils/_kernel/btf.py`` for its file, ``module_utils/_common.py``
+    for a shared file."""
     with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as f:
         text = f.read()
     begin, end = "<!-- folder tree: one line per package and per file -->", "<!-- end of the folder tree -->"
     assert begin in text and end in text, "docs/architecture.md has lost its folder tree markers"
-    listed, folder, package = set(), None, None
+    folder, package = None, None
     for line in text[text.index(begin):text.index(end)].splitlines():
         if line.startswith("plugins/"):
             folder, package = line.split("/")[1], None
         elif line.startswith("    ") and package and line.split()[0].endswith(".py"):
-            listed.add("%s/%s/%s" % (folder, package, line.split()[0]))
+            yield "%s/%s/%s" % (folder, package, line.split()[0]), folder, line
         elif line.startswith("  ") and not line.startswith("    ") and folder:
             name = line.split()[0]
-            if name.endswith("/"):
-                package = name.rstrip("/")
-                listed.add("%s/%s/" % (folder, package))
-            else:
-                package = None
-                listed.add("%s/%s" % (folder, name))
+            package = name.rstrip("/") if name.endswith("/") else None
+            yield "%s/%s" % (folder, name), folder, line
+
+
+def test_the_architecture_tree_lists_every_package_and_file():
+    """docs/architecture.md's folder tree has one line per package and per file of both folders, and no other."""
+    listed = {entry for entry, _folder, _line in tree_lines()}
     actual = set()
     for folder, rel in CASES:
         parts = rel.split(os.sep)
@@ -240,24 +248,17 @@ def test_the_architecture_tree_lists_every_package_and_file():
 
 def test_the_architecture_tree_states_each_package_rule():
     """Each package's line in docs/architecture.md's tree ends in its README.md's rule: "(may import: ...)"."""
-    with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as f:
-        text = f.read()
-    tree = text[text.index("<!-- folder tree"):text.index("<!-- end of the folder tree -->")]
-    folder = None
-    for line in tree.splitlines():
-        if line.startswith("plugins/"):
-            folder = line.split("/")[1]
-        elif line.startswith("  ") and not line.startswith("    ") and line.split()[0].endswith("/"):
-            package = line.split()[0].rstrip("/")
-            rule = rule_of(os.path.join(PLUGINS, folder, package, "README.md"))
-            assert rule is not None, "plugins/%s/%s/README.md has no 'May import: ...' paragraph" % (folder, package)
-            match = re.search(r"\(may import: ([^)]*)\)\s*$", line)
-            assert match, "docs/architecture.md: the line of %s/%s does not end in its (may import: ...)" % (folder, package)
-            stated = match.group(1).strip()
-            entries = set() if stated == "nothing" else {
-                e.strip() if e.strip().split(".")[0] in FOLDERS else folder + "." + e.strip() for e in stated.split(",")}
-            assert entries == rule, "docs/architecture.md states %s/%s may import %s; its README.md says %s" % (
-                folder, package, sorted(entries), sorted(rule))
+    for entry, folder, line in tree_lines():
+        if not entry.endswith("/"):
+            continue
+        package = entry.split("/")[1]
+        rule = rule_of(os.path.join(PLUGINS, folder, package, "README.md"))
+        assert rule is not None, "plugins/%s/%s/README.md has no 'May import: ...' paragraph" % (folder, package)
+        match = re.search(r"\(may import: ([^)]*)\)\s*$", line)
+        assert match, "docs/architecture.md: the line of %s/%s does not end in its (may import: ...)" % (folder, package)
+        entries = rule_entries(match.group(1), folder, "docs/architecture.md")
+        assert entries == rule, "docs/architecture.md states %s/%s may import %s; its README.md says %s" % (
+            folder, package, sorted(entries), sorted(rule))
 
 
 def package_rules() -> dict:
